@@ -1,0 +1,106 @@
+"""SQL plumbing shared by every component that stores rows (savers, breakers, policies).
+
+One `MetaData` holds every relaygraph table so that a user's Alembic environment can
+include them with ``target_metadata = [app_metadata, relaygraph.sql_metadata]``.
+Dialect differences (upserts, insert-if-absent) live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql as _mysql
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData()
+
+#: Longest thread id / namespace / identifier relaygraph stores. Bounded so that the
+#: composite primary keys fit MySQL's 3072-byte index limit in utf8mb4.
+MAX_KEY_CHARS = 255
+
+KeyStr = sa.String(MAX_KEY_CHARS).with_variant(
+    sa.String(MAX_KEY_CHARS, collation="utf8mb4_bin"), "mysql", "mariadb"
+)
+"""A case- and accent-sensitive key column on every dialect (MySQL compares
+strings case-insensitively by default, which would merge distinct thread ids)."""
+
+LargeBlob = sa.LargeBinary().with_variant(_mysql.LONGBLOB(), "mysql", "mariadb")
+LargeText = sa.Text().with_variant(_mysql.LONGTEXT(), "mysql", "mariadb")
+
+
+def _dialect_name(dialect: Dialect) -> str:
+    return "mysql" if dialect.name in ("mysql", "mariadb") else dialect.name
+
+
+def upsert(
+    dialect: Dialect,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+    *,
+    keys: Sequence[str],
+    update: Sequence[str] | None = None,
+) -> sa.Executable:
+    """Build an INSERT that updates ``update`` columns (or does nothing) on key conflict.
+
+    Args:
+        dialect: the engine's dialect (``engine.dialect``).
+        table: target table.
+        rows: one row or many; values are always bound parameters.
+        keys: the primary-key / unique columns that define a conflict.
+        update: columns to overwrite on conflict; ``None`` or empty keeps the old row.
+    """
+    name = _dialect_name(dialect)
+    payload = list(rows) if not isinstance(rows, Mapping) else [rows]
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(table).values(payload)
+        if update:
+            return stmt.on_conflict_do_update(
+                index_elements=list(keys), set_={c: stmt.excluded[c] for c in update}
+            )
+        return stmt.on_conflict_do_nothing(index_elements=list(keys))
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(table).values(payload)
+        if update:
+            return stmt.on_conflict_do_update(
+                index_elements=list(keys), set_={c: stmt.excluded[c] for c in update}
+            )
+        return stmt.on_conflict_do_nothing(index_elements=list(keys))
+    if name == "mysql":
+        from sqlalchemy.dialects.mysql import insert as my_insert
+
+        stmt = my_insert(table).values(payload)
+        # MySQL has no DO NOTHING; re-assigning a key column to itself is the idiom.
+        cols = list(update) if update else [keys[0]]
+        return stmt.on_duplicate_key_update({c: stmt.inserted[c] if update else table.c[c]
+                                             for c in cols})
+    raise NotImplementedError(f"relaygraph does not support the {dialect.name!r} dialect")
+
+
+def _create(conn: sa.Connection, tables: Sequence[sa.Table]) -> None:
+    # Two processes running setup at once may both see a table missing; the loser's
+    # CREATE fails with "already exists", which is the state it wanted.
+    for table in tables:
+        try:
+            with conn.begin_nested():
+                table.create(conn, checkfirst=True)
+        except (sa.exc.ProgrammingError, sa.exc.OperationalError, sa.exc.IntegrityError):
+            if not sa.inspect(conn).has_table(table.name):
+                raise
+
+
+def create_tables(engine: sa.Engine, tables: Sequence[sa.Table]) -> None:
+    """Create ``tables`` if absent; safe when several processes call it at once."""
+    with engine.begin() as conn:
+        _create(conn, tables)
+
+
+async def acreate_tables(engine: Any, tables: Sequence[sa.Table]) -> None:
+    """Async twin of :func:`create_tables` for an ``AsyncEngine``."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_create, tables)

@@ -1,0 +1,27 @@
+"""Shared state vocabulary and graph builders."""
+
+from relaygraph.graphs._state import (
+    GuardDecision,
+    HandoffReport,
+    RelayState,
+    ReviewRecord,
+    Usage,
+    UsageTable,
+    VerbatimCheck,
+    append_records,
+    merge_dicts,
+    merge_usage,
+)
+
+__all__ = [
+    "GuardDecision",
+    "HandoffReport",
+    "RelayState",
+    "ReviewRecord",
+    "Usage",
+    "UsageTable",
+    "VerbatimCheck",
+    "append_records",
+    "merge_dicts",
+    "merge_usage",
+]
