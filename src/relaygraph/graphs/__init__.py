@@ -1,6 +1,7 @@
 """Shared state vocabulary and graph builders."""
 
 from relaygraph.graphs._state import (
+    AgentRun,
     GuardDecision,
     HandoffReport,
     RelayState,
@@ -14,6 +15,7 @@ from relaygraph.graphs._state import (
 )
 
 __all__ = [
+    "AgentRun",
     "GuardDecision",
     "HandoffReport",
     "RelayState",

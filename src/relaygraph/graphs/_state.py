@@ -86,6 +86,25 @@ UsageTable = dict[str, dict[str, Usage]]
 """``usage[agent][model] -> Usage``."""
 
 
+class AgentRun(TypedDict):
+    """One call of an agent node wrapped by ``track_agent()``, appended to ``agent_runs``."""
+
+    agent: str
+    node: str
+    input_keys: list[str]
+    output_keys: list[str]
+    tool_calls: list[str]
+    models: list[str]
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost: float
+    latency_ms: float
+    at: str
+    pricing_as_of: NotRequired[str | None]
+    error: NotRequired[str | None]
+
+
 def append_records(left: list[Any] | None, right: list[Any] | Any | None) -> list[Any]:
     """Reducer for the append-only record channels. Accepts one record or a list."""
     base = list(left or [])
@@ -136,5 +155,6 @@ class RelayState(TypedDict, total=False):
     handoffs: Annotated[list[HandoffReport], append_records]
     reviews: Annotated[list[ReviewRecord], append_records]
     usage: Annotated[UsageTable, merge_usage]
+    agent_runs: Annotated[list[AgentRun], append_records]
     guard_feedback: Annotated[dict[str, str], merge_dicts]
     """Why the last guard sent an agent back (``agent -> reason``); read by retried agents."""
