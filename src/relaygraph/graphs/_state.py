@@ -28,6 +28,7 @@ class GuardDecision(TypedDict):
     at: str
     reason: NotRequired[str]
     attempt: NotRequired[int]
+    goto: NotRequired[str]  # the node the guard sent the run to; ``route`` names the outcome
 
 
 class VerbatimCheck(TypedDict):
