@@ -1,0 +1,421 @@
+"""The ``relaygraph`` command line.
+
+Commands::
+
+    relaygraph demo      [--db URL] [--thread ID] [--interactive] [--pause]
+    relaygraph threads   --db URL
+    relaygraph timeline  THREAD --db URL [--graph ID]
+    relaygraph serve     --db URL [--host 127.0.0.1] [--port 8000]
+    relaygraph setup     --db URL
+
+Every command takes a SQLAlchemy URL (``sqlite:///relaygraph.db``,
+``postgresql+psycopg://user@host/db``, ``mysql+pymysql://user@host/db``). Bad URLs and
+unreachable databases print one line and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import Command
+from rich.console import Console
+
+from relaygraph._errors import RelaygraphError
+
+DEFAULT_DEMO_DB = "sqlite:///relaygraph-demo.db"
+
+
+class CLIError(RelaygraphError):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+# ----------------------------------------------------------------------------- databases
+
+_CONNECT_TIMEOUTS = {"postgresql": {"connect_timeout": 5}, "mysql": {"connect_timeout": 5},
+                     "mariadb": {"connect_timeout": 5}}
+
+
+def _redact(url: sa.URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def check_database(url: str, *, must_exist: bool) -> sa.URL:
+    """Validate a database URL and make sure the database answers.
+
+    Args:
+        url: a SQLAlchemy URL.
+        must_exist: for SQLite files, refuse a file that does not exist yet (read-only
+            commands should not create empty databases).
+
+    Raises:
+        CLIError: the URL is malformed, its driver is missing, or the database is unreachable.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise CLIError(
+            f"not a database URL: {url!r}; expected e.g. sqlite:///relaygraph.db or "
+            "postgresql+psycopg://user@127.0.0.1:5432/db") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        db = parsed.database or ""
+        if must_exist and db not in ("", ":memory:") and not Path(db).exists():
+            raise CLIError(f"database file {db!r} does not exist; create it with: "
+                           f"relaygraph setup --db {url}")
+    try:
+        engine = sa.create_engine(parsed, poolclass=sa.pool.NullPool,
+                                  connect_args=_CONNECT_TIMEOUTS.get(backend, {}))
+    except sa.exc.NoSuchModuleError:
+        raise CLIError(f"unknown database scheme {parsed.drivername!r} in {_redact(parsed)}; "
+                       "use sqlite://, postgresql+psycopg:// or mysql+pymysql://") from None
+    except ImportError as exc:
+        extra = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}.get(backend, "dev")
+        raise CLIError(f"the driver for {parsed.drivername!r} is not installed ({exc.name}); "
+                       f"install it with: pip install 'relaygraph[{extra}]'") from None
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise CLIError(f"cannot connect to {_redact(parsed)}: {reason}") from None
+    finally:
+        engine.dispose()
+    return parsed
+
+
+@contextmanager
+def open_saver(url: str, *, setup: bool) -> Iterator[BaseCheckpointSaver]:
+    """Open relaygraph's SQL checkpointer on ``url`` (and run its migrations if ``setup``)."""
+    try:
+        from relaygraph.checkpointers import SQLAlchemySaver
+    except ImportError:
+        # TEMPORARY: until relaygraph.checkpointers lands, fall back to memory.
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        Console(stderr=True).print(
+            "[yellow]note: relaygraph.checkpointers is not available; using an in-memory "
+            "saver (nothing is written to the database)[/yellow]")
+        yield InMemorySaver()
+        return
+    with SQLAlchemySaver.from_conn_string(url) as saver:
+        if setup:
+            saver.setup()
+        yield saver
+
+
+def compiled_examples(saver: BaseCheckpointSaver) -> dict[str, Any]:
+    """Every example workflow compiled on ``saver``, by graph id."""
+    from relaygraph.graphs.examples import EXAMPLES
+
+    return {name: ex.build().compile(checkpointer=saver) for name, ex in EXAMPLES.items()}
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    from relaygraph.graphs.examples import EXAMPLES
+    from relaygraph.serve._threads import thread_config
+
+    url = args.db
+    check_database(url, must_exist=False)
+    example = EXAMPLES["refund"]
+    thread_id = args.thread or f"refund-{uuid.uuid4().hex[:8]}"
+    config = thread_config(thread_id, example.name)
+    console.rule("[bold]relaygraph demo: customer refund")
+    console.print(f"database [cyan]{url}[/cyan]   thread [cyan]{thread_id}[/cyan]")
+
+    with open_saver(url, setup=True) as saver:
+        graph = example.build().compile(checkpointer=saver)
+        snap = graph.get_state(config)
+        if not snap.values:
+            console.print("\n[bold]1. run[/bold] intake → handoff → guard → resolver → review")
+            graph.invoke(example.make_input(), config)
+            snap = graph.get_state(config)
+        elif snap.interrupts:
+            console.print("\n[bold]1. found[/bold] this thread paused at a review in the database")
+        if not snap.interrupts:
+            if snap.next:
+                graph.invoke(None, config)
+            console.print("[green]thread has already finished[/green]")
+            _render_summary(console, graph, config)
+            return 0
+        _render_paused(console, snap)
+        if args.pause:
+            console.print(f"\nstopped here. resume later with: [bold]relaygraph demo --db {url} "
+                          f"--thread {thread_id}[/bold]")
+            return 0
+        del graph  # a crash: the graph object is gone, only the database remains
+
+        console.print("\n[bold]2. crash-resume[/bold] the graph object is dropped; a fresh one "
+                      "reads the thread back from the database")
+        fresh = example.build().compile(checkpointer=saver)
+        snap = fresh.get_state(config)
+        console.print(f"   restored at step {snap.metadata.get('step') if snap.metadata else '?'}"
+                      f", next: {', '.join(snap.next)}, {len(snap.interrupts)} open review")
+        decision = (_render_ask_decision(console, snap.interrupts[0].value) if args.interactive
+                    else {"action": "approve", "reviewer": "demo", "comment": "auto-approved"})
+        console.print(f"\n[bold]3. review[/bold] {decision['action']} by "
+                      f"{decision.get('reviewer') or 'reviewer'}")
+        fresh.invoke(Command(resume=decision), config)
+        _render_summary(console, fresh, config)
+    return 0
+
+
+def _cmd_threads(args: argparse.Namespace, console: Console) -> int:
+    from relaygraph.serve._threads import list_threads
+
+    check_database(args.db, must_exist=True)
+    with open_saver(args.db, setup=False) as saver:
+        threads = list_threads(saver, compiled_examples(saver), limit=args.limit)
+    _render_threads(console, threads)
+    return 0
+
+
+def _cmd_timeline(args: argparse.Namespace, console: Console) -> int:
+    from relaygraph.serve._threads import thread_config, thread_graph_id
+
+    check_database(args.db, must_exist=True)
+    with open_saver(args.db, setup=False) as saver:
+        graphs = compiled_examples(saver)
+        try:
+            gid = args.graph or thread_graph_id(saver, args.thread)
+        except KeyError:
+            raise CLIError(f"thread {args.thread!r} not found in {args.db}; list threads with: "
+                           f"relaygraph threads --db {args.db}") from None
+        if gid is None and len(graphs) == 1:
+            gid = next(iter(graphs))
+        if gid not in graphs:
+            raise CLIError(f"thread {args.thread!r} belongs to graph {gid!r}, which this command "
+                           f"does not know; known graphs: {', '.join(sorted(graphs))}")
+        _render_summary(console, graphs[gid], thread_config(args.thread))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
+    check_database(args.db, must_exist=False)
+    try:
+        import uvicorn
+
+        from relaygraph.serve import create_app
+    except ImportError as exc:
+        raise CLIError(f"serving needs the 'serve' extra ({exc.name} is missing); install it "
+                       "with: pip install 'relaygraph[serve]'") from None
+    with open_saver(args.db, setup=True) as saver:
+        app = create_app(compiled_examples(saver), checkpointer=saver)
+        console.print(f"serving on http://{args.host}:{args.port}  (review inbox: /inbox)")
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _cmd_setup(args: argparse.Namespace, console: Console) -> int:
+    parsed = check_database(args.db, must_exist=False)
+    with open_saver(args.db, setup=True):
+        pass
+    console.print(f"relaygraph tables are ready in {_redact(parsed)}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _steps(graph: Any, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per step: the nodes that ran and the keys they wrote, oldest first."""
+    rows = []
+    for snap in reversed(list(graph.get_state_history(config))):
+        step = (snap.metadata or {}).get("step")
+        for task in snap.tasks:
+            if task.result is None and not task.interrupts:
+                continue
+            written = sorted(task.result) if isinstance(task.result, dict) else []
+            rows.append({"step": step + 1 if isinstance(step, int) else step,
+                         "node": task.name, "wrote": written,
+                         "interrupted": bool(task.interrupts) and task.result is None})
+    return rows
+
+
+def _render_paused(console: Console, snap: Any) -> None:
+    request = snap.interrupts[0].value
+    console.print(f"   paused before [bold]{', '.join(snap.next)}[/bold]: a human must review")
+    if isinstance(request, dict):
+        subject = request.get("value", request.get("subject"))
+        console.print(f"   under review: {_short(subject, 100)}")
+
+
+def _render_ask_decision(console: Console, request: Any) -> dict[str, Any]:
+    from rich.prompt import Prompt
+
+    console.print(f"\n[bold]review request[/bold]: {_short(request, 200)}")
+    action = Prompt.ask("decision", choices=["approve", "reject"], default="approve",
+                        console=console)
+    comment = Prompt.ask("comment", default="", console=console)
+    return {"action": action, "reviewer": "cli", "comment": comment or None}
+
+
+def _render_summary(console: Console, graph: Any, config: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    values = graph.get_state(config).values or {}
+    steps = Table(title="steps", title_justify="left")
+    for col in ("step", "node", "wrote"):
+        steps.add_column(col)
+    for row in _steps(graph, config):
+        wrote = ", ".join(row["wrote"]) or ("(paused on review)" if row["interrupted"] else "")
+        steps.add_row(str(row["step"]), row["node"], wrote)
+    console.print(steps)
+
+    handoffs = values.get("handoffs") or []
+    if handoffs:
+        t = Table(title="handoffs", title_justify="left")
+        for col in ("contract", "tokens", "ratio", "verbatim checks", "repairs", "failure"):
+            t.add_column(col)
+        for h in handoffs:
+            checks = ", ".join(f"{k} {'ok' if v.get('passed') else 'FAILED'}"
+                               for k, v in (h.get("verbatim") or {}).items())
+            t.add_row(h.get("contract", "?"),
+                      f"{h.get('source_tokens')} → {h.get('brief_tokens')}",
+                      f"{float(h.get('ratio') or 0):.0%}", checks or "-",
+                      str(h.get("repairs", 0)), h.get("failure") or "-")
+        console.print(t)
+
+    guards = values.get("guard_log") or []
+    if guards:
+        t = Table(title="guard decisions", title_justify="left")
+        for col in ("guard", "score", "threshold", "route", "breaker", "failed checks"):
+            t.add_column(col)
+        for g in guards:
+            score = g.get("score")
+            t.add_row(g.get("guard", "?"), "-" if score is None else f"{score:.2f}",
+                      str(g.get("threshold")), g.get("route", "?"),
+                      str(g.get("breaker_state") or "-"),
+                      ", ".join(g.get("failed_checks") or []) or "-")
+        console.print(t)
+
+    reviews = values.get("reviews") or []
+    if reviews:
+        t = Table(title="reviews", title_justify="left")
+        for col in ("node", "decision", "reviewer", "comment", "policy"):
+            t.add_column(col)
+        for r in reviews:
+            t.add_row(r.get("node", "?"), str(r.get("decision")), str(r.get("reviewer") or "-"),
+                      str(r.get("comment") or "-"), _short(r.get("policy_reason") or "-", 40))
+        console.print(t)
+
+    usage = values.get("usage") or {}
+    if usage:
+        t = Table(title="cost per agent", title_justify="left")
+        for col in ("agent", "model", "calls", "input tok", "output tok", "cost (USD)"):
+            t.add_column(col, justify="right" if col not in ("agent", "model") else "left")
+        total = 0.0
+        for agent, models in sorted(usage.items()):
+            for model, u in sorted(models.items()):
+                total += float(u.get("cost", 0.0))
+                t.add_row(agent, model, str(u.get("calls")), str(u.get("input_tokens")),
+                          str(u.get("output_tokens")), f"{float(u.get('cost', 0.0)):.6f}")
+        t.add_row("[bold]total[/bold]", "", "", "", "", f"[bold]{total:.6f}[/bold]")
+        console.print(t)
+
+    snap = graph.get_state(config)
+    if snap.interrupts:
+        console.print("[yellow]status: waiting for a human review[/yellow]")
+    elif snap.next:
+        console.print(f"[yellow]status: pending, next: {', '.join(snap.next)}[/yellow]")
+    else:
+        extra = values.get("status") or "finished"
+        console.print(f"[green]status: {extra}[/green]")
+
+
+def _render_threads(console: Console, threads: Sequence[Any]) -> None:
+    from rich.table import Table
+
+    if not threads:
+        console.print("no threads in this database")
+        return
+    t = Table(title=f"{len(threads)} thread(s)", title_justify="left")
+    for col in ("thread", "graph", "status", "step", "checkpoints", "updated", "next"):
+        t.add_column(col)
+    for th in threads:
+        t.add_row(th.thread_id, th.graph_id or "-", th.status, str(th.step), str(th.checkpoints),
+                  th.updated_at or "-", ", ".join(th.next) or "-")
+    console.print(t)
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``relaygraph`` command."""
+    parser = argparse.ArgumentParser(
+        prog="relaygraph",
+        description="Multi-agent LangGraph workflows that hold up in production.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run the customer-refund example offline, with a "
+                          "crash-resume and a human review")
+    demo.add_argument("--db", default=DEFAULT_DEMO_DB, help=f"database URL ({DEFAULT_DEMO_DB})")
+    demo.add_argument("--thread", help="thread id (default: a new one); an existing thread "
+                      "paused at the review is resumed")
+    demo.add_argument("--interactive", action="store_true",
+                      help="ask for the review decision instead of auto-approving")
+    demo.add_argument("--pause", action="store_true",
+                      help="stop at the review; run again with the same --thread to resume")
+    demo.set_defaults(func=_cmd_demo)
+
+    threads = sub.add_parser("threads", help="list threads in a database")
+    threads.add_argument("--db", required=True, help="database URL")
+    threads.add_argument("--limit", type=int, default=50, help="newest N threads (50)")
+    threads.set_defaults(func=_cmd_threads)
+
+    tl = sub.add_parser("timeline", help="show one thread's steps, handoffs, guards, reviews "
+                        "and cost")
+    tl.add_argument("thread", metavar="THREAD", help="thread id")
+    tl.add_argument("--db", required=True, help="database URL")
+    tl.add_argument("--graph", help="graph id (default: recorded on the thread)")
+    tl.set_defaults(func=_cmd_timeline)
+
+    serve = sub.add_parser("serve", help="serve the example graphs over HTTP with a review inbox")
+    serve.add_argument("--db", required=True, help="database URL")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=_cmd_serve)
+
+    setup = sub.add_parser("setup", help="create or migrate relaygraph's tables")
+    setup.add_argument("--db", required=True, help="database URL")
+    setup.set_defaults(func=_cmd_setup)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status.
+
+    Args:
+        argv: arguments without the program name (default: ``sys.argv[1:]``).
+    """
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        return int(args.func(args, console))
+    except (RelaygraphError, sa.exc.SQLAlchemyError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"relaygraph: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("relaygraph: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

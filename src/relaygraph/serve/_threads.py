@@ -1,0 +1,175 @@
+"""Reading threads back from a checkpointer: listing, status and pending reviews.
+
+Shared by the CLI and the HTTP app. One private core (grouping checkpoints into threads,
+classifying interrupts) and two thin shells, sync and async.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from langgraph.types import Interrupt, StateSnapshot
+
+GRAPH_ID_KEY = "graph_id"
+"""Checkpoint metadata key naming the graph a thread belongs to (set from the run config)."""
+
+ThreadStatus = Literal["waiting", "done", "pending", "unknown"]
+
+
+@dataclass(frozen=True)
+class ThreadSummary:
+    """One thread as seen from its latest checkpoint.
+
+    Attributes:
+        thread_id: the thread.
+        graph_id: the graph that ran it (checkpoint metadata ``graph_id``), if recorded.
+        step: the latest step number.
+        updated_at: ISO time of the latest checkpoint.
+        checkpoints: how many checkpoints the thread has (root namespace).
+        status: ``waiting`` (paused on an interrupt), ``done`` (nothing left to run),
+            ``pending`` (next nodes scheduled but not run: a crash or an in-flight run) or
+            ``unknown`` (the graph is not known here).
+        next: nodes that run next.
+        interrupts: open interrupts as ``{"id", "value"}`` dicts.
+    """
+
+    thread_id: str
+    graph_id: str | None
+    step: int | None
+    updated_at: str | None
+    checkpoints: int
+    status: ThreadStatus = "unknown"
+    next: tuple[str, ...] = ()
+    interrupts: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "thread_id": self.thread_id, "graph_id": self.graph_id, "step": self.step,
+            "updated_at": self.updated_at, "checkpoints": self.checkpoints,
+            "status": self.status, "next": list(self.next), "interrupts": self.interrupts,
+        }
+
+
+def thread_config(thread_id: str, graph_id: str | None = None) -> RunnableConfig:
+    """The run config for a thread; ``graph_id`` is recorded in checkpoint metadata."""
+    config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+    if graph_id is not None:
+        config["metadata"] = {GRAPH_ID_KEY: graph_id}
+    return config
+
+
+@dataclass
+class _Acc:
+    latest: CheckpointTuple
+    count: int = 0
+
+
+def _group(tuples: Iterable[CheckpointTuple]) -> dict[str, _Acc]:
+    out: dict[str, _Acc] = {}
+    for t in tuples:
+        conf = t.config.get("configurable", {})
+        if conf.get("checkpoint_ns", ""):
+            continue  # subgraph checkpoints belong to their parent thread
+        tid = str(conf.get("thread_id"))
+        acc = out.get(tid)
+        if acc is None:
+            out[tid] = acc = _Acc(latest=t)
+        elif _newer(t, acc.latest):
+            acc.latest = t
+        acc.count += 1
+    return out
+
+
+def _newer(a: CheckpointTuple, b: CheckpointTuple) -> bool:
+    # checkpoint ids are monotonically increasing (uuid6) within a thread
+    return str(a.config["configurable"]["checkpoint_id"]) > str(
+        b.config["configurable"]["checkpoint_id"])
+
+
+def interrupt_dicts(interrupts: Iterable[Interrupt]) -> list[dict[str, Any]]:
+    """Interrupts as plain ``{"id", "value"}`` dicts."""
+    return [{"id": i.id, "value": i.value} for i in interrupts]
+
+
+def _summary(tid: str, acc: _Acc, snapshot: StateSnapshot | None) -> ThreadSummary:
+    meta = acc.latest.metadata or {}
+    step = meta.get("step")
+    gid = meta.get(GRAPH_ID_KEY)
+    if snapshot is None:
+        return ThreadSummary(tid, gid, step, acc.latest.checkpoint.get("ts"), acc.count)
+    status: ThreadStatus
+    if snapshot.interrupts:
+        status = "waiting"
+    elif snapshot.next:
+        status = "pending"
+    else:
+        status = "done"
+    return ThreadSummary(tid, gid, step, acc.latest.checkpoint.get("ts"), acc.count, status,
+                         tuple(snapshot.next), interrupt_dicts(snapshot.interrupts))
+
+
+def _graph_for(graphs: Mapping[str, Any], graph_id: str | None) -> Any | None:
+    if graph_id is not None:
+        return graphs.get(graph_id)
+    if len(graphs) == 1:
+        return next(iter(graphs.values()))
+    return None
+
+
+def list_threads(checkpointer: BaseCheckpointSaver, graphs: Mapping[str, Any],
+                 *, limit: int | None = None) -> list[ThreadSummary]:
+    """List threads, newest first, with their status read through the owning graph.
+
+    Args:
+        checkpointer: the saver holding the threads.
+        graphs: compiled graphs by graph id; threads of other graphs get status ``unknown``.
+        limit: keep only the newest ``limit`` threads.
+    """
+    grouped = _group(checkpointer.list(None))
+    order = sorted(grouped.items(), key=lambda kv: str(kv[1].latest.checkpoint.get("ts")),
+                   reverse=True)[:limit]
+    out = []
+    for tid, acc in order:
+        graph = _graph_for(graphs, (acc.latest.metadata or {}).get(GRAPH_ID_KEY))
+        snap = graph.get_state(thread_config(tid)) if graph is not None else None
+        out.append(_summary(tid, acc, snap))
+    return out
+
+
+async def alist_threads(checkpointer: BaseCheckpointSaver, graphs: Mapping[str, Any],
+                        *, limit: int | None = None) -> list[ThreadSummary]:
+    """Async twin of `list_threads`."""
+    grouped = _group([t async for t in checkpointer.alist(None)])
+    order = sorted(grouped.items(), key=lambda kv: str(kv[1].latest.checkpoint.get("ts")),
+                   reverse=True)[:limit]
+    out = []
+    for tid, acc in order:
+        graph = _graph_for(graphs, (acc.latest.metadata or {}).get(GRAPH_ID_KEY))
+        snap = await graph.aget_state(thread_config(tid)) if graph is not None else None
+        out.append(_summary(tid, acc, snap))
+    return out
+
+
+def thread_graph_id(checkpointer: BaseCheckpointSaver, thread_id: str) -> str | None:
+    """The graph id recorded on a thread's latest checkpoint, or None if not recorded.
+
+    Raises:
+        KeyError: the thread has no checkpoint.
+    """
+    tup = checkpointer.get_tuple(thread_config(thread_id))
+    if tup is None:
+        raise KeyError(thread_id)
+    return (tup.metadata or {}).get(GRAPH_ID_KEY)
+
+
+async def athread_graph_id(checkpointer: BaseCheckpointSaver, thread_id: str) -> str | None:
+    """Async twin of `thread_graph_id`."""
+    tup = await checkpointer.aget_tuple(thread_config(thread_id))
+    if tup is None:
+        raise KeyError(thread_id)
+    return (tup.metadata or {}).get(GRAPH_ID_KEY)

@@ -1,0 +1,109 @@
+"""The ``relaygraph`` command line: demo, threads, timeline, setup and its error handling."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from relaygraph.cli import build_parser, main
+
+
+def _db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'demo.db'}"
+
+
+def _has_sql_saver() -> bool:
+    try:
+        from relaygraph.checkpointers import SQLAlchemySaver  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_parser_has_every_command() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == {"demo", "threads", "timeline", "serve", "setup"}  # type: ignore[arg-type]
+    args = parser.parse_args(["serve", "--db", "sqlite:///x.db"])
+    assert (args.host, args.port) == ("127.0.0.1", 8000)
+    assert parser.parse_args(["demo"]).db == "sqlite:///relaygraph-demo.db"
+
+
+def test_demo_runs_to_review_resumes_and_summarises(tmp_path: Path, capsys) -> None:
+    assert main(["demo", "--db", _db(tmp_path), "--thread", "t-demo"]) == 0
+    out = capsys.readouterr().out
+    for section in ("crash-resume", "steps", "handoffs", "guard decisions", "reviews",
+                    "cost per agent"):
+        assert section in out, section
+    assert "RefundCase" in out
+    assert "approve" in out
+    assert "status: refunded" in out
+    # every agent appears in the cost table with a non-zero total
+    assert "intake" in out and "resolver" in out
+    total_line = next(line for line in out.splitlines() if "total" in line)
+    assert float(total_line.split()[-2]) > 0
+
+
+@pytest.mark.skipif(not _has_sql_saver(), reason="needs relaygraph.checkpointers")
+def test_demo_pause_then_resume_in_a_new_process_state(tmp_path: Path, capsys) -> None:
+    db = _db(tmp_path)
+    assert main(["demo", "--db", db, "--thread", "t-pause", "--pause"]) == 0
+    out = capsys.readouterr().out
+    assert "resume later" in out
+    assert main(["threads", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "t-pause" in out and "waiting" in out
+    assert main(["demo", "--db", db, "--thread", "t-pause"]) == 0
+    out = capsys.readouterr().out
+    assert "paused at a review in the database" in out
+    assert "status: refunded" in out
+    assert main(["timeline", "t-pause", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "resolver" in out and "status: refunded" in out
+
+
+def test_setup_creates_the_database(tmp_path: Path, capsys) -> None:
+    assert main(["setup", "--db", _db(tmp_path)]) == 0
+    assert "ready" in capsys.readouterr().out
+    assert (tmp_path / "demo.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["threads", "--db", "not a url"], "not a database URL"),
+        (["setup", "--db", "nosuchdb://x/y"], "unknown database scheme"),
+        (["threads", "--db", "postgresql+psycopg://postgres@127.0.0.1:1/x"], "cannot connect"),
+        (["threads", "--db", "sqlite:///{tmp}/missing.db"], "does not exist"),
+        (["timeline", "nope", "--db", "sqlite:///{tmp}/missing.db"], "does not exist"),
+    ],
+)
+def test_bad_databases_print_one_line_and_exit_1(tmp_path: Path, capsys, argv, expected) -> None:
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert expected in err
+    assert err.count("\n") == 1 and err.startswith("relaygraph: error: ")
+    assert "Traceback" not in err
+    assert not (tmp_path / "missing.db").exists()  # read commands never create a database
+
+
+def test_timeline_of_an_unknown_thread(tmp_path: Path, capsys) -> None:
+    db = _db(tmp_path)
+    assert main(["setup", "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["timeline", "no-such-thread", "--db", db]) == 1
+    err = capsys.readouterr().err
+    assert "not found" in err or "does not know" in err
+
+
+def test_module_entry_point_has_no_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "relaygraph", "threads", "--db", "bogus://"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("relaygraph: error: ")
+    assert "Traceback" not in proc.stderr
