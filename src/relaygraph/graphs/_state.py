@@ -56,6 +56,9 @@ class HandoffReport(TypedDict):
     latency_ms: NotRequired[float]
     node: NotRequired[str]
     tokenizer: NotRequired[str]
+    failed_fields: NotRequired[list[str]]
+    draft: NotRequired[dict[str, Any] | None]  # the last rejected compressor output
+    source_ref: NotRequired[str | None]  # archive key of the raw source (recall tool)
 
 
 ReviewAction = Literal["approve", "edit", "reject"]
