@@ -20,11 +20,44 @@ metadata = sa.MetaData()
 #: composite primary keys fit MySQL's 3072-byte index limit in utf8mb4.
 MAX_KEY_CHARS = 255
 
-KeyStr = sa.String(MAX_KEY_CHARS).with_variant(
-    sa.String(MAX_KEY_CHARS, collation="utf8mb4_bin"), "mysql", "mariadb"
-)
-"""A case- and accent-sensitive key column on every dialect (MySQL compares
-strings case-insensitively by default, which would merge distinct thread ids)."""
+class _Key(sa.types.TypeDecorator[str]):
+    """A string key compared exactly (byte for byte) on every dialect.
+
+    MySQL/MariaDB compare VARCHARs case-insensitively and ignore trailing spaces (PAD SPACE
+    collations), which would merge distinct thread ids; there the column is VARBINARY
+    holding UTF-8.
+    """
+
+    impl = sa.String
+    cache_ok = True
+
+    def __init__(self, length: int = MAX_KEY_CHARS) -> None:
+        super().__init__(length)
+        self.chars = length
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if _dialect_name(dialect) == "mysql":
+            return dialect.type_descriptor(_mysql.VARBINARY(self.chars * 4))
+        return dialect.type_descriptor(sa.String(self.chars))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is not None and _dialect_name(dialect) == "mysql":
+            return value.encode("utf-8")
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if isinstance(value, bytes | bytearray):
+            return bytes(value).decode("utf-8")
+        return value
+
+
+def Key(length: int = MAX_KEY_CHARS) -> _Key:  # noqa: N802 - reads like a column type
+    """An exact-match string key column of at most ``length`` characters."""
+    return _Key(length)
+
+
+KeyStr = _Key(MAX_KEY_CHARS)
+"""A 255-character exact-match key column (see :func:`Key`)."""
 
 LargeBlob = sa.LargeBinary().with_variant(_mysql.LONGBLOB(), "mysql", "mariadb")
 LargeText = sa.Text().with_variant(_mysql.LONGTEXT(), "mysql", "mariadb")

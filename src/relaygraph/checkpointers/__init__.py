@@ -1,0 +1,30 @@
+"""Durable LangGraph state on any SQLAlchemy database.
+
+SQLite is the embedded default; PostgreSQL (``pip install 'relaygraph[postgres]'``) and
+MySQL/MariaDB (``pip install 'relaygraph[mysql]'``) are for many workers sharing state.
+"""
+
+from relaygraph._sql import metadata
+from relaygraph.checkpointers._base import BaseSQLAlchemySaver, default_serde
+from relaygraph.checkpointers._errors import (
+    CheckpointerError,
+    CorruptCheckpointError,
+    DatabaseUnavailableError,
+    InvalidFilterError,
+    InvalidKeyError,
+    SetupRequiredError,
+)
+from relaygraph.checkpointers._sync import SQLAlchemySaver
+
+__all__ = [
+    "BaseSQLAlchemySaver",
+    "CheckpointerError",
+    "CorruptCheckpointError",
+    "DatabaseUnavailableError",
+    "InvalidFilterError",
+    "InvalidKeyError",
+    "SQLAlchemySaver",
+    "SetupRequiredError",
+    "default_serde",
+    "metadata",
+]

@@ -1,0 +1,624 @@
+"""The shared core of both SQLAlchemy checkpointers.
+
+Each operation is a generator that yields SQLAlchemy statements and receives their rows
+(or row count) back; it never touches a connection. The sync and async savers are thin
+shells that drive these generators on an ``Engine`` or ``AsyncEngine``. Statement
+building, row mapping, delta encoding and caching therefore exist exactly once.
+
+Protocol of an operation generator:
+    yield <Executable>  -> receives ``list[Row]`` (statements returning rows) or rowcount
+    yield Emit(item)    -> hands ``item`` to the caller (``list()`` streams), receives None
+    yield After(fn)     -> ``fn()`` is called once the transaction has committed
+    return value        -> the operation's result
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import sqlalchemy as sa
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+    PendingWrite,
+    get_checkpoint_id,
+    get_serializable_checkpoint_metadata,
+    writes_sort_key,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from relaygraph._sql import upsert
+from relaygraph.checkpointers import _schema as S
+from relaygraph.checkpointers._codec import (
+    EMPTY,
+    BlobRow,
+    Materializer,
+    Tail,
+    TailCache,
+    dump,
+    encode_channel,
+    load,
+)
+from relaygraph.checkpointers._errors import CorruptCheckpointError
+from relaygraph.checkpointers._ids import check_filter, check_key
+
+Op: TypeAlias = Generator[Any, Any, Any]
+Key4 = tuple[str, str, str, str]
+
+LIST_PAGE = 200
+IN_BATCH = 400
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    item: Any
+
+
+@dataclass(frozen=True, slots=True)
+class After:
+    fn: Any
+
+
+def default_serde() -> SerializerProtocol:
+    """LangGraph's serializer in strict msgpack mode: no pickle, an allowlist of safe types.
+
+    Graphs compiled with this saver extend the allowlist with the types of their state
+    schema (LangGraph calls ``with_allowlist``); anything else loads as plain data.
+    """
+    return JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+
+
+def _batches(items: Sequence[Any], n: int = IN_BATCH) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, tuple | set | frozenset):
+        return list(obj)
+    raise TypeError(
+        f"checkpoint metadata must be JSON-serializable; got a {type(obj).__name__}: {obj!r}"
+    )
+
+
+class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
+    """Logic shared by :class:`SQLAlchemySaver` and :class:`AsyncSQLAlchemySaver`."""
+
+    def __init__(
+        self,
+        *,
+        serde: SerializerProtocol | None = None,
+        segment_every: int = 32,
+        compress: bool = True,
+        cache_size: int = 4096,
+    ) -> None:
+        super().__init__(serde=serde or default_serde())
+        if segment_every < 2:
+            raise ValueError(f"segment_every must be >= 2, got {segment_every}")
+        self.segment_every = segment_every
+        self.compress = compress
+        self._cache = TailCache(cache_size)
+
+    # -- versions ---------------------------------------------------------------------
+
+    def get_next_version(self, current: str | None, channel: None = None) -> str:
+        """Monotonic, collision-free versions: ``<32-digit counter>.<random suffix>``.
+
+        The random suffix keeps versions written on two branches of a fork distinct, which
+        the per-version blob rows and delta pointers rely on.
+        """
+        if current is None:
+            n = 0
+        elif isinstance(current, int | float):
+            n = int(current)
+        else:
+            n = int(str(current).split(".")[0])
+        return f"{n + 1:032}.{random.random():016}"
+
+    # -- helpers ----------------------------------------------------------------------
+
+    @staticmethod
+    def _ns(config: RunnableConfig) -> tuple[str, str, str | None]:
+        conf = config.get("configurable") or {}
+        if "thread_id" not in conf or conf["thread_id"] is None:
+            raise ValueError(
+                "config['configurable']['thread_id'] is required, e.g. "
+                "{'configurable': {'thread_id': 'my-thread'}}"
+            )
+        thread_id = check_key(conf["thread_id"], "thread_id")
+        ns = check_key(conf.get("checkpoint_ns") or "", "checkpoint_ns")
+        cid = get_checkpoint_id(config)
+        if cid is not None:
+            cid = check_key(cid, "checkpoint_id", S.MAX_CHECKPOINT_ID)
+        return thread_id, ns, cid
+
+    def _load_checkpoint(self, row: Any) -> Checkpoint:
+        try:
+            body = load(self.serde, row.type, row.checkpoint)
+        except Exception as exc:
+            raise CorruptCheckpointError(
+                f"cannot decode checkpoint {row.checkpoint_id!r} of thread {row.thread_id!r} "
+                f"(type {row.type!r}): {exc}", thread_id=row.thread_id) from exc
+        if not isinstance(body, dict) or "channel_versions" not in body:
+            raise CorruptCheckpointError(
+                f"checkpoint {row.checkpoint_id!r} of thread {row.thread_id!r} is not a "
+                f"checkpoint (decoded a {type(body).__name__})", thread_id=row.thread_id)
+        return body  # type: ignore[return-value]
+
+    @staticmethod
+    def _load_metadata(row: Any) -> CheckpointMetadata:
+        return json.loads(row.metadata) if row.metadata else {}
+
+    def _chain_query(self, keys: Sequence[Key4]) -> sa.Select:
+        """All blob rows needed to rebuild ``keys``: one recursive query along ``base``."""
+        b = S.blobs
+        anchor = (
+            sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.channel, b.c.version, b.c.base)
+            .where(sa.tuple_(b.c.thread_id, b.c.checkpoint_ns, b.c.channel, b.c.version)
+                   .in_(list(keys)))
+            .cte("relaygraph_chain", recursive=True)
+        )
+        b2 = b.alias("b2")
+        chain = anchor.union(
+            sa.select(b2.c.thread_id, b2.c.checkpoint_ns, b2.c.channel, b2.c.version, b2.c.base)
+            .where(
+                b2.c.thread_id == anchor.c.thread_id,
+                b2.c.checkpoint_ns == anchor.c.checkpoint_ns,
+                b2.c.channel == anchor.c.channel,
+                b2.c.version == anchor.c.base,
+            )
+        )
+        return sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.channel, b.c.version,
+                         b.c.kind, b.c.base, b.c.type, b.c.blob).join(
+            chain,
+            sa.and_(
+                b.c.thread_id == chain.c.thread_id,
+                b.c.checkpoint_ns == chain.c.checkpoint_ns,
+                b.c.channel == chain.c.channel,
+                b.c.version == chain.c.version,
+            ),
+        )
+
+    def _op_blob_rows(self, keys: Sequence[Key4]) -> Op:
+        out: dict[Key4, BlobRow] = {}
+        uniq = list(dict.fromkeys(keys))
+        for batch in _batches(uniq):
+            rows = yield self._chain_query(batch)
+            for r in rows:
+                out[(r.thread_id, r.checkpoint_ns, r.channel, r.version)] = BlobRow(
+                    r.kind, r.base, r.type, r.blob)
+        return out
+
+    def _op_writes(self, ckpts: Sequence[tuple[str, str, str]]) -> Op:
+        w = S.writes
+        out: dict[tuple[str, str, str], list[tuple[tuple[str, str, int], PendingWrite]]] = (
+            defaultdict(list))
+        for batch in _batches(list(dict.fromkeys(ckpts))):
+            rows = yield sa.select(
+                w.c.thread_id, w.c.checkpoint_ns, w.c.checkpoint_id, w.c.task_id, w.c.idx,
+                w.c.channel, w.c.task_path, w.c.type, w.c.blob,
+            ).where(sa.tuple_(w.c.thread_id, w.c.checkpoint_ns, w.c.checkpoint_id).in_(
+                list(batch)))
+            for r in rows:
+                try:
+                    val = load(self.serde, r.type, r.blob)
+                except Exception as exc:
+                    raise CorruptCheckpointError(
+                        f"cannot decode write {r.task_id!r}/{r.idx} to channel {r.channel!r} "
+                        f"of thread {r.thread_id!r} (type {r.type!r}): {exc}",
+                        thread_id=r.thread_id, channel=r.channel) from exc
+                out[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)].append(
+                    (writes_sort_key(r.task_path, r.task_id, r.idx), (r.task_id, r.channel, val)))
+        return {k: [pw for _, pw in sorted(v, key=lambda x: x[0])] for k, v in out.items()}
+
+    def _tuple(self, row: Any, checkpoint: Checkpoint, values: dict[str, Any],
+               metadata: CheckpointMetadata, pending: list[PendingWrite]) -> CheckpointTuple:
+        checkpoint = {**checkpoint, "channel_values": values}  # type: ignore[assignment]
+        cfg: RunnableConfig = {"configurable": {
+            "thread_id": row.thread_id, "checkpoint_ns": row.checkpoint_ns,
+            "checkpoint_id": row.checkpoint_id}}
+        parent: RunnableConfig | None = None
+        if row.parent_checkpoint_id:
+            parent = {"configurable": {
+                "thread_id": row.thread_id, "checkpoint_ns": row.checkpoint_ns,
+                "checkpoint_id": row.parent_checkpoint_id}}
+        return CheckpointTuple(cfg, checkpoint, metadata, parent, pending)
+
+    def _values(self, mat: Materializer, row: Any, checkpoint: Checkpoint) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for ch, ver in checkpoint["channel_versions"].items():
+            present, val = mat.value((row.thread_id, row.checkpoint_ns, ch, str(ver)))
+            if present:
+                values[ch] = val
+        return values
+
+    _ckpt_cols = (
+        S.checkpoints.c.thread_id, S.checkpoints.c.checkpoint_ns, S.checkpoints.c.checkpoint_id,
+        S.checkpoints.c.parent_checkpoint_id, S.checkpoints.c.type, S.checkpoints.c.checkpoint,
+        S.checkpoints.c.metadata,
+    )
+
+    # -- get_tuple --------------------------------------------------------------------
+
+    def _op_get_tuple(self, config: RunnableConfig) -> Op:
+        thread_id, ns, cid = self._ns(config)
+        c = S.checkpoints
+        q = sa.select(*self._ckpt_cols).where(c.c.thread_id == thread_id,
+                                                c.c.checkpoint_ns == ns)
+        if cid:
+            q = q.where(c.c.checkpoint_id == cid)
+        else:
+            q = q.order_by(c.c.checkpoint_id.desc()).limit(1)
+        rows = yield q
+        if not rows:
+            return None
+        row = rows[0]
+        checkpoint = self._load_checkpoint(row)
+        keys = [(thread_id, ns, ch, str(v)) for ch, v in checkpoint["channel_versions"].items()]
+        blob_rows = (yield from self._op_blob_rows(keys)) if keys else {}
+        pending = yield from self._op_writes([(thread_id, ns, row.checkpoint_id)])
+        mat = Materializer(self.serde, blob_rows, shared=False)
+        values = self._values(mat, row, checkpoint)
+        tails = [(k, t) for k, t in mat.tails]
+        versions = dict(checkpoint["channel_versions"])
+        yield After(lambda: self._cache.remember(
+            tails, [((thread_id, ns, row.checkpoint_id), versions)]))
+        return self._tuple(row, checkpoint, values, self._load_metadata(row),
+                           pending.get((thread_id, ns, row.checkpoint_id), []))
+
+    # -- list -------------------------------------------------------------------------
+
+    def _op_list(self, config: RunnableConfig | None, filter: dict[str, Any] | None,
+                 before: RunnableConfig | None, limit: int | None) -> Op:
+        flt = check_filter(filter)
+        c = S.checkpoints
+        q = sa.select(*self._ckpt_cols)
+        if config is not None:
+            conf = config.get("configurable") or {}
+            if conf.get("thread_id") is not None:
+                q = q.where(c.c.thread_id == check_key(conf["thread_id"], "thread_id"))
+            if conf.get("checkpoint_ns") is not None:
+                q = q.where(c.c.checkpoint_ns == check_key(conf["checkpoint_ns"],
+                                                           "checkpoint_ns"))
+            if (cid := get_checkpoint_id(config)) is not None:
+                q = q.where(c.c.checkpoint_id == check_key(cid, "checkpoint_id",
+                                                           S.MAX_CHECKPOINT_ID))
+        if before is not None and (bid := get_checkpoint_id(before)) is not None:
+            q = q.where(c.c.checkpoint_id < check_key(bid, "checkpoint_id", S.MAX_CHECKPOINT_ID))
+        q = q.order_by(c.c.checkpoint_id.desc(), c.c.thread_id, c.c.checkpoint_ns)
+        if limit is not None and limit <= 0:
+            return None
+        page = LIST_PAGE if flt or limit is None else min(limit, LIST_PAGE)
+        remaining = limit
+        offset = 0
+        mat_rows: dict[Key4, BlobRow] = {}
+        mat = Materializer(self.serde, mat_rows, shared=True)
+        while True:
+            rows = yield q.limit(page).offset(offset)
+            offset += len(rows)
+            picked = []
+            for row in rows:
+                md = self._load_metadata(row)
+                if flt and any(k not in md or md[k] != v for k, v in flt.items()):
+                    continue
+                picked.append((row, md))
+                if remaining is not None and len(picked) >= remaining:
+                    break
+            if picked:
+                decoded = [(row, md, self._load_checkpoint(row)) for row, md in picked]
+                keys = [(row.thread_id, row.checkpoint_ns, ch, str(v))
+                        for row, _, cp in decoded for ch, v in cp["channel_versions"].items()]
+                need = [k for k in dict.fromkeys(keys) if k not in mat_rows]
+                if need:
+                    mat_rows.update((yield from self._op_blob_rows(need)))
+                pending = yield from self._op_writes(
+                    [(r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r, _, _ in decoded])
+                for row, md, cp in decoded:
+                    yield Emit(self._tuple(
+                        row, cp, self._values(mat, row, cp), md,
+                        pending.get((row.thread_id, row.checkpoint_ns, row.checkpoint_id), [])))
+                if remaining is not None:
+                    remaining -= len(picked)
+                    if remaining <= 0:
+                        return None
+            if len(rows) < page:
+                return None
+
+    # -- put --------------------------------------------------------------------------
+
+    def _op_put(self, config: RunnableConfig, checkpoint: Checkpoint,
+                metadata: CheckpointMetadata, new_versions: ChannelVersions) -> Op:
+        thread_id, ns, parent_id = self._ns(config)
+        cid = check_key(checkpoint["id"], "checkpoint id", S.MAX_CHECKPOINT_ID)
+        body = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        values = checkpoint["channel_values"]
+        ctype, cblob = dump(self.serde, body, self.compress)
+        md = get_serializable_checkpoint_metadata(config, metadata)
+        md_json = json.dumps(md, ensure_ascii=False, default=_json_default)
+        parent_versions = (self._cache.versions((thread_id, ns, parent_id))
+                           if parent_id else None)
+        blob_rows: list[dict[str, Any]] = []
+        tails: list[tuple[Key4, Tail]] = []
+        for ch, ver in new_versions.items():
+            check_key(ch, "channel name", S.MAX_CHANNEL)
+            sver = check_key(str(ver), "channel version", S.VERSION_LEN)
+            pver = parent_versions.get(ch) if parent_versions else None
+            pver_s = str(pver) if pver is not None else None
+            tail = self._cache.tail((thread_id, ns, ch, pver_s)) if pver_s else None
+            row, new_tail = encode_channel(
+                self.serde, value=values.get(ch), present=ch in values, version=sver,
+                parent_version=pver_s, tail=tail, segment_every=self.segment_every,
+                compress=self.compress)
+            row.update(thread_id=thread_id, checkpoint_ns=ns, channel=ch, version=sver)
+            blob_rows.append(row)
+            if new_tail is not None:
+                tails.append(((thread_id, ns, ch, sver), new_tail))
+        for batch in _batches(blob_rows, 200):
+            yield upsert(self._dialect, S.blobs, batch,
+                         keys=["thread_id", "checkpoint_ns", "channel", "version"])
+        yield upsert(
+            self._dialect, S.checkpoints,
+            {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid,
+             "parent_checkpoint_id": parent_id, "run_id": _run_id(md), "type": ctype,
+             "checkpoint": cblob, "metadata": md_json},
+            keys=["thread_id", "checkpoint_ns", "checkpoint_id"],
+            update=["parent_checkpoint_id", "run_id", "type", "checkpoint", "metadata"],
+        )
+        versions = dict(checkpoint["channel_versions"])
+        yield After(lambda: self._cache.remember(tails, [((thread_id, ns, cid), versions)]))
+        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns,
+                                 "checkpoint_id": cid}}
+
+    # -- put_writes -------------------------------------------------------------------
+
+    def _op_put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
+                       task_id: str, task_path: str) -> Op:
+        thread_id, ns, cid = self._ns(config)
+        if cid is None:
+            raise ValueError("put_writes needs config['configurable']['checkpoint_id']")
+        task_id = check_key(task_id, "task_id", S.MAX_TASK_ID)
+        rows = []
+        for i, (channel, value) in enumerate(writes):
+            check_key(channel, "channel name", S.MAX_CHANNEL)
+            t, b = dump(self.serde, value, self.compress)
+            rows.append({"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid,
+                         "task_id": task_id, "idx": WRITES_IDX_MAP.get(channel, i),
+                         "channel": channel, "task_path": task_path or "", "type": t,
+                         "blob": b})
+        if not rows:
+            return None
+        special = all(w[0] in WRITES_IDX_MAP for w in writes)
+        yield upsert(self._dialect, S.writes, rows,
+                     keys=["thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx"],
+                     update=["channel", "task_path", "type", "blob"] if special else None)
+        return None
+
+    # -- deletion, copy, retention ----------------------------------------------------
+
+    def _op_delete_thread(self, thread_id: str) -> Op:
+        tid = check_key(thread_id, "thread_id")
+        for t in (S.writes, S.blobs, S.checkpoints):
+            yield sa.delete(t).where(t.c.thread_id == tid)
+        yield After(lambda: self._cache.forget_threads([tid]))
+
+    def _op_delete_for_runs(self, run_ids: Sequence[str]) -> Op:
+        runs = [check_key(r, "run_id") for r in run_ids]
+        if not runs:
+            return None
+        c = S.checkpoints
+        doomed: list[tuple[str, str, str]] = []
+        for batch in _batches(runs):
+            rows = yield sa.select(c.c.thread_id, c.c.checkpoint_ns, c.c.checkpoint_id).where(
+                c.c.run_id.in_(list(batch)))
+            doomed.extend((r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r in rows)
+        yield from self._op_delete_checkpoints(doomed)
+        threads = sorted({d[0] for d in doomed})
+        yield from self._op_gc_blobs(threads)
+        yield After(lambda: self._cache.forget_threads(threads))
+
+    def _op_delete_checkpoints(self, keys: Sequence[tuple[str, str, str]]) -> Op:
+        for batch in _batches(list(keys)):
+            for t in (S.writes, S.checkpoints):
+                yield sa.delete(t).where(
+                    sa.tuple_(t.c.thread_id, t.c.checkpoint_ns, t.c.checkpoint_id).in_(
+                        list(batch)))
+
+    def _op_gc_blobs(self, thread_ids: Sequence[str]) -> Op:
+        """Delete blob rows no remaining checkpoint of these threads can reach."""
+        c, b = S.checkpoints, S.blobs
+        for tid in thread_ids:
+            rows = yield sa.select(*self._ckpt_cols).where(c.c.thread_id == tid)
+            wanted: list[Key4] = []
+            for row in rows:
+                cp = self._load_checkpoint(row)
+                wanted.extend((tid, row.checkpoint_ns, ch, str(v))
+                              for ch, v in cp["channel_versions"].items())
+            keep: set[Key4] = set()
+            for batch in _batches(list(dict.fromkeys(wanted))):
+                chain = self._chain_query(batch).subquery()
+                got = yield sa.select(chain.c.thread_id, chain.c.checkpoint_ns, chain.c.channel,
+                                      chain.c.version)
+                keep.update((r[0], r[1], r[2], r[3]) for r in got)
+            have = yield sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.channel,
+                                   b.c.version).where(b.c.thread_id == tid)
+            drop = [tuple(r) for r in have if tuple(r) not in keep]
+            for batch in _batches(drop):
+                yield sa.delete(b).where(
+                    sa.tuple_(b.c.thread_id, b.c.checkpoint_ns, b.c.channel, b.c.version).in_(
+                        list(batch)))
+
+    def _op_copy_thread(self, source: str, target: str) -> Op:
+        src = check_key(source, "source thread_id")
+        dst = check_key(target, "target thread_id")
+        if src == dst:
+            return None
+        for t in (S.writes, S.blobs, S.checkpoints):
+            yield sa.delete(t).where(t.c.thread_id == dst)
+        for t in (S.checkpoints, S.blobs, S.writes):
+            cols = [col.name for col in t.columns]
+            sel = sa.select(*[sa.literal(dst, t.c.thread_id.type).label("thread_id")
+                              if n == "thread_id" else t.c[n] for n in cols]).where(
+                t.c.thread_id == src)
+            yield sa.insert(t).from_select(cols, sel)
+        yield After(lambda: self._cache.forget_threads([dst]))
+
+    def _op_prune(self, thread_ids: Sequence[str], strategy: str, keep_last: int) -> Op:
+        if strategy not in ("keep_latest", "delete"):
+            raise ValueError(f"strategy must be 'keep_latest' or 'delete', got {strategy!r}")
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+        tids = [check_key(t, "thread_id") for t in thread_ids]
+        if strategy == "delete":
+            for tid in tids:
+                yield from self._op_delete_thread(tid)
+            return None
+        c = S.checkpoints
+        for tid in tids:
+            rows = yield sa.select(c.c.checkpoint_ns, c.c.checkpoint_id,
+                                   c.c.parent_checkpoint_id, c.c.metadata).where(
+                c.c.thread_id == tid).order_by(c.c.checkpoint_ns, c.c.checkpoint_id.desc())
+            by_ns: dict[str, list[Any]] = defaultdict(list)
+            for r in rows:
+                by_ns[r.checkpoint_ns].append(r)
+            doomed: list[tuple[str, str, str]] = []
+            for ns, items in by_ns.items():
+                kept = {r.checkpoint_id for r in items[:keep_last]}
+                kept |= _delta_ancestors(items, items[:keep_last])
+                doomed.extend((tid, ns, r.checkpoint_id) for r in items
+                              if r.checkpoint_id not in kept)
+            yield from self._op_delete_checkpoints(doomed)
+            yield from self._op_gc_blobs([tid])
+        yield After(lambda: self._cache.forget_threads(tids))
+
+    # -- DeltaChannel support ---------------------------------------------------------
+
+    def _op_delta_history(self, config: RunnableConfig, channels: Sequence[str]) -> Op:
+        if not channels:
+            return {}
+        thread_id, ns, cid = self._ns(config)
+        c = S.checkpoints
+        if cid is None:
+            got = yield sa.select(c.c.checkpoint_id).where(
+                c.c.thread_id == thread_id, c.c.checkpoint_ns == ns).order_by(
+                c.c.checkpoint_id.desc()).limit(1)
+            if not got:
+                return {ch: {"writes": []} for ch in channels}
+            cid = got[0].checkpoint_id
+        # 1. the ancestor chain, nearest first, in one recursive query
+        anchor = (sa.select(c.c.checkpoint_id, c.c.parent_checkpoint_id,
+                            sa.literal(0).label("depth"))
+                  .where(c.c.thread_id == thread_id, c.c.checkpoint_ns == ns,
+                         c.c.checkpoint_id == cid)
+                  .cte("relaygraph_ancestors", recursive=True))
+        c2 = c.alias("c2")
+        walk = anchor.union_all(
+            sa.select(c2.c.checkpoint_id, c2.c.parent_checkpoint_id,
+                      (anchor.c.depth + 1).label("depth"))
+            .where(c2.c.thread_id == thread_id, c2.c.checkpoint_ns == ns,
+                   c2.c.checkpoint_id == anchor.c.parent_checkpoint_id,
+                   anchor.c.depth < 100_000))
+        rows = yield sa.select(c.c.checkpoint_id, c.c.type, c.c.checkpoint, c.c.thread_id,
+                               walk.c.depth).join(
+            walk, sa.and_(c.c.thread_id == thread_id, c.c.checkpoint_ns == ns,
+                          c.c.checkpoint_id == walk.c.checkpoint_id)).order_by(walk.c.depth)
+        ancestors = []
+        seen: set[str] = set()
+        for r in rows[1:]:  # the target's own writes and value are not part of the contract
+            if r.checkpoint_id in seen:
+                break
+            seen.add(r.checkpoint_id)
+            ancestors.append((r.checkpoint_id, self._load_checkpoint(r)["channel_versions"]))
+        # 2. which ancestor versions hold a stored value (kind only, no payload)
+        b = S.blobs
+        cand = list({(thread_id, ns, ch, str(cv[ch])) for _, cv in ancestors for ch in channels
+                     if ch in cv})
+        stored: dict[Key4, int] = {}
+        for batch in _batches(cand):
+            got = yield sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.channel, b.c.version,
+                                  b.c.kind).where(sa.tuple_(
+                                      b.c.thread_id, b.c.checkpoint_ns, b.c.channel,
+                                      b.c.version).in_(list(batch)))
+            stored.update({(r[0], r[1], r[2], r[3]): r[4] for r in got})
+        chain: dict[str, list[str]] = {ch: [] for ch in channels}
+        seeds: dict[str, Key4] = {}
+        for acid, cv in ancestors:
+            for ch in channels:
+                if ch in seeds:
+                    continue
+                chain[ch].append(acid)
+                if ch in cv:
+                    k = (thread_id, ns, ch, str(cv[ch]))
+                    if stored.get(k, EMPTY) != EMPTY:
+                        seeds[ch] = k
+            if len(seeds) == len(channels):
+                break
+        # 3. the writes on the path, and the seed values
+        w = S.writes
+        result: dict[str, DeltaChannelHistory] = {}
+        by_ch: dict[str, list[tuple[int, tuple[str, str, int], PendingWrite]]] = defaultdict(list)
+        for ch in channels:
+            ids = chain[ch]
+            order = {x: i for i, x in enumerate(ids)}
+            for batch in _batches(ids):
+                got = yield sa.select(w.c.checkpoint_id, w.c.task_id, w.c.idx, w.c.channel,
+                                      w.c.task_path, w.c.type, w.c.blob).where(
+                    w.c.thread_id == thread_id, w.c.checkpoint_ns == ns, w.c.channel == ch,
+                    w.c.checkpoint_id.in_(list(batch)))
+                for r in got:
+                    by_ch[ch].append((-order[r.checkpoint_id],
+                                      writes_sort_key(r.task_path, r.task_id, r.idx),
+                                      (r.task_id, r.channel, load(self.serde, r.type, r.blob))))
+        seed_rows = (yield from self._op_blob_rows(list(seeds.values()))) if seeds else {}
+        mat = Materializer(self.serde, seed_rows, shared=False)
+        for ch in channels:
+            entry: DeltaChannelHistory = {
+                "writes": [pw for _, _, pw in sorted(by_ch[ch], key=lambda x: (x[0], x[1]))]}
+            if ch in seeds:
+                present, val = mat.value(seeds[ch])
+                if present:
+                    entry["seed"] = val
+            result[ch] = entry
+        return result
+
+
+def _run_id(md: CheckpointMetadata) -> str | None:
+    rid = md.get("run_id")
+    if rid is None:
+        return None
+    return check_key(rid, "run_id")
+
+
+def _delta_ancestors(items: Sequence[Any], kept: Sequence[Any]) -> set[str]:
+    """Ancestors a kept checkpoint's DeltaChannel values are rebuilt from.
+
+    LangGraph's ``DeltaChannel`` stores values as writes replayed from the nearest
+    snapshot, recorded per channel in ``counters_since_delta_snapshot``; those ancestors
+    (and their writes) must survive a prune.
+    """
+    by_id = {r.checkpoint_id: r for r in items}
+    out: set[str] = set()
+    for r in kept:
+        md = json.loads(r.metadata) if r.metadata else {}
+        counters = md.get("counters_since_delta_snapshot") or {}
+        depth = max((int(v[1]) for v in counters.values() if isinstance(v, list | tuple)),
+                    default=0)
+        cur = r
+        for _ in range(depth + 1):
+            pid = cur.parent_checkpoint_id
+            if not pid or pid not in by_id:
+                break
+            out.add(pid)
+            cur = by_id[pid]
+    return out

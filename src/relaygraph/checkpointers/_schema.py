@@ -1,0 +1,138 @@
+"""Tables and versioned migrations of the SQLAlchemy checkpointers.
+
+The tables live in :data:`relaygraph._sql.metadata` (also exported as
+``relaygraph.checkpointers.metadata``) so that an application's Alembic environment can
+include them. ``setup()`` records every applied migration in
+``relaygraph_migrations``; running it again, or from two processes at once, is safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from relaygraph._sql import Key, KeyStr, LargeBlob, LargeText, _create, metadata
+
+COMPONENT = "checkpoints"
+
+#: Identifier limits, checked before any SQL runs (see ``_ids.py``).
+MAX_CHECKPOINT_ID = 64
+MAX_CHANNEL = 128
+MAX_TASK_ID = 128
+VERSION_LEN = 64
+
+migrations_table = sa.Table(
+    "relaygraph_migrations",
+    metadata,
+    sa.Column("component", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+
+checkpoints = sa.Table(
+    "relaygraph_checkpoints",
+    metadata,
+    sa.Column("thread_id", KeyStr, primary_key=True),
+    sa.Column("checkpoint_ns", KeyStr, primary_key=True),
+    sa.Column("checkpoint_id", Key(MAX_CHECKPOINT_ID), primary_key=True),
+    sa.Column("parent_checkpoint_id", Key(MAX_CHECKPOINT_ID), nullable=True),
+    sa.Column("run_id", KeyStr, nullable=True),
+    # The checkpoint without its channel values, serialized with the saver's serde.
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("checkpoint", LargeBlob, nullable=False),
+    # JSON text; filtered in Python after key validation (portable, injection-proof).
+    sa.Column("metadata", LargeText, nullable=False),
+    sa.Index("relaygraph_checkpoints_run_id", "run_id"),
+)
+
+blobs = sa.Table(
+    "relaygraph_blobs",
+    metadata,
+    sa.Column("thread_id", KeyStr, primary_key=True),
+    sa.Column("checkpoint_ns", KeyStr, primary_key=True),
+    sa.Column("channel", Key(MAX_CHANNEL), primary_key=True),
+    sa.Column("version", Key(VERSION_LEN), primary_key=True),
+    # 0 = whole value, 1 = items appended to ``base``, 2 = segment (items appended since
+    # the segment at ``base``), 3 = channel present in the version map but empty.
+    sa.Column("kind", sa.SmallInteger, nullable=False),
+    sa.Column("base", Key(VERSION_LEN), nullable=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("blob", LargeBlob, nullable=True),
+)
+
+writes = sa.Table(
+    "relaygraph_writes",
+    metadata,
+    sa.Column("thread_id", KeyStr, primary_key=True),
+    sa.Column("checkpoint_ns", KeyStr, primary_key=True),
+    sa.Column("checkpoint_id", Key(MAX_CHECKPOINT_ID), primary_key=True),
+    sa.Column("task_id", Key(MAX_TASK_ID), primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("channel", Key(MAX_CHANNEL), nullable=False),
+    sa.Column("task_path", LargeText, nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("blob", LargeBlob, nullable=True),
+)
+
+TABLES = (checkpoints, blobs, writes)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[sa.Connection], None]
+
+
+def _initial(conn: sa.Connection) -> None:
+    _create(conn, TABLES)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "checkpoints, per-channel versioned blobs with deltas, writes", _initial),
+)
+LATEST = MIGRATIONS[-1].version
+
+
+def run_migrations(conn: sa.Connection) -> list[int]:
+    """Apply pending migrations on ``conn`` (inside the caller's transaction).
+
+    Returns the versions applied by this call. Safe to call concurrently: the migration
+    DDL is idempotent and the loser of a race on the version row treats it as applied.
+    """
+    _create(conn, (migrations_table,))
+    done = set(
+        conn.execute(
+            sa.select(migrations_table.c.version).where(
+                migrations_table.c.component == COMPONENT
+            )
+        ).scalars()
+    )
+    applied: list[int] = []
+    for mig in MIGRATIONS:
+        if mig.version in done:
+            continue
+        mig.apply(conn)
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    migrations_table.insert().values(component=COMPONENT, version=mig.version)
+                )
+        except sa.exc.IntegrityError:
+            continue  # another process recorded it first
+        applied.append(mig.version)
+    return applied
+
+
+def current_version(conn: sa.Connection) -> int:
+    """The newest applied migration version, 0 when ``setup()`` never ran."""
+    if not sa.inspect(conn).has_table(migrations_table.name):
+        return 0
+    v = conn.execute(
+        sa.select(sa.func.max(migrations_table.c.version)).where(
+            migrations_table.c.component == COMPONENT
+        )
+    ).scalar()
+    return int(v or 0)

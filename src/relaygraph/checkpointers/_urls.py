@@ -1,0 +1,90 @@
+"""Turning a connection string into an engine with safe defaults and clear errors."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+
+from relaygraph._errors import ConfigurationError, MissingDependencyError
+
+CONNECT_TIMEOUT = 5
+
+# backend -> (default sync driver, default async driver)
+_DEFAULT_DRIVERS = {
+    "sqlite": ("pysqlite", "aiosqlite"),
+    "postgresql": ("psycopg", "psycopg"),
+    "mysql": ("pymysql", "aiomysql"),
+    "mariadb": ("pymysql", "aiomysql"),
+}
+# driver -> (importable module, extra that installs it)
+_DRIVER_PACKAGES = {
+    "pysqlite": ("sqlite3", None),
+    "aiosqlite": ("aiosqlite", None),
+    "psycopg": ("psycopg", "postgres"),
+    "psycopg_async": ("psycopg", "postgres"),
+    "psycopg2": ("psycopg2", "postgres"),
+    "asyncpg": ("asyncpg", "postgres"),
+    "pymysql": ("pymysql", "mysql"),
+    "aiomysql": ("aiomysql", "mysql"),
+    "asyncmy": ("asyncmy", "mysql"),
+    "mysqldb": ("MySQLdb", "mysql"),
+}
+_SCHEME_ALIASES = {"postgres": "postgresql", "pg": "postgresql"}
+
+
+def resolve_url(url: str | URL, *, async_: bool) -> URL:
+    """Normalise ``url``: pick relaygraph's default driver and check it is installed."""
+    try:
+        u = make_url(url) if isinstance(url, str) else url
+    except sa.exc.ArgumentError as exc:
+        raise ConfigurationError(
+            f"cannot parse database URL {str(url)[:80]!r}; expected e.g. "
+            "'sqlite:///relaygraph.db', 'postgresql://user@host/db' or "
+            "'mysql://user@host/db'") from exc
+    backend = _SCHEME_ALIASES.get(u.get_backend_name(), u.get_backend_name())
+    if backend not in _DEFAULT_DRIVERS:
+        raise ConfigurationError(
+            f"unsupported database scheme {u.drivername!r}; relaygraph supports sqlite, "
+            "postgresql (pip install 'relaygraph[postgres]') and mysql/mariadb "
+            "(pip install 'relaygraph[mysql]')")
+    driver = u.get_driver_name() if "+" in u.drivername else None
+    if driver is None or driver == u.get_backend_name():
+        driver = _DEFAULT_DRIVERS[backend][1 if async_ else 0]
+    if backend == "sqlite" and async_ and driver == "pysqlite":
+        driver = "aiosqlite"
+    pkg = _DRIVER_PACKAGES.get(driver)
+    if pkg is None:
+        raise ConfigurationError(
+            f"unknown driver {driver!r} for {backend}; use one of "
+            f"{sorted(k for k, v in _DRIVER_PACKAGES.items())}")
+    module, extra = pkg
+    if importlib.util.find_spec(module) is None:
+        raise MissingDependencyError(module, extra or "dev", f"The {backend}+{driver} driver")
+    return u.set(drivername=f"{backend}+{driver}")
+
+
+def engine_kwargs(u: URL) -> dict[str, Any]:
+    """Connection defaults: fail within seconds when the server is down, no hanging."""
+    backend = u.get_backend_name()
+    kw: dict[str, Any] = {"pool_pre_ping": backend != "sqlite"}
+    if backend == "postgresql":
+        kw["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+    elif backend in ("mysql", "mariadb"):
+        kw["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+        kw["pool_recycle"] = 3600
+    elif backend == "sqlite":
+        kw["connect_args"] = {"timeout": 30}
+    return kw
+
+
+def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """WAL lets readers and one writer work at once; NORMAL sync is durable in WAL mode."""
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cur.close()
