@@ -75,6 +75,10 @@ class ReviewRecord(TypedDict):
     comment: str | None
     policy_reason: str
     at: str
+    reason: NotRequired[str | None]
+    """Why a reviewer rejected (``reject`` only)."""
+    attempts: NotRequired[int]
+    """How many resume values it took to get a valid decision (1 = first was valid)."""
 
 
 class Usage(TypedDict):
