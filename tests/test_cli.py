@@ -15,14 +15,6 @@ def _db(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'demo.db'}"
 
 
-def _has_sql_saver() -> bool:
-    try:
-        from relaygraph.checkpointers import SQLAlchemySaver  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def test_parser_has_every_command() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
@@ -47,7 +39,6 @@ def test_demo_runs_to_review_resumes_and_summarises(tmp_path: Path, capsys) -> N
     assert float(total_line.split()[-2]) > 0
 
 
-@pytest.mark.skipif(not _has_sql_saver(), reason="needs relaygraph.checkpointers")
 def test_demo_pause_then_resume_in_a_new_process_state(tmp_path: Path, capsys) -> None:
     db = _db(tmp_path)
     assert main(["demo", "--db", db, "--thread", "t-pause", "--pause"]) == 0

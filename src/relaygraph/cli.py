@@ -94,17 +94,8 @@ def check_database(url: str, *, must_exist: bool) -> sa.URL:
 @contextmanager
 def open_saver(url: str, *, setup: bool) -> Iterator[BaseCheckpointSaver]:
     """Open relaygraph's SQL checkpointer on ``url`` (and run its migrations if ``setup``)."""
-    try:
-        from relaygraph.checkpointers import SQLAlchemySaver
-    except ImportError:
-        # TEMPORARY: until relaygraph.checkpointers lands, fall back to memory.
-        from langgraph.checkpoint.memory import InMemorySaver
+    from relaygraph.checkpointers import SQLAlchemySaver
 
-        Console(stderr=True).print(
-            "[yellow]note: relaygraph.checkpointers is not available; using an in-memory "
-            "saver (nothing is written to the database)[/yellow]")
-        yield InMemorySaver()
-        return
     with SQLAlchemySaver.from_conn_string(url) as saver:
         if setup:
             saver.setup()
@@ -232,21 +223,6 @@ def _short(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _steps(graph: Any, config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per step: the nodes that ran and the keys they wrote, oldest first."""
-    rows = []
-    for snap in reversed(list(graph.get_state_history(config))):
-        step = (snap.metadata or {}).get("step")
-        for task in snap.tasks:
-            if task.result is None and not task.interrupts:
-                continue
-            written = sorted(task.result) if isinstance(task.result, dict) else []
-            rows.append({"step": step + 1 if isinstance(step, int) else step,
-                         "node": task.name, "wrote": written,
-                         "interrupted": bool(task.interrupts) and task.result is None})
-    return rows
-
-
 def _render_paused(console: Console, snap: Any) -> None:
     request = snap.interrupts[0].value
     console.print(f"   paused before [bold]{', '.join(snap.next)}[/bold]: a human must review")
@@ -268,11 +244,13 @@ def _render_ask_decision(console: Console, request: Any) -> dict[str, Any]:
 def _render_summary(console: Console, graph: Any, config: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from relaygraph.serve._threads import history_steps
+
     values = graph.get_state(config).values or {}
     steps = Table(title="steps", title_justify="left")
     for col in ("step", "node", "wrote"):
         steps.add_column(col)
-    for row in _steps(graph, config):
+    for row in history_steps(graph, config):
         wrote = ", ".join(row["wrote"]) or ("(paused on review)" if row["interrupted"] else "")
         steps.add_row(str(row["step"]), row["node"], wrote)
     console.print(steps)
