@@ -1,0 +1,162 @@
+"""Token counting for handoff reports: tiktoken when usable offline, else an approximation.
+
+tiktoken downloads its encodings on first use. relaygraph never triggers that download:
+it uses tiktoken only when the encoding file is already in tiktoken's cache (the
+``TIKTOKEN_CACHE_DIR`` / ``DATA_GYM_CACHE_DIR`` directory, or the default temp-dir cache).
+Otherwise it falls back to :func:`approx_tokens`, documented below, and reports
+``"approx-v1"`` as the tokenizer name so numbers from the two are never mixed up silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+APPROX_NAME = "approx-v1"
+
+_RUN = re.compile(r"[^\W\d_]+|\d+|[^\w\s]|_+", re.UNICODE)
+
+# Where tiktoken fetches each encoding from; the cache file name is sha1 of this URL.
+_TIKTOKEN_BLOBS = {
+    "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+    "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+}
+
+
+def approx_tokens(text: str) -> int:
+    """Approximate the BPE token count of ``text`` without a vocabulary.
+
+    The rule (``approx-v1``): split the text into runs of letters, runs of digits and
+    single punctuation marks; a letter run costs ``ceil(len / 4)`` tokens (at least 1),
+    a digit run ``ceil(len / 3)`` (BPE vocabularies split numbers into groups of up to
+    three digits), a punctuation mark 1, and each newline 1. On English prose and
+    JSON tool output this lands within about 15% of ``cl100k_base``.
+
+    Args:
+        text: Any string.
+
+    Returns:
+        The approximate token count (0 for an empty string).
+    """
+    if not text:
+        return 0
+    total = text.count("\n")
+    for m in _RUN.finditer(text):
+        run = m.group(0)
+        first = run[0]
+        if first.isdigit():
+            total += math.ceil(len(run) / 3)
+        elif first.isalpha():
+            total += max(1, math.ceil(len(run) / 4))
+        else:
+            total += 1 if first != "_" else math.ceil(len(run) / 4)
+    return total
+
+
+@dataclass(frozen=True)
+class TokenCounter:
+    """Counts tokens with a named tokenizer.
+
+    Attributes:
+        name: ``"tiktoken:<encoding>"`` or ``"approx-v1"``; reported in every HandoffReport.
+        count: ``text -> token count``.
+    """
+
+    name: str
+    count: Callable[[str], int]
+
+    def count_many(self, texts: Iterable[str], per_item: int = 0) -> int:
+        """Sum the counts of several texts, adding ``per_item`` tokens of overhead each."""
+        return sum(self.count(t) + per_item for t in texts)
+
+
+def _tiktoken_cached(encoding: str) -> bool:
+    blob = _TIKTOKEN_BLOBS.get(encoding)
+    if blob is None:
+        return False
+    cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
+    if cache_dir is None:
+        cache_dir = os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    if not cache_dir:
+        return False
+    return os.path.exists(os.path.join(cache_dir, hashlib.sha1(blob.encode()).hexdigest()))
+
+
+_cache: dict[str, TokenCounter] = {}
+
+
+def approx_counter() -> TokenCounter:
+    """The vocabulary-free counter (:func:`approx_tokens`)."""
+    return TokenCounter(APPROX_NAME, approx_tokens)
+
+
+def default_counter(encoding: str = "cl100k_base") -> TokenCounter:
+    """tiktoken's ``encoding`` if it loads without network access, else the approximation.
+
+    Set ``RELAYGRAPH_TOKENIZER=approx`` to force the approximation (for reproducible numbers).
+
+    Args:
+        encoding: tiktoken encoding name.
+
+    Returns:
+        A :class:`TokenCounter`; its ``name`` says which tokenizer it is.
+    """
+    if os.environ.get("RELAYGRAPH_TOKENIZER", "").lower() == "approx":
+        return approx_counter()
+    if encoding in _cache:
+        return _cache[encoding]
+    counter = approx_counter()
+    if _tiktoken_cached(encoding):
+        try:
+            import tiktoken
+
+            enc = tiktoken.get_encoding(encoding)
+            counter = TokenCounter(
+                f"tiktoken:{encoding}", lambda t: len(enc.encode(t, disallowed_special=()))
+            )
+        except Exception:  # a corrupt cache or missing package: fall back, never fetch
+            counter = approx_counter()
+    _cache[encoding] = counter
+    return counter
+
+
+def message_text(message: Any) -> str:
+    """The text of one message as the handoff sees it (content, then tool calls).
+
+    Verbatim provenance spans index into this string. For a message whose content is a
+    plain string and that has no tool calls it equals ``message.content``.
+
+    Args:
+        message: A LangChain message, a ``{"role", "content"}`` dict or a string.
+    """
+    if isinstance(message, str):
+        return message
+    if isinstance(message, dict):
+        content = message.get("content", "")
+        tool_calls = message.get("tool_calls") or []
+    else:
+        content = getattr(message, "content", "")
+        tool_calls = getattr(message, "tool_calls", None) or []
+    if isinstance(content, list):  # content blocks
+        parts = []
+        for block in content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, dict) and isinstance(block.get("text"), str):
+                parts.append(block["text"])
+        text = "\n".join(parts)
+    else:
+        text = str(content or "")
+    for call in tool_calls:
+        name = call.get("name", "") if isinstance(call, dict) else getattr(call, "name", "")
+        args = call.get("args", {}) if isinstance(call, dict) else getattr(call, "args", {})
+        rendered = json.dumps(args, ensure_ascii=False, default=str, sort_keys=True)
+        text = f"{text}\n{name}({rendered})" if text else f"{name}({rendered})"
+    return text

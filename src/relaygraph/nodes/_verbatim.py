@@ -1,0 +1,322 @@
+"""The ``Verbatim()`` field marker and the matcher that checks values against a source.
+
+A field annotated ``Annotated[str, Verbatim()]`` must appear in the handoff source as
+written. "As written" depends on the kind of value:
+
+* ``text``: whitespace runs and letter case are ignored, curly quotes and dashes match
+  their ASCII forms, and the match must not start or end inside a word.
+* ``exact`` (emails, order ids, DOIs, anything without spaces that contains a digit):
+  the same characters modulo case, not glued to a longer identifier
+  (``A-1001`` does not match inside ``A-10012`` or ``A-1001-2``).
+* ``number``: compared as numbers. ``12.4`` matches ``12.40``; ``Decimal("1234.5")``
+  matches ``$1,234.50``; currency signs and thousands separators are ignored. Digits
+  that belong to an id, a date, a time or a phone number (``A-1001``, ``2024-03-15``,
+  ``10:30``) are not numbers. Not supported: number words, ``1.5k``, ``1.234,50``.
+* ``date``: compared as dates across ISO (``2024-03-15``), ``2024/03/15``,
+  ``03/15/2024`` (month first unless ``dayfirst=True``; unambiguous when a part is
+  greater than 12), ``March 15, 2024``, ``Mar. 15 2024``, ``15 March 2024`` and
+  ``15th of March, 2024``. A year is required. ``datetime`` values compare by date.
+
+``Verbatim(kind="auto")`` (the default) picks the kind from the value: numbers and
+``Decimal`` → number; ``date``/``datetime`` → date; strings that are an email, a date
+or an amount → exact/date/number; other strings without whitespace that contain a
+digit → exact; everything else → text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import Any, Literal
+
+VerbatimKind = Literal["auto", "text", "exact", "number", "date"]
+_KINDS = ("auto", "text", "exact", "number", "date")
+
+
+@dataclass(frozen=True)
+class Verbatim:
+    """Marks a contract field whose value must appear in the handoff source.
+
+    Use it inside ``Annotated``::
+
+        class RefundCase(Contract):
+            order_id: Annotated[str, Verbatim()]
+            amount: Annotated[Decimal, Verbatim()]
+            ordered_on: Annotated[date | None, Verbatim(dayfirst=True)] = None
+
+    A ``None`` value (an optional field left empty) is not checked. A list value is
+    checked element by element.
+
+    Attributes:
+        kind: How to compare; ``"auto"`` picks from the value (see the module docs).
+        dayfirst: Read ambiguous ``01/02/2024`` dates as day/month/year.
+    """
+
+    kind: VerbatimKind = "auto"
+    dayfirst: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            from relaygraph._errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"Verbatim kind must be one of {', '.join(_KINDS)}, got {self.kind!r}"
+            )
+
+
+@dataclass(frozen=True)
+class Match:
+    """Where a value was found: message index and character span in its text."""
+
+    message: int
+    start: int
+    end: int
+    text: str
+
+    def as_provenance(self) -> dict[str, Any]:
+        """The provenance dict stored in ``VerbatimCheck``."""
+        return {"message": self.message, "start": self.start, "end": self.end,
+                "text": self.text}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of checking one value."""
+
+    passed: bool
+    kind: str
+    value: str
+    match: Match | None = None
+    reason: str = ""
+
+
+# --------------------------------------------------------------------------- patterns
+
+_EMAIL = re.compile(r"[\w.+%-]+@[\w-]+(?:\.[\w-]+)+")
+_NUM = re.compile(
+    r"""
+    (?<![\w./\-])(?<!\d:)          # not glued to a word, id, date, time or decimal
+    (?P<sign>[-\u2212+](?=[$€£¥\d]))?
+    (?P<cur>[$€£¥]\s?)?
+    (?P<int>\d{1,3}(?:,\d{3})+|\d+)
+    (?P<frac>\.\d+)?
+    (?!\w|[./:\-]\d)
+    """,
+    re.VERBOSE,
+)
+_MONTHS = {
+    "jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6,
+    "jul": 7, "aug": 8, "sep": 9, "oct": 10, "nov": 11, "dec": 12,
+}
+_MON = (r"(?P<mon>jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|"
+        r"aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
+_ORD = r"(?:st|nd|rd|th)?"
+_DATE_PATTERNS = [
+    ("ymd", re.compile(r"(?<![\d/.-])(?P<y>\d{4})[-/.](?P<a>\d{1,2})[-/.](?P<b>\d{1,2})(?!\d)")),
+    ("xyy", re.compile(r"(?<![\d/.-])(?P<a>\d{1,2})[-/.](?P<b>\d{1,2})[-/.](?P<y>\d{4}|\d{2})"
+                       r"(?![\d/.-]\d|\d)")),
+    ("mdy", re.compile(r"(?<![\w])" + _MON + rf"\s+(?P<d>\d{{1,2}}){_ORD},?\s+(?P<y>\d{{4}})"
+                       r"(?!\d)", re.IGNORECASE)),
+    ("dmy", re.compile(rf"(?<![\w])(?P<d>\d{{1,2}}){_ORD}\s+(?:of\s+)?" + _MON +
+                       r",?\s+(?P<y>\d{4})(?!\d)", re.IGNORECASE)),
+]
+_DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2212"
+_CHAR_CLASSES = {
+    "'": "['\u2018\u2019\u02bc]",
+    '"': '["\u201c\u201d]',
+    **{d: f"[{re.escape(_DASHES)}]" for d in _DASHES},
+}
+
+
+def parse_number(text: str) -> Decimal | None:
+    """Parse ``text`` as one number or amount (``"$1,234.50"``, ``"-12.4"``), else None."""
+    m = _NUM.fullmatch(text.strip())
+    if m is None:
+        return None
+    return _number_of(m)
+
+
+def _number_of(m: re.Match[str]) -> Decimal | None:
+    raw = m.group("int").replace(",", "") + (m.group("frac") or "")
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:  # pragma: no cover - the regex only admits digits
+        return None
+    if m.group("sign") in ("-", "\u2212"):
+        value = -value
+    return value
+
+
+def _date_of(kind: str, m: re.Match[str], dayfirst: bool) -> date | None:
+    try:
+        y = int(m.group("y"))
+        if y < 100:
+            y += 2000
+        if kind == "ymd":
+            return date(y, int(m.group("a")), int(m.group("b")))
+        if kind == "xyy":
+            a, b = int(m.group("a")), int(m.group("b"))
+            if a > 12 or (dayfirst and b <= 12):
+                return date(y, b, a)
+            return date(y, a, b)
+        mon = _MONTHS[m.group("mon").lower()[:3]]
+        return date(y, mon, int(m.group("d")))
+    except (ValueError, KeyError):
+        return None
+
+
+def parse_date(text: str, dayfirst: bool = False) -> date | None:
+    """Parse ``text`` as exactly one date in a supported format, else None."""
+    s = text.strip()
+    for kind, pattern in _DATE_PATTERNS:
+        m = pattern.fullmatch(s)
+        if m is not None:
+            return _date_of(kind, m, dayfirst)
+    try:
+        return datetime.fromisoformat(s).date()
+    except ValueError:
+        return None
+
+
+def resolve_kind(value: Any, marker: Verbatim) -> str:
+    """The comparison kind for ``value`` under ``marker`` (never ``"auto"``)."""
+    if marker.kind != "auto":
+        return marker.kind
+    if isinstance(value, bool):
+        return "exact"
+    if isinstance(value, int | float | Decimal):
+        return "number"
+    if isinstance(value, date):
+        return "date"
+    s = str(value).strip()
+    if _EMAIL.fullmatch(s):
+        return "exact"
+    if parse_date(s, marker.dayfirst) is not None:
+        return "date"
+    if parse_number(s) is not None:
+        return "number"
+    if not any(ch.isspace() for ch in s) and any(ch.isdigit() for ch in s):
+        return "exact"
+    return "text"
+
+
+def _text_pattern(value: str, exact: bool) -> re.Pattern[str]:
+    if exact:
+        body = "".join(_CHAR_CLASSES.get(ch, re.escape(ch)) for ch in value)
+    else:
+        words = value.split()
+        body = r"\s+".join(
+            "".join(_CHAR_CLASSES.get(ch, re.escape(ch)) for ch in w) for w in words
+        )
+    head = tail = ""
+    if value[:1].isalnum() or value[:1] == "_":
+        head = r"(?<![\w@])(?<!\w[-./])" if exact else r"(?<!\w)"
+    if value[-1:].isalnum() or value[-1:] == "_":
+        tail = r"(?![\w@]|[-./]\w)" if exact else r"(?!\w)"
+    return re.compile(head + body + tail, re.IGNORECASE)
+
+
+@dataclass
+class SourceIndex:
+    """The texts of a handoff source, with lazily built number and date indexes.
+
+    Build one per handoff and reuse it for every field and every repair attempt:
+    scanning a 1 MB transcript happens once.
+
+    Args:
+        texts: One string per source message (see ``message_text``).
+    """
+
+    texts: list[str]
+    _numbers: list[tuple[Decimal, int, int, int]] | None = field(default=None, repr=False)
+    _dates: dict[bool, list[tuple[date, int, int, int]]] = field(default_factory=dict,
+                                                                  repr=False)
+
+    def numbers(self) -> list[tuple[Decimal, int, int, int]]:
+        """Every number in the source as ``(value, message, start, end)``."""
+        if self._numbers is None:
+            # Digits that are part of a date ("March 15, 2024") are not numbers.
+            date_spans: dict[int, list[tuple[int, int]]] = {}
+            for _, i, s, e in self.dates(False):
+                date_spans.setdefault(i, []).append((s, e))
+            out = []
+            for i, text in enumerate(self.texts):
+                spans = date_spans.get(i, [])
+                for m in _NUM.finditer(text):
+                    if any(s < m.end() and m.start() < e for s, e in spans):
+                        continue
+                    n = _number_of(m)
+                    if n is not None:
+                        out.append((n, i, m.start(), m.end()))
+            self._numbers = out
+        return self._numbers
+
+    def dates(self, dayfirst: bool) -> list[tuple[date, int, int, int]]:
+        """Every date in the source as ``(value, message, start, end)``."""
+        if dayfirst not in self._dates:
+            out = []
+            for i, text in enumerate(self.texts):
+                for kind, pattern in _DATE_PATTERNS:
+                    for m in pattern.finditer(text):
+                        d = _date_of(kind, m, dayfirst)
+                        if d is not None:
+                            out.append((d, i, m.start(), m.end()))
+            self._dates[dayfirst] = out
+        return self._dates[dayfirst]
+
+    def _match(self, i: int, start: int, end: int) -> Match:
+        return Match(i, start, end, self.texts[i][start:end])
+
+    def check(self, value: Any, marker: Verbatim) -> CheckResult:
+        """Check one scalar value against the source.
+
+        Args:
+            value: The field value (str, number, date, enum...).
+            marker: The field's :class:`Verbatim` marker.
+
+        Returns:
+            A :class:`CheckResult` with the first matching span, or the reason it failed.
+        """
+        if isinstance(value, Enum):
+            value = value.value
+        kind = resolve_kind(value, marker)
+        shown = value.isoformat() if isinstance(value, date) else str(value)
+        if kind == "number":
+            target = (Decimal(str(value)) if isinstance(value, int | float | Decimal)
+                      and not isinstance(value, bool) else parse_number(str(value)))
+            if target is None:
+                return CheckResult(False, kind, shown, reason=f"{shown!r} is not a number")
+            for n, i, s, e in self.numbers():
+                if n == target:
+                    return CheckResult(True, kind, shown, self._match(i, s, e))
+            return CheckResult(False, kind, shown,
+                               reason=f"the number {shown} does not appear in the source")
+        if kind == "date":
+            if isinstance(value, datetime):
+                target_d: date | None = value.date()
+            elif isinstance(value, date):
+                target_d = value
+            else:
+                target_d = parse_date(str(value), marker.dayfirst)
+            if target_d is None:
+                return CheckResult(False, kind, shown, reason=f"{shown!r} is not a date")
+            for d, i, s, e in self.dates(marker.dayfirst):
+                if d == target_d:
+                    return CheckResult(True, kind, shown, self._match(i, s, e))
+            return CheckResult(False, kind, shown,
+                               reason=f"the date {target_d.isoformat()} does not appear in "
+                                      "the source")
+        text = str(value).strip()
+        if not text:
+            return CheckResult(False, kind, shown, reason="the value is empty")
+        pattern = _text_pattern(text, exact=kind == "exact")
+        for i, source_text in enumerate(self.texts):
+            m = pattern.search(source_text)
+            if m is not None:
+                return CheckResult(True, kind, shown, self._match(i, m.start(), m.end()))
+        how = "exactly (modulo case)" if kind == "exact" else "(ignoring case and spacing)"
+        return CheckResult(False, kind, shown,
+                           reason=f"{text!r} does not appear in the source {how}")
