@@ -173,3 +173,31 @@ async def athread_graph_id(checkpointer: BaseCheckpointSaver, thread_id: str) ->
     if tup is None:
         raise KeyError(thread_id)
     return (tup.metadata or {}).get(GRAPH_ID_KEY)
+
+
+def _step_rows(snapshots: list[StateSnapshot]) -> list[dict[str, Any]]:
+    rows = []
+    for snap in reversed(snapshots):  # history comes newest first
+        step = (snap.metadata or {}).get("step")
+        for task in snap.tasks:
+            if task.result is None and not task.interrupts:
+                continue
+            rows.append({
+                "step": step + 1 if isinstance(step, int) else step,
+                "node": task.name,
+                "wrote": sorted(task.result) if isinstance(task.result, dict) else [],
+                "interrupted": bool(task.interrupts) and task.result is None,
+                "checkpoint_id": snap.config["configurable"].get("checkpoint_id"),
+                "at": snap.created_at,
+            })
+    return rows
+
+
+def history_steps(graph: Any, config: RunnableConfig) -> list[dict[str, Any]]:
+    """Per step, oldest first: the node that ran, the keys it wrote, whether it paused."""
+    return _step_rows(list(graph.get_state_history(config)))
+
+
+async def ahistory_steps(graph: Any, config: RunnableConfig) -> list[dict[str, Any]]:
+    """Async twin of `history_steps`."""
+    return _step_rows([s async for s in graph.aget_state_history(config)])
