@@ -93,7 +93,7 @@ def _fresh_server_db(kind: str) -> Iterator[Backend]:
             c.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
         url = f"{MYSQL_SERVER}/{name}?charset=utf8mb4"
         try:
-            yield Backend("mysql", url, url.replace("+pymysql", "+aiomysql"))
+            yield Backend("mysql", url, url.replace("+pymysql", "+asyncmy"))
         finally:
             with admin.begin() as c:
                 c.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))

@@ -5,6 +5,7 @@ MySQL/MariaDB (``pip install 'relaygraph[mysql]'``) are for many workers sharing
 """
 
 from relaygraph._sql import metadata
+from relaygraph.checkpointers._aio import AsyncSQLAlchemySaver
 from relaygraph.checkpointers._base import BaseSQLAlchemySaver, default_serde
 from relaygraph.checkpointers._errors import (
     CheckpointerError,
@@ -17,6 +18,7 @@ from relaygraph.checkpointers._errors import (
 from relaygraph.checkpointers._sync import SQLAlchemySaver
 
 __all__ = [
+    "AsyncSQLAlchemySaver",
     "BaseSQLAlchemySaver",
     "CheckpointerError",
     "CorruptCheckpointError",

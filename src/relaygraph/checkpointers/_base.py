@@ -615,7 +615,7 @@ def _delta_ancestors(items: Sequence[Any], kept: Sequence[Any]) -> set[str]:
         depth = max((int(v[1]) for v in counters.values() if isinstance(v, list | tuple)),
                     default=0)
         cur = r
-        for _ in range(depth + 1):
+        for _ in range(depth):
             pid = cur.parent_checkpoint_id
             if not pid or pid not in by_id:
                 break

@@ -16,8 +16,8 @@ CONNECT_TIMEOUT = 5
 _DEFAULT_DRIVERS = {
     "sqlite": ("pysqlite", "aiosqlite"),
     "postgresql": ("psycopg", "psycopg"),
-    "mysql": ("pymysql", "aiomysql"),
-    "mariadb": ("pymysql", "aiomysql"),
+    "mysql": ("pymysql", "asyncmy"),
+    "mariadb": ("pymysql", "asyncmy"),
 }
 # driver -> (importable module, extra that installs it)
 _DRIVER_PACKAGES = {

@@ -1,0 +1,220 @@
+"""`AsyncSQLAlchemySaver`: the asyncio shell around the shared core."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from relaygraph.checkpointers import _schema as S
+from relaygraph.checkpointers._base import After, BaseSQLAlchemySaver, Emit, Op
+from relaygraph.checkpointers._errors import CheckpointerError
+from relaygraph.checkpointers._sync import translate_db_error
+from relaygraph.checkpointers._urls import engine_kwargs, resolve_url, sqlite_pragmas
+
+T = TypeVar("T")
+
+
+class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
+    """A LangGraph checkpointer on any SQLAlchemy ``AsyncEngine``.
+
+    Drivers: aiosqlite, psycopg 3 (async), aiomysql. Same storage, options and behaviour
+    as :class:`SQLAlchemySaver`; both can share one database.
+
+    Example:
+        >>> async with AsyncSQLAlchemySaver.from_conn_string("sqlite:///relaygraph.db") as s:
+        ...     await s.asetup()
+        ...     graph = builder.compile(checkpointer=s)  # doctest: +SKIP
+    """
+
+    def __init__(self, engine: AsyncEngine, *, serde: SerializerProtocol | None = None,
+                 segment_every: int = 32, compress: bool = True,
+                 cache_size: int = 4096) -> None:
+        if not isinstance(engine, AsyncEngine):
+            raise TypeError(
+                f"AsyncSQLAlchemySaver takes an AsyncEngine, got {type(engine).__name__}; "
+                "use SQLAlchemySaver for a sync Engine or from_conn_string(url) for a URL")
+        super().__init__(serde=serde, segment_every=segment_every, compress=compress,
+                         cache_size=cache_size)
+        self.engine = engine
+        self._dialect = engine.dialect
+        try:
+            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self.loop = None
+
+    @classmethod
+    @asynccontextmanager
+    async def from_conn_string(cls, url: str, **kwargs: Any) -> AsyncIterator[
+            AsyncSQLAlchemySaver]:
+        """Create an async engine for ``url``, yield a saver on it, dispose it after."""
+        u = resolve_url(url, async_=True)
+        engine = create_async_engine(u, **engine_kwargs(u))
+        if u.get_backend_name() == "sqlite":
+            sa.event.listen(engine.sync_engine, "connect", sqlite_pragmas)
+        try:
+            yield cls(engine, **kwargs)
+        finally:
+            await engine.dispose()
+
+    # -- driving the core -------------------------------------------------------------
+
+    async def _run(self, op: Op) -> Any:
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        afters: list[After] = []
+        try:
+            async with self.engine.begin() as conn:
+                result = await _drive(conn, op, afters)
+        except sa.exc.DBAPIError as exc:
+            raise translate_db_error(exc, self.engine.url) from exc
+        for a in afters:
+            a.fn()
+        return result
+
+    async def _stream(self, op: Op) -> AsyncIterator[Any]:
+        try:
+            msg = next(op)
+            while True:
+                if isinstance(msg, Emit):
+                    yield msg.item
+                    msg = op.send(None)
+                elif isinstance(msg, After):
+                    msg = op.send(None)
+                else:
+                    try:
+                        async with self.engine.begin() as conn:
+                            res = await conn.execute(msg)
+                            out = res.all() if res.returns_rows else res.rowcount
+                    except sa.exc.DBAPIError as exc:
+                        raise translate_db_error(exc, self.engine.url) from exc
+                    msg = op.send(out)
+        except StopIteration:
+            return
+
+    async def asetup(self) -> None:
+        """Create or migrate the checkpoint tables. Idempotent; safe across processes."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(S.run_migrations)
+        except sa.exc.DBAPIError as exc:
+            raise translate_db_error(exc, self.engine.url) from exc
+
+    # -- async BaseCheckpointSaver --------------------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._run(self._op_get_tuple(config))
+
+    async def alist(self, config: RunnableConfig | None, *,
+                    filter: dict[str, Any] | None = None, before: RunnableConfig | None = None,
+                    limit: int | None = None) -> AsyncIterator[CheckpointTuple]:
+        async for item in self._stream(self._op_list(config, filter, before, limit)):
+            yield item
+
+    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint,
+                   metadata: CheckpointMetadata, new_versions: ChannelVersions) -> RunnableConfig:
+        return await self._run(self._op_put(config, checkpoint, metadata, new_versions))
+
+    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
+                          task_id: str, task_path: str = "") -> None:
+        await self._run(self._op_put_writes(config, writes, task_id, task_path))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._run(self._op_delete_thread(thread_id))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self._run(self._op_delete_for_runs(run_ids))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._run(self._op_copy_thread(source_thread_id, target_thread_id))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest",
+                     keep_last: int = 1) -> None:
+        """See :meth:`SQLAlchemySaver.prune`."""
+        await self._run(self._op_prune(thread_ids, strategy, keep_last))
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await self._run(self._op_delta_history(config, channels))
+
+    # -- sync API: only from another thread than the event loop's ----------------------
+
+    def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        loop = self.loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or not loop.is_running() or running is loop:
+            coro.close()
+            raise CheckpointerError(
+                "AsyncSQLAlchemySaver's sync methods only work from a thread other than its "
+                "event loop's (e.g. sync nodes); in async code use the a-prefixed methods "
+                "(graph.aget_state, ...), or use SQLAlchemySaver for a sync program")
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self._sync(self.aget_tuple(config))
+
+    def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+             before: RunnableConfig | None = None,
+             limit: int | None = None) -> Iterator[CheckpointTuple]:
+        async def collect() -> list[CheckpointTuple]:
+            return [t async for t in self.alist(config, filter=filter, before=before,
+                                                limit=limit)]
+        return iter(self._sync(collect()))
+
+    def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+            new_versions: ChannelVersions) -> RunnableConfig:
+        return self._sync(self.aput(config, checkpoint, metadata, new_versions))
+
+    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
+                   task_id: str, task_path: str = "") -> None:
+        self._sync(self.aput_writes(config, writes, task_id, task_path))
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._sync(self.adelete_thread(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self._sync(self.adelete_for_runs(run_ids))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._sync(self.acopy_thread(source_thread_id, target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest",
+              keep_last: int = 1) -> None:
+        self._sync(self.aprune(thread_ids, strategy=strategy, keep_last=keep_last))
+
+    def get_delta_channel_history(self, *, config: RunnableConfig,
+                                  channels: Sequence[str]) -> Mapping[str, DeltaChannelHistory]:
+        return self._sync(self.aget_delta_channel_history(config=config, channels=channels))
+
+
+async def _drive(conn: AsyncConnection, op: Op, afters: list[After]) -> Any:
+    try:
+        msg = next(op)
+        while True:
+            if isinstance(msg, After):
+                afters.append(msg)
+                msg = op.send(None)
+            elif isinstance(msg, Emit):
+                raise TypeError("streaming operations must be run with _stream")
+            else:
+                res = await conn.execute(msg)
+                msg = op.send(res.all() if res.returns_rows else res.rowcount)
+    except StopIteration as stop:
+        return stop.value
