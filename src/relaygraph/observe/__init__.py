@@ -1,0 +1,35 @@
+"""Observability: run timelines rebuilt from checkpoints, cost per run, LangSmith metadata.
+
+Example:
+    >>> from relaygraph.observe import timeline, Pricing
+    >>> tl = timeline(graph, {"configurable": {"thread_id": "t1"}})  # doctest: +SKIP
+    >>> tl.cost, tl.cost_by_agent                                   # doctest: +SKIP
+"""
+
+from relaygraph.observe._langsmith import annotate_guard_decision, annotate_run
+from relaygraph.observe._pricing import (
+    DEFAULT_PRICES,
+    DEFAULT_PRICES_AS_OF,
+    ModelPrice,
+    Pricing,
+    cost_by_agent,
+    run_cost,
+    tokens_by_agent,
+)
+from relaygraph.observe._timeline import Timeline, TimelineStep, atimeline, timeline
+
+__all__ = [
+    "DEFAULT_PRICES",
+    "DEFAULT_PRICES_AS_OF",
+    "ModelPrice",
+    "Pricing",
+    "Timeline",
+    "TimelineStep",
+    "annotate_guard_decision",
+    "annotate_run",
+    "atimeline",
+    "cost_by_agent",
+    "run_cost",
+    "timeline",
+    "tokens_by_agent",
+]
