@@ -133,7 +133,8 @@ def resolve_passages(source: Any, target: str | None = None,
         if ref is None:
             raise RecallError(
                 f"state has no archived source for target {target!r} under "
-                f"{SOURCES_KEY!r}; was a handoff with target={target!r} run first?"
+                f"{SOURCES_KEY!r}; was a handoff with target={target!r} run first, and does "
+                "the graph state include HandoffState (which declares that key)?"
             )
     if "passages" in ref:
         return list(ref["passages"])
