@@ -244,16 +244,12 @@ def _render_ask_decision(console: Console, request: Any) -> dict[str, Any]:
 def _render_summary(console: Console, graph: Any, config: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from relaygraph.serve._threads import history_steps
+    from relaygraph.observe import timeline
 
-    values = graph.get_state(config).values or {}
-    steps = Table(title="steps", title_justify="left")
-    for col in ("step", "node", "wrote"):
-        steps.add_column(col)
-    for row in history_steps(graph, config):
-        wrote = ", ".join(row["wrote"]) or ("(paused on review)" if row["interrupted"] else "")
-        steps.add_row(str(row["step"]), row["node"], wrote)
-    console.print(steps)
+    tl = timeline(graph, config)
+    values = tl.values or {}
+    console.print("\n[bold]steps[/bold] (rebuilt from the checkpoints in the database)")
+    console.print(tl)
 
     handoffs = values.get("handoffs") or []
     if handoffs:
@@ -290,20 +286,6 @@ def _render_summary(console: Console, graph: Any, config: dict[str, Any]) -> Non
         for r in reviews:
             t.add_row(r.get("node", "?"), str(r.get("decision")), str(r.get("reviewer") or "-"),
                       str(r.get("comment") or "-"), _short(r.get("policy_reason") or "-", 40))
-        console.print(t)
-
-    usage = values.get("usage") or {}
-    if usage:
-        t = Table(title="cost per agent", title_justify="left")
-        for col in ("agent", "model", "calls", "input tok", "output tok", "cost (USD)"):
-            t.add_column(col, justify="right" if col not in ("agent", "model") else "left")
-        total = 0.0
-        for agent, models in sorted(usage.items()):
-            for model, u in sorted(models.items()):
-                total += float(u.get("cost", 0.0))
-                t.add_row(agent, model, str(u.get("calls")), str(u.get("input_tokens")),
-                          str(u.get("output_tokens")), f"{float(u.get('cost', 0.0)):.6f}")
-        t.add_row("[bold]total[/bold]", "", "", "", "", f"[bold]{total:.6f}[/bold]")
         console.print(t)
 
     snap = graph.get_state(config)
@@ -383,7 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
     """
     args = build_parser().parse_args(argv)
-    console = Console()
+    # tables need room: when the output is not a terminal, do not wrap at 80 columns
+    console = Console(width=None if sys.stdout.isatty() else 140)
     try:
         return int(args.func(args, console))
     except (RelaygraphError, sa.exc.SQLAlchemyError) as exc:

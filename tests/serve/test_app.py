@@ -75,8 +75,11 @@ def test_invoke_pauses_on_review_and_threads_show_it(client: TestClient) -> None
 
     nodes = [row["node"] for row in client.get("/threads/t-1/history").json()]
     assert nodes == ["__start__", "intake", "to_resolver", "check", "resolver", "review"]
-    timeline = client.get("/threads/t-1/timeline")
-    assert timeline.status_code == 200
+    timeline = client.get("/threads/t-1/timeline").json()
+    assert timeline["thread_id"] == "t-1"
+    assert [s["node"] for s in timeline["steps"]][-1] == "review"
+    assert timeline["steps"][-1]["status"] == "interrupted"
+    assert timeline["cost"] > 0 and set(timeline["cost_by_agent"]) >= {"intake", "resolver"}
 
 
 def test_review_flow_validation_conflict_and_approve(client: TestClient) -> None:

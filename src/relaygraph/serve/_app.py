@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -234,18 +233,6 @@ def _review_error(value: Any) -> Any:
 
 
 async def _timeline(graph: Any, thread_id: str) -> Any:
-    try:
-        from relaygraph.observe import timeline
-    except ImportError:
-        timeline = None
-    config = thread_config(thread_id)
-    if timeline is None:
-        return {"thread_id": thread_id, "steps": await ahistory_steps(graph, config)}
-    result = timeline(graph, config)
-    if inspect.isawaitable(result):
-        result = await result
-    if hasattr(result, "as_dict"):
-        return result.as_dict()
-    if hasattr(result, "model_dump"):
-        return result.model_dump(mode="json")
-    return result
+    from relaygraph.observe import atimeline
+
+    return (await atimeline(graph, thread_config(thread_id))).to_dict()
