@@ -34,8 +34,9 @@ def translate_db_error(exc: sa.exc.DBAPIError, url: Any) -> Exception:
         return SetupRequiredError(
             "the relaygraph checkpoint tables do not exist in this database; call "
             "saver.setup() (or await saver.asetup()) once before using the saver")
-    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or exc.connection_invalidated:
-        safe = url.render_as_string(hide_password=True) if hasattr(url, "render_as_string") else url
+    unavailable = isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+    if unavailable or exc.connection_invalidated:
+        safe = url.render_as_string(hide_password=True)
         return DatabaseUnavailableError(f"cannot use the database at {safe}: {text.strip()}")
     return exc
 

@@ -1,0 +1,233 @@
+"""What each kind of bad input gets: a clear error or an exact round trip, never a hang."""
+
+from __future__ import annotations
+
+import pickle
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from pydantic import BaseModel
+
+from conftest import require_backend
+from relaygraph._errors import ConfigurationError, MissingDependencyError
+from relaygraph.checkpointers import (
+    CorruptCheckpointError,
+    DatabaseUnavailableError,
+    InvalidFilterError,
+    InvalidKeyError,
+    SetupRequiredError,
+    SQLAlchemySaver,
+)
+from relaygraph.checkpointers._schema import blobs
+from relaygraph.checkpointers._urls import resolve_url
+
+
+def _put(saver, thread_id, ns="", values=None, metadata=None):
+    cp = empty_checkpoint()
+    values = values or {}
+    cp["channel_values"] = values
+    cp["channel_versions"] = {k: saver.get_next_version(None) for k in values}
+    cfg = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}}
+    return saver.put(cfg, cp, metadata or {"source": "input", "step": -1},
+                     dict(cp["channel_versions"]))
+
+
+# -- URLs and drivers --------------------------------------------------------------------
+
+@pytest.mark.parametrize("url", ["oracle://scott@localhost/db", "mongodb://x/y", "nonsense"])
+def test_unknown_scheme_names_the_supported_ones(url) -> None:
+    with pytest.raises(ConfigurationError, match="sqlite|cannot parse"):
+        with SQLAlchemySaver.from_conn_string(url):
+            pass
+
+
+@pytest.mark.parametrize(("url", "extra"), [
+    ("postgresql://u@127.0.0.1/db", "postgres"),
+    ("mysql://u@127.0.0.1/db", "mysql"),
+])
+def test_missing_driver_names_the_extra(monkeypatch, url, extra) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("psycopg", "pymysql") else real(name, *a))
+    with pytest.raises(MissingDependencyError, match=rf"relaygraph\[{extra}\]"):
+        resolve_url(url, async_=False)
+
+
+def test_uninstalled_alternative_driver_names_the_extra() -> None:
+    with pytest.raises(MissingDependencyError, match=r"relaygraph\[postgres\]"):
+        resolve_url("postgresql+asyncpg://u@127.0.0.1/db", async_=True)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://postgres@127.0.0.1:1/test",  # nothing listens on port 1
+    "mysql://root@127.0.0.1:1/test",
+])
+def test_database_down_is_a_clear_error_within_seconds(url) -> None:
+    start = time.monotonic()
+    with pytest.raises(DatabaseUnavailableError, match="127.0.0.1"):
+        with SQLAlchemySaver.from_conn_string(url) as saver:
+            saver.setup()
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize(("kind", "url"), [
+    ("postgres", "postgresql://no_such_role_rg@127.0.0.1:5432/test"),
+    ("mysql", "mysql://no_such_user_rg:wrong@127.0.0.1:3306/test"),
+])
+def test_refused_login_is_a_clear_error(kind, url) -> None:
+    require_backend(kind)
+    with pytest.raises(DatabaseUnavailableError, match="no_such"):
+        with SQLAlchemySaver.from_conn_string(url) as saver:
+            saver.setup()
+
+
+def test_using_the_saver_before_setup_says_so(tmp_path) -> None:
+    with SQLAlchemySaver.from_conn_string(f"sqlite:///{tmp_path / 'x.db'}") as saver:
+        with pytest.raises(SetupRequiredError, match=r"setup\(\)"):
+            saver.get_tuple({"configurable": {"thread_id": "t"}})
+
+
+def test_engine_type_mistakes_are_explained() -> None:
+    with pytest.raises(TypeError, match="from_conn_string"):
+        SQLAlchemySaver("sqlite:///x.db")  # type: ignore[arg-type]
+
+
+# -- hostile identifiers and metadata ------------------------------------------------------
+
+HOSTILE = ["it's", 'say "hi"', "100%", "%s %(x)s", "ünïcödé 🚀 中文", "trailing ",
+           "Trailing", "back\\slash", "'; DROP TABLE relaygraph_checkpoints; --", "x" * 255]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_ids_are_stored_and_found_exactly(backend, value) -> None:
+    engine = sa.create_engine(backend.url)
+    saver = SQLAlchemySaver(engine)
+    saver.setup()
+    cfg = _put(saver, value, ns=value, values={"v": value}, metadata={"note": value})
+    _put(saver, value[:-1] + "_", ns=value)  # a near-miss id must stay distinct
+    tup = saver.get_tuple(cfg)
+    assert tup.config["configurable"]["thread_id"] == value
+    assert tup.config["configurable"]["checkpoint_ns"] == value
+    assert tup.checkpoint["channel_values"] == {"v": value}
+    found = list(saver.list({"configurable": {"thread_id": value}}, filter={"note": value}))
+    assert [t.config["configurable"]["checkpoint_id"] for t in found] == [
+        cfg["configurable"]["checkpoint_id"]]
+    engine.dispose()
+
+
+def test_case_and_trailing_space_ids_stay_distinct(backend) -> None:
+    engine = sa.create_engine(backend.url)
+    saver = SQLAlchemySaver(engine)
+    saver.setup()
+    for tid in ("abc", "ABC", "abc "):
+        _put(saver, tid, values={"who": tid})
+    for tid in ("abc", "ABC", "abc "):
+        got = saver.get_tuple({"configurable": {"thread_id": tid}})
+        assert got.checkpoint["channel_values"]["who"] == tid
+    engine.dispose()
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("x" * 10_000, "10000 characters long; the limit is 255"),
+    ("nul\x00byte", "NUL"),
+    ("lone\ud800surrogate", "surrogate"),
+])
+def test_unstorable_ids_are_refused_before_any_sql(sqlite_backend, value, why) -> None:
+    with SQLAlchemySaver.from_conn_string(sqlite_backend.url) as saver:
+        saver.setup()
+        with pytest.raises(InvalidKeyError, match=why):
+            _put(saver, value)
+        with pytest.raises(InvalidKeyError, match=why):
+            _put(saver, "ok", ns=value)
+        assert list(saver.list(None)) == []  # nothing half-written
+
+
+def test_large_unicode_metadata_round_trips(backend) -> None:
+    engine = sa.create_engine(backend.url)
+    saver = SQLAlchemySaver(engine)
+    saver.setup()
+    big = "ünï 'q' %s \\ " * 800  # ~10 kB
+    md = {"source": "input", "step": -1, "big": big, "nested": {"nul": "a\x00b", "pct": "%(x)s"}}
+    cfg = _put(saver, "md", metadata=md)
+    got = saver.get_tuple(cfg).metadata
+    assert got["big"] == big and got["nested"] == {"nul": "a\x00b", "pct": "%(x)s"}
+    assert len(list(saver.list(None, filter={"big": big}))) == 1
+    engine.dispose()
+
+
+@pytest.mark.parametrize("key", [
+    "source') OR 1=1 --", "a; DROP TABLE relaygraph_checkpoints", "$.x", "a b", "", 7,
+])
+def test_injection_shaped_filter_keys_are_refused(sqlite_backend, key) -> None:
+    with SQLAlchemySaver.from_conn_string(sqlite_backend.url) as saver:
+        saver.setup()
+        _put(saver, "t")
+        with pytest.raises(InvalidFilterError, match="not allowed"):
+            list(saver.list(None, filter={key: "x"}))
+        assert len(list(saver.list(None))) == 1
+
+
+# -- unsafe payloads ----------------------------------------------------------------------
+
+class _Boom:
+    def __reduce__(self):
+        return (Path.touch, (Path("/tmp/relaygraph-pwned"),))
+
+
+def test_pickled_blob_is_never_executed(backend) -> None:
+    marker = Path("/tmp/relaygraph-pwned")
+    marker.unlink(missing_ok=True)
+    engine = sa.create_engine(backend.url)
+    saver = SQLAlchemySaver(engine)
+    saver.setup()
+    cfg = _put(saver, "evil", values={"v": 1})
+    with engine.begin() as c:
+        c.execute(sa.update(blobs).values(type="pickle", blob=pickle.dumps(_Boom())))
+    with pytest.raises(CorruptCheckpointError, match="Unknown serialization type: pickle"):
+        saver.get_tuple(cfg)
+    assert not marker.exists()
+    engine.dispose()
+
+
+class Secret(BaseModel):
+    code: str
+
+
+def test_type_outside_the_allowlist_comes_back_as_plain_data(sqlite_backend, caplog) -> None:
+    """The documented safe fallback: a blocked class is never constructed, its data is."""
+    engine = sa.create_engine(sqlite_backend.url)
+    permissive = SQLAlchemySaver(engine, serde=JsonPlusSerializer(allowed_msgpack_modules=True))
+    permissive.setup()
+    cfg = _put(permissive, "blocked", values={"v": Secret(code="x1")})
+    strict = SQLAlchemySaver(engine)
+    value = strict.get_tuple(cfg).checkpoint["channel_values"]["v"]
+    assert value == {"code": "x1"} and not isinstance(value, Secret)
+    assert "Blocked deserialization" in caplog.text
+    allowed = strict.with_allowlist([(Secret.__module__, "Secret")])
+    assert isinstance(allowed.get_tuple(cfg).checkpoint["channel_values"]["v"], Secret)
+    engine.dispose()
+
+
+def test_missing_delta_base_names_thread_channel_and_version(backend) -> None:
+    from langchain_core.messages import HumanMessage
+
+    from ._graphs import chat_graph
+
+    engine = sa.create_engine(backend.url)
+    saver = SQLAlchemySaver(engine, segment_every=50)
+    saver.setup()
+    g = chat_graph(6).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "broken"}}
+    g.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+    with engine.begin() as c:
+        c.execute(sa.text("DELETE FROM relaygraph_blobs WHERE channel = 'messages' AND kind = 0"))
+    with pytest.raises(CorruptCheckpointError, match=r"'broken'.*'messages'.*version") as err:
+        g.get_state(cfg)
+    assert err.value.thread_id == "broken" and err.value.channel == "messages"
+    engine.dispose()
