@@ -507,6 +507,25 @@ class AutonomyPolicy:
         """
         self.store.reset(agent, kind, "breaker trip", self.clock())
 
+    def breaker_listener(self, agent: str | None = None, kind: str | None = None
+                         ) -> Callable[[Any], None]:
+        """A listener for ``CircuitBreaker(listeners=[...])``: a trip restores full review.
+
+        Args:
+            agent: the agent whose reviews are restored (default: the breaker's name).
+            kind: one decision kind, or all kinds of the agent (default).
+
+        Example:
+            >>> breaker = CircuitBreaker("resolver",  # doctest: +SKIP
+            ...                          listeners=[policy.breaker_listener()])
+        """
+
+        def on_breaker_event(event: Any) -> None:
+            if str(getattr(event, "current", "")) == "open":
+                self.record_breaker_trip(agent or str(event.breaker), kind)
+
+        return on_breaker_event
+
     # -- async API
 
     async def astats(self, agent: str, kind: str = "default") -> AutonomyStats:
