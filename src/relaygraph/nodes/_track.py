@@ -59,13 +59,13 @@ def _messages_in(value: Any) -> Iterable[BaseMessage]:
                 yield item
 
 
-def _known_ids(state: Mapping[str, Any]) -> set[str]:
-    ids: set[str] = set()
+def _known_messages(state: Mapping[str, Any]) -> dict[str, BaseMessage]:
+    known: dict[str, BaseMessage] = {}
     for value in state.values():
         for msg in _messages_in(value):
             if msg.id:
-                ids.add(msg.id)
-    return ids
+                known[msg.id] = msg
+    return known
 
 
 def _model_name(msg: AIMessage) -> str | None:
@@ -145,14 +145,16 @@ class TrackedAgent(Runnable[Any, Any]):
         if update is None:
             return result  # not a state update we can extend (e.g. a custom object)
         received = _state_items(state)
-        seen = _known_ids(received)
+        seen = _known_messages(received)
         usage: dict[str, Usage] = {}
         tool_calls: list[str] = []
         models: list[str] = []
         for value in update.values():
             for msg in _messages_in(value):
-                if not isinstance(msg, AIMessage) or (msg.id and msg.id in seen):
+                if not isinstance(msg, AIMessage):
                     continue
+                if msg.id and msg.id in seen and seen[msg.id] == msg:
+                    continue  # handed back unchanged from the input: counted before
                 tool_calls.extend(tc["name"] for tc in msg.tool_calls)
                 meta = msg.usage_metadata
                 model = _model_name(msg)
