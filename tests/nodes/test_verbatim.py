@@ -89,7 +89,8 @@ def test_ids_and_emails_exact_modulo_case(index: SourceIndex, value: str, ok: bo
 
 
 @pytest.mark.parametrize("value,ok", [
-    ('"Nimbus 2" rain jacket', True), ("nimbus   2\" RAIN\njacket", True), ("nimbus 2 rain jacket", False), ("Nimbus 3", False),
+    ('"Nimbus 2" rain jacket', True), ("nimbus   2\" RAIN\njacket", True),
+    ("nimbus 2 rain jacket", False), ("Nimbus 3", False),
     ("my order", True), ("y order", False), ("rain jacket - size m", True),
 ])
 def test_text_ignores_case_whitespace_and_typography(index: SourceIndex, value: str,

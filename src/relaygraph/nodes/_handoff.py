@@ -376,13 +376,17 @@ class HandoffNode(RunnableLambda):
         required = {n: "required, but the source has nothing to fill it from"
                     for n, info in self.contract.model_fields.items() if info.is_required()}
         if not any(t.strip() for t in src.index.texts):
-            return (f"the source {src.label} is empty: there is nothing to hand off",
-                    required or {"*": "the source is empty"})
-        if self.max_source_tokens is not None and src.tokens > self.max_source_tokens:
-            return (f"the source {src.label} has {src.tokens} tokens, over "
-                    f"max_source_tokens={self.max_source_tokens}; trim it upstream or raise "
-                    "the limit", required or {"*": "the source is too large"})
-        return None
+            problem = f"the source {src.label} is empty: there is nothing to hand off"
+            errors = required or {"*": "the source is empty"}
+        elif self.max_source_tokens is not None and src.tokens > self.max_source_tokens:
+            problem = (f"the source {src.label} has {src.tokens} tokens, over "
+                       f"max_source_tokens={self.max_source_tokens}; trim it upstream or "
+                       "raise the limit")
+            errors = required or {"*": "the source is too large"}
+        else:
+            return None
+        return (f"{self.contract.__name__} handoff failed before calling the compressor: "
+                f"{problem}; failing fields: {', '.join(sorted(errors))}", errors)
 
     # ------------------------------------------------------------------ compressor
 
