@@ -246,7 +246,7 @@ class SourceIndex:
             for i, text in enumerate(self.texts):
                 spans = date_spans.get(i, [])
                 for m in _NUM.finditer(text):
-                    if any(s < m.end() and m.start() < e for s, e in spans):
+                    if spans and any(s < m.end() and m.start() < e for s, e in spans):
                         continue
                     n = _number_of(m)
                     if n is not None:
