@@ -234,21 +234,24 @@ def _reprice(usage: UsageTable, pricing: Pricing) -> UsageTable:
     return out
 
 
-def _build(chain: list[Any], thread_id: str | None, pricing: Pricing | None) -> Timeline:
+def _build(chain: list[Any], thread_id: str | None, pricing: Pricing | None,
+           cut: bool = False) -> Timeline:
     steps: list[TimelineStep] = []
     for i, snap in enumerate(chain):
         after = chain[i + 1] if i + 1 < len(chain) else None
         values = snap.values if isinstance(snap.values, Mapping) else {}
         state_keys = sorted(k for k, v in values.items() if k not in BOOKKEEPING and _present(v))
         for task in snap.tasks:
-            result = task.result
+            # A timeline cut at an older checkpoint does not show what happened after it.
+            hidden = cut and after is None
+            result = None if hidden else task.result
             if result is not None and not isinstance(result, Mapping):
                 result = {"__result__": result}
             if result is not None:
                 status: StepStatus = "done"
-            elif task.error is not None:
+            elif task.error is not None and not hidden:
                 status = "error"
-            elif task.interrupts:
+            elif task.interrupts and not hidden:
                 status = "interrupted"
             else:
                 status = "pending"
@@ -279,8 +282,9 @@ def _build(chain: list[Any], thread_id: str | None, pricing: Pricing | None) -> 
                 duration_s=_seconds(snap.created_at, ended),
                 latency_ms=(sum(float(r.get("latency_ms", 0.0)) for r in runs) if runs
                             else None),
-                interrupts=[intr.value for intr in task.interrupts] if status != "done" else [],
-                error=repr(task.error) if task.error is not None else None,
+                interrupts=([intr.value for intr in task.interrupts]
+                            if status == "interrupted" else []),
+                error=repr(task.error) if status == "error" else None,
             ))
     last = chain[-1] if chain else None
     values = dict(last.values) if last is not None and isinstance(last.values, Mapping) else {}
@@ -293,6 +297,10 @@ def _build(chain: list[Any], thread_id: str | None, pricing: Pricing | None) -> 
     return Timeline(thread_id=thread_id, steps=steps, usage=usage,
                     next=list(last.next) if last is not None else [], values=values,
                     pricing_as_of=as_of)
+
+
+def _is_cut(snaps: list[Any], head: str | None) -> bool:
+    return bool(head and snaps and snaps[0].config["configurable"]["checkpoint_id"] != head)
 
 
 def _thread_id(config: Mapping[str, Any]) -> str | None:
@@ -318,7 +326,8 @@ def timeline(graph: Any, config: Mapping[str, Any], *, pricing: Pricing | None =
     head = conf.pop("checkpoint_id", None)
     base = {**config, "configurable": conf}
     snaps = list(graph.get_state_history(base))
-    return _build(_lineage(snaps, head), _thread_id(config), pricing)
+    return _build(_lineage(snaps, head), _thread_id(config), pricing,
+                  cut=_is_cut(snaps, head))
 
 
 async def atimeline(graph: Any, config: Mapping[str, Any], *, pricing: Pricing | None = None
@@ -328,4 +337,5 @@ async def atimeline(graph: Any, config: Mapping[str, Any], *, pricing: Pricing |
     head = conf.pop("checkpoint_id", None)
     base = {**config, "configurable": conf}
     snaps = [s async for s in graph.aget_state_history(base)]
-    return _build(_lineage(snaps, head), _thread_id(config), pricing)
+    return _build(_lineage(snaps, head), _thread_id(config), pricing,
+                  cut=_is_cut(snaps, head))
