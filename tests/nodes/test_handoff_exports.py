@@ -14,8 +14,14 @@ HANDOFF_EXPORTS = {
     "Verbatim", "approx_tokens", "brief_message", "contract_allowlist", "contract_serializer",
     "default_counter", "handoff", "recall_tool", "render_brief", "with_brief",
 }
-# Exports of the review / autonomy / tracking components, once they are re-exported here.
-OTHER_EXPORTS: set[str] = set()
+# Exports of the review / autonomy / tracking components.
+OTHER_EXPORTS = {
+    "ApproveDecision", "AutonomyPolicy", "AutonomyStats", "AutonomyStore", "EditDecision",
+    "HumanReview", "InMemoryAutonomyStore", "InvalidReviewDecision", "NotWaitingForReview",
+    "PolicyDecision", "RejectDecision", "ReviewDecision", "ReviewError", "ReviewRequest",
+    "SQLAutonomyStore", "TrackedAgent", "apply_edits", "asubmit_review", "parse_decision",
+    "pending_reviews", "submit_review", "track_agent", "wilson_lower_bound",
+}
 
 
 def test_handoff_names_are_exported() -> None:
