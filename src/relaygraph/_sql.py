@@ -7,7 +7,8 @@ Dialect differences (upserts, insert-if-absent) live here and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -127,13 +128,45 @@ def _create(conn: sa.Connection, tables: Sequence[sa.Table]) -> None:
                 raise
 
 
+_LOCK_KEY = 0x72656C6179  # "relay"
+
+
+@contextmanager
+def setup_lock(conn: sa.Connection) -> Iterator[None]:
+    """Serialize schema changes across processes for the rest of ``conn``'s transaction.
+
+    PostgreSQL: a transaction-scoped advisory lock. MySQL/MariaDB: a named lock (their DDL
+    is not transactional and concurrent DDL on one table fails). SQLite: take the write
+    lock up front so two setups queue instead of failing with "database is locked".
+    """
+    name = _dialect_name(conn.dialect)
+    if name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+        yield
+    elif name == "mysql":
+        conn.execute(sa.text("SELECT GET_LOCK('relaygraph_setup', 60)"))
+        try:
+            yield
+        finally:
+            conn.execute(sa.text("SELECT RELEASE_LOCK('relaygraph_setup')"))
+    else:
+        if name == "sqlite" and not conn.in_nested_transaction():
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        yield
+
+
+def _create_locked(conn: sa.Connection, tables: Sequence[sa.Table]) -> None:
+    with setup_lock(conn):
+        _create(conn, tables)
+
+
 def create_tables(engine: sa.Engine, tables: Sequence[sa.Table]) -> None:
     """Create ``tables`` if absent; safe when several processes call it at once."""
     with engine.begin() as conn:
-        _create(conn, tables)
+        _create_locked(conn, tables)
 
 
 async def acreate_tables(engine: Any, tables: Sequence[sa.Table]) -> None:
     """Async twin of :func:`create_tables` for an ``AsyncEngine``."""
     async with engine.begin() as conn:
-        await conn.run_sync(_create, tables)
+        await conn.run_sync(_create_locked, tables)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from relaygraph._sql import Key, KeyStr, LargeBlob, LargeText, _create, metadata
+from relaygraph._sql import Key, KeyStr, LargeBlob, LargeText, _create, metadata, setup_lock
 
 COMPONENT = "checkpoints"
 
@@ -102,6 +102,11 @@ def run_migrations(conn: sa.Connection) -> list[int]:
     Returns the versions applied by this call. Safe to call concurrently: the migration
     DDL is idempotent and the loser of a race on the version row treats it as applied.
     """
+    with setup_lock(conn):
+        return _migrate(conn)
+
+
+def _migrate(conn: sa.Connection) -> list[int]:
     _create(conn, (migrations_table,))
     done = set(
         conn.execute(

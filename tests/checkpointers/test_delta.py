@@ -1,0 +1,186 @@
+"""Append-delta storage, retention and LangGraph's DeltaChannel on every database."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+import threading
+from typing import Annotated
+
+import sqlalchemy as sa
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langgraph.channels import DeltaChannel
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict
+
+from relaygraph.checkpointers import SQLAlchemySaver
+from relaygraph.checkpointers._schema import LATEST, blobs, migrations_table
+
+from ._graphs import chat_graph
+
+
+def _history(graph, cfg):
+    return [(s.values, s.next) for s in graph.get_state_history(cfg)]
+
+
+def _add_many(state: list, writes: list) -> list:
+    return functools.reduce(add_messages, writes, state)
+
+
+class DeltaState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], DeltaChannel(_add_many, snapshot_frequency=4)]
+    count: int
+
+
+def delta_graph(steps: int) -> StateGraph:
+    def agent(state: DeltaState) -> dict:
+        n = state.get("count", 0) + 1
+        return {"messages": [AIMessage(f"reply {n}", id=f"m{n}")], "count": n}
+
+    b = StateGraph(DeltaState)
+    b.add_node("agent", agent)
+    b.add_edge(START, "agent")
+    b.add_conditional_edges("agent", lambda s: END if s["count"] >= steps else "agent")
+    return b
+
+
+class _Counter:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.n = 0
+        sa.event.listen(engine, "before_cursor_execute", self._hit)
+
+    def _hit(self, *args) -> None:
+        self.n += 1
+
+
+def test_langgraph_delta_channel_matches_inmemory(saver) -> None:
+    ref = delta_graph(11).compile(checkpointer=InMemorySaver())
+    g = delta_graph(11).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "dc"}}
+    for graph in (ref, g):
+        graph.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+    assert _history(g, cfg) == _history(ref, cfg)
+    assert len(g.get_state(cfg).values["messages"]) == 12
+
+
+def test_delta_channel_history_is_a_constant_number_of_queries(saver) -> None:
+    g = delta_graph(90).compile(checkpointer=saver)
+    counts = []
+    for tid, steps in (("long", 30), ("longer", 90)):
+        cfg = {"configurable": {"thread_id": tid}}
+        delta_graph(steps).compile(checkpointer=saver).invoke(
+            {"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+        counter = _Counter(saver.engine)
+        head = g.get_state(cfg).config
+        counter.n = 0
+        hist = saver.get_delta_channel_history(config=head, channels=["messages"])
+        counts.append(counter.n)
+        sa.event.remove(saver.engine, "before_cursor_execute", counter._hit)
+        assert hist["messages"]["writes"] or "seed" in hist["messages"]
+    assert counts[0] == counts[1] <= 6, counts
+
+
+def test_prune_keeps_delta_channel_state_readable(saver) -> None:
+    g = delta_graph(9).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "dc-prune"}}
+    g.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+    before = g.get_state(cfg).values
+    saver.prune(["dc-prune"], strategy="keep_latest")
+    assert g.get_state(cfg).values == before
+    g.invoke({"messages": [HumanMessage("more", id="h2")], "count": 0}, cfg)
+    assert [m.id for m in g.get_state(cfg).values["messages"]][:11] == [
+        "h", *[f"m{i}" for i in range(1, 10)], "h2"]
+
+
+def test_bytes_per_step_stay_flat(backend) -> None:
+    engine = sa.create_engine(backend.url)
+    saver = SQLAlchemySaver(engine, segment_every=8)
+    saver.setup()
+    g = chat_graph(10_000).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "flat"}, "recursion_limit": 10_000}
+
+    def stored() -> int:
+        with engine.connect() as c:
+            return int(c.execute(sa.select(sa.func.sum(sa.func.length(blobs.c.blob)))).scalar())
+
+    sizes = []
+    for chunk in range(3):
+        for _ in range(40):
+            g.invoke(None if chunk or _ else {"messages": [HumanMessage("go", id="go")],
+                                                "count": 0}, cfg, interrupt_after=["critic"])
+        sizes.append(stored())
+    growth_1, growth_2 = sizes[1] - sizes[0], sizes[2] - sizes[1]
+    assert growth_2 < 1.25 * growth_1, sizes  # not quadratic: the last 40 cost ~ the previous
+    msgs = g.get_state(cfg).values["messages"]
+    assert len(msgs) == 1 + 3 * 40 * 3
+    engine.dispose()
+
+
+def test_copy_thread_then_continue_both(saver) -> None:
+    ref = chat_graph(6).compile(checkpointer=InMemorySaver())
+    g = chat_graph(6).compile(checkpointer=saver)
+    src = {"configurable": {"thread_id": "src"}}
+    first = {"messages": [HumanMessage("a", id="a")], "count": 0}
+    second = {"messages": [HumanMessage("b", id="b")], "count": 3}
+    ref.invoke(first, src)
+    g.invoke(first, src)
+    before = _history(g, src)
+    saver.copy_thread("src", "dst")
+    dst = {"configurable": {"thread_id": "dst"}}
+    assert _history(g, dst) == before
+    ref.invoke(second, src)
+    g.invoke(second, dst)
+    assert _history(g, dst) == _history(ref, src)
+    assert _history(g, src) == before  # the source is untouched
+
+
+def test_keep_last_caps_history_and_keeps_chains(saver) -> None:
+    ref = chat_graph(12).compile(checkpointer=InMemorySaver())
+    g = chat_graph(12).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "cap"}}
+    for graph in (ref, g):
+        graph.invoke({"messages": [HumanMessage("a", id="a")], "count": 0}, cfg)
+
+    def count() -> int:
+        with saver.engine.connect() as c:
+            return c.execute(sa.select(sa.func.count()).select_from(blobs)).scalar()
+
+    before = count()
+    saver.prune(["cap"], keep_last=5)
+    assert _history(g, cfg) == _history(ref, cfg)[:5]
+    # unreachable rows are gone; the messages chain (13 rows) and live versions stay
+    assert count() < before * 0.75, (count(), before)
+    g.invoke({"messages": [HumanMessage("b", id="b")], "count": 0}, cfg)
+    ref.invoke({"messages": [HumanMessage("b", id="b")], "count": 0}, cfg)
+    assert g.get_state(cfg).values == ref.get_state(cfg).values
+
+
+def test_setup_is_idempotent_and_safe_concurrently(backend) -> None:
+    engine = sa.create_engine(backend.url)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            SQLAlchemySaver(engine).setup()
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    code = ("import sys; from relaygraph.checkpointers import SQLAlchemySaver\n"
+            "with SQLAlchemySaver.from_conn_string(sys.argv[1]) as s: s.setup()")
+    procs = [subprocess.Popen([sys.executable, "-c", code, backend.url]) for _ in range(2)]
+    for t in threads:
+        t.join()
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    assert errors == []
+    SQLAlchemySaver(engine).setup()
+    with engine.connect() as c:
+        rows = c.execute(sa.select(migrations_table.c.version).where(
+            migrations_table.c.component == "checkpoints")).scalars().all()
+    assert sorted(rows) == list(range(1, LATEST + 1))
+    engine.dispose()
