@@ -28,3 +28,19 @@ RESEARCH_NOTES: list[str] = [
     "Full-history reads are dominated by decoding messages, not by the query itself.",
 ]
 """Findings the deterministic researcher 'finds'; the writer only sees the brief."""
+
+RESEARCH_LOG = """Searching: "langgraph checkpoint sqlite throughput"
+Result 1 (blog, 2025): a long walkthrough of setting up a chatbot; mostly about prompts.
+Relevant: SQLite in WAL mode handles a few hundred small transactions per second on one disk.
+Result 2 (forum): someone asks why their notebook kernel died; unrelated to storage.
+Searching: "postgres langgraph many workers"
+Result 3 (docs): PostgreSQL lets many worker processes share one database and resume any thread.
+Result 4 (talk transcript): twenty minutes on team structure, then a slide on deployment.
+Searching: "checkpoint size grows every step"
+Result 5 (issue thread): users report multi-gigabyte SQLite files after long chats; a maintainer
+explains that every step stores the whole state. A reply notes:
+Storing appended messages as deltas keeps bytes per step flat as a thread grows.
+Result 6 (benchmark notes): several tables of numbers for unrelated databases and a comment that
+Full-history reads are dominated by decoding messages, not by the query itself.
+Done searching. Drafting notes for the writer; dropping the unrelated results."""
+"""The researcher's working log: the findings buried in search noise."""
