@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -30,13 +31,26 @@ def test_demo_runs_to_review_resumes_and_summarises(tmp_path: Path, capsys) -> N
     for section in ("crash-resume", "steps", "handoffs", "guard decisions", "reviews",
                     "cost per agent"):
         assert section in out, section
-    assert "RefundCase" in out
-    assert "approve" in out
-    assert "status: refunded" in out
+    assert "restored at step 4: next review, 1 open review" in out
+    handoff_row = next(line for line in out.splitlines() if "RefundCase" in line and "→" in line
+                       and "ok" in line)
+    assert "amount ok" in handoff_row and "order_id ok" in handoff_row
+    assert handoff_row.split("│")[5].strip() == "1"  # the misquoted amount was repaired
+    assert "status: finished, approved" in out
+    assert "'amount': '249.99'" in out
     # every agent appears in the cost table with a non-zero total
-    assert "intake" in out and "resolver" in out
-    total_line = next(line for line in out.splitlines() if "total" in line)
-    assert float(total_line.split()[-2]) > 0
+    cost_rows = [line for line in out.splitlines() if "scripted-" in line]
+    assert any("intake" in r for r in cost_rows) and any("resolver" in r for r in cost_rows)
+    total_line = next(line for line in out.splitlines() if line.startswith("│ total"))
+    assert float(total_line.split("│")[-2]) > 0
+
+
+def test_demo_interactive_reject(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("reject\nwrong customer\n"))
+    assert main(["demo", "--db", _db(tmp_path), "--interactive"]) == 0
+    out = capsys.readouterr().out
+    assert "status: finished, rejected" in out
+    assert "reject" in out
 
 
 def test_demo_pause_then_resume_in_a_new_process_state(tmp_path: Path, capsys) -> None:
@@ -50,10 +64,15 @@ def test_demo_pause_then_resume_in_a_new_process_state(tmp_path: Path, capsys) -
     assert main(["demo", "--db", db, "--thread", "t-pause"]) == 0
     out = capsys.readouterr().out
     assert "paused at a review in the database" in out
-    assert "status: refunded" in out
+    assert "status: finished, approved" in out
+    assert main(["threads", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "t-pause" in out and "done" in out
     assert main(["timeline", "t-pause", "--db", db]) == 0
     out = capsys.readouterr().out
-    assert "resolver" in out and "status: refunded" in out
+    assert "resolver" in out and "status: finished, approved" in out
+    assert main(["demo", "--db", db, "--thread", "t-pause"]) == 0  # finished: summary only
+    assert "this thread has finished" in capsys.readouterr().out
 
 
 def test_setup_creates_the_database(tmp_path: Path, capsys) -> None:

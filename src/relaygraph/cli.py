@@ -25,7 +25,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.types import Command
 from rich.console import Console
 
 from relaygraph._errors import RelaygraphError
@@ -95,8 +94,10 @@ def check_database(url: str, *, must_exist: bool) -> sa.URL:
 def open_saver(url: str, *, setup: bool) -> Iterator[BaseCheckpointSaver]:
     """Open relaygraph's SQL checkpointer on ``url`` (and run its migrations if ``setup``)."""
     from relaygraph.checkpointers import SQLAlchemySaver
+    from relaygraph.graphs import examples
 
-    with SQLAlchemySaver.from_conn_string(url) as saver:
+    # the serializer rebuilds the examples' contracts from checkpoints (strict msgpack)
+    with SQLAlchemySaver.from_conn_string(url, serde=examples.serde()) as saver:
         if setup:
             saver.setup()
         yield saver
@@ -114,6 +115,7 @@ def compiled_examples(saver: BaseCheckpointSaver) -> dict[str, Any]:
 
 def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from relaygraph.graphs.examples import EXAMPLES
+    from relaygraph.serve._reviews import InvalidReviewDecision, submit_review
     from relaygraph.serve._threads import thread_config
 
     url = args.db
@@ -128,15 +130,17 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
         graph = example.build().compile(checkpointer=saver)
         snap = graph.get_state(config)
         if not snap.values:
-            console.print("\n[bold]1. run[/bold] intake → handoff → guard → resolver → review")
+            console.print("\n[bold]1. run[/bold] intake → handoff RefundCase → confidence guard "
+                          "→ resolver → human review")
             graph.invoke(example.make_input(), config)
-            snap = graph.get_state(config)
         elif snap.interrupts:
             console.print("\n[bold]1. found[/bold] this thread paused at a review in the database")
+        elif snap.next:
+            console.print("\n[bold]1. found[/bold] an unfinished run in the database; resuming it")
+            graph.invoke(None, config)
+        snap = graph.get_state(config)
         if not snap.interrupts:
-            if snap.next:
-                graph.invoke(None, config)
-            console.print("[green]thread has already finished[/green]")
+            console.print("\nthis thread has finished")
             _render_summary(console, graph, config)
             return 0
         _render_paused(console, snap)
@@ -144,19 +148,32 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
             console.print(f"\nstopped here. resume later with: [bold]relaygraph demo --db {url} "
                           f"--thread {thread_id}[/bold]")
             return 0
-        del graph  # a crash: the graph object is gone, only the database remains
+    # The saver and its engine are closed and the graph object is dropped: all that is left
+    # of the run is what the database holds, as after a crash.
+    del graph, saver
 
-        console.print("\n[bold]2. crash-resume[/bold] the graph object is dropped; a fresh one "
-                      "reads the thread back from the database")
+    console.print("\n[bold]2. crash-resume[/bold] the graph and its database connection are "
+                  "gone; a new graph object reads the thread back from the database")
+    with open_saver(url, setup=False) as saver:
         fresh = example.build().compile(checkpointer=saver)
         snap = fresh.get_state(config)
-        console.print(f"   restored at step {snap.metadata.get('step') if snap.metadata else '?'}"
-                      f", next: {', '.join(snap.next)}, {len(snap.interrupts)} open review")
-        decision = (_render_ask_decision(console, snap.interrupts[0].value) if args.interactive
-                    else {"action": "approve", "reviewer": "demo", "comment": "auto-approved"})
+        step = (snap.metadata or {}).get("step", "?")
+        console.print(f"   restored at step {step}: next {', '.join(snap.next)}, "
+                      f"{len(snap.interrupts)} open review")
+        for attempt in range(3):
+            decision = (_render_ask_decision(console, snap.interrupts[0].value)
+                        if args.interactive else
+                        {"action": "approve", "reviewer": "demo", "comment": "auto-approved"})
+            try:
+                submit_review(fresh, config, decision)
+                break
+            except InvalidReviewDecision as exc:
+                if not args.interactive or attempt == 2:
+                    raise CLIError(f"review refused: {exc}") from None
+                console.print(f"[red]refused:[/red] {exc}")
         console.print(f"\n[bold]3. review[/bold] {decision['action']} by "
-                      f"{decision.get('reviewer') or 'reviewer'}")
-        fresh.invoke(Command(resume=decision), config)
+                      f"{decision.get('reviewer') or 'reviewer'}; the run continues from the "
+                      "checkpoint")
         _render_summary(console, fresh, config)
     return 0
 
@@ -232,13 +249,29 @@ def _render_paused(console: Console, snap: Any) -> None:
 
 
 def _render_ask_decision(console: Console, request: Any) -> dict[str, Any]:
+    import json
+
     from rich.prompt import Prompt
 
-    console.print(f"\n[bold]review request[/bold]: {_short(request, 200)}")
-    action = Prompt.ask("decision", choices=["approve", "reject"], default="approve",
-                        console=console)
-    comment = Prompt.ask("comment", default="", console=console)
-    return {"action": action, "reviewer": "cli", "comment": comment or None}
+    value = request.get("value") if isinstance(request, dict) else request
+    console.print(f"\n[bold]review request[/bold] ({request.get('policy_reason', '')})")
+    console.print_json(json.dumps(value, default=str))
+    actions = list(request.get("actions") or ["approve", "edit", "reject"])
+    action = Prompt.ask("decision", choices=actions, default=actions[0], console=console)
+    decision: dict[str, Any] = {"action": action, "reviewer": "cli"}
+    if action == "edit":
+        raw = Prompt.ask('edits as JSON, e.g. {"amount": "200.00"}', console=console)
+        try:
+            decision["edits"] = json.loads(raw)
+        except ValueError:
+            decision["edits"] = {"_unparsed": raw}
+    if action == "reject":
+        decision["reason"] = Prompt.ask("reason", console=console)
+    else:
+        comment = Prompt.ask("comment", default="", console=console)
+        if comment:
+            decision["comment"] = comment
+    return decision
 
 
 def _render_summary(console: Console, graph: Any, config: dict[str, Any]) -> None:
@@ -273,7 +306,8 @@ def _render_summary(console: Console, graph: Any, config: dict[str, Any]) -> Non
         for g in guards:
             score = g.get("score")
             t.add_row(g.get("guard", "?"), "-" if score is None else f"{score:.2f}",
-                      str(g.get("threshold")), g.get("route", "?"),
+                      str(g.get("threshold")),
+                      g.get("route", "?") + (f" → {g['goto']}" if g.get("goto") else ""),
                       str(g.get("breaker_state") or "-"),
                       ", ".join(g.get("failed_checks") or []) or "-")
         console.print(t)
@@ -294,8 +328,15 @@ def _render_summary(console: Console, graph: Any, config: dict[str, Any]) -> Non
     elif snap.next:
         console.print(f"[yellow]status: pending, next: {', '.join(snap.next)}[/yellow]")
     else:
-        extra = values.get("status") or "finished"
-        console.print(f"[green]status: {extra}[/green]")
+        reviews = values.get("reviews") or []
+        last = reviews[-1].get("decision") if reviews else None
+        outcome = {"approve": "approved", "edit": "approved with edits",
+                   "reject": "rejected", "skipped": "approved by policy"}.get(str(last), "")
+        console.print(f"[green]status: finished{', ' + outcome if outcome else ''}[/green]")
+        result = values.get("resolution")
+        if result is not None:
+            data = result.model_dump(mode="json") if hasattr(result, "model_dump") else result
+            console.print(f"result: {data}")
 
 
 def _render_threads(console: Console, threads: Sequence[Any]) -> None:

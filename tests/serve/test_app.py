@@ -15,13 +15,14 @@ from langgraph.graph import END, START, StateGraph
 import relaygraph.serve
 from relaygraph import ConfigurationError
 from relaygraph.checkpointers import SQLAlchemySaver
+from relaygraph.graphs import examples
 from relaygraph.graphs.examples import EXAMPLES
 from relaygraph.serve import create_app
 
 
 def test_exports_are_pinned() -> None:
     assert sorted(relaygraph.serve.__all__) == sorted([
-        "DecisionBody", "ThreadSummary", "alist_threads", "create_app", "is_review_request",
+        "ThreadSummary", "alist_threads", "create_app", "is_review_request",
         "list_threads", "thread_config",
     ])
     for name in relaygraph.serve.__all__:
@@ -31,9 +32,10 @@ def test_exports_are_pinned() -> None:
 @pytest.fixture(params=["memory", "sqlite"])
 def saver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     if request.param == "memory":
-        yield InMemorySaver()
+        yield InMemorySaver(serde=examples.serde())
         return
-    with SQLAlchemySaver.from_conn_string(f"sqlite:///{tmp_path / 'serve.db'}") as s:
+    url = f"sqlite:///{tmp_path / 'serve.db'}"
+    with SQLAlchemySaver.from_conn_string(url, serde=examples.serde()) as s:
         s.setup()
         yield s
 
@@ -90,9 +92,16 @@ def test_review_flow_validation_conflict_and_approve(client: TestClient) -> None
 
     bad = client.post("/reviews/t-2", json={"action": "maybe"})
     assert bad.status_code == 422
-    assert any(err["loc"][-1] == "action" for err in bad.json()["detail"])
+    detail = bad.json()["detail"]
+    assert detail[0]["ctx"]["discriminator"] == "'action'" and "maybe" in detail[0]["msg"]
     extra = client.post("/reviews/t-2", json={"action": "approve", "bogus": 1})
     assert extra.status_code == 422
+    no_reason = client.post("/reviews/t-2", json={"action": "reject"})
+    assert no_reason.status_code == 422
+    assert "reason" in no_reason.text
+    broken = client.post("/reviews/t-2", json={"action": "edit", "edits": {"amount": "lots"}})
+    assert broken.status_code == 422, broken.text
+    assert "amount" in broken.json()["detail"][0]["msg"]
     assert client.get("/threads/t-2").json()["next"] == ["review"]  # nothing changed
 
     ok = client.post("/reviews/t-2", json={"action": "approve", "reviewer": "ana"})

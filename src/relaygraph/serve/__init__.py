@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from relaygraph.serve._reviews import DecisionBody, is_review_request
+from relaygraph.serve._reviews import is_review_request
 from relaygraph.serve._threads import ThreadSummary, alist_threads, list_threads, thread_config
 
 __all__ = [
-    "DecisionBody",
     "ThreadSummary",
     "alist_threads",
     "create_app",

@@ -10,11 +10,17 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.types import Command, StateSnapshot
+from langgraph.types import StateSnapshot
 
 from relaygraph._errors import ConfigurationError
 from relaygraph.serve._inbox import render_inbox
-from relaygraph.serve._reviews import DecisionBody, is_review_request
+from relaygraph.serve._reviews import (
+    InvalidReviewDecision,
+    NotWaitingForReview,
+    ReviewDecision,
+    asubmit_review,
+    is_review_request,
+)
 from relaygraph.serve._threads import (
     GRAPH_ID_KEY,
     ahistory_steps,
@@ -30,6 +36,31 @@ _CONFIG_PASSTHROUGH = ("thread_id", "checkpoint_id", "checkpoint_ns")
 def to_json(value: Any) -> Any:
     """Make state values JSON-ready (messages and contracts become dicts, decimals strings)."""
     return jsonable_encoder(value, custom_encoder={Decimal: str, bytes: lambda b: b.hex()})
+
+
+def _json_default(obj: Any) -> Any:
+    from pydantic import BaseModel
+
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, Decimal):
+        return str(obj)
+    if isinstance(obj, set | frozenset):
+        return sorted(obj, key=repr)
+    raise TypeError(f"cannot serialize {type(obj).__name__} to JSON")
+
+
+def _langserve_serializer() -> Any:
+    import orjson
+    from langserve.serialization import WellKnownLCSerializer
+
+    class StateSerializer(WellKnownLCSerializer):
+        """LangServe's serializer, plus contracts with decimals, dates and enums."""
+
+        def dumps(self, obj: Any) -> bytes:
+            return orjson.dumps(obj, default=_json_default)
+
+    return StateSerializer()
 
 
 def _thread_config_modifier(graph_id: str) -> Any:
@@ -124,10 +155,11 @@ def create_app(
             from relaygraph._errors import MissingDependencyError
 
             raise MissingDependencyError("langserve", "serve", "create_app") from exc
+        serializer = _langserve_serializer()
         for name, graph in graphs.items():
             add_routes(app, graph, path=f"/graphs/{name}", input_type=dict[str, Any],
                        output_type=dict[str, Any],
-                       disabled_endpoints=["batch", "config_hashes"],
+                       disabled_endpoints=["batch", "config_hashes"], serializer=serializer,
                        per_req_config_modifier=_thread_config_modifier(name))
 
     async def resolve(thread_id: str) -> tuple[str, Any]:
@@ -185,38 +217,24 @@ def create_app(
         return await pending_reviews()
 
     @app.post("/reviews/{thread_id}", tags=["reviews"])
-    async def submit_review(thread_id: str, decision: DecisionBody) -> dict[str, Any]:
-        """Resume a thread paused on a human review with a decision."""
+    async def submit_review(thread_id: str, decision: ReviewDecision,
+                            interrupt_id: str | None = None) -> dict[str, Any]:
+        """Resume a thread paused on a human review with a decision.
+
+        The body is ``{"action": "approve"}``, ``{"action": "edit", "edits": {...}}`` or
+        ``{"action": "reject", "reason": "..."}``, with optional ``reviewer`` and
+        ``comment``. A thread waiting on several reviews needs ``?interrupt_id=``.
+        """
         gid, g = await resolve(thread_id)
         config = thread_config(thread_id, gid)
-        snap = await g.aget_state(config)
-        open_reviews = [i for i in snap.interrupts if is_review_request(i.value)]
-        if not open_reviews:
-            raise HTTPException(409, f"thread {thread_id!r} is not waiting for a review "
-                                f"(next: {list(snap.next) or 'nothing'})")
-        if decision.interrupt_id is not None:
-            if decision.interrupt_id not in {i.id for i in open_reviews}:
-                raise HTTPException(409, f"thread {thread_id!r} has no open review "
-                                    f"{decision.interrupt_id!r}")
-            target = decision.interrupt_id
-        elif len(open_reviews) == 1:
-            target = open_reviews[0].id
-        else:
-            raise HTTPException(422, f"thread {thread_id!r} has {len(open_reviews)} open "
-                                "reviews; say which with interrupt_id")
-        if len(snap.interrupts) == 1:
-            command = Command(resume=decision.resume_value())
-        else:
-            command = Command(resume={target: decision.resume_value()})
-        await g.ainvoke(command, config)
-        after = await g.aget_state(config)
-        still = [i for i in after.interrupts if i.id == target or (
-            is_review_request(i.value) and _review_error(i.value))]
-        if still and _review_error(still[0].value):
-            # the review node rejected the decision and asked again: nothing changed
-            raise HTTPException(422, {"message": "the review node refused the decision",
-                                      "error": to_json(_review_error(still[0].value))})
-        return _state_json(after, gid)
+        try:
+            await asubmit_review(g, config, decision, interrupt_id=interrupt_id)
+        except NotWaitingForReview as exc:
+            raise HTTPException(409, str(exc)) from None
+        except InvalidReviewDecision as exc:
+            raise HTTPException(422, [{"loc": ["body"], "msg": str(exc),
+                                       "type": "invalid_review_decision"}]) from None
+        return _state_json(await g.aget_state(config), gid)
 
     @app.get("/inbox", response_class=HTMLResponse, tags=["reviews"])
     async def inbox() -> HTMLResponse:
@@ -224,12 +242,6 @@ def create_app(
         return HTMLResponse(render_inbox(await pending_reviews(), title=title))
 
     return app
-
-
-def _review_error(value: Any) -> Any:
-    if hasattr(value, "model_dump"):
-        value = value.model_dump()
-    return value.get("error") if isinstance(value, dict) else None
 
 
 async def _timeline(graph: Any, thread_id: str) -> Any:

@@ -13,21 +13,24 @@ h1{font-size:1.4rem} .empty{color:#666}
 .meta{color:#555;font-size:.85rem} pre{background:#f6f6f6;padding:.6rem;overflow:auto}
 textarea,input{width:100%;box-sizing:border-box;margin:.2rem 0;font:inherit}
 button{margin-right:.5rem;padding:.3rem .9rem} .err{color:#b00;white-space:pre-wrap}
-.ok{color:#070}
+.ok{color:#070} dl{display:grid;grid-template-columns:10rem 1fr;margin:.5rem 0}
+dt{color:#555} dd{margin:0}
 """
 
 _SCRIPT = """
 async function decide(button, action) {
   const card = button.closest('.card');
   const out = card.querySelector('.result');
-  const body = {action: action, interrupt_id: card.dataset.interrupt,
+  const body = {action: action,
                 reviewer: card.querySelector('[name=reviewer]').value || null,
                 comment: card.querySelector('[name=comment]').value || null};
   if (action === 'edit') {
     try { body.edits = JSON.parse(card.querySelector('[name=edits]').value || '{}'); }
     catch (e) { out.className = 'result err'; out.textContent = 'edits: ' + e; return; }
   }
-  const resp = await fetch('reviews/' + encodeURIComponent(card.dataset.thread), {
+  let url = 'reviews/' + encodeURIComponent(card.dataset.thread);
+  if (card.dataset.interrupt) url += '?interrupt_id=' + encodeURIComponent(card.dataset.interrupt);
+  const resp = await fetch(url, {
     method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)});
   const data = await resp.json().catch(() => ({}));
   if (resp.ok) {
@@ -41,10 +44,22 @@ async function decide(button, action) {
 """
 
 
+_FACTS = (("under review", "subject"), ("agent", "agent"), ("contract", "contract"),
+          ("confidence", "confidence"), ("guard", "guard_reason"),
+          ("failed checks", "failed_checks"), ("why asked", "policy_reason"),
+          ("previous answer refused", "error"))
+
+
 def _card(review: dict[str, Any]) -> str:
     request = review.get("request") or {}
-    shown = {k: v for k, v in request.items() if k not in ("kind", "actions")} \
-        if isinstance(request, dict) else request
+    if isinstance(request, dict):
+        shown = request.get("value")
+        facts = [(label, request.get(key)) for label, key in _FACTS
+                 if request.get(key) not in (None, "", [])]
+    else:
+        shown, facts = request, []
+    facts_html = "".join(f"<dt>{escape(label)}</dt><dd>{escape(str(value))}</dd>"
+                         for label, value in facts)
     actions = request.get("actions") if isinstance(request, dict) else None
     actions = actions or ["approve", "edit", "reject"]
     buttons = "".join(
@@ -53,6 +68,8 @@ def _card(review: dict[str, Any]) -> str:
         for a in actions if a in ("approve", "edit", "reject"))
     edits = ('<label>edits (JSON, for Edit)<textarea name="edits" rows="2">{}</textarea>'
              "</label>") if "edit" in actions else ""
+    hint = ('<div class="meta">Reject uses the comment as its reason.</div>'
+            if "reject" in actions else "")
     return (
         f'<div class="card" data-thread="{escape(str(review["thread_id"]))}" '
         f'data-interrupt="{escape(str(review.get("interrupt_id") or ""))}">'
@@ -60,10 +77,11 @@ def _card(review: dict[str, Any]) -> str:
         f'{escape(str(review.get("graph_id") or "-"))} · '
         f'{escape(str(review.get("updated_at") or ""))}'
         f"</div>"
+        f"<dl>{facts_html}</dl>"
         f"<pre>{escape(json.dumps(shown, indent=2, default=str))}</pre>"
         f'<label>reviewer<input name="reviewer"></label>'
         f'<label>comment<input name="comment"></label>{edits}'
-        f'<div>{buttons}</div><div class="result"></div></div>'
+        f'{hint}<div>{buttons}</div><div class="result"></div></div>'
     )
 
 
