@@ -213,13 +213,7 @@ def pipeline(
             refuses.
     """
     from relaygraph.guards import ConfidenceGuard
-    from relaygraph.nodes import handoff
-
-    try:
-        from relaygraph.nodes import HumanReview, track_agent
-    except ImportError:  # TEMPORARY: until relaygraph.nodes re-exports them
-        from relaygraph.nodes._review import HumanReview
-        from relaygraph.nodes._track import track_agent
+    from relaygraph.nodes import HumanReview, handoff, track_agent
 
     items = list(stages)
     _validate(items)

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-try:
-    from relaygraph.nodes import (
-        InvalidReviewDecision,
-        NotWaitingForReview,
-        ReviewDecision,
-        asubmit_review,
-        submit_review,
-    )
-except ImportError:  # TEMPORARY: until relaygraph.nodes re-exports the review API
-    from relaygraph.nodes._review import (
-        InvalidReviewDecision,
-        NotWaitingForReview,
-        ReviewDecision,
-        asubmit_review,
-        submit_review,
-    )
+from relaygraph.nodes import (
+    InvalidReviewDecision,
+    NotWaitingForReview,
+    ReviewDecision,
+    ReviewRequest,
+    asubmit_review,
+    submit_review,
+)
 
-REVIEW_KIND = "human_review"
+REVIEW_KIND: str = ReviewRequest.model_fields["kind"].default
+"""The ``kind`` every ``HumanReview`` request carries (``"human_review"``)."""
 
 __all__ = [
     "REVIEW_KIND",
