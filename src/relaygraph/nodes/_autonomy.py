@@ -458,8 +458,8 @@ class AutonomyPolicy:
                  key: str | None = None) -> PolicyDecision:
         """The decision these stats lead to (``draw`` is the random number to sample with)."""
         lb = wilson_lower_bound(stats.approvals, stats.reviews, self.confidence)
-        common = {"lower_bound": lb, "agent": stats.agent, "kind": stats.kind, "key": key,
-                  "at": self.clock()}
+        common: dict[str, Any] = {"lower_bound": lb, "agent": stats.agent,
+                                  "kind": stats.kind, "key": key, "at": self.clock()}
         evidence = (f"{stats.consecutive} consecutive approvals (need {self.min_approvals}), "
                     f"agreement lower bound {lb:.3f} over {stats.reviews} reviews "
                     f"(target {self.target:.3f})")

@@ -13,7 +13,7 @@ resuming, so bad input from an API caller changes nothing at all.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langgraph.types import Command, interrupt
@@ -34,7 +34,7 @@ from relaygraph.nodes._autonomy import AutonomyPolicy, PolicyDecision
 from relaygraph.observe._langsmith import annotate_run
 
 #: ``kind`` of every review request; tells a review pause apart from other interrupts.
-REVIEW_KIND = "human_review"
+REVIEW_KIND: Final = "human_review"
 
 Action = Literal["approve", "edit", "reject"]
 ACTIONS: tuple[Action, ...] = ("approve", "edit", "reject")

@@ -163,8 +163,8 @@ class TrackedAgent(Runnable[Any, Any]):
                 model = model or "unknown"
                 if model not in models:
                     models.append(model)
-                tin = int((meta or {}).get("input_tokens", 0))
-                tout = int((meta or {}).get("output_tokens", 0))
+                tin = int(meta["input_tokens"]) if meta else 0
+                tout = int(meta["output_tokens"]) if meta else 0
                 cur = usage.setdefault(model, Usage(calls=0, input_tokens=0, output_tokens=0,
                                                     cost=0.0))
                 cur["calls"] += 1
