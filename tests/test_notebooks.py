@@ -1,0 +1,47 @@
+"""The notebooks in notebooks/ run top to bottom, offline, in a fresh kernel."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _require_jupyter() -> None:
+    try:
+        import ipykernel  # noqa: F401
+        import nbclient  # noqa: F401
+        import nbformat  # noqa: F401
+    except ImportError as exc:
+        if IN_CI:
+            pytest.fail(f"CI=true but {exc.name} is not installed (pip install -e '.[dev]')")
+        pytest.skip(f"{exc.name} is not installed; pip install -e '.[dev]' to run notebooks")
+
+
+def test_there_are_notebooks() -> None:
+    assert [p.name for p in NOTEBOOKS] == ["01_quickstart.ipynb",
+                                           "02_review_and_timeline.ipynb"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs(path: Path, tmp_path: Path) -> None:
+    _require_jupyter()
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    # the notebooks keep their data in a temporary directory; run them from one too
+    client = NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+    texts = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                    for o in c.get("outputs", []) if o.get("output_type") == "stream")
+    assert "Traceback" not in texts
+    assert list(tmp_path.iterdir()) == []  # nothing written next to the notebook
