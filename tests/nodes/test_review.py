@@ -210,6 +210,8 @@ def test_parse_decision_forms() -> None:
 
     assert parse_decision(Body(action="reject", comment="why")).root.reason == "why"
     assert ReviewDecision.edit({"a": 1}).to_resume() == {"action": "edit", "edits": {"a": 1}}
+    # what generic forms send: empty edits with approve, absent fields as None
+    assert parse_decision({"action": "approve", "edits": {}, "reason": None}).action == "approve"
     for bad in (None, 3, [], {"action": None}, {"action": "reject", "reason": "  "},
                 {"action": "edit", "edits": {}}):
         with pytest.raises(InvalidReviewDecision):

@@ -203,8 +203,10 @@ def parse_decision(raw: Any, actions: Sequence[str] = ACTIONS) -> ReviewDecision
         if isinstance(raw, BaseModel):
             raw = raw.model_dump(mode="json", exclude_none=True)
         if isinstance(raw, Mapping):
-            # Tolerate transport extras that are not part of the decision.
-            raw = {k: v for k, v in raw.items() if k != "interrupt_id"}
+            # Tolerate what generic forms send: a transport id, absent fields as None, and
+            # an empty ``edits`` with approve/reject. Anything else unknown is refused.
+            raw = {k: v for k, v in raw.items() if k != "interrupt_id" and v is not None
+                   and not (k == "edits" and v == {} and raw.get("action") != "edit")}
         try:
             decision = _DECISION.validate_python(raw)
         except ValidationError as exc:
