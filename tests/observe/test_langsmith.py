@@ -199,6 +199,10 @@ def test_posted_runs_carry_relaygraph_metadata(langsmith_server, tmp_path) -> No
     assert m["relaygraph_guard_route"] == "escalate"
     assert m["relaygraph_review_policy_reason"].startswith("review: no autonomy policy")
     assert "relaygraph:review:approve" in approved[0]["tags"]
+    # the first execution, which paused the run, is marked as a requested review
+    requested = [r for r in reviews if meta(r).get("relaygraph_review") == "requested"]
+    assert len(requested) == 1 and "relaygraph:review:requested" in requested[0]["tags"]
+    assert "relaygraph:review:requested" not in approved[0]["tags"]
     # plain nodes are not tagged
     [send] = [r for r in runs if r.get("name") == "send"]
     assert "relaygraph" not in (send.get("tags") or [])

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Final, Literal
 
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langgraph.errors import GraphInterrupt
 from langgraph.types import Command, interrupt
 from pydantic import (
     BaseModel,
@@ -383,7 +384,16 @@ class HumanReview(Runnable[Any, Command]):
         payload = request.model_dump(mode="json")
         attempt = 1
         while True:
-            raw = interrupt(payload)
+            try:
+                raw = interrupt(payload)
+            except GraphInterrupt:
+                # The run pauses here: mark its trace as a requested review.
+                annotate_run({"review_node": request.node, "review": "requested",
+                              "agent": self.agent, "review_attempt": attempt,
+                              "review_policy_reason": request.policy_reason,
+                              "guard_route": request.guard_route},
+                             tags=["relaygraph:review:requested"])
+                raise
             try:
                 decision, new_value = self.validate(raw, value)
                 return decision, new_value, attempt
