@@ -1,0 +1,35 @@
+# relaygraph developer targets. Everything runs from the project virtualenv (.venv).
+#
+#   make demo    run the offline customer-refund demo (writes relaygraph-demo.db here)
+#   make test    run the test suite; writes nothing outside .venv
+#   make lint    ruff on src, tests and bench; mypy on src
+#   make bench   the checkpointer benchmark (prints a table; takes minutes)
+
+PYTHON := .venv/bin/python
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+# Keep every cache and scratch file of the test run inside .venv.
+TEST_ENV := PYTHONDONTWRITEBYTECODE=1 \
+	HYPOTHESIS_STORAGE_DIRECTORY=.venv/.hypothesis \
+	JUPYTER_RUNTIME_DIR=.venv/.jupyter/runtime \
+	IPYTHONDIR=.venv/.ipython
+
+.PHONY: demo test lint bench
+
+$(PYTHON):
+	python3 -m venv .venv
+	.venv/bin/pip install -q -e ".[dev]"
+
+demo: $(PYTHON)
+	.venv/bin/relaygraph demo
+
+test: $(PYTHON)
+	$(TEST_ENV) $(PYTHON) -m pytest -p no:cacheprovider --basetemp=.venv/.pytest-tmp $(PYTEST_ARGS)
+
+lint: $(PYTHON)
+	$(PYTHON) -m ruff check --no-cache src tests bench
+	$(PYTHON) -m mypy --cache-dir .venv/.mypy_cache src
+
+bench: $(PYTHON)
+	$(PYTHON) bench/bench_checkpointers.py $(BENCH_ARGS)
