@@ -137,3 +137,37 @@ def test_megabyte_source_is_scanned_once_and_fast() -> None:
     assert index.check(Decimal("88.1"), V).passed
     assert index.check(date(2025, 2, 1), V).passed
     assert not index.check(Decimal("88.01"), V).passed
+
+
+def test_near_requires_context_words() -> None:
+    index = SourceIndex([
+        '{"placed_at": "2024-12-07", "status": "delivered"}',
+        '{"events": [{"date": "2024-12-08", "event": "picked up"}]}',
+    ])
+    plain = Verbatim()
+    placed = Verbatim(near=("placed", "ordered"))
+    assert index.check(date(2024, 12, 8), plain).passed  # present, so plain passes
+    result = index.check(date(2024, 12, 8), placed)
+    assert not result.passed
+    assert "appears in the source, but not near 'placed'/'ordered'" in result.reason
+    assert index.check(date(2024, 12, 7), placed).passed
+    assert "does not appear in the source (near" in index.check(date(2020, 1, 1),
+                                                                placed).reason
+    assert Verbatim(near="placed").near == ("placed",)
+    with pytest.raises(ConfigurationError, match="near"):
+        Verbatim(near=("",))
+    with pytest.raises(ConfigurationError, match="window"):
+        Verbatim(window=0)
+
+
+def test_exact_values_ending_in_punctuation_keep_boundaries() -> None:
+    index = SourceIndex(["replacement SWT-245-L confirmed"])
+    assert index.check("SWT-245-L", V).passed
+    assert not index.check("SWT-245-", V).passed
+    assert not index.check("-245-L", V).passed
+
+
+def test_non_ascii_values_match_json_escaped_tool_output() -> None:
+    index = SourceIndex(['{"customer_name": "Tom\\u00e1s Kowalski"}'])
+    assert index.check("Tomás Kowalski", Verbatim(kind="text")).passed
+    assert index.check("tomás kowalski", Verbatim(kind="text")).passed

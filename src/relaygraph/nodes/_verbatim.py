@@ -4,7 +4,8 @@ A field annotated ``Annotated[str, Verbatim()]`` must appear in the handoff sour
 written. "As written" depends on the kind of value:
 
 * ``text``: whitespace runs and letter case are ignored, curly quotes and dashes match
-  their ASCII forms, and the match must not start or end inside a word.
+  their ASCII forms, and the match must not start or end inside a word. Non-ASCII
+  values also match their JSON-escaped form (``Tom\u00e1s``), as tool results write them.
 * ``exact`` (emails, order ids, DOIs, anything without spaces that contains a digit):
   the same characters modulo case, not glued to a longer identifier
   (``A-1001`` does not match inside ``A-10012`` or ``A-1001-2``).
@@ -25,6 +26,7 @@ digit → exact; everything else → text.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -50,21 +52,39 @@ class Verbatim:
     A ``None`` value (an optional field left empty) is not checked. A list value is
     checked element by element.
 
+    Verbatim proves a value was copied from the source, not that it was copied from the
+    right place: an order date shifted by a day passes if the shipping date happens to
+    be that day. When the source holds several values of the same kind, give ``near``:
+    the match then only counts with one of those words close by::
+
+        ordered_on: Annotated[date, Verbatim(near=("placed", "ordered"))]
+
     Attributes:
         kind: How to compare; ``"auto"`` picks from the value (see the module docs).
         dayfirst: Read ambiguous ``01/02/2024`` dates as day/month/year.
+        near: Words (case-insensitive) of which one must occur within ``window``
+            characters before or after the match, in the same message.
+        window: Characters around the match searched for ``near`` words.
     """
 
     kind: VerbatimKind = "auto"
     dayfirst: bool = False
+    near: tuple[str, ...] = ()
+    window: int = 60
 
     def __post_init__(self) -> None:
-        if self.kind not in _KINDS:
-            from relaygraph._errors import ConfigurationError
+        from relaygraph._errors import ConfigurationError
 
+        if self.kind not in _KINDS:
             raise ConfigurationError(
                 f"Verbatim kind must be one of {', '.join(_KINDS)}, got {self.kind!r}"
             )
+        if isinstance(self.near, str):
+            object.__setattr__(self, "near", (self.near,))
+        if not all(isinstance(w, str) and w.strip() for w in self.near):
+            raise ConfigurationError(f"Verbatim near must be non-empty words, got {self.near!r}")
+        if self.window < 1:
+            raise ConfigurationError(f"Verbatim window must be >= 1, got {self.window}")
 
 
 @dataclass(frozen=True)
@@ -214,8 +234,12 @@ def _text_pattern(value: str, exact: bool) -> re.Pattern[str]:
     head = tail = ""
     if value[:1].isalnum() or value[:1] == "_":
         head = r"(?<![\w@])(?<!\w[-./])" if exact else r"(?<!\w)"
+    elif exact:  # "-245" must not match inside "SWT-245"
+        head = r"(?<!\w)"
     if value[-1:].isalnum() or value[-1:] == "_":
         tail = r"(?![\w@]|[-./]\w)" if exact else r"(?!\w)"
+    elif exact:  # "SWT-245-" must not match inside "SWT-245-L"
+        tail = r"(?!\w)"
     return re.compile(head + body + tail, re.IGNORECASE)
 
 
@@ -270,6 +294,22 @@ class SourceIndex:
     def _match(self, i: int, start: int, end: int) -> Match:
         return Match(i, start, end, self.texts[i][start:end])
 
+    def _in_context(self, marker: Verbatim, i: int, start: int, end: int) -> bool:
+        if not marker.near:
+            return True
+        text = self.texts[i]
+        around = text[max(0, start - marker.window):end + marker.window].casefold()
+        return any(w.casefold() in around for w in marker.near)
+
+    @staticmethod
+    def _missing(marker: Verbatim, what: str, seen: bool) -> str:
+        if not marker.near:
+            return f"{what} does not appear in the source"
+        words = "/".join(repr(w) for w in marker.near)
+        if seen:
+            return f"{what} appears in the source, but not near {words}"
+        return f"{what} does not appear in the source (near {words})"
+
     def check(self, value: Any, marker: Verbatim) -> CheckResult:
         """Check one scalar value against the source.
 
@@ -289,11 +329,14 @@ class SourceIndex:
                       and not isinstance(value, bool) else parse_number(str(value)))
             if target is None:
                 return CheckResult(False, kind, shown, reason=f"{shown!r} is not a number")
+            seen = False
             for n, i, s, e in self.numbers():
                 if n == target:
-                    return CheckResult(True, kind, shown, self._match(i, s, e))
+                    seen = True
+                    if self._in_context(marker, i, s, e):
+                        return CheckResult(True, kind, shown, self._match(i, s, e))
             return CheckResult(False, kind, shown,
-                               reason=f"the number {shown} does not appear in the source")
+                               reason=self._missing(marker, f"the number {shown}", seen))
         if kind == "date":
             if isinstance(value, datetime):
                 target_d: date | None = value.date()
@@ -303,20 +346,28 @@ class SourceIndex:
                 target_d = parse_date(str(value), marker.dayfirst)
             if target_d is None:
                 return CheckResult(False, kind, shown, reason=f"{shown!r} is not a date")
+            seen = False
             for d, i, s, e in self.dates(marker.dayfirst):
                 if d == target_d:
-                    return CheckResult(True, kind, shown, self._match(i, s, e))
-            return CheckResult(False, kind, shown,
-                               reason=f"the date {target_d.isoformat()} does not appear in "
-                                      "the source")
+                    seen = True
+                    if self._in_context(marker, i, s, e):
+                        return CheckResult(True, kind, shown, self._match(i, s, e))
+            return CheckResult(False, kind, shown, reason=self._missing(
+                marker, f"the date {target_d.isoformat()}", seen))
         text = str(value).strip()
         if not text:
             return CheckResult(False, kind, shown, reason="the value is empty")
-        pattern = _text_pattern(text, exact=kind == "exact")
+        patterns = [_text_pattern(text, exact=kind == "exact")]
+        if not text.isascii():  # tool results are often JSON with \u escapes
+            patterns.append(_text_pattern(json.dumps(text)[1:-1], exact=kind == "exact"))
+        seen = False
         for i, source_text in enumerate(self.texts):
-            m = pattern.search(source_text)
-            if m is not None:
-                return CheckResult(True, kind, shown, self._match(i, m.start(), m.end()))
+            for pattern in patterns:
+                for m in pattern.finditer(source_text):
+                    seen = True
+                    if self._in_context(marker, i, m.start(), m.end()):
+                        return CheckResult(True, kind, shown,
+                                           self._match(i, m.start(), m.end()))
         how = "exactly (modulo case)" if kind == "exact" else "(ignoring case and spacing)"
         return CheckResult(False, kind, shown,
-                           reason=f"{text!r} does not appear in the source {how}")
+                           reason=self._missing(marker, f"{text!r}", seen) + f" {how}")
