@@ -117,3 +117,18 @@ def test_module_entry_point_has_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("relaygraph: error: ")
     assert "Traceback" not in proc.stderr
+
+
+def test_serve_builds_the_app_for_every_example(tmp_path: Path, monkeypatch, capsys) -> None:
+    seen: dict = {}
+
+    def fake_run(app, host: str, port: int, log_level: str) -> None:
+        seen.update(app=app, host=host, port=port)
+
+    monkeypatch.setattr("uvicorn.run", fake_run)
+    assert main(["serve", "--db", _db(tmp_path), "--port", "8123"]) == 0
+    assert (seen["host"], seen["port"]) == ("127.0.0.1", 8123)
+    paths = {getattr(r, "path", "") for r in seen["app"].routes}
+    assert {"/inbox", "/reviews", "/threads", "/graphs/refund/invoke",
+            "/graphs/research/invoke"} <= paths
+    assert "review inbox: /inbox" in capsys.readouterr().out
