@@ -130,7 +130,7 @@ class ModelCheck:
         """None when the value validates, else the validation errors."""
         value = resolve(state, self._parts)  # type: ignore[attr-defined]
         if isinstance(value, BaseModel):
-            value = value.model_dump()
+            value = value.model_dump(warnings=False)
         try:
             self._adapter.validate_python(value)  # type: ignore[attr-defined]
         except ValidationError as exc:
