@@ -171,3 +171,9 @@ def test_non_ascii_values_match_json_escaped_tool_output() -> None:
     index = SourceIndex(['{"customer_name": "Tom\\u00e1s Kowalski"}'])
     assert index.check("Tomás Kowalski", Verbatim(kind="text")).passed
     assert index.check("tomás kowalski", Verbatim(kind="text")).passed
+
+
+@pytest.mark.parametrize("text", ["due the 3rd of May, 2025", "due 3 May 2025", "May 3, 2025",
+                                  "2025-05-03", "05/03/2025", "2025/5/3"])
+def test_each_date_format_alone(text: str) -> None:
+    assert SourceIndex([text]).check(date(2025, 5, 3), V).passed

@@ -235,6 +235,8 @@ def _run_in_thread(fn: Callable[[], Any], timeout: float | None) -> Any:
     A sync call cannot be interrupted: on timeout the worker is abandoned (it finishes
     in the background) and the handoff moves on.
     """
+    if timeout is None:
+        return fn()
     ctx = contextvars.copy_context()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relaygraph-compressor")
     try:

@@ -143,6 +143,9 @@ _DATE_PATTERNS = [
     ("dmy", re.compile(rf"(?<![\w])(?P<d>\d{{1,2}}){_ORD}\s+(?:of\s+)?" + _MON +
                        r",?\s+(?P<y>\d{4})(?!\d)", re.IGNORECASE)),
 ]
+_NUMERIC_DATE_HINT = re.compile(r"\d[-/.]\d")
+_MONTH_HINT = re.compile(r"(?i)(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d"
+                         r"|\d(?:st|nd|rd|th)?\s+(?:of\s+)?(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)")
 _DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2212"
 _CHAR_CLASSES = {
     "'": "['\u2018\u2019\u02bc]",
@@ -283,7 +286,11 @@ class SourceIndex:
         if dayfirst not in self._dates:
             out = []
             for i, text in enumerate(self.texts):
+                numeric = _NUMERIC_DATE_HINT.search(text) is not None
+                named = _MONTH_HINT.search(text) is not None
                 for kind, pattern in _DATE_PATTERNS:
+                    if not (numeric if kind in ("ymd", "xyy") else named):
+                        continue  # cheap pre-scan: most messages hold no date at all
                     for m in pattern.finditer(text):
                         d = _date_of(kind, m, dayfirst)
                         if d is not None:
