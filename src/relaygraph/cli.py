@@ -274,7 +274,7 @@ def _render_ask_decision(console: Console, request: Any) -> dict[str, Any]:
     return decision
 
 
-def _render_summary(console: Console, graph: Any, config: dict[str, Any]) -> None:
+def _render_summary(console: Console, graph: Any, config: Any) -> None:
     from rich.table import Table
 
     from relaygraph.observe import timeline

@@ -221,7 +221,7 @@ def pipeline(
         state_schema = _default_schema(items)
     else:
         _check_schema(state_schema, items)
-    builder = StateGraph(state_schema)
+    builder: StateGraph = StateGraph(state_schema)
     fallback_opts = dict(review_options or {})
 
     def next_of(i: int) -> str:

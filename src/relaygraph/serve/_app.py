@@ -189,7 +189,8 @@ def create_app(
         graph: str | None = None, limit: int = Query(100, ge=1, le=10_000),
     ) -> list[dict[str, Any]]:
         """Threads, newest first, with their status."""
-        threads = await alist_threads(checkpointer, graphs)
+        threads = await alist_threads(checkpointer, graphs,
+                                      limit=limit if graph is None else None)
         rows = [t.as_dict() for t in threads if graph is None or t.graph_id == graph]
         return to_json(rows[:limit])
 

@@ -96,10 +96,15 @@ def interrupt_dicts(interrupts: Iterable[Interrupt]) -> list[dict[str, Any]]:
     return [{"id": i.id, "value": i.value} for i in interrupts]
 
 
+def _meta_graph_id(tup: CheckpointTuple) -> str | None:
+    gid = (tup.metadata or {}).get(GRAPH_ID_KEY)
+    return gid if isinstance(gid, str) else None
+
+
 def _summary(tid: str, acc: _Acc, snapshot: StateSnapshot | None) -> ThreadSummary:
     meta = acc.latest.metadata or {}
     step = meta.get("step")
-    gid = meta.get(GRAPH_ID_KEY)
+    gid = _meta_graph_id(acc.latest)
     if snapshot is None:
         return ThreadSummary(tid, gid, step, acc.latest.checkpoint.get("ts"), acc.count)
     status: ThreadStatus
@@ -135,7 +140,7 @@ def list_threads(checkpointer: BaseCheckpointSaver, graphs: Mapping[str, Any],
                    reverse=True)[:limit]
     out = []
     for tid, acc in order:
-        graph = _graph_for(graphs, (acc.latest.metadata or {}).get(GRAPH_ID_KEY))
+        graph = _graph_for(graphs, _meta_graph_id(acc.latest))
         snap = graph.get_state(thread_config(tid)) if graph is not None else None
         out.append(_summary(tid, acc, snap))
     return out
@@ -149,7 +154,7 @@ async def alist_threads(checkpointer: BaseCheckpointSaver, graphs: Mapping[str, 
                    reverse=True)[:limit]
     out = []
     for tid, acc in order:
-        graph = _graph_for(graphs, (acc.latest.metadata or {}).get(GRAPH_ID_KEY))
+        graph = _graph_for(graphs, _meta_graph_id(acc.latest))
         snap = await graph.aget_state(thread_config(tid)) if graph is not None else None
         out.append(_summary(tid, acc, snap))
     return out
@@ -164,7 +169,7 @@ def thread_graph_id(checkpointer: BaseCheckpointSaver, thread_id: str) -> str | 
     tup = checkpointer.get_tuple(thread_config(thread_id))
     if tup is None:
         raise KeyError(thread_id)
-    return (tup.metadata or {}).get(GRAPH_ID_KEY)
+    return _meta_graph_id(tup)
 
 
 async def athread_graph_id(checkpointer: BaseCheckpointSaver, thread_id: str) -> str | None:
@@ -172,7 +177,7 @@ async def athread_graph_id(checkpointer: BaseCheckpointSaver, thread_id: str) ->
     tup = await checkpointer.aget_tuple(thread_config(thread_id))
     if tup is None:
         raise KeyError(thread_id)
-    return (tup.metadata or {}).get(GRAPH_ID_KEY)
+    return _meta_graph_id(tup)
 
 
 def _step_rows(snapshots: list[StateSnapshot]) -> list[dict[str, Any]]:
