@@ -132,3 +132,15 @@ def test_serve_builds_the_app_for_every_example(tmp_path: Path, monkeypatch, cap
     assert {"/inbox", "/reviews", "/threads", "/graphs/refund/invoke",
             "/graphs/research/invoke"} <= paths
     assert "review inbox: /inbox" in capsys.readouterr().out
+
+
+def test_demo_pause_resume_and_threads_on_every_database(backend, capsys) -> None:
+    assert main(["demo", "--db", backend.url, "--thread", "t-db", "--pause"]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--db", backend.url, "--thread", "t-db"]) == 0
+    out = capsys.readouterr().out
+    assert "paused at a review in the database" in out
+    assert "status: finished, approved" in out
+    assert main(["threads", "--db", backend.url]) == 0
+    out = capsys.readouterr().out
+    assert "t-db" in out and "done" in out
