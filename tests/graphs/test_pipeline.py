@@ -131,6 +131,19 @@ def test_failed_handoff_goes_to_its_review_never_to_the_next_agent() -> None:
     assert report["failure"] and report["verbatim"]["ticket_id"]["passed"] is False
     assert snap.values["ticket"] is None
     assert "guard_log" not in snap.values or snap.values["guard_log"] == []
+    request = snap.interrupts[0].value
+    assert request["actions"] == ["edit", "reject"]  # nothing to approve
+    assert "ticket_id" in request["handoff"]["failure"]
+
+    from relaygraph.nodes import InvalidReviewDecision
+    from relaygraph.serve._reviews import submit_review
+
+    with pytest.raises(InvalidReviewDecision):
+        submit_review(graph, config, {"action": "approve"})
+    assert graph.get_state(config).next == ("to_fixer_review",)
+    submit_review(graph, config, {"action": "reject", "reason": "no such ticket"})
+    final = graph.get_state(config)
+    assert final.next == () and "fix" not in final.values
 
 
 def test_explicit_review_stage_and_default_schema() -> None:

@@ -15,7 +15,9 @@ The common shape of a reliable multi-agent workflow, wired in one call::
 
 Each stage goes to the next one when it succeeds. A handoff that cannot fill its contract
 and a guard that escalates go to a human review of that stage (``<stage>_review``), which
-continues the pipeline when approved; a guard's retries go back to the agent before it.
+continues the pipeline when approved (for a failed handoff: when the reviewer fills the
+contract with an edit) and ends the run when rejected; a guard's retries go back to the
+agent before it.
 Every relaygraph record (guard decisions, handoff reports, reviews, usage) lands in the
 ``RelayState`` keys of the state.
 """
@@ -246,9 +248,11 @@ def pipeline(
                                               **{k: v for k, v in st.options.items()
                                                  if k != "name"}),
                              destinations=(nxt, review))
+            # a failed handoff leaves nothing to approve: the reviewer fills the contract
+            # (edit) or stops the run (reject); bad data is never passed on
             _add_review(builder, HumanReview, review, st.target, nxt,
                         {"contract": st.contract, "agent": agent_before(i) or st.name,
-                         **fallback_opts})
+                         "actions": ("edit", "reject"), **fallback_opts})
         elif isinstance(st, Guard):
             opts = dict(st.options)
             retry = opts.pop("on_retry", None) or agent_before(i)
