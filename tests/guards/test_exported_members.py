@@ -18,6 +18,7 @@ def test_exported_members():
         "CircuitBreaker",
         "ConfidenceGuard",
         "GuardNode",
+        "GuardedAgent",
         "InMemoryBreakerStore",
         "MeanTokenProbability",
         "ModelCheck",

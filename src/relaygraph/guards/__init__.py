@@ -14,6 +14,8 @@ Every guard is a node returning ``Command(goto=…, update=…)`` and appending 
 whose state includes `relaygraph.graphs.RelayState`, sync (``invoke``) and async
 (``ainvoke``). Guards declare their routes, so ``compile()`` rejects an unknown node
 name; `validate_guards` also checks scorer paths against the state schema.
+`GuardedAgent` (or ``guard.wrap(agent)``) runs a guard inside the agent's own step,
+saving a graph step and a checkpoint per verdict.
 """
 
 from relaygraph.guards._breaker import BreakerEvent, CircuitBreaker
@@ -33,6 +35,7 @@ from relaygraph.guards._scorers import (
 )
 from relaygraph.guards._sql_store import SQLBreakerStore, breakers_table
 from relaygraph.guards._stores import BreakerStore, InMemoryBreakerStore
+from relaygraph.guards._wrap import GuardedAgent
 
 __all__ = [
     "Agreement",
@@ -46,6 +49,7 @@ __all__ = [
     "CircuitBreaker",
     "ConfidenceGuard",
     "GuardNode",
+    "GuardedAgent",
     "InMemoryBreakerStore",
     "MeanTokenProbability",
     "ModelCheck",

@@ -131,6 +131,15 @@ class GuardNode(Runnable[Any, Command]):
     def _validate_schema(self, schema: Any, label: str) -> None:
         """Hook for subclasses that read state paths."""
 
+    def wrap(self, agent: Any, *, name: str | None = None) -> Any:
+        """Run this guard inside ``agent``'s step instead of as its own node.
+
+        Returns a `GuardedAgent`; add it under the agent's node name.
+        """
+        from relaygraph.guards._wrap import GuardedAgent
+
+        return GuardedAgent(agent, self, name=name)
+
     # -- running -------------------------------------------------------------------------
     def label(self, config: RunnableConfig | None) -> str:
         """The guard's name in ``guard_log``: ``name``, else the graph node's name."""
