@@ -71,7 +71,7 @@ def _dialect_name(dialect: Dialect) -> str:
 def upsert(
     dialect: Dialect,
     table: sa.Table,
-    rows: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None = None,
     *,
     keys: Sequence[str],
     update: Sequence[str] | None = None,
@@ -81,39 +81,38 @@ def upsert(
     Args:
         dialect: the engine's dialect (``engine.dialect``).
         table: target table.
-        rows: one row or many; values are always bound parameters.
+        rows: one row or many, as bound values; ``None`` builds a statement to execute with
+            a list of parameter dicts (``conn.execute(stmt, rows)``), which SQLAlchemy
+            caches and batches.
         keys: the primary-key / unique columns that define a conflict.
         update: columns to overwrite on conflict; ``None`` or empty keeps the old row.
     """
     name = _dialect_name(dialect)
-    payload = list(rows) if not isinstance(rows, Mapping) else [rows]
     if name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        stmt = pg_insert(table).values(payload)
-        if update:
-            return stmt.on_conflict_do_update(
-                index_elements=list(keys), set_={c: stmt.excluded[c] for c in update}
-            )
-        return stmt.on_conflict_do_nothing(index_elements=list(keys))
-    if name == "sqlite":
+        stmt = pg_insert(table)
+    elif name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        stmt = sqlite_insert(table).values(payload)
-        if update:
-            return stmt.on_conflict_do_update(
-                index_elements=list(keys), set_={c: stmt.excluded[c] for c in update}
-            )
-        return stmt.on_conflict_do_nothing(index_elements=list(keys))
-    if name == "mysql":
+        stmt = sqlite_insert(table)
+    elif name == "mysql":
         from sqlalchemy.dialects.mysql import insert as my_insert
 
-        stmt = my_insert(table).values(payload)
+        stmt = my_insert(table)
+    else:
+        raise NotImplementedError(f"relaygraph does not support the {dialect.name!r} dialect")
+    if rows is not None:
+        stmt = stmt.values(list(rows) if not isinstance(rows, Mapping) else [rows])
+    if name == "mysql":
         # MySQL has no DO NOTHING; re-assigning a key column to itself is the idiom.
-        cols = list(update) if update else [keys[0]]
-        return stmt.on_duplicate_key_update({c: stmt.inserted[c] if update else table.c[c]
-                                             for c in cols})
-    raise NotImplementedError(f"relaygraph does not support the {dialect.name!r} dialect")
+        if update:
+            return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in update})
+        return stmt.on_duplicate_key_update({keys[0]: table.c[keys[0]]})
+    if update:
+        return stmt.on_conflict_do_update(
+            index_elements=list(keys), set_={c: stmt.excluded[c] for c in update})
+    return stmt.on_conflict_do_nothing(index_elements=list(keys))
 
 
 def _create(conn: sa.Connection, tables: Sequence[sa.Table]) -> None:

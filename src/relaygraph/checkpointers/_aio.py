@@ -20,7 +20,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from relaygraph.checkpointers import _schema as S
-from relaygraph.checkpointers._base import After, BaseSQLAlchemySaver, Emit, Op
+from relaygraph.checkpointers._base import After, BaseSQLAlchemySaver, Emit, Op, Q
 from relaygraph.checkpointers._errors import CheckpointerError
 from relaygraph.checkpointers._sync import translate_db_error
 from relaygraph.checkpointers._urls import engine_kwargs, resolve_url, sqlite_pragmas
@@ -51,6 +51,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                          cache_size=cache_size)
         self.engine = engine
         self._dialect = engine.dialect
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._write_lock: asyncio.Lock | None = None
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -72,13 +74,21 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
 
     # -- driving the core -------------------------------------------------------------
 
-    async def _run(self, op: Op) -> Any:
+    async def _run(self, op: Op, *, write: bool = False) -> Any:
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
         afters: list[After] = []
         try:
-            async with self.engine.begin() as conn:
-                result = await _drive(conn, op, afters)
+            if write and self._sqlite:
+                # one writer at a time, write lock taken up front (see SQLAlchemySaver)
+                if self._write_lock is None:
+                    self._write_lock = asyncio.Lock()
+                async with self._write_lock, self.engine.begin() as conn:
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    result = await _drive(conn, op, afters)
+            else:
+                async with self.engine.begin() as conn:
+                    result = await _drive(conn, op, afters)
         except sa.exc.DBAPIError as exc:
             raise translate_db_error(exc, self.engine.url) from exc
         for a in afters:
@@ -126,25 +136,25 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
 
     async def aput(self, config: RunnableConfig, checkpoint: Checkpoint,
                    metadata: CheckpointMetadata, new_versions: ChannelVersions) -> RunnableConfig:
-        return await self._run(self._op_put(config, checkpoint, metadata, new_versions))
+        return await self._run(self._op_put(config, checkpoint, metadata, new_versions), write=True)
 
     async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
                           task_id: str, task_path: str = "") -> None:
-        await self._run(self._op_put_writes(config, writes, task_id, task_path))
+        await self._run(self._op_put_writes(config, writes, task_id, task_path), write=True)
 
     async def adelete_thread(self, thread_id: str) -> None:
-        await self._run(self._op_delete_thread(thread_id))
+        await self._run(self._op_delete_thread(thread_id), write=True)
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await self._run(self._op_delete_for_runs(run_ids))
+        await self._run(self._op_delete_for_runs(run_ids), write=True)
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await self._run(self._op_copy_thread(source_thread_id, target_thread_id))
+        await self._run(self._op_copy_thread(source_thread_id, target_thread_id), write=True)
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest",
                      keep_last: int = 1) -> None:
         """See :meth:`SQLAlchemySaver.prune`."""
-        await self._run(self._op_prune(thread_ids, strategy, keep_last))
+        await self._run(self._op_prune(thread_ids, strategy, keep_last), write=True)
 
     async def aget_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
@@ -213,6 +223,9 @@ async def _drive(conn: AsyncConnection, op: Op, afters: list[After]) -> Any:
                 msg = op.send(None)
             elif isinstance(msg, Emit):
                 raise TypeError("streaming operations must be run with _stream")
+            elif isinstance(msg, Q):
+                res = await conn.execute(msg.stmt, msg.params)
+                msg = op.send(res.rowcount)
             else:
                 res = await conn.execute(msg)
                 msg = op.send(res.all() if res.returns_rows else res.rowcount)

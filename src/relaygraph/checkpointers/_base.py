@@ -7,6 +7,7 @@ building, row mapping, delta encoding and caching therefore exist exactly once.
 
 Protocol of an operation generator:
     yield <Executable>  -> receives ``list[Row]`` (statements returning rows) or rowcount
+    yield Q(stmt, rows) -> executes ``stmt`` once per parameter dict (batched), gets rowcount
     yield Emit(item)    -> hands ``item`` to the caller (``list()`` streams), receives None
     yield After(fn)     -> ``fn()`` is called once the transaction has committed
     return value        -> the operation's result
@@ -39,7 +40,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from relaygraph._sql import upsert
+from relaygraph._sql import _dialect_name, upsert
 from relaygraph.checkpointers import _schema as S
 from relaygraph.checkpointers._codec import (
     EMPTY,
@@ -59,6 +60,14 @@ Key4 = tuple[str, str, str, str]
 
 LIST_PAGE = 200
 IN_BATCH = 400
+
+
+@dataclass(frozen=True, slots=True)
+class Q:
+    """A cached statement plus its parameter rows (an executemany)."""
+
+    stmt: Any
+    params: list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +119,27 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         self.segment_every = segment_every
         self.compress = compress
         self._cache = TailCache(cache_size)
+        self._stmts: dict[str, Any] = {}
+
+    def _upsert(self, name: str) -> Any:
+        """Upsert statements, built once per saver (SQLAlchemy then caches their SQL)."""
+        stmt = self._stmts.get(name)
+        if stmt is None:
+            if name == "blobs":
+                stmt = upsert(self._dialect, S.blobs,
+                              keys=["thread_id", "checkpoint_ns", "channel", "version"])
+            elif name == "checkpoints":
+                stmt = upsert(self._dialect, S.checkpoints,
+                              keys=["thread_id", "checkpoint_ns", "checkpoint_id"],
+                              update=["parent_checkpoint_id", "run_id", "type", "checkpoint",
+                                      "metadata"])
+            else:
+                keys = ["thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx"]
+                stmt = upsert(self._dialect, S.writes, keys=keys,
+                              update=["channel", "task_path", "type", "blob"]
+                              if name == "writes_special" else None)
+            self._stmts[name] = stmt
+        return stmt
 
     # -- versions ---------------------------------------------------------------------
 
@@ -125,7 +155,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             n = int(current)
         else:
             n = int(str(current).split(".")[0])
-        return f"{n + 1:032}.{random.random():016}"
+        return f"{n + 1:012d}.{random.getrandbits(24):06x}"
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -365,17 +395,12 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             blob_rows.append(row)
             if new_tail is not None:
                 tails.append(((thread_id, ns, ch, sver), new_tail))
-        for batch in _batches(blob_rows, 200):
-            yield upsert(self._dialect, S.blobs, batch,
-                         keys=["thread_id", "checkpoint_ns", "channel", "version"])
-        yield upsert(
-            self._dialect, S.checkpoints,
+        if blob_rows:
+            yield Q(self._upsert("blobs"), blob_rows)
+        yield Q(self._upsert("checkpoints"), [
             {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid,
              "parent_checkpoint_id": parent_id, "run_id": _run_id(md), "type": ctype,
-             "checkpoint": cblob, "metadata": md_json},
-            keys=["thread_id", "checkpoint_ns", "checkpoint_id"],
-            update=["parent_checkpoint_id", "run_id", "type", "checkpoint", "metadata"],
-        )
+             "checkpoint": cblob, "metadata": md_json}])
         versions = dict(checkpoint["channel_versions"])
         yield After(lambda: self._cache.remember(tails, [((thread_id, ns, cid), versions)]))
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns,
@@ -400,9 +425,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         if not rows:
             return None
         special = all(w[0] in WRITES_IDX_MAP for w in writes)
-        yield upsert(self._dialect, S.writes, rows,
-                     keys=["thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx"],
-                     update=["channel", "task_path", "type", "blob"] if special else None)
+        yield Q(self._upsert("writes_special" if special else "writes"), rows)
         return None
 
     # -- deletion, copy, retention ----------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -19,7 +20,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from relaygraph.checkpointers import _schema as S
-from relaygraph.checkpointers._base import After, BaseSQLAlchemySaver, Emit, Op
+from relaygraph.checkpointers._base import After, BaseSQLAlchemySaver, Emit, Op, Q
 from relaygraph.checkpointers._errors import DatabaseUnavailableError, SetupRequiredError
 from relaygraph.checkpointers._urls import engine_kwargs, resolve_url, sqlite_pragmas
 
@@ -69,6 +70,9 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
                          cache_size=cache_size)
         self.engine = engine
         self._dialect = engine.dialect
+        # SQLite has one writer at a time; queueing in-process writers on a lock (and
+        # taking the write lock up front) avoids busy-wait sleeps and upgrade deadlocks.
+        self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
 
     @classmethod
     @contextmanager
@@ -89,11 +93,17 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
 
     # -- driving the core -------------------------------------------------------------
 
-    def _run(self, op: Op) -> Any:
-        afters = []
+    def _run(self, op: Op, *, write: bool = False) -> Any:
+        afters: list[After] = []
+        lock = self._write_lock if write else None
         try:
-            with self.engine.begin() as conn:
-                result = _drive(conn, op, afters)
+            if lock is not None:
+                with lock, self.engine.begin() as conn:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    result = _drive(conn, op, afters)
+            else:
+                with self.engine.begin() as conn:
+                    result = _drive(conn, op, afters)
         except sa.exc.DBAPIError as exc:
             raise translate_db_error(exc, self.engine.url) from exc
         for a in afters:
@@ -143,20 +153,20 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
 
     def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
             new_versions: ChannelVersions) -> RunnableConfig:
-        return self._run(self._op_put(config, checkpoint, metadata, new_versions))
+        return self._run(self._op_put(config, checkpoint, metadata, new_versions), write=True)
 
     def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
                    task_id: str, task_path: str = "") -> None:
-        self._run(self._op_put_writes(config, writes, task_id, task_path))
+        self._run(self._op_put_writes(config, writes, task_id, task_path), write=True)
 
     def delete_thread(self, thread_id: str) -> None:
-        self._run(self._op_delete_thread(thread_id))
+        self._run(self._op_delete_thread(thread_id), write=True)
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        self._run(self._op_delete_for_runs(run_ids))
+        self._run(self._op_delete_for_runs(run_ids), write=True)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self._run(self._op_copy_thread(source_thread_id, target_thread_id))
+        self._run(self._op_copy_thread(source_thread_id, target_thread_id), write=True)
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest",
               keep_last: int = 1) -> None:
@@ -166,7 +176,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         LangGraph ``DeltaChannel`` values, the ancestors their writes are replayed from.
         ``delete`` removes the threads entirely.
         """
-        self._run(self._op_prune(thread_ids, strategy, keep_last))
+        self._run(self._op_prune(thread_ids, strategy, keep_last), write=True)
 
     def get_delta_channel_history(self, *, config: RunnableConfig,
                                   channels: Sequence[str]) -> Mapping[str, DeltaChannelHistory]:
@@ -222,6 +232,9 @@ def _drive(conn: sa.Connection, op: Op, afters: list[After]) -> Any:
                 msg = op.send(None)
             elif isinstance(msg, Emit):
                 raise TypeError("streaming operations must be run with _stream")
+            elif isinstance(msg, Q):
+                res = conn.execute(msg.stmt, msg.params)
+                msg = op.send(res.rowcount)
             else:
                 res = conn.execute(msg)
                 msg = op.send(res.all() if res.returns_rows else res.rowcount)

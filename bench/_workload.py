@@ -1,0 +1,88 @@
+"""The benchmark workload: three agents in a loop, messages accumulating, a dict updated.
+
+Deterministic: the text of every message comes from a seeded generator, so every saver
+stores exactly the same states.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from typing import Annotated, Any
+
+from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
+from langgraph.channels import DeltaChannel
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict
+
+WORDS = (
+    "order refund customer invoice shipment delayed carrier warehouse policy exception "
+    "account billing charge duplicate credit card statement review approve escalate "
+    "priority ticket agent research source evidence summary finding claim verify quote "
+    "the a of to and in for on with is was that this it as by be are from at an or "
+    "we will please thanks check confirm update status tracking number return label "
+    "received damaged replacement item price discount total amount tax subtotal date"
+).split()
+AGENTS = ("researcher", "analyst", "critic")
+
+
+def _text(rng: random.Random, n_words: int) -> str:
+    words = [rng.choice(WORDS) for _ in range(n_words)]
+    for i in range(0, n_words, rng.randint(9, 14)):
+        words[i] = words[i].capitalize()
+    if rng.random() < 0.5:
+        words.append(f"#{rng.randint(10000, 99999)}")
+    return " ".join(words) + "."
+
+
+class BenchState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    notes: dict[str, Any]
+    count: int
+    target: int
+
+
+def _add_many(state: list, writes: list) -> list:
+    return functools.reduce(add_messages, writes, state)
+
+
+class DeltaBenchState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], DeltaChannel(_add_many)]
+    notes: dict[str, Any]
+    count: int
+    target: int
+
+
+def _agent(name: str):
+    def node(state: dict) -> dict:
+        n = state.get("count", 0) + 1
+        rng = random.Random(f"{name}-{n}")
+        msgs: list[AnyMessage] = []
+        if n % 3 == 0:
+            msgs.append(AIMessage(_text(rng, 55), id=f"{name}-{n}", tool_calls=[
+                {"name": "lookup", "args": {"query": _text(rng, 6)}, "id": f"call-{n}"}]))
+        else:
+            msgs.append(AIMessage(_text(rng, 70), id=f"{name}-{n}"))
+        if n % 5 == 0:
+            msgs.append(ToolMessage(_text(rng, 30), tool_call_id=f"call-{n}", id=f"tool-{n}"))
+        notes = dict(state.get("notes") or {})
+        notes[name] = {"turn": n, "confidence": round(rng.random(), 3),
+                       "open_questions": rng.randint(0, 4)}
+        return {"messages": msgs, "notes": notes, "count": n}
+    return node
+
+
+def build(delta: bool = False) -> StateGraph:
+    b = StateGraph(DeltaBenchState if delta else BenchState)
+    for name in AGENTS:
+        b.add_node(name, _agent(name))
+    b.add_edge(START, AGENTS[0])
+    b.add_edge(AGENTS[0], AGENTS[1])
+    b.add_edge(AGENTS[1], AGENTS[2])
+
+    def route(state: dict) -> str:
+        return END if state["count"] >= state["target"] else AGENTS[0]
+
+    b.add_conditional_edges(AGENTS[2], route)
+    return b

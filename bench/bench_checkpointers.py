@@ -1,0 +1,272 @@
+"""Checkpointer benchmark: relaygraph vs the official LangGraph savers, one run, one table.
+
+    python bench/bench_checkpointers.py            # every reachable database
+    python bench/bench_checkpointers.py --quick    # fewer repeats
+
+Workload (bench/_workload.py): three agents in a loop, each step appends one or two
+messages (~450 bytes of text each, tool calls included) and updates a dict channel.
+
+Columns:
+  short st/s   agent steps per second over many short threads (30 threads x 6 steps)
+  long st/s    agent steps per second on one thread growing to 300 steps
+  B/step       bytes the database grew by, per step, over the 300-step thread
+               (SQLite: file size; PostgreSQL: pg_total_relation_size; MariaDB: data+index)
+  B/step@50    marginal bytes per step from step 0-50, and @300 from step 250-300 (flatness)
+  get_state    latency of graph.get_state on the 300-step thread (ms)
+  list         latency of list(saver.list(config)) over the 300-step thread (ms)
+  history      latency of list(graph.get_state_history(config)) (ms)
+Medians over repeats. Ratios compare against the official savers on the same database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from langchain_core.messages import HumanMessage
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _workload import build  # noqa: E402
+
+PG = os.environ.get("RELAYGRAPH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
+MY = os.environ.get("RELAYGRAPH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
+LONG = 300
+CHUNK = 50
+SHORT_THREADS = 30
+SHORT_STEPS = 6
+
+
+@dataclass
+class Result:
+    name: str
+    db: str
+    short: list[float] = field(default_factory=list)
+    long: list[float] = field(default_factory=list)
+    bytes_total: float = 0
+    marginal: list[float] = field(default_factory=list)
+    get_state: list[float] = field(default_factory=list)
+    list_ms: list[float] = field(default_factory=list)
+    history: list[float] = field(default_factory=list)
+
+
+def _reachable(url: str) -> bool:
+    try:
+        eng = sa.create_engine(url, connect_args={"connect_timeout": 3},
+                               poolclass=sa.pool.NullPool)
+        with eng.connect():
+            pass
+        eng.dispose()
+        return True
+    except Exception:  # noqa: BLE001 - unreachable means "skip this database"
+        return False
+
+
+@contextlib.contextmanager
+def fresh_db(kind: str, tmp: Path) -> Iterator[dict[str, str]]:
+    name = f"rgbench_{uuid.uuid4().hex[:10]}"
+    if kind == "sqlite":
+        path = tmp / f"{name}.db"
+        yield {"sa": f"sqlite:///{path}", "path": str(path)}
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+    elif kind == "postgres":
+        admin = sa.create_engine(PG + "/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield {"sa": f"{PG}/{name}", "libpq": f"postgresql://postgres@127.0.0.1:5432/{name}"}
+        finally:
+            with admin.connect() as c:
+                c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+    else:
+        admin = sa.create_engine(MY + "/")
+        with admin.begin() as c:
+            c.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+        try:
+            yield {"sa": f"{MY}/{name}?charset=utf8mb4"}
+        finally:
+            with admin.begin() as c:
+                c.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+            admin.dispose()
+
+
+def db_bytes(kind: str, db: dict[str, str]) -> int:
+    if kind == "sqlite":
+        import sqlite3
+
+        con = sqlite3.connect(db["path"])
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.close()
+        return Path(db["path"]).stat().st_size
+    eng = sa.create_engine(db["sa"], poolclass=sa.pool.NullPool)
+    with eng.connect() as c:
+        if kind == "postgres":
+            n = c.execute(sa.text(
+                "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind = 'r'")).scalar()
+        else:
+            for (t,) in c.execute(sa.text("SHOW TABLES")).all():
+                c.execute(sa.text(f"ANALYZE TABLE `{t}`")).all()
+            n = c.execute(sa.text(
+                "SELECT COALESCE(SUM(data_length + index_length), 0) FROM "
+                "information_schema.tables WHERE table_schema = DATABASE()")).scalar()
+    eng.dispose()
+    return int(n)
+
+
+@contextlib.contextmanager
+def make_saver(name: str, kind: str, db: dict[str, str]) -> Iterator[Any]:
+    if name.startswith("relaygraph"):
+        from relaygraph.checkpointers import SQLAlchemySaver
+
+        with SQLAlchemySaver.from_conn_string(db["sa"]) as s:
+            s.setup()
+            yield s
+    elif name.startswith("SqliteSaver"):
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        with SqliteSaver.from_conn_string(db["path"]) as s:
+            s.setup()
+            yield s
+    elif name.startswith("PostgresSaver"):
+        from langgraph.checkpoint.postgres import PostgresSaver
+
+        with PostgresSaver.from_conn_string(db["libpq"]) as s:
+            s.setup()
+            yield s
+    elif name.startswith("InMemorySaver"):
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        yield InMemorySaver()
+    else:
+        raise ValueError(name)
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def run_one(name: str, kind: str, delta: bool, repeats: int, tmp: Path) -> Result:
+    res = Result(name, kind)
+    graph_b = build(delta=delta)
+    for _ in range(repeats):
+        with fresh_db(kind, tmp) as db, make_saver(name, kind, db) as saver:
+            g = graph_b.compile(checkpointer=saver)
+
+            def short() -> None:
+                for i in range(SHORT_THREADS):
+                    g.invoke({"messages": [HumanMessage(f"case {i}", id=f"in-{i}")], "count": 0,
+                              "target": SHORT_STEPS},
+                             {"configurable": {"thread_id": f"short-{i}"}})
+
+            res.short.append(SHORT_THREADS * SHORT_STEPS / timed(short))
+
+        with fresh_db(kind, tmp) as db, make_saver(name, kind, db) as saver:
+            g = graph_b.compile(checkpointer=saver)
+            cfg = {"configurable": {"thread_id": "long"}, "recursion_limit": 10_000}
+            base = db_bytes(kind, db) if kind != "memory" else 0
+            sizes = [base]
+            elapsed = 0.0
+            for target in range(CHUNK, LONG + 1, CHUNK):
+                inp = {"target": target}
+                if target == CHUNK:
+                    inp.update(messages=[HumanMessage("start", id="start")], count=0)
+                elapsed += timed(lambda inp=inp: g.invoke(inp, cfg))
+                if kind != "memory":
+                    sizes.append(db_bytes(kind, db))
+            res.long.append(LONG / elapsed)
+            if kind != "memory":
+                res.bytes_total = (sizes[-1] - sizes[0]) / LONG
+                res.marginal = [(sizes[1] - sizes[0]) / CHUNK, (sizes[-1] - sizes[-2]) / CHUNK]
+            for _ in range(15):
+                res.get_state.append(1000 * timed(lambda: g.get_state(cfg)))
+            for _ in range(3):
+                res.list_ms.append(1000 * timed(lambda: list(saver.list(cfg))))
+                res.history.append(1000 * timed(lambda: list(g.get_state_history(cfg))))
+    return res
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="one repeat instead of three")
+    ap.add_argument("--only", default="", help="comma-separated database kinds")
+    args = ap.parse_args()
+    repeats = 1 if args.quick else 3
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "relaygraph-bench"
+    tmp.mkdir(parents=True, exist_ok=True)
+
+    kinds = ["sqlite"]
+    if _reachable(PG + "/postgres"):
+        kinds.append("postgres")
+    else:
+        print("PostgreSQL not reachable at 127.0.0.1:5432: skipped")
+    if _reachable(MY + "/"):
+        kinds.append("mysql")
+    else:
+        print("MariaDB/MySQL not reachable at 127.0.0.1:3306: skipped")
+    if args.only:
+        kinds = [k for k in kinds if k in args.only.split(",")]
+
+    plan: list[tuple[str, str, bool]] = [("InMemorySaver", "memory", False)]
+    for kind in kinds:
+        plan.append(("relaygraph", kind, False))
+        plan.append(("relaygraph+DeltaChannel", kind, True))
+        if kind == "sqlite":
+            plan += [("SqliteSaver", kind, False), ("SqliteSaver+DeltaChannel", kind, True)]
+        if kind == "postgres":
+            plan += [("PostgresSaver", kind, False), ("PostgresSaver+DeltaChannel", kind, True)]
+
+    results = []
+    for name, kind, delta in plan:
+        print(f"running {name} on {kind} ...", file=sys.stderr, flush=True)
+        results.append(run_one(name, kind, delta, repeats, tmp))
+
+    hdr = (f"{'saver':<27}{'db':<9}{'short st/s':>11}{'long st/s':>10}{'B/step':>9}"
+           f"{'@50':>8}{'@300':>8}{'get_state':>10}{'list':>9}{'history':>9}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in results:
+        m = r.marginal or [float("nan")] * 2
+        print(f"{r.name:<27}{r.db:<9}{med(r.short):>11.0f}{med(r.long):>10.0f}"
+              f"{r.bytes_total:>9.0f}{m[0]:>8.0f}{m[1]:>8.0f}{med(r.get_state):>10.2f}"
+              f"{med(r.list_ms):>9.1f}{med(r.history):>9.1f}")
+
+    print("\nratios, relaygraph / official on the same database (higher is better for st/s,"
+          " lower is better for bytes and latency):")
+    by = {(r.name, r.db): r for r in results}
+    for kind, official in (("sqlite", "SqliteSaver"), ("postgres", "PostgresSaver")):
+        ours = by.get(("relaygraph", kind))
+        if ours is None:
+            continue
+        for other in (official, official + "+DeltaChannel"):
+            o = by.get((other, kind))
+            if o is None:
+                continue
+            print(f"  {kind:<9} vs {other:<27} short st/s x{med(ours.short) / med(o.short):.2f}"
+                  f"  long st/s x{med(ours.long) / med(o.long):.2f}"
+                  f"  bytes x{ours.bytes_total / o.bytes_total:.3f}"
+                  f"  get_state x{med(ours.get_state) / med(o.get_state):.2f}"
+                  f"  list x{med(ours.list_ms) / med(o.list_ms):.3f}"
+                  f"  history x{med(ours.history) / med(o.history):.3f}")
+
+
+if __name__ == "__main__":
+    main()
