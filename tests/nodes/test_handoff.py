@@ -230,3 +230,14 @@ def test_node_is_a_runnable_with_attributes() -> None:
         RefundCase, "case", "a", "b")
     out = node.invoke({"messages": TRANSCRIPT})
     assert out.update["handoffs"][0]["node"] == "intake_to_resolver"
+
+
+async def test_compressor_own_timeout_error_is_reported_as_raised() -> None:
+    async def compress(messages: Any, contract: Any, feedback: Any) -> Any:
+        raise TimeoutError("upstream gateway timed out")
+
+    node = handoff(RefundCase, source="messages", target="case", compressor=compress,
+                   on_failure="review", max_repairs=0, timeout=30)
+    out = await node.ainvoke({"messages": TRANSCRIPT})
+    assert "raised TimeoutError: upstream gateway timed out" in out.update["handoffs"][0][
+        "failure"]

@@ -433,6 +433,7 @@ class HandoffNode(RunnableLambda):
         return _run_in_thread(call, self.timeout)
 
     async def _acall(self, src: _Source, feedback: HandoffFeedback | None) -> Any:
+        started = time.monotonic()
         try:
             if self._mode == "chat":
                 return await asyncio.wait_for(
@@ -452,6 +453,8 @@ class HandoffNode(RunnableLambda):
                 result = await asyncio.wait_for(_as_coro(result), self.timeout)
             return result
         except TimeoutError:
+            if self.timeout is None or time.monotonic() - started < self.timeout:
+                raise  # the compressor's own TimeoutError, not ours
             raise CompressorTimeout(
                 f"the compressor did not answer within timeout={self.timeout}s"
             ) from None
