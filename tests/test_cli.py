@@ -77,8 +77,17 @@ def test_demo_pause_then_resume_in_a_new_process_state(tmp_path: Path, capsys) -
 
 def test_setup_creates_the_database(tmp_path: Path, capsys) -> None:
     assert main(["setup", "--db", _db(tmp_path)]) == 0
-    assert "ready" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ready" in out
     assert (tmp_path / "demo.db").exists()
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(_db(tmp_path))
+    tables = set(sa.inspect(engine).get_table_names())
+    engine.dispose()
+    assert any("breaker" in t for t in tables) and any("autonomy" in t for t in tables)
+    assert any("checkpoint" in t for t in tables)
+    assert main(["setup", "--db", _db(tmp_path)]) == 0  # idempotent
 
 
 @pytest.mark.parametrize(

@@ -225,10 +225,18 @@ def _cmd_serve(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_setup(args: argparse.Namespace, console: Console) -> int:
+    from relaygraph.guards import SQLBreakerStore
+    from relaygraph.nodes import SQLAutonomyStore
+
     parsed = check_database(args.db, must_exist=False)
-    with open_saver(args.db, setup=True):
-        pass
-    console.print(f"relaygraph tables are ready in {_redact(parsed)}")
+    with open_saver(args.db, setup=True) as saver:
+        # the same database also holds circuit-breaker state and autonomy records
+        engine = saver.engine  # type: ignore[attr-defined]
+        SQLBreakerStore(engine).setup()
+        SQLAutonomyStore(engine).setup()
+        tables = sorted(t for t in sa.inspect(engine).get_table_names()
+                        if t.startswith("relaygraph_"))
+    console.print(f"relaygraph tables are ready in {_redact(parsed)}: {', '.join(tables)}")
     return 0
 
 
