@@ -194,3 +194,12 @@ def test_manual_clock() -> None:
     assert clock.advance(5) == 105.0 and clock() == 105.0
     with pytest.raises(ValueError, match="cannot go back"):
         clock.advance(-1)
+
+
+def test_module_docs_example_runs() -> None:
+    doc = relaygraph.testing.__doc__ or ""
+    block = doc.split("Testing your own graph (this example is executed by relaygraph's test "
+                      "suite)::\n")[1].split("\nResponse forms")[0]
+    code = "\n".join(line[4:] for line in block.splitlines())
+    assert "ScriptedChatModel([" in code
+    exec(compile(code, "relaygraph.testing docs", "exec"), {"__name__": "docs_example"})
