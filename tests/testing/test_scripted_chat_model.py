@@ -202,4 +202,5 @@ def test_module_docs_example_runs() -> None:
                       "suite)::\n")[1].split("\nResponse forms")[0]
     code = "\n".join(line[4:] for line in block.splitlines())
     assert "ScriptedChatModel([" in code
-    exec(compile(code, "relaygraph.testing docs", "exec"), {"__name__": "docs_example"})
+    exec(compile(code, "relaygraph.testing docs", "exec", dont_inherit=True),
+         {"__name__": "docs_example"})
