@@ -7,11 +7,12 @@ messages channel grows through ``add_messages``. The guard is a ``ConfidenceGuar
 (score path plus one rule) on every agent's output. Every run is a new thread on the
 chosen checkpointer.
 
-Reported: median agent steps/s of each variant over the repeats (variants alternate
-within each repeat, so machine noise hits all alike) and the ratio to the unguarded
-graph; a guard costs ``1 - ratio`` of the workload's throughput. Two guarded variants:
-a guard node after each agent (one more graph step and checkpoint per verdict), and each
-agent wrapped with its guard (``guard.wrap(agent)``: the verdict runs in the agent's step).
+Reported: median agent steps/s of each variant over the repeats (within a repeat the
+variants take turns every ``--chunk`` runs, so machine noise hits all alike) and the
+ratio to the unguarded graph; a guard costs ``1 - ratio`` of the workload's throughput.
+Two guarded variants: a guard node after each agent (one more graph step and checkpoint
+per verdict), and each agent wrapped with its guard (``guard.wrap(agent)``: the verdict
+runs in the agent's own step).
 
     python bench/bench_guards.py                       # InMemorySaver
     python bench/bench_guards.py --saver sqlite        # relaygraph's SQLAlchemySaver
@@ -94,16 +95,29 @@ def build(variant: str, checkpointer: Any) -> Any:
     return b.compile(checkpointer=checkpointer)
 
 
-def one_repeat(graph: Any, runs: int, tag: str) -> float:
-    """Agent steps per second over ``runs`` fresh threads."""
+def run_chunk(graph: Any, first: int, count: int, tag: str) -> float:
+    """Seconds to run ``count`` fresh threads through ``graph``."""
     start = time.perf_counter()
-    for i in range(runs):
+    for i in range(first, first + count):
         out = graph.invoke(
             {"messages": [HumanMessage(f"Case {i}: refund order A-{i} for 12.40")]},
             {"configurable": {"thread_id": f"{tag}-{i}"}},
         )
         assert len(out["messages"]) == 1 + len(AGENTS)
-    return runs * len(AGENTS) / (time.perf_counter() - start)
+    return time.perf_counter() - start
+
+
+def one_repeat(graphs: dict[str, Any], runs: int, chunk: int, tag: str) -> dict[str, float]:
+    """Agent steps/s of each variant over ``runs`` threads, interleaved in chunks so that
+    a burst of load from other processes hits every variant alike."""
+    spent = dict.fromkeys(graphs, 0.0)
+    names = list(graphs)
+    for c, first in enumerate(range(0, runs, chunk)):
+        count = min(chunk, runs - first)
+        rotated = names[c % len(names):] + names[: c % len(names)]
+        for k in rotated:
+            spent[k] += run_chunk(graphs[k], first, count, f"{tag}-{k}")
+    return {k: runs * len(AGENTS) / t for k, t in spent.items()}
 
 
 def make_saver(kind: str, workdir: Path) -> Any:
@@ -124,19 +138,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=200, help="runs (threads) per repeat")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--chunk", type=int, default=10, help="runs per interleaved chunk")
     parser.add_argument("--saver", choices=["memory", "sqlite", "postgres"], default="memory")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         saver = make_saver(args.saver, Path(tmp))
         graphs = {v: build(v, saver) for v in ("plain", "node", "wrapped")}
-        for name, g in graphs.items():  # warm-up
-            one_repeat(g, 10, f"warm-{name}")
+        one_repeat(graphs, 10, 5, "warm-up")
         rates: dict[str, list[float]] = {k: [] for k in graphs}
         ratios: dict[str, list[float]] = {k: [] for k in graphs if k != "plain"}
         for r in range(args.repeats):
-            order = list(graphs) if r % 2 == 0 else list(graphs)[::-1]
-            got = {k: one_repeat(graphs[k], args.runs, f"{k}-{r}") for k in order}
+            got = one_repeat(graphs, args.runs, args.chunk, f"r{r}")
             for k, v in got.items():
                 rates[k].append(v)
             for k in ratios:

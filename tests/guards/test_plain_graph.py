@@ -103,3 +103,30 @@ def test_state_without_feedback_key_when_no_retry(clock):
     b.add_edge(START, "check")
     out = b.compile().invoke({"draft": {"confidence": 0.2}})
     assert [d["route"] for d in out["guard_log"]] == ["halt"]
+
+
+def test_missing_channels_are_reported_before_compile(clock):
+    from relaygraph import ConfigurationError
+    from relaygraph.guards import validate_guards
+
+    class NoLog(TypedDict, total=False):
+        draft: dict[str, Any]
+
+    def untyped_writer(state):  # an annotated one would add PlainState's channels
+        return {"draft": {"confidence": 0.1}}
+
+    b = StateGraph(NoLog)
+    b.add_node("writer", untyped_writer)
+    b.add_node("check", ConfidenceGuard(score="draft.confidence", threshold=0.7,
+                                        on_pass=END, on_retry="writer", clock=clock))
+    b.add_edge(START, "writer")
+    b.add_edge("writer", "check")
+    with pytest.raises(ConfigurationError, match="state has no 'guard_log' channel"):
+        validate_guards(b)
+    b2 = StateGraph(MinimalState)  # guard_log but no guard_feedback, and a retry route
+    b2.add_node("writer", untyped_writer)
+    b2.add_node("check", ConfidenceGuard(score="draft.confidence", threshold=0.7,
+                                         on_pass=END, on_retry="writer", clock=clock))
+    b2.add_edge(START, "writer")
+    with pytest.raises(ConfigurationError, match="no 'guard_feedback' channel"):
+        validate_guards(b2)

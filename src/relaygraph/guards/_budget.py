@@ -21,11 +21,14 @@ def _limit(name: str, value: Any, *, integer: bool) -> float | None:
     if value is None:
         return None
     kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, kinds):
         raise ConfigurationError(f"{name} must be a positive number or None, got {value!r}")
-    if value <= 0:
+    number = float(value)  # type: ignore[arg-type]  # an int or float here
+    if not math.isfinite(number):
+        raise ConfigurationError(f"{name} must be a positive number or None, got {value!r}")
+    if number <= 0:
         raise ConfigurationError(f"{name} must be > 0, got {value!r}")
-    return float(value)
+    return number
 
 
 def _reserve(name: str, value: Any) -> float:

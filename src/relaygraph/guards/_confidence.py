@@ -56,7 +56,9 @@ class ConfidenceGuard(GuardNode):
     [0, 1], is recorded as a failure and routed the same way; the run never crashes on
     it. Every verdict appends a `GuardDecision` to ``guard_log``; the node returns
     ``Command(goto=…, update=…)``, so it works in any ``StateGraph`` whose state has the
-    ``guard_log`` and ``guard_feedback`` keys of `relaygraph.graphs.RelayState`.
+    ``guard_log`` and ``guard_feedback`` keys of `relaygraph.graphs.RelayState` (without a
+    ``guard_log`` channel LangGraph drops the decisions and retries are never counted;
+    `validate_guards` reports that before ``compile()``).
 
     Args:
         score: dotted path, callable, or scorer object.
@@ -144,6 +146,9 @@ class ConfidenceGuard(GuardNode):
             routes["on_escalate"] = self.on_escalate
         routes["on_halt"] = self.on_halt
         return routes
+
+    def _channels(self) -> tuple[str, ...]:
+        return ("guard_log", "guard_feedback") if self.on_retry else ("guard_log",)
 
     def _validate_schema(self, schema: Any, label: str) -> None:
         if schema is None:

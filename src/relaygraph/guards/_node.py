@@ -26,7 +26,6 @@ from relaygraph._clock import Clock
 from relaygraph._errors import ConfigurationError
 
 T = TypeVar("T")
-MaybeAwaitable = T | Awaitable[T]
 
 
 def check_route(param: str, value: Any, *, allow_end: bool = True) -> str:
@@ -51,7 +50,7 @@ async def _await(value: Awaitable[T]) -> T:
     return await value
 
 
-def resolve_sync(value: MaybeAwaitable[T]) -> T:
+def resolve_sync(value: T | Awaitable[T]) -> T:
     """Resolve a maybe-awaitable from synchronous code (a sync graph calling an async hook)."""
     if not inspect.isawaitable(value):
         return value
@@ -64,7 +63,7 @@ def resolve_sync(value: MaybeAwaitable[T]) -> T:
         return pool.submit(asyncio.run, _await(value)).result()
 
 
-async def resolve_async(value: MaybeAwaitable[T]) -> T:
+async def resolve_async(value: T | Awaitable[T]) -> T:
     """Resolve a maybe-awaitable from async code."""
     if inspect.isawaitable(value):
         return await value
@@ -126,7 +125,20 @@ class GuardNode(Runnable[Any, Command]):
                     f"{label}: {param}={target!r} is not a node of the graph "
                     f"(nodes: {known or 'none'}); add the node or fix the route name"
                 )
+        channels = getattr(builder, "channels", None)
+        if isinstance(channels, dict):
+            for key in self._channels():
+                if key not in channels:
+                    raise ConfigurationError(
+                        f"{label}: the graph's state has no {key!r} channel, so the guard's "
+                        f"writes to it would be dropped (and retries never counted); add "
+                        f"relaygraph.graphs.RelayState to the state schema's bases"
+                    )
         self._validate_schema(getattr(builder, "state_schema", None), label)
+
+    def _channels(self) -> tuple[str, ...]:
+        """State keys this guard writes (and reads back)."""
+        return ("guard_log",)
 
     def _validate_schema(self, schema: Any, label: str) -> None:
         """Hook for subclasses that read state paths."""

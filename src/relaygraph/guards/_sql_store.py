@@ -77,10 +77,10 @@ def _update(
 def _is_deadlock(exc: sa.exc.DBAPIError) -> bool:
     text = str(exc.orig).lower()
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    args = getattr(exc.orig, "args", ())
+    args: tuple[Any, ...] = tuple(getattr(exc.orig, "args", ()))
     return (
-        code in ("40001", "40P01")
-        or (bool(args) and args[0] in (1213, 1205))  # MySQL deadlock / lock wait timeout
+        code in ("40001", "40P01")  # serialization failure / deadlock (PostgreSQL)
+        or (len(args) > 0 and args[0] == 1213)  # deadlock (MySQL/MariaDB)
         or "deadlock" in text
     )
 

@@ -133,6 +133,9 @@ class GuardedAgent(GuardNode):
     def _validate_schema(self, schema: Any, label: str) -> None:
         self.guard._validate_schema(schema, label)
 
+    def _channels(self) -> tuple[str, ...]:
+        return self.guard._channels()
+
     def _args(self, state: Any, config: RunnableConfig | None) -> tuple[Any, ...]:
         return (state, config) if self._takes_config else (state,)
 
