@@ -45,6 +45,7 @@ checkpoints = sa.Table(
     # JSON text; filtered in Python after key validation (portable, injection-proof).
     sa.Column("metadata", LargeText, nullable=False),
     sa.Index("relaygraph_checkpoints_run_id", "run_id"),
+    sqlite_with_rowid=False,
 )
 
 blobs = sa.Table(
@@ -60,6 +61,7 @@ blobs = sa.Table(
     sa.Column("base", Key(VERSION_LEN), nullable=True),
     sa.Column("type", sa.String(32), nullable=False),
     sa.Column("blob", LargeBlob, nullable=True),
+    sqlite_with_rowid=False,
 )
 
 writes = sa.Table(
@@ -74,6 +76,7 @@ writes = sa.Table(
     sa.Column("task_path", LargeText, nullable=False),
     sa.Column("type", sa.String(32), nullable=False),
     sa.Column("blob", LargeBlob, nullable=True),
+    sqlite_with_rowid=False,
 )
 
 TABLES = (checkpoints, blobs, writes)
