@@ -34,7 +34,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "handoff_corpus"))
 
-from contracts import CONTRACTS, ResearchBrief, SupportCase  # noqa: E402
+from contracts import CONTRACTS, ResearchBrief, SupportCasePlain  # noqa: E402
 from langchain_core.messages import (  # noqa: E402
     AIMessage,
     BaseMessage,
@@ -161,14 +161,15 @@ def extract_research(t: Transcript) -> dict[str, Any]:
     first = t.human[0] if t.human else ""
     m = re.search(r"brief on (.+?)\.", first)
     out["topic"] = m.group(1) if m else _first_sentence(first, 12)
-    for h in t.human:
-        if m := re.search(r"[Ss]end (?:it|the brief)? ?to\s+(" + EMAIL.pattern + ")", h):
+    for h in t.human:  # later statements win (a moved deadline, a corrected address)
+        if m := re.search(r"(?:[Ss]end it to|[Ee]mail it to|[Mm]y address is)\s+("
+                          + EMAIL.pattern + ")", h):
             out["requester_email"] = m.group(1)
-        if m := re.search(r"[Dd]eadline is (.+?\d{4})", h):
+        if m := re.search(r"(?:[Dd]eadline(?: is|:| moved to)|need it by|due)\s+(.+?\d{4})", h):
             d = parse_date(m.group(1))
             if d is not None:
                 out["deadline"] = d.isoformat()
-        if m := re.search(r"budget of (\$[\d,]+(?:\.\d+)?)", h):
+        if m := re.search(r"(?:budget of|spend up to|[Bb]udget:)\s+(\$[\d,]+(?:\.\d+)?)", h):
             out["budget"] = str(parse_number(m.group(1)))
         if "onwards" in h:
             out["scope"] = _first_sentence(h)
@@ -193,7 +194,7 @@ def extract_research(t: Transcript) -> dict[str, Any]:
 def rule_compressor(messages: list[BaseMessage], contract: type, feedback: Any) -> dict[str, Any]:
     """The benchmark's extractive compressor: rules over the transcript only."""
     t = Transcript(messages)
-    data = extract_research(t) if contract is ResearchBrief else extract_support(t)
+    data = extract_research(t) if issubclass(contract, ResearchBrief) else extract_support(t)
     return {k: v for k, v in data.items() if v is not None}
 
 
@@ -265,12 +266,19 @@ def plant(output: dict[str, Any], field: str, value: str, kind: str,
 
 # ---------------------------------------------------------------------------- measuring
 
-def measure(corpus: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Run the benchmark and return per-transcript rows and the summary numbers."""
+def measure(corpus: list[dict[str, Any]] | None = None,
+            contracts: dict[str, type] | None = None) -> dict[str, Any]:
+    """Run the benchmark and return per-transcript rows and the summary numbers.
+
+    Args:
+        corpus: Transcripts (default: the committed corpus).
+        contracts: Contract class per corpus contract name (default ``CONTRACTS``).
+    """
     corpus = corpus if corpus is not None else load_corpus()
+    contracts = contracts or CONTRACTS
     rows = []
     for case in corpus:
-        contract = CONTRACTS[case["contract"]]
+        contract = contracts[case["contract"]]
         messages = to_messages(case["messages"])
         node = handoff(contract, source="messages", target="brief", compressor=rule_compressor,
                        on_success="next", on_failure="review", max_repairs=0, timeout=None)
@@ -362,6 +370,13 @@ def main() -> None:
     print(f"{'planted distortions caught':<40} {res['caught_pct']:>11.1f}% {'100%':>10}   "
           f"({res['caught']}/{res['planted']})")
     print(f"{'handoffs that failed on clean output':<40} {res['handoff_failures']:>12} {'0':>10}")
+    base = measure(load_corpus(args.corpus), {**CONTRACTS, "SupportCase": SupportCasePlain})
+    print(f"{'  same, plain Verbatim() on order_date':<40} {base['caught_pct']:>11.1f}% "
+          f"{'(baseline)':>10}   ({base['caught']}/{base['planted']})")
+    if args.per_case:
+        for r in base["rows"]:
+            for e in r["escaped"]:
+                print(f"    baseline escaped in {r['id']}: {e}")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ class SupportCase(Contract):
         description="the email the customer wants to be contacted at (their latest word)")
     order_id: Annotated[str | None, Verbatim()] = Field(
         default=None, description="the order the case is about (refund/exchange)")
-    order_date: Annotated[date | None, Verbatim(near=("placed", "ordered", "order date"))] = (
-        Field(default=None, description="when the order was placed (not shipped/delivered)"))
+    order_date: Annotated[date | None, Verbatim(near=("placed", "ordered", "order date"),
+                                                near_field="order_id")] = Field(
+        default=None, description="when the order was placed (not shipped/delivered)")
     product: Annotated[str | None, Verbatim()] = Field(
         default=None, description="the product the case is about, as named in the order")
     amount: Annotated[Decimal | None, Verbatim()] = Field(
@@ -57,3 +58,13 @@ class ResearchBrief(Contract):
 
 CONTRACTS: dict[str, type[Contract]] = {"SupportCase": SupportCase,
                                         "ResearchBrief": ResearchBrief}
+
+
+class SupportCasePlain(SupportCase):
+    """``SupportCase`` with a plain ``Verbatim()`` on the order date (no context rules).
+
+    The benchmark runs it as a baseline: it shows which distortions only the ``near`` /
+    ``near_field`` context rules catch (a date that appears elsewhere in the source).
+    """
+
+    order_date: Annotated[date | None, Verbatim()] = None

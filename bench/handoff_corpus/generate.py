@@ -102,6 +102,20 @@ POLICY_PARAGRAPHS = [
     "Data protection: agents never ask for full card numbers, passwords or one-time codes. "
     "Identity is verified with the account email and the last four digits of the phone "
     "number on file.",
+    "Warranty: electronics carry a two-year limited warranty covering manufacturing defects. "
+    "Accidental damage, water damage and normal wear are excluded. Warranty repairs are "
+    "handled by the manufacturer's service partner when a replacement is not available.",
+    "Price adjustments: if an item's price drops within 14 days of purchase, the difference "
+    "can be refunded once per item on request. Clearance and flash-sale prices are excluded.",
+    "International returns: customers outside the domestic area use a prepaid international "
+    "label; customs duties paid on the original shipment are refunded only for defective "
+    "items with a valid customs receipt.",
+    "Bundles: items bought as a bundle are refunded at their share of the bundle price, not "
+    "at their individual list price. Free gifts included with a bundle must be returned too.",
+    "Subscriptions: cancelling stops the next renewal; access continues until the end of the "
+    "paid period. Annual plans cancelled within 14 days are refunded in full.",
+    "Goodwill: agents may offer a goodwill voucher for repeated service failures. Vouchers "
+    "are single-use, expire after twelve months and cannot be exchanged for cash.",
 ]
 SMALL_TALK = [
     ("human", "Sorry, I'm typing on my phone on the train, so bear with me."),
@@ -122,6 +136,31 @@ SMALL_TALK = [
            "timing in a moment."),
     ("human", "ok"),
     ("ai", "Thanks for your patience — I'm still with you, just checking a couple of things."),
+    ("human", "Will I get a confirmation email for this?"),
+    ("ai", "Yes, a confirmation goes out as soon as the case is created, with the case number."),
+    ("human", "My neighbour bought the same thing and had no issues, so annoying."),
+    ("ai", "That's frustrating, I'm sorry. Let's make sure you end up with one that works."),
+    ("human", "Can you also update my phone number? It ends in 0142 now."),
+    ("ai", "For security I can't change contact details in chat, but you can do it under "
+           "Account > Profile in a minute."),
+    ("human", "Is the store in the city centre able to do this instead?"),
+    ("ai", "Stores can accept returns, but exchanges for online orders are faster through us."),
+    ("human", "Do you have a loyalty programme? I order quite a lot."),
+    ("ai", "We do — you'd earn points on every order. I can send you the sign-up link by "
+           "email afterwards."),
+    ("human", "sorry, dog was barking. where were we"),
+    ("ai", "No worries! I was just looking into your order details."),
+    ("human", "What happens if the carrier loses the return parcel?"),
+    ("ai", "Returns are insured; if the carrier loses it, we still complete your case."),
+    ("human", "I don't have a printer at home, is that a problem?"),
+    ("ai", "Not at all, the QR code works from your phone at the drop-off point."),
+]
+HOLDS = [
+    "Thanks for waiting, I'm still checking the details with the system.",
+    "One moment please, the order system is a bit slow today.",
+    "Still here! Just confirming a couple of things with the warehouse.",
+    "Bear with me for another minute, I'm reading the case notes.",
+    "Apologies for the wait — I'm double-checking the policy for your case.",
 ]
 
 
@@ -235,8 +274,8 @@ def pad(chat: Chat, rng: random.Random, target: int, pool: list[str]) -> None:
             chat.human(SMALL_TALK[i][1])
             chat.ai(SMALL_TALK[i + 1][1])
         else:
-            chat.ai("Thanks for waiting, I'm still checking the details with the system.")
-            chat.human(rng.choice(["sure", "ok thanks", "no worries", "👍"]))
+            chat.ai(rng.choice(HOLDS))
+            chat.human(rng.choice(["sure", "ok thanks", "no worries", "👍", "np", "ok"]))
 
 
 def support_case(idx: int, rng: random.Random) -> dict[str, Any]:
@@ -277,7 +316,8 @@ def support_case(idx: int, rng: random.Random) -> dict[str, Any]:
             other_order = make_order(rng, other, placed - timedelta(days=rng.randint(40, 300)),
                                      name, email)
             chat.tool("lookup_order", {"order_id": other}, other_order)
-            chat.ai(f"I see order {other} from {prose_date(date.fromisoformat(other_order['placed_at']), rng)}"
+            when = prose_date(date.fromisoformat(other_order["placed_at"]), rng)
+            chat.ai(f"I see order {other} from {when}"
                     f" with a {other_order['items'][0]['name']}. Is that the one?")
             chat.human(f"No sorry, that's an old one. The right one is {oid}.")
         else:
@@ -303,6 +343,18 @@ def support_case(idx: int, rng: random.Random) -> dict[str, Any]:
             d = min(delivered, d + timedelta(days=rng.randint(0, 2)))
         chat.tool("get_tracking", {"order_id": oid},
                   {"carrier": rng.choice(CARRIERS), "events": events})
+        if rng.random() < 0.6:
+            history = []
+            for _ in range(rng.randint(2, 5)):
+                d0 = placed - timedelta(days=rng.randint(20, 700))
+                history.append({"order_id": order_id(rng), "placed_at": d0.isoformat(),
+                                "total": str(q2(rng.uniform(15, 600))),
+                                "status": rng.choice(["delivered", "returned", "refunded"])})
+            chat.tool("get_customer_history", {"email": email},
+                      {"orders": history, "lifetime_value": str(q2(rng.uniform(200, 4000))),
+                       "open_cases": 0}, say="Let me check your account history as well.")
+            chat.ai(f"I can see you've been with us a while — {len(history)} earlier orders. "
+                    "Thanks for being a loyal customer.")
         chat.human(rng.choice([
             "It was delivered fine, the problem is the item itself.",
             "The parcel came on time, it's the product that's the issue.",
@@ -311,7 +363,12 @@ def support_case(idx: int, rng: random.Random) -> dict[str, Any]:
         pad(chat, rng, target * 0.6, POLICY_PARAGRAPHS)
         if kind == "refund":
             line = Decimal(item["line_total"])
-            chat.human(f"I'd like a refund for the {prod[0]} please, not store credit.")
+            chat.human(rng.choice([
+                f"I'd like a refund for the {prod[0]} please, not store credit.",
+                f"Can I just get my money back for the {prod[0]}?",
+                f"Please refund the {prod[0]}. I don't want a replacement.",
+                f"Refund for the {prod[0]} to my card would be best.",
+            ]))
             chat.ai(f"Understood. The {prod[0]} was {money(line)} on that order"
                     + (f" ({item['qty']} x {money(Decimal(item['unit_price']))})"
                        if item["qty"] > 1 else "") + ". I'll request a refund of that amount "
@@ -392,9 +449,9 @@ def support_case(idx: int, rng: random.Random) -> dict[str, Any]:
                                                          "name": name})
         chat.tool("list_invoices", {"customer_id": cust}, {"invoices": invoices},
                   say="Let me look at your invoices.")
+        when = prose_date(date.fromisoformat(disputed["date"]), rng)
         chat.ai(f"I can see {len(invoices)} invoices on the account. The most recent is "
-                f"{disputed['invoice_id']} on {prose_date(date.fromisoformat(disputed['date']), rng)} "
-                f"for {money(charged)}.")
+                f"{disputed['invoice_id']} on {when} for {money(charged)}.")
         chat.tool("get_invoice", {"invoice_id": disputed["invoice_id"]},
                   {**disputed, "amount": f"{charged:.2f}", "customer_id": cust,
                    "payment_method": rng.choice(["visa ****4421", "mastercard ****0931",
@@ -433,6 +490,8 @@ TOPICS = [
     ("remote patient monitoring and readmissions", "readmission reduction", "%"),
     ("e-bike adoption and car trips", "car trip reduction", "%"),
 ]
+TITLE_STARTS = ["Evidence on", "Measuring", "Revisiting", "A field study of", "Estimating"]
+DESIGNS = ["panel", "RCT", "cohort", "simulation", "meta-analysis"]
 AUTHORS = ["Andersen", "Baptiste", "Chowdhury", "Delgado", "Eriksen", "Fujita", "García", "Holm",
            "Iyer", "Jansen", "Kimura", "Larsen", "Moreau", "Nakamura", "Osei", "Petrov"]
 VENUES = ["Nature Energy", "Applied Energy", "PNAS", "Lancet Digital Health", "J. Urban Econ.",
@@ -467,10 +526,21 @@ def research_case(idx: int, rng: random.Random) -> dict[str, Any]:
                f"{topic}. It's for an internal memo, so peer-reviewed sources preferred.")
     chat.ai("Happy to help. What's the deadline, and is there a budget for paywalled articles "
             "or datasets? Where should the brief go?")
-    chat.human(f"Deadline is {prose_date(deadline, rng)}. We have a budget of {money(budget)} "
-               f"for access fees. Send it to {email}, and cc my manager at "
-               f"{person(rng)[2]} only if it's late.")
+    moved = rng.random() < 0.35
+    first_deadline = deadline - timedelta(days=rng.randint(5, 30)) if moved else deadline
+    when = rng.choice(["Deadline is {d}.", "I need it by {d}.", "It's due {d}.",
+                       "Hard deadline: {d}."]).format(d=prose_date(first_deadline, rng))
+    spend = rng.choice(["We have a budget of {b} for access fees.",
+                        "We can spend up to {b} on paywalled papers.",
+                        "Budget: {b} for articles and data."]).format(b=money(budget))
+    where = rng.choice(["Send it to {e}", "Email it to {e}", "My address is {e}"]).format(e=email)
+    chat.human(f"{when} {spend} {where}, and cc my manager at {person(rng)[2]} only if "
+               "it's late.")
     chat.ai("Got it. Any scope limits — years, regions?")
+    if moved:
+        chat.human(f"Oh, and my manager just told me the deadline moved to "
+                   f"{prose_date(deadline, rng)}, so a bit more time.")
+        chat.ai("Good to know, I'll plan for the new date.")
     y0 = rng.choice([2012, 2015, 2018])
     chat.human(f"Studies from {y0} onwards, any region, but flag anything based only on "
                "simulations.")
@@ -479,8 +549,7 @@ def research_case(idx: int, rng: random.Random) -> dict[str, Any]:
         year = rng.randint(y0 - 3, 2025)
         val = q2(rng.uniform(0.5, 60)) if unit != "years" else q2(rng.uniform(0.5, 12))
         papers.append({"id": paper_id(rng, year), "year": year,
-                       "title": f"{rng.choice(['Evidence on', 'Measuring', 'Revisiting', 'A field study of', 'Estimating'])} "
-                                f"{topic} ({rng.choice(['panel', 'RCT', 'cohort', 'simulation', 'meta-analysis'])})",
+                       "title": f"{rng.choice(TITLE_STARTS)} {topic} ({rng.choice(DESIGNS)})",
                        "authors": f"{rng.choice(AUTHORS)}, {rng.choice(AUTHORS)} et al.",
                        "venue": rng.choice(VENUES), "value": val,
                        "n": rng.randint(40, 90000)})
@@ -491,7 +560,8 @@ def research_case(idx: int, rng: random.Random) -> dict[str, Any]:
               say="Searching the literature now.")
     chat.ai(f"I found {len(papers)} candidates. I'll read the most relevant ones.")
     eligible = [p for p in papers if p["year"] >= y0]
-    reading = eligible[: rng.randint(3, min(5, len(eligible)))] if len(eligible) >= 3 else papers[:3]
+    reading = (eligible[: rng.randint(3, min(5, len(eligible)))] if len(eligible) >= 3
+               else papers[:3])
     for p in reading:
         other1 = q2(rng.uniform(1, 99))
         body = (f"{p['title']}. {p['authors']} ({p['year']}), {p['venue']}. "
@@ -510,13 +580,34 @@ def research_case(idx: int, rng: random.Random) -> dict[str, Any]:
     pool = ABSTRACT_FILLER + POLICY_PARAGRAPHS[6:7]
     while chat.tokens() < target:
         p = rng.choice(papers)
-        chat.tool("web_search", {"query": f"{p['title']} critique"},
-                  {"results": [{"url": f"https://blog.example.org/{rng.randint(1000, 9999)}",
-                                "text": " ".join(rng.sample(pool, 3))} for _ in range(3)]})
-        chat.ai("Nothing that changes the picture in the commentary I found.")
-        if rng.random() < 0.3:
-            chat.human(rng.choice(["Thanks, keep going.", "Any luck?",
-                                   "Sounds good so far."]))
+        r = rng.random()
+        if r < 0.5:
+            chat.tool("web_search", {"query": f"{p['title']} critique"},
+                      {"results": [{"url": f"https://blog.example.org/{rng.randint(1000, 9999)}",
+                                    "text": " ".join(rng.sample(pool, 3))} for _ in range(3)]})
+            chat.ai(rng.choice(["Nothing that changes the picture in the commentary I found.",
+                                "The critiques mostly concern external validity.",
+                                "One blog questions the sample, but offers no new data."]))
+        elif r < 0.75:
+            chat.tool("get_citations", {"id": p["id"]},
+                      {"id": p["id"], "cited_by": rng.randint(0, 900),
+                       "recent": [paper_id(rng, rng.randint(2019, 2025)) for _ in range(3)]})
+            chat.ai(f"{p['id']} is cited fairly widely; no retractions or corrections noted.")
+        else:
+            chat.human(rng.choice([
+                "Is there anything from Scandinavia? My director asked.",
+                "Could you note which of these are open access?",
+                "How confident are you in the overall direction of the evidence?",
+                "Any meta-analyses among them?",
+            ]))
+            chat.ai(rng.choice([
+                "A couple of the studies include Nordic sites; I'll mention it in the scope.",
+                "Most are open access; the remainder are within the budget.",
+                "The direction is consistent across designs, though magnitudes vary.",
+                "No full meta-analysis yet, but two papers pool several sites.",
+            ]))
+        if rng.random() < 0.2:
+            chat.human(rng.choice(["Thanks, keep going.", "Any luck?", "Sounds good so far."]))
     chat.ai("Final source list for the writer: " + ", ".join(p["id"] for p in final) +
             f". Deadline {deadline.isoformat()}; budget {money(budget)}.")
     chat.human("Perfect, thank you!")

@@ -241,3 +241,20 @@ async def test_compressor_own_timeout_error_is_reported_as_raised() -> None:
     out = await node.ainvoke({"messages": TRANSCRIPT})
     assert "raised TimeoutError: upstream gateway timed out" in out.update["handoffs"][0][
         "failure"]
+
+
+def test_near_field_in_a_handoff_names_the_field() -> None:
+    from datetime import date
+
+    from relaygraph.nodes import Contract, Verbatim
+
+    class Dated(Contract):
+        order_id: Annotated[str, Verbatim()]
+        placed: Annotated[date, Verbatim(near_field="order_id")]
+
+    source = ['{"order_id": "A-1", "placed_at": "2024-03-01"}',
+              '{"order_id": "B-2", "placed_at": "2024-03-09"}']
+    node = handoff(Dated, source="s", target="d", on_failure="review", max_repairs=0,
+                   compressor=lambda m, c, f: {"order_id": "A-1", "placed": "2024-03-09"})
+    out = node.invoke({"s": source})
+    assert out.update["handoffs"][0]["failed_fields"] == ["placed"]

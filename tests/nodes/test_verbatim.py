@@ -177,3 +177,29 @@ def test_non_ascii_values_match_json_escaped_tool_output() -> None:
                                   "2025-05-03", "05/03/2025", "2025/5/3"])
 def test_each_date_format_alone(text: str) -> None:
     assert SourceIndex([text]).check(date(2025, 5, 3), V).passed
+
+
+def test_near_field_ties_a_value_to_its_record() -> None:
+    index = SourceIndex([
+        '{"order_id": "W609949", "placed_at": "2024-12-02", "total": "253.89"}',
+        '{"orders": [{"order_id": "W6536138", "placed_at": "2024-02-12"}]}',
+    ])
+    marker = Verbatim(near_field="order_id")
+    assert index.check(date(2024, 12, 2), marker, {"order_id": "W609949"}).passed
+    other = index.check(date(2024, 2, 12), marker, {"order_id": "W609949"})
+    assert not other.passed
+    assert "appears in the source, but not near order_id='W609949'" in other.reason
+    # the prefix of another id does not anchor
+    assert not index.check(date(2024, 2, 12), marker, {"order_id": "W653613"}).passed
+    empty = index.check(date(2024, 12, 2), marker, {"order_id": None})
+    assert not empty.passed and "without order_id" in empty.reason
+
+
+def test_near_field_must_name_a_sibling() -> None:
+    from typing import Annotated
+
+    from relaygraph.nodes import Contract
+
+    with pytest.raises(ConfigurationError, match="names no field"):
+        class Bad(Contract):
+            placed: Annotated[date, Verbatim(near_field="order")]

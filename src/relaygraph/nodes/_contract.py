@@ -67,6 +67,11 @@ class Contract(BaseModel):
             marker = _field_verbatim(info)
             if marker is None:
                 continue
+            if marker.near_field is not None and marker.near_field not in cls.model_fields:
+                raise ConfigurationError(
+                    f"{cls.__name__}.{name}: Verbatim(near_field={marker.near_field!r}) names "
+                    f"no field of {cls.__name__}; use one of {', '.join(cls.model_fields)}"
+                )
             for leaf in _leaf_types(info.annotation):
                 if leaf is bool:
                     raise ConfigurationError(
@@ -95,6 +100,13 @@ class Contract(BaseModel):
         Walks nested models and lists of them; list values yield one entry per
         element (``sources[1]``, ``findings[0].figure``).
         """
+        for path, marker, value, _ in self.iter_verbatim_with_owner(prefix):
+            yield path, marker, value
+
+    def iter_verbatim_with_owner(
+        self, prefix: str = ""
+    ) -> Iterator[tuple[str, Verbatim, Any, Contract]]:
+        """Like :meth:`iter_verbatim`, plus the model that holds each value."""
         for name, info in type(self).model_fields.items():
             value = getattr(self, name)
             path = f"{prefix}{name}"
@@ -103,16 +115,16 @@ class Contract(BaseModel):
                 if isinstance(value, list | tuple | set | frozenset):
                     for i, item in enumerate(value):
                         if item is not None:
-                            yield f"{path}[{i}]", marker, item
+                            yield f"{path}[{i}]", marker, item, self
                 elif value is not None:
-                    yield path, marker, value
+                    yield path, marker, value, self
                 continue
             if isinstance(value, Contract):
-                yield from value.iter_verbatim(f"{path}.")
+                yield from value.iter_verbatim_with_owner(f"{path}.")
             elif isinstance(value, list | tuple):
                 for i, item in enumerate(value):
                     if isinstance(item, Contract):
-                        yield from item.iter_verbatim(f"{path}[{i}].")
+                        yield from item.iter_verbatim_with_owner(f"{path}[{i}].")
 
     def filled_fields(self) -> list[str]:
         """Names of the top-level fields that hold a value (not None, not empty)."""

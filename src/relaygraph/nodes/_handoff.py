@@ -517,8 +517,8 @@ class HandoffNode(RunnableLambda):
                     why = f"{err['msg']} (got {err.get('input')!r:.80})"
                 attempt.errors[path] = why
             return attempt
-        for path, marker, value in contract.iter_verbatim():
-            res = src.index.check(value, marker)
+        for path, marker, value, owner in contract.iter_verbatim_with_owner():
+            res = src.index.check(value, marker, owner)
             check = VerbatimCheck(passed=res.passed, value=res.value,
                                   provenance=res.match.as_provenance() if res.match else None)
             if not res.passed:

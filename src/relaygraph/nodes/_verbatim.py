@@ -59,17 +59,27 @@ class Verbatim:
 
         ordered_on: Annotated[date, Verbatim(near=("placed", "ordered"))]
 
+    When the source lists several records (this order and the customer's past orders),
+    ``near_field`` ties a value to the record it belongs to: the match only counts
+    within ``window`` characters of the value of that sibling field::
+
+        order_id: Annotated[str, Verbatim()]
+        ordered_on: Annotated[date, Verbatim(near_field="order_id")]
+
     Attributes:
         kind: How to compare; ``"auto"`` picks from the value (see the module docs).
         dayfirst: Read ambiguous ``01/02/2024`` dates as day/month/year.
         near: Words (case-insensitive) of which one must occur within ``window``
             characters before or after the match, in the same message.
-        window: Characters around the match searched for ``near`` words.
+        near_field: A sibling field (same model) whose value must occur within
+            ``window`` characters of the match; the check fails while it is empty.
+        window: Characters around the match searched for ``near`` / ``near_field``.
     """
 
     kind: VerbatimKind = "auto"
     dayfirst: bool = False
     near: tuple[str, ...] = ()
+    near_field: str | None = None
     window: int = 60
 
     def __post_init__(self) -> None:
@@ -301,28 +311,39 @@ class SourceIndex:
     def _match(self, i: int, start: int, end: int) -> Match:
         return Match(i, start, end, self.texts[i][start:end])
 
-    def _in_context(self, marker: Verbatim, i: int, start: int, end: int) -> bool:
-        if not marker.near:
+    def _in_context(self, marker: Verbatim, i: int, start: int, end: int,
+                    anchor: re.Pattern[str] | None) -> bool:
+        if not marker.near and anchor is None:
             return True
         text = self.texts[i]
-        around = text[max(0, start - marker.window):end + marker.window].casefold()
-        return any(w.casefold() in around for w in marker.near)
+        around = text[max(0, start - marker.window):end + marker.window]
+        if marker.near:
+            folded = around.casefold()
+            if not any(w.casefold() in folded for w in marker.near):
+                return False
+        return anchor is None or anchor.search(around) is not None
 
     @staticmethod
-    def _missing(marker: Verbatim, what: str, seen: bool) -> str:
-        if not marker.near:
+    def _missing(marker: Verbatim, what: str, seen: bool, anchor_value: Any) -> str:
+        context = []
+        if marker.near:
+            context.append("/".join(repr(w) for w in marker.near))
+        if marker.near_field is not None:
+            context.append(f"{marker.near_field}={anchor_value!r}")
+        if not context:
             return f"{what} does not appear in the source"
-        words = "/".join(repr(w) for w in marker.near)
+        where = " and ".join(context)
         if seen:
-            return f"{what} appears in the source, but not near {words}"
-        return f"{what} does not appear in the source (near {words})"
+            return f"{what} appears in the source, but not near {where}"
+        return f"{what} does not appear in the source (near {where})"
 
-    def check(self, value: Any, marker: Verbatim) -> CheckResult:
+    def check(self, value: Any, marker: Verbatim, siblings: Any = None) -> CheckResult:
         """Check one scalar value against the source.
 
         Args:
             value: The field value (str, number, date, enum...).
             marker: The field's :class:`Verbatim` marker.
+            siblings: The model (or mapping) holding the field, for ``near_field``.
 
         Returns:
             A :class:`CheckResult` with the first matching span, or the reason it failed.
@@ -331,6 +352,15 @@ class SourceIndex:
             value = value.value
         kind = resolve_kind(value, marker)
         shown = value.isoformat() if isinstance(value, date) else str(value)
+        anchor: re.Pattern[str] | None = None
+        anchor_value: Any = None
+        if marker.near_field is not None:
+            anchor_value = (siblings.get(marker.near_field) if isinstance(siblings, dict)
+                            else getattr(siblings, marker.near_field, None))
+            if anchor_value is None or not str(anchor_value).strip():
+                return CheckResult(False, kind, shown, reason=(
+                    f"cannot be checked without {marker.near_field}, which is empty"))
+            anchor = _text_pattern(str(anchor_value).strip(), exact=True)
         if kind == "number":
             target = (Decimal(str(value)) if isinstance(value, int | float | Decimal)
                       and not isinstance(value, bool) else parse_number(str(value)))
@@ -340,10 +370,10 @@ class SourceIndex:
             for n, i, s, e in self.numbers():
                 if n == target:
                     seen = True
-                    if self._in_context(marker, i, s, e):
+                    if self._in_context(marker, i, s, e, anchor):
                         return CheckResult(True, kind, shown, self._match(i, s, e))
-            return CheckResult(False, kind, shown,
-                               reason=self._missing(marker, f"the number {shown}", seen))
+            return CheckResult(False, kind, shown, reason=self._missing(
+                marker, f"the number {shown}", seen, anchor_value))
         if kind == "date":
             if isinstance(value, datetime):
                 target_d: date | None = value.date()
@@ -357,10 +387,10 @@ class SourceIndex:
             for d, i, s, e in self.dates(marker.dayfirst):
                 if d == target_d:
                     seen = True
-                    if self._in_context(marker, i, s, e):
+                    if self._in_context(marker, i, s, e, anchor):
                         return CheckResult(True, kind, shown, self._match(i, s, e))
             return CheckResult(False, kind, shown, reason=self._missing(
-                marker, f"the date {target_d.isoformat()}", seen))
+                marker, f"the date {target_d.isoformat()}", seen, anchor_value))
         text = str(value).strip()
         if not text:
             return CheckResult(False, kind, shown, reason="the value is empty")
@@ -372,9 +402,10 @@ class SourceIndex:
             for pattern in patterns:
                 for m in pattern.finditer(source_text):
                     seen = True
-                    if self._in_context(marker, i, m.start(), m.end()):
+                    if self._in_context(marker, i, m.start(), m.end(), anchor):
                         return CheckResult(True, kind, shown,
                                            self._match(i, m.start(), m.end()))
         how = "exactly (modulo case)" if kind == "exact" else "(ignoring case and spacing)"
         return CheckResult(False, kind, shown,
-                           reason=self._missing(marker, f"{text!r}", seen) + f" {how}")
+                           reason=self._missing(marker, f"{text!r}", seen, anchor_value)
+                           + f" {how}")
