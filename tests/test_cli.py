@@ -110,6 +110,19 @@ def test_bad_databases_print_one_line_and_exit_1(tmp_path: Path, capsys, argv, e
     assert not (tmp_path / "missing.db").exists()  # read commands never create a database
 
 
+def test_database_without_tables_says_how_to_create_them(tmp_path: Path, capsys) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "other.db")
+    conn.execute("CREATE TABLE t (a INTEGER)")
+    conn.close()
+    db = f"sqlite:///{tmp_path / 'other.db'}"
+    assert main(["threads", "--db", db]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"relaygraph: error: {db} has no relaygraph tables; create them with: "
+                   f"relaygraph setup --db {db}\n")
+
+
 def test_timeline_of_an_unknown_thread(tmp_path: Path, capsys) -> None:
     db = _db(tmp_path)
     assert main(["setup", "--db", db]) == 0

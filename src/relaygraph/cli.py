@@ -416,8 +416,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # tables need room: when the output is not a terminal, do not wrap at 80 columns
     console = Console(width=None if sys.stdout.isatty() else 140)
+    from relaygraph.checkpointers import SetupRequiredError
+
     try:
         return int(args.func(args, console))
+    except SetupRequiredError:
+        print(f"relaygraph: error: {args.db} has no relaygraph tables; create them with: "
+              f"relaygraph setup --db {args.db}", file=sys.stderr)
+        return 1
     except (RelaygraphError, sa.exc.SQLAlchemyError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"relaygraph: error: {message}", file=sys.stderr)
