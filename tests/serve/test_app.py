@@ -135,6 +135,7 @@ def test_inbox_lists_pending_reviews_and_escapes(client: TestClient) -> None:
     assert "(1 waiting)" in page.text
     assert "<script src" not in page.text and "cdn" not in page.text.lower()
     assert "function decide" in page.text
+    assert 'href="threads/%3Cb%3Et-3%3C%2Fb%3E/timeline"' in page.text
 
 
 def test_configuration_errors_at_construction() -> None:

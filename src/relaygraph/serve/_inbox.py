@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#222}
@@ -75,7 +76,8 @@ def _card(review: dict[str, Any]) -> str:
         f'data-interrupt="{escape(str(review.get("interrupt_id") or ""))}">'
         f'<div class="meta">thread <b>{escape(str(review["thread_id"]))}</b> · graph '
         f'{escape(str(review.get("graph_id") or "-"))} · '
-        f'{escape(str(review.get("updated_at") or ""))}'
+        f'{escape(str(review.get("updated_at") or ""))} · '
+        f'<a href="threads/{quote(str(review["thread_id"]), safe="")}/timeline">timeline</a>'
         f"</div>"
         f"<dl>{facts_html}</dl>"
         f"<pre>{escape(json.dumps(shown, indent=2, default=str))}</pre>"
