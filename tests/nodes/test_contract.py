@@ -17,6 +17,7 @@ import pytest
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from pydantic import Field, ValidationError
 
+import relaygraph
 from relaygraph import ConfigurationError
 from relaygraph.nodes import Contract, Verbatim, contract_allowlist, contract_serializer
 
@@ -158,7 +159,9 @@ print(json.dumps({
 def _load_in_new_process(tmp_path: Path, payload: Path, mode: str) -> dict[str, Any]:
     script = tmp_path / "load.py"
     script.write_text(textwrap.dedent(LOADER))
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    # the child imports the same relaygraph as this process, plus the module under test
+    src = str(Path(relaygraph.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), src])}
     env.pop("LANGGRAPH_STRICT_MSGPACK", None)
     out = subprocess.run([sys.executable, str(script), str(payload), mode], env=env,
                          capture_output=True, text=True, timeout=120, check=True)

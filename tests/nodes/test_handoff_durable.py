@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import relaygraph
+
 GRAPH_MODULE = '''
 from decimal import Decimal
 from typing import Annotated, Any
@@ -63,7 +65,9 @@ else:
 
 
 def _run(tmp_path: Path, *args: str) -> dict[str, object]:
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    # the child imports the same relaygraph as this process, plus the module under test
+    src = str(Path(relaygraph.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), src])}
     env.pop("LANGGRAPH_STRICT_MSGPACK", None)
     out = subprocess.run([sys.executable, str(tmp_path / "runner.py"), *args], env=env,
                          capture_output=True, text=True, timeout=120)
