@@ -148,6 +148,15 @@ async def test_async_engine(backend, clock):
         assert await b.arecord(True) == "closed"
         with pytest.raises(RelaygraphError, match="use the async API"):
             b.state()
+        # a gate and a guard on the async store inside an async graph
+        b2 = make(store, clock, min_calls=1)
+        guard = ConfidenceGuard(score="case.confidence", threshold=0.8, on_pass="crm",
+                                on_escalate="review", max_retries=0, breaker=b2, clock=clock)
+        gate = b2.gate(on_allow="resolver", on_block="review")
+        out = await resolver_graph(guard, [0.1], gate=gate).ainvoke({"calls": []})
+        assert routes(out) == ["allow", "escalate"]
+        out = await resolver_graph(guard, [0.9], gate=gate).ainvoke({"calls": []})
+        assert routes(out) == ["block"] and out["calls"] == ["review"]
     finally:
         await aengine.dispose()
 

@@ -325,3 +325,34 @@ def test_pydantic_state_graph(clock):
     b.add_edge(START, "check")
     out = b.compile().invoke({"case": {"confidence": 0.7}})
     assert out["guard_log"][0]["route"] == "pass"
+
+
+def test_async_scorer_from_plain_sync_code(clock):
+    """No event loop in this thread: the sync path runs the coroutine itself."""
+
+    async def score(state: Any) -> float:
+        return 0.9
+
+    cmd = guard(clock, score=score).invoke({"case": {}}, None)
+    assert cmd.goto == "crm"
+    assert cmd.update["guard_log"][0]["guard"] == "confidence_guard"  # no node name known
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from relaygraph.guards import (
+        _breaker,
+        _budget,
+        _checks,
+        _confidence,
+        _gate,
+        _scorers,
+        _sql_store,
+        _wrap,
+    )
+
+    for module in (_breaker, _budget, _checks, _confidence, _gate, _scorers, _sql_store,
+                   _wrap):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, module.__name__
