@@ -229,8 +229,11 @@ class Worker:
 
 @pytest.mark.postgres
 def test_two_processes_share_one_breaker_through_postgres(pg_backend):
-    a, b = Worker(pg_backend.url), Worker(pg_backend.url)
+    workers: list[Worker] = []
     try:
+        workers.append(Worker(pg_backend.url))
+        workers.append(Worker(pg_backend.url))
+        a, b = workers
         t0 = 1_767_225_600.0
         # concurrent transactions from both processes: none is lost
         a.send(op="hammer", n=25, now=t0)
@@ -253,5 +256,5 @@ def test_two_processes_share_one_breaker_through_postgres(pg_backend):
         assert a.ask(op="allow", now=t0 + 303) == {
             "allowed": True, "state": "closed", "outcomes": ""}
     finally:
-        a.close()
-        b.close()
+        for w in workers:
+            w.close()
