@@ -22,10 +22,18 @@ APPROX_NAME = "approx-v1"
 
 _CHUNK = re.compile(r"[^\W\d_]{1,4}|\d{1,3}|[^\w\s]|_{1,4}", re.UNICODE)
 
-# Where tiktoken fetches each encoding from; the cache file name is sha1 of this URL.
+# Where tiktoken fetches each encoding from (the cache file name is sha1 of the URL) and
+# the sha256 tiktoken expects: a cached file with another hash would make tiktoken
+# download it again, so such a file is never handed to tiktoken.
 _TIKTOKEN_BLOBS = {
-    "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
-    "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+    "cl100k_base": (
+        "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+        "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    ),
+    "o200k_base": (
+        "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+        "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+    ),
 }
 
 
@@ -69,15 +77,25 @@ class TokenCounter:
 
 
 def _tiktoken_cached(encoding: str) -> bool:
-    blob = _TIKTOKEN_BLOBS.get(encoding)
-    if blob is None:
+    """True when tiktoken can load ``encoding`` from its cache without any download."""
+    known = _TIKTOKEN_BLOBS.get(encoding)
+    if known is None:
         return False
-    cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
-    if cache_dir is None:
+    blob, expected = known
+    if "TIKTOKEN_CACHE_DIR" in os.environ:
+        cache_dir = os.environ["TIKTOKEN_CACHE_DIR"]
+    elif "DATA_GYM_CACHE_DIR" in os.environ:
+        cache_dir = os.environ["DATA_GYM_CACHE_DIR"]
+    else:
         cache_dir = os.path.join(tempfile.gettempdir(), "data-gym-cache")
-    if not cache_dir:
+    if not cache_dir:  # tiktoken's "no cache": it would always download
         return False
-    return os.path.exists(os.path.join(cache_dir, hashlib.sha1(blob.encode()).hexdigest()))
+    path = os.path.join(cache_dir, hashlib.sha1(blob.encode()).hexdigest())
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest() == expected
+    except OSError:
+        return False
 
 
 _cache: dict[str, TokenCounter] = {}
