@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from relaygraph.nodes import TokenCounter, approx_tokens, default_counter
-from relaygraph.nodes import _tokens
+from relaygraph.nodes import TokenCounter, _tokens, approx_tokens, default_counter
 
 
 @pytest.fixture(autouse=True)
