@@ -258,3 +258,26 @@ def test_near_field_in_a_handoff_names_the_field() -> None:
                    compressor=lambda m, c, f: {"order_id": "A-1", "placed": "2024-03-09"})
     out = node.invoke({"s": source})
     assert out.update["handoffs"][0]["failed_fields"] == ["placed"]
+
+
+def test_next_agent_gets_the_brief_and_calls_recall() -> None:
+    """The documented next-agent pattern: brief in the prompt, recall bound as a tool."""
+    node = handoff(RefundCase, source="messages", target="case",
+                   compressor=lambda m, c, f: GOOD)
+    state = node.invoke({"messages": TRANSCRIPT})
+    recall = recall_tool(state, target="case")
+    agent = ScriptedChatModel([{"name": "recall", "args": {"query": "broken zipper"}},
+                               "Refund approved."])
+    bound = agent.bind_tools([recall])
+    messages: list[Any] = with_brief(state["case"], [HumanMessage("Resolve this case.")])
+    reply = bound.invoke(messages)
+    (call,) = reply.tool_calls
+    tool_message = recall.invoke(call)
+    assert "arrived with a broken zipper" in tool_message.content
+    final = bound.invoke([*messages, reply, tool_message])
+    assert final.content == "Refund approved."
+    prompt = agent.calls[0]
+    assert prompt.tool_names == ["recall"]
+    assert prompt.messages[0].content.startswith("Handoff brief [RefundCase]")
+    # the next agent's prompt carries the brief, not the transcript
+    assert "lookup_order" not in prompt.text and "A-10234" in prompt.text
