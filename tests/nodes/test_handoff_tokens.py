@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -58,9 +60,31 @@ def test_a_corrupt_cached_encoding_is_never_handed_to_tiktoken(
     def no_tiktoken(*a: object, **k: object) -> None:
         raise AssertionError("tiktoken.get_encoding must not be called")
 
-    import tiktoken
-    monkeypatch.setattr(tiktoken, "get_encoding", no_tiktoken)
+    monkeypatch.setitem(sys.modules, "tiktoken",
+                        types.SimpleNamespace(get_encoding=no_tiktoken))
     assert default_counter().name == "approx-v1"
+
+
+def test_a_verified_cached_encoding_is_used(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wiring to tiktoken, with a stand-in module and a cache file of known hash."""
+    monkeypatch.delenv("RELAYGRAPH_TOKENIZER", raising=False)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    data = b"stand-in encoding file"
+    blob = "https://example.invalid/cl100k_base.tiktoken"
+    monkeypatch.setitem(_tokens._TIKTOKEN_BLOBS, "cl100k_base",
+                        (blob, hashlib.sha256(data).hexdigest()))
+    (tmp_path / hashlib.sha1(blob.encode()).hexdigest()).write_bytes(data)
+
+    class Encoding:
+        def encode(self, text: str, disallowed_special: object = ()) -> list[int]:
+            return [0] * len(text.split())
+
+    monkeypatch.setitem(sys.modules, "tiktoken",
+                        types.SimpleNamespace(get_encoding=lambda name: Encoding()))
+    counter = default_counter()
+    assert counter.name == "tiktoken:cl100k_base"
+    assert counter.count("three little words") == 3
 
 
 def test_count_many_adds_overhead() -> None:
