@@ -81,3 +81,28 @@ def test_refund_contracts_survive_a_restart_on_sqlite(tmp_path: Path) -> None:
         final = graph.get_state(_cfg("restart")).values
         assert str(final["resolution"].amount) == "200.00"
         assert final["reviews"][-1]["decision"] == "edit"
+
+
+def test_refund_reviews_relax_with_an_autonomy_policy_and_return_after_a_rejection() -> None:
+    from relaygraph.nodes import AutonomyPolicy
+
+    # draws of 0.99 skip a review as soon as the policy allows any skipping at all
+    policy = AutonomyPolicy(min_approvals=2, target=0.3, floor=0.0, decay=0.5,
+                            rng=lambda: 0.99)
+    graph = refund.build_refund_graph(policy=policy).compile(
+        checkpointer=InMemorySaver(serde=examples.serde()))
+    asked = []
+    for i in range(4):
+        cfg = _cfg(f"p{i}")
+        graph.invoke(refund.refund_input(), cfg)
+        waiting = graph.get_state(cfg).next == ("review",)
+        asked.append(waiting)
+        if waiting:
+            submit_review(graph, cfg, {"action": "approve", "reviewer": "ana"})
+    assert asked == [True, True, False, False]
+    skipped = graph.get_state(_cfg("p2")).values["reviews"][-1]
+    assert skipped["decision"] == "skipped" and skipped["policy_reason"]
+
+    policy.record("resolver", "refund", "reject")  # one rejection restores full review
+    graph.invoke(refund.refund_input(), _cfg("p9"))
+    assert graph.get_state(_cfg("p9")).next == ("review",)

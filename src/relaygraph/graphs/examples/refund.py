@@ -29,7 +29,14 @@ from relaygraph._clock import Clock, system_clock
 from relaygraph.graphs._pipeline import Agent, Guard, Handoff, Review, pipeline
 from relaygraph.graphs.examples._data import REFUND_TRANSCRIPT
 from relaygraph.graphs.examples._util import fresh_id as _fresh_id
-from relaygraph.nodes import Contract, HandoffFeedback, HandoffState, Verbatim, render_brief
+from relaygraph.nodes import (
+    AutonomyPolicy,
+    Contract,
+    HandoffFeedback,
+    HandoffState,
+    Verbatim,
+    render_brief,
+)
 from relaygraph.observe import Pricing
 from relaygraph.testing import ScriptedChatModel
 
@@ -122,6 +129,7 @@ def _resolver_model() -> ScriptedChatModel:
 
 
 def build_refund_graph(*, confidence: float = 0.92, threshold: float = 0.8,
+                       policy: AutonomyPolicy | None = None,
                        clock: Clock = system_clock) -> StateGraph:
     """Build (not compile) the refund workflow with `pipeline`.
 
@@ -129,6 +137,9 @@ def build_refund_graph(*, confidence: float = 0.92, threshold: float = 0.8,
         confidence: the confidence the scripted compressor reports; below ``threshold``
             the guard sends the case back to intake once, then escalates it to a human.
         threshold: the confidence guard's threshold.
+        policy: an `AutonomyPolicy` for the final review (decision kind ``"refund"``):
+            once the resolver has earned trust, some refunds skip the human. Without one,
+            every refund is reviewed.
         clock: time source for every record.
 
     Returns:
@@ -160,7 +171,8 @@ def build_refund_graph(*, confidence: float = 0.92, threshold: float = 0.8,
         Guard("check", score="case.confidence", threshold=threshold, max_retries=1,
               clock=clock),
         Agent("resolver", resolver, options={"pricing": PRICING, "clock": clock}),
-        Review("review", subject="resolution", contract=Resolution, clock=clock),
+        Review("review", subject="resolution", contract=Resolution, kind="refund",
+               policy=policy, clock=clock),
         state_schema=RefundState,
         review_options={"clock": clock},
     )
