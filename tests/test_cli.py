@@ -45,6 +45,24 @@ def test_demo_runs_to_review_resumes_and_summarises(tmp_path: Path, capsys) -> N
     assert float(total_line.split("│")[-2]) > 0
 
 
+def test_demo_low_confidence_retries_escalates_and_reviews_twice(tmp_path: Path,
+                                                                 capsys) -> None:
+    assert main(["demo", "--db", _db(tmp_path), "--confidence", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "review at check_review: approve" in out
+    assert "review at review: approve" in out
+    guard_rows = [line for line in out.splitlines() if line.startswith("│ check ")]
+    assert [r.split("│")[4].strip().split()[0] for r in guard_rows] == ["retry", "escalate"]
+    assert "status: finished, approved" in out
+
+
+def test_demo_rejects_a_confidence_outside_0_1(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--confidence", "1.5"])
+    assert exc.value.code == 2
+    assert "expected a number in [0, 1], got 1.5" in capsys.readouterr().err
+
+
 def test_demo_interactive_reject(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("reject\nwrong customer\n"))
     assert main(["demo", "--db", _db(tmp_path), "--interactive"]) == 0

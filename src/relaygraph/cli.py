@@ -115,7 +115,6 @@ def compiled_examples(saver: BaseCheckpointSaver) -> dict[str, Any]:
 
 def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from relaygraph.graphs.examples import EXAMPLES
-    from relaygraph.serve._reviews import InvalidReviewDecision, submit_review
     from relaygraph.serve._threads import thread_config
 
     url = args.db
@@ -127,7 +126,7 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     console.print(f"database [cyan]{url}[/cyan]   thread [cyan]{thread_id}[/cyan]")
 
     with open_saver(url, setup=True) as saver:
-        graph = example.build().compile(checkpointer=saver)
+        graph = _demo_graph(args).compile(checkpointer=saver)
         snap = graph.get_state(config)
         if not snap.values:
             console.print("\n[bold]1. run[/bold] intake → handoff RefundCase → confidence guard "
@@ -155,27 +154,49 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     console.print("\n[bold]2. crash-resume[/bold] the graph and its database connection are "
                   "gone; a new graph object reads the thread back from the database")
     with open_saver(url, setup=False) as saver:
-        fresh = example.build().compile(checkpointer=saver)
+        fresh = _demo_graph(args).compile(checkpointer=saver)
         snap = fresh.get_state(config)
         step = (snap.metadata or {}).get("step", "?")
         console.print(f"   restored at step {step}: next {', '.join(snap.next)}, "
                       f"{len(snap.interrupts)} open review")
-        for attempt in range(3):
-            decision = (_render_ask_decision(console, snap.interrupts[0].value)
-                        if args.interactive else
-                        {"action": "approve", "reviewer": "demo", "comment": "auto-approved"})
-            try:
-                submit_review(fresh, config, decision)
-                break
-            except InvalidReviewDecision as exc:
-                if not args.interactive or attempt == 2:
-                    raise CLIError(f"review refused: {exc}") from None
-                console.print(f"[red]refused:[/red] {exc}")
-        console.print(f"\n[bold]3. review[/bold] {decision['action']} by "
-                      f"{decision.get('reviewer') or 'reviewer'}; the run continues from the "
-                      "checkpoint")
+        review_no = 0
+        while snap.interrupts:  # a low-confidence case meets the escalation review first
+            review_no += 1
+            request = snap.interrupts[0].value
+            node = request.get("node", "review") if isinstance(request, dict) else "review"
+            decision = _decide(console, request, fresh, config, interactive=args.interactive)
+            console.print(f"\n[bold]{2 + review_no}. review[/bold] at {node}: "
+                          f"{decision['action']} by {decision.get('reviewer') or 'reviewer'}; "
+                          "the run continues from the checkpoint")
+            snap = fresh.get_state(config)
+            if snap.interrupts:
+                _render_paused(console, snap)
         _render_summary(console, fresh, config)
     return 0
+
+
+def _demo_graph(args: argparse.Namespace) -> Any:
+    from relaygraph.graphs.examples import refund
+
+    return refund.build_refund_graph(confidence=args.confidence)
+
+
+def _decide(console: Console, request: Any, graph: Any, config: Any, *,
+            interactive: bool) -> dict[str, Any]:
+    """Ask for (or auto-approve) one review and submit it; returns the decision."""
+    from relaygraph.serve._reviews import InvalidReviewDecision, submit_review
+
+    for attempt in range(3):
+        decision = (_render_ask_decision(console, request) if interactive else
+                    {"action": "approve", "reviewer": "demo", "comment": "auto-approved"})
+        try:
+            submit_review(graph, config, decision)
+            return decision
+        except InvalidReviewDecision as exc:
+            if not interactive or attempt == 2:
+                raise CLIError(f"review refused: {exc}") from None
+            console.print(f"[red]refused:[/red] {exc}")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _cmd_threads(args: argparse.Namespace, console: Console) -> int:
@@ -365,6 +386,16 @@ def _render_threads(console: Console, threads: Sequence[Any]) -> None:
 # ----------------------------------------------------------------------------- parser
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``relaygraph`` command."""
     parser = argparse.ArgumentParser(
@@ -381,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="ask for the review decision instead of auto-approving")
     demo.add_argument("--pause", action="store_true",
                       help="stop at the review; run again with the same --thread to resume")
+    demo.add_argument("--confidence", type=_fraction, default=0.92,
+                      help="confidence the scripted intake reports (0.92); below 0.8 the "
+                      "guard retries once, then escalates to a human")
     demo.set_defaults(func=_cmd_demo)
 
     threads = sub.add_parser("threads", help="list threads in a database")
