@@ -275,6 +275,8 @@ def _render_paused(console: Console, snap: Any) -> None:
     if isinstance(request, dict):
         subject = request.get("value", request.get("subject"))
         console.print(f"   under review: {_short(subject, 100)}")
+        if request.get("guard_route") in ("escalate", "halt") and request.get("guard_reason"):
+            console.print(f"   why: guard {request.get('guard')}: {request['guard_reason']}")
 
 
 def _render_ask_decision(console: Console, request: Any) -> dict[str, Any]:
