@@ -105,10 +105,11 @@ def upsert(
     if rows is not None:
         stmt = stmt.values(list(rows) if not isinstance(rows, Mapping) else [rows])
     if name == "mysql":
-        # MySQL has no DO NOTHING; re-assigning a key column to itself is the idiom.
         if update:
             return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in update})
-        return stmt.on_duplicate_key_update({keys[0]: table.c[keys[0]]})
+        # INSERT IGNORE reports ignored rows as not inserted (rowcount), unlike the
+        # ON DUPLICATE KEY no-op under the CLIENT_FOUND_ROWS flag SQLAlchemy sets.
+        return stmt.prefix_with("IGNORE")
     if update:
         return stmt.on_conflict_do_update(
             index_elements=list(keys), set_={c: stmt.excluded[c] for c in update})

@@ -22,6 +22,7 @@ from relaygraph.checkpointers import (
     SetupRequiredError,
     SQLAlchemySaver,
 )
+from relaygraph.checkpointers._codec import pack
 from relaygraph.checkpointers._schema import blobs
 from relaygraph.checkpointers._urls import resolve_url
 
@@ -187,8 +188,16 @@ def test_pickled_blob_is_never_executed(backend) -> None:
     saver = SQLAlchemySaver(engine)
     saver.setup()
     cfg = _put(saver, "evil", values={"v": 1})
+    evil = pickle.dumps(_Boom())
+    # a whole row in pickle format
     with engine.begin() as c:
-        c.execute(sa.update(blobs).values(type="pickle", blob=pickle.dumps(_Boom())))
+        c.execute(sa.update(blobs).values(type="pickle", blob=evil))
+    with pytest.raises(CorruptCheckpointError, match="unknown row format 'pickle'"):
+        saver.get_tuple(cfg)
+    # a well-formed frame whose entry claims to be a pickle
+    t, b = pack({"v": [0, "pickle", evil]}, compress=False)
+    with engine.begin() as c:
+        c.execute(sa.update(blobs).values(type=t, blob=b))
     with pytest.raises(CorruptCheckpointError, match="Unknown serialization type: pickle"):
         saver.get_tuple(cfg)
     assert not marker.exists()
@@ -226,7 +235,10 @@ def test_missing_delta_base_names_thread_channel_and_version(backend) -> None:
     cfg = {"configurable": {"thread_id": "broken"}}
     g.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
     with engine.begin() as c:
-        c.execute(sa.text("DELETE FROM relaygraph_blobs WHERE channel = 'messages' AND kind = 0"))
+        # drop the frame the latest message delta extends
+        base = c.execute(sa.select(blobs.c.base).where(blobs.c.base.is_not(None)).order_by(
+            blobs.c.version.desc()).limit(1)).scalar()
+        c.execute(sa.delete(blobs).where(blobs.c.version == base))
     with pytest.raises(CorruptCheckpointError, match=r"'broken'.*'messages'.*version") as err:
         g.get_state(cfg)
     assert err.value.thread_id == "broken" and err.value.channel == "messages"

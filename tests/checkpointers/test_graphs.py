@@ -79,8 +79,11 @@ def test_restart_with_empty_cache_reads_and_continues(backend) -> None:
     g2.invoke({"messages": [HumanMessage("y", id="y")], "count": 0}, cfg)
     assert _history(g2, cfg) == _history(ref, cfg)
     with e2.connect() as c:
-        kinds = dict(c.execute(sa.text(
-            "SELECT kind, COUNT(*) FROM relaygraph_blobs WHERE channel = 'messages' "
-            "GROUP BY kind")).all())
-    assert kinds.get(1, 0) > 0 and kinds.get(2, 0) > 0  # deltas and segments were written
+        roots, deltas = c.execute(sa.text(
+            "SELECT SUM(CASE WHEN base IS NULL THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN base IS NULL THEN 0 ELSE 1 END) "
+            "FROM relaygraph_blobs WHERE channel = 'messages'")).one()
+    # the cold saver picked up the chain (LangGraph reads the head before it writes):
+    # the whole list was stored once, every later version as a delta or segment
+    assert roots == 1 and deltas > 0
     e2.dispose()

@@ -40,25 +40,29 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from relaygraph._sql import _dialect_name, upsert
+from relaygraph._sql import upsert
 from relaygraph.checkpointers import _schema as S
 from relaygraph.checkpointers._codec import (
     EMPTY,
-    BlobRow,
+    Key3,
+    Key4,
     Materializer,
+    Part,
     Tail,
     TailCache,
     dump,
     encode_channel,
     load,
+    pack,
+    unpack,
 )
 from relaygraph.checkpointers._errors import CorruptCheckpointError
 from relaygraph.checkpointers._ids import check_filter, check_key
 
 Op: TypeAlias = Generator[Any, Any, Any]
-Key4 = tuple[str, str, str, str]
 
 LIST_PAGE = 200
+_PLAIN = object()  # marks entries stored in a frame's shared part 0
 IN_BATCH = 400
 
 
@@ -127,17 +131,17 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         if stmt is None:
             if name == "blobs":
                 stmt = upsert(self._dialect, S.blobs,
-                              keys=["thread_id", "checkpoint_ns", "channel", "version"])
+                              keys=["thread_id", "checkpoint_ns", "version", "part"])
+            elif name == "writes":
+                stmt = upsert(self._dialect, S.writes,
+                              keys=["thread_id", "checkpoint_ns", "checkpoint_id", "task_id"])
             elif name == "checkpoints":
                 stmt = upsert(self._dialect, S.checkpoints,
                               keys=["thread_id", "checkpoint_ns", "checkpoint_id"],
                               update=["parent_checkpoint_id", "run_id", "type", "checkpoint",
                                       "metadata"])
             else:
-                keys = ["thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx"]
-                stmt = upsert(self._dialect, S.writes, keys=keys,
-                              update=["channel", "task_path", "type", "blob"]
-                              if name == "writes_special" else None)
+                raise KeyError(name)
             self._stmts[name] = stmt
         return stmt
 
@@ -191,66 +195,76 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
     def _load_metadata(row: Any) -> CheckpointMetadata:
         return json.loads(row.metadata) if row.metadata else {}
 
-    def _chain_query(self, keys: Sequence[Key4]) -> sa.Select:
-        """All blob rows needed to rebuild ``keys``: one recursive query along ``base``."""
+    def _chain_query(self, keys: Sequence[Key3], *, keys_only: bool = False) -> sa.Select:
+        """Every frame needed to rebuild ``keys``: one recursive query along ``base``."""
         b = S.blobs
         anchor = (
-            sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.channel, b.c.version, b.c.base)
-            .where(sa.tuple_(b.c.thread_id, b.c.checkpoint_ns, b.c.channel, b.c.version)
-                   .in_(list(keys)))
+            sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.version, b.c.channel, b.c.base)
+            .where(sa.tuple_(b.c.thread_id, b.c.checkpoint_ns, b.c.version).in_(list(keys)))
             .cte("relaygraph_chain", recursive=True)
         )
         b2 = b.alias("b2")
         chain = anchor.union(
-            sa.select(b2.c.thread_id, b2.c.checkpoint_ns, b2.c.channel, b2.c.version, b2.c.base)
+            sa.select(b2.c.thread_id, b2.c.checkpoint_ns, b2.c.version, b2.c.channel, b2.c.base)
             .where(
                 b2.c.thread_id == anchor.c.thread_id,
                 b2.c.checkpoint_ns == anchor.c.checkpoint_ns,
-                b2.c.channel == anchor.c.channel,
                 b2.c.version == anchor.c.base,
+                b2.c.channel == anchor.c.channel,
             )
         )
-        return sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.channel, b.c.version,
-                         b.c.kind, b.c.base, b.c.type, b.c.blob).join(
+        cols = [b.c.thread_id, b.c.checkpoint_ns, b.c.version, b.c.part]
+        if not keys_only:
+            cols += [b.c.base, b.c.type, b.c.blob]
+        return sa.select(*cols).join(
             chain,
             sa.and_(
                 b.c.thread_id == chain.c.thread_id,
                 b.c.checkpoint_ns == chain.c.checkpoint_ns,
-                b.c.channel == chain.c.channel,
                 b.c.version == chain.c.version,
+                sa.or_(b.c.channel == chain.c.channel,
+                       sa.and_(b.c.channel.is_(None), chain.c.channel.is_(None))),
             ),
         )
 
-    def _op_blob_rows(self, keys: Sequence[Key4]) -> Op:
-        out: dict[Key4, BlobRow] = {}
+    def _op_frames(self, keys: Sequence[Key3]) -> Op:
+        """Frames (all parts, in part order) for ``keys`` and every base they rest on."""
+        got: dict[Key3, list[tuple[int, Part]]] = defaultdict(list)
         uniq = list(dict.fromkeys(keys))
         for batch in _batches(uniq):
             rows = yield self._chain_query(batch)
             for r in rows:
-                out[(r.thread_id, r.checkpoint_ns, r.channel, r.version)] = BlobRow(
-                    r.kind, r.base, r.type, r.blob)
-        return out
+                entries = unpack(r.type, r.blob, f"frame {r.version!r}", r.thread_id)
+                got[(r.thread_id, r.checkpoint_ns, r.version)].append(
+                    (r.part, Part(r.base, entries)))
+        return {k: [p for _, p in sorted(v, key=lambda x: x[0])] for k, v in got.items()}
 
-    def _op_writes(self, ckpts: Sequence[tuple[str, str, str]]) -> Op:
+    def _op_writes(self, ckpts: Sequence[tuple[str, str, str]],
+                   channels: set[str] | None = None) -> Op:
         w = S.writes
         out: dict[tuple[str, str, str], list[tuple[tuple[str, str, int], PendingWrite]]] = (
             defaultdict(list))
         for batch in _batches(list(dict.fromkeys(ckpts))):
             rows = yield sa.select(
-                w.c.thread_id, w.c.checkpoint_ns, w.c.checkpoint_id, w.c.task_id, w.c.idx,
-                w.c.channel, w.c.task_path, w.c.type, w.c.blob,
+                w.c.thread_id, w.c.checkpoint_ns, w.c.checkpoint_id, w.c.task_id,
+                w.c.task_path, w.c.type, w.c.blob,
             ).where(sa.tuple_(w.c.thread_id, w.c.checkpoint_ns, w.c.checkpoint_id).in_(
                 list(batch)))
             for r in rows:
-                try:
-                    val = load(self.serde, r.type, r.blob)
-                except Exception as exc:
-                    raise CorruptCheckpointError(
-                        f"cannot decode write {r.task_id!r}/{r.idx} to channel {r.channel!r} "
-                        f"of thread {r.thread_id!r} (type {r.type!r}): {exc}",
-                        thread_id=r.thread_id, channel=r.channel) from exc
-                out[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)].append(
-                    (writes_sort_key(r.task_path, r.task_id, r.idx), (r.task_id, r.channel, val)))
+                items = unpack(r.type, r.blob, f"writes of task {r.task_id!r}", r.thread_id)
+                for idx, channel, type_, payload in items:
+                    if channels is not None and channel not in channels:
+                        continue
+                    try:
+                        val = self.serde.loads_typed((type_, payload))
+                    except Exception as exc:
+                        raise CorruptCheckpointError(
+                            f"cannot decode write {r.task_id!r}/{idx} to channel {channel!r} "
+                            f"of thread {r.thread_id!r} (type {type_!r}): {exc}",
+                            thread_id=r.thread_id, channel=channel) from exc
+                    out[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)].append(
+                        (writes_sort_key(r.task_path, r.task_id, idx),
+                         (r.task_id, channel, val)))
         return {k: [pw for _, pw in sorted(v, key=lambda x: x[0])] for k, v in out.items()}
 
     def _tuple(self, row: Any, checkpoint: Checkpoint, values: dict[str, Any],
@@ -296,10 +310,10 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             return None
         row = rows[0]
         checkpoint = self._load_checkpoint(row)
-        keys = [(thread_id, ns, ch, str(v)) for ch, v in checkpoint["channel_versions"].items()]
-        blob_rows = (yield from self._op_blob_rows(keys)) if keys else {}
+        keys = [(thread_id, ns, str(v)) for v in checkpoint["channel_versions"].values()]
+        frames = (yield from self._op_frames(keys)) if keys else {}
         pending = yield from self._op_writes([(thread_id, ns, row.checkpoint_id)])
-        mat = Materializer(self.serde, blob_rows, shared=False)
+        mat = Materializer(self.serde, frames, shared=False)
         values = self._values(mat, row, checkpoint)
         tails = [(k, t) for k, t in mat.tails]
         versions = dict(checkpoint["channel_versions"])
@@ -333,8 +347,8 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         page = LIST_PAGE if flt or limit is None else min(limit, LIST_PAGE)
         remaining = limit
         offset = 0
-        mat_rows: dict[Key4, BlobRow] = {}
-        mat = Materializer(self.serde, mat_rows, shared=True)
+        frames: dict[Key3, list[Part]] = {}
+        mat = Materializer(self.serde, frames, shared=True)
         while True:
             rows = yield q.limit(page).offset(offset)
             offset += len(rows)
@@ -348,11 +362,11 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                     break
             if picked:
                 decoded = [(row, md, self._load_checkpoint(row)) for row, md in picked]
-                keys = [(row.thread_id, row.checkpoint_ns, ch, str(v))
-                        for row, _, cp in decoded for ch, v in cp["channel_versions"].items()]
-                need = [k for k in dict.fromkeys(keys) if k not in mat_rows]
+                keys = [(row.thread_id, row.checkpoint_ns, str(v))
+                        for row, _, cp in decoded for v in cp["channel_versions"].values()]
+                need = [k for k in dict.fromkeys(keys) if k not in frames]
                 if need:
-                    mat_rows.update((yield from self._op_blob_rows(need)))
+                    frames.update((yield from self._op_frames(need)))
                 pending = yield from self._op_writes(
                     [(r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r, _, _ in decoded])
                 for row, md, cp in decoded:
@@ -379,7 +393,8 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         md_json = json.dumps(md, ensure_ascii=False, default=_json_default)
         parent_versions = (self._cache.versions((thread_id, ns, parent_id))
                            if parent_id else None)
-        blob_rows: list[dict[str, Any]] = []
+        # version -> base -> {channel: entry}
+        groups: dict[str, dict[str, tuple[Any, list[Any]]]] = defaultdict(dict)
         tails: list[tuple[Key4, Tail]] = []
         for ch, ver in new_versions.items():
             check_key(ch, "channel name", S.MAX_CHANNEL)
@@ -387,16 +402,32 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             pver = parent_versions.get(ch) if parent_versions else None
             pver_s = str(pver) if pver is not None else None
             tail = self._cache.tail((thread_id, ns, ch, pver_s)) if pver_s else None
-            row, new_tail = encode_channel(
+            _kind, base, entry, new_tail = encode_channel(
                 self.serde, value=values.get(ch), present=ch in values, version=sver,
-                parent_version=pver_s, tail=tail, segment_every=self.segment_every,
-                compress=self.compress)
-            row.update(thread_id=thread_id, checkpoint_ns=ns, channel=ch, version=sver)
-            blob_rows.append(row)
+                parent_version=pver_s, tail=tail, segment_every=self.segment_every)
+            # values that are not lists share part 0; each list channel gets its own part
+            listy = isinstance(values.get(ch), list)
+            groups[sver][ch] = (base if listy else _PLAIN, entry)
             if new_tail is not None:
                 tails.append(((thread_id, ns, ch, sver), new_tail))
-        if blob_rows:
-            yield Q(self._upsert("blobs"), blob_rows)
+        frame_rows = []
+        for ver, by_channel in groups.items():
+            parts: list[tuple[str | None, str | None, dict[str, list[Any]]]] = []
+            plain = {ch: e for ch, (b, e) in by_channel.items() if b is _PLAIN}
+            if plain:
+                parts.append((None, None, plain))
+            for ch, (base, entry) in sorted(by_channel.items()):
+                if base is not _PLAIN:
+                    parts.append((ch, base, {ch: entry}))
+            for part, (channel, base, entries) in enumerate(parts):
+                t, b = pack(entries, self.compress)
+                frame_rows.append({"thread_id": thread_id, "checkpoint_ns": ns, "version": ver,
+                                   "part": part, "channel": channel, "base": base, "type": t,
+                                   "blob": b})
+        if frame_rows:
+            inserted = yield Q(self._upsert("blobs"), frame_rows)
+            if inserted != len(frame_rows):
+                yield from self._op_frames_conflict(frame_rows)
         yield Q(self._upsert("checkpoints"), [
             {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid,
              "parent_checkpoint_id": parent_id, "run_id": _run_id(md), "type": ctype,
@@ -414,19 +445,46 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         if cid is None:
             raise ValueError("put_writes needs config['configurable']['checkpoint_id']")
         task_id = check_key(task_id, "task_id", S.MAX_TASK_ID)
-        rows = []
+        items = []
         for i, (channel, value) in enumerate(writes):
             check_key(channel, "channel name", S.MAX_CHANNEL)
-            t, b = dump(self.serde, value, self.compress)
-            rows.append({"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid,
-                         "task_id": task_id, "idx": WRITES_IDX_MAP.get(channel, i),
-                         "channel": channel, "task_path": task_path or "", "type": t,
-                         "blob": b})
-        if not rows:
+            t, b = self.serde.dumps_typed(value)
+            items.append([WRITES_IDX_MAP.get(channel, i), channel, t, b])
+        if not items:
             return None
-        special = all(w[0] in WRITES_IDX_MAP for w in writes)
-        yield Q(self._upsert("writes_special" if special else "writes"), rows)
+        key = {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid,
+               "task_id": task_id}
+        t, b = pack(items, self.compress)
+        inserted = yield Q(self._upsert("writes"), [
+            {**key, "task_path": task_path or "", "type": t, "blob": b}])
+        if inserted == 1:
+            return None
+        # The task already has writes here: regular writes keep the first value per index,
+        # special ones (errors, interrupts, resumes) replace theirs.
+        w = S.writes
+        rows = yield sa.select(w.c.type, w.c.blob).where(*(w.c[k] == v for k, v in key.items()))
+        merged = {int(it[0]): it for it in unpack(rows[0].type, rows[0].blob, "writes",
+                                                  thread_id)} if rows else {}
+        special = all(wr[0] in WRITES_IDX_MAP for wr in writes)
+        for it in items:
+            if special or it[0] not in merged:
+                merged[it[0]] = it
+        t, b = pack(sorted(merged.values(), key=lambda it: it[0]), self.compress)
+        yield sa.update(w).where(*(w.c[k] == v for k, v in key.items())).values(
+            type=t, blob=b, task_path=task_path or "")
         return None
+
+    def _op_frames_conflict(self, frame_rows: list[dict[str, Any]]) -> Op:
+        """Some frames already existed: store ours as extra parts (first entry wins)."""
+        b = S.blobs
+        for row in frame_rows:
+            existing = yield sa.select(b.c.part, b.c.type, b.c.blob).where(
+                b.c.thread_id == row["thread_id"], b.c.checkpoint_ns == row["checkpoint_ns"],
+                b.c.version == row["version"])
+            if any(e.type == row["type"] and e.blob == row["blob"] for e in existing):
+                continue  # this very frame was stored before (a repeated put)
+            row = {**row, "part": max(e.part for e in existing) + 1}
+            yield sa.insert(b).values(**row)
 
     # -- deletion, copy, retention ----------------------------------------------------
 
@@ -459,27 +517,25 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                         list(batch)))
 
     def _op_gc_blobs(self, thread_ids: Sequence[str]) -> Op:
-        """Delete blob rows no remaining checkpoint of these threads can reach."""
+        """Delete frames no remaining checkpoint of these threads can reach."""
         c, b = S.checkpoints, S.blobs
         for tid in thread_ids:
             rows = yield sa.select(*self._ckpt_cols).where(c.c.thread_id == tid)
-            wanted: list[Key4] = []
+            wanted: list[Key3] = []
             for row in rows:
                 cp = self._load_checkpoint(row)
-                wanted.extend((tid, row.checkpoint_ns, ch, str(v))
-                              for ch, v in cp["channel_versions"].items())
-            keep: set[Key4] = set()
+                wanted.extend((tid, row.checkpoint_ns, str(v))
+                              for v in cp["channel_versions"].values())
+            keep: set[tuple[str, str, str, int]] = set()
             for batch in _batches(list(dict.fromkeys(wanted))):
-                chain = self._chain_query(batch).subquery()
-                got = yield sa.select(chain.c.thread_id, chain.c.checkpoint_ns, chain.c.channel,
-                                      chain.c.version)
+                got = yield self._chain_query(batch, keys_only=True)
                 keep.update((r[0], r[1], r[2], r[3]) for r in got)
-            have = yield sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.channel,
-                                   b.c.version).where(b.c.thread_id == tid)
+            have = yield sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.version, b.c.part).where(
+                b.c.thread_id == tid)
             drop = [tuple(r) for r in have if tuple(r) not in keep]
             for batch in _batches(drop):
                 yield sa.delete(b).where(
-                    sa.tuple_(b.c.thread_id, b.c.checkpoint_ns, b.c.channel, b.c.version).in_(
+                    sa.tuple_(b.c.thread_id, b.c.checkpoint_ns, b.c.version, b.c.part).in_(
                         list(batch)))
 
     def _op_copy_thread(self, source: str, target: str) -> Op:
@@ -532,13 +588,21 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             return {}
         thread_id, ns, cid = self._ns(config)
         c = S.checkpoints
-        if cid is None:
-            got = yield sa.select(c.c.checkpoint_id).where(
-                c.c.thread_id == thread_id, c.c.checkpoint_ns == ns).order_by(
-                c.c.checkpoint_id.desc()).limit(1)
-            if not got:
-                return {ch: {"writes": []} for ch in channels}
-            cid = got[0].checkpoint_id
+        q = sa.select(c.c.checkpoint_id, c.c.metadata).where(
+            c.c.thread_id == thread_id, c.c.checkpoint_ns == ns)
+        q = (q.where(c.c.checkpoint_id == cid) if cid
+             else q.order_by(c.c.checkpoint_id.desc()).limit(1))
+        got = yield q
+        if not got:
+            return {ch: {"writes": []} for ch in channels}
+        cid = got[0].checkpoint_id
+        # LangGraph counts the supersteps since each delta channel's last snapshot; the
+        # walk never needs to go further back than that (plus one for the snapshot).
+        md = json.loads(got[0].metadata) if got[0].metadata else {}
+        counters = md.get("counters_since_delta_snapshot") or {}
+        spans = [int(counters[ch][1]) for ch in channels
+                 if isinstance(counters.get(ch), list | tuple) and len(counters[ch]) > 1]
+        max_depth = (max(spans) + 1) if spans and len(spans) == len(channels) else 1_000_000
         # 1. the ancestor chain, nearest first, in one recursive query
         anchor = (sa.select(c.c.checkpoint_id, c.c.parent_checkpoint_id,
                             sa.literal(0).label("depth"))
@@ -551,7 +615,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                       (anchor.c.depth + 1).label("depth"))
             .where(c2.c.thread_id == thread_id, c2.c.checkpoint_ns == ns,
                    c2.c.checkpoint_id == anchor.c.parent_checkpoint_id,
-                   anchor.c.depth < 100_000))
+                   anchor.c.depth < max_depth))
         rows = yield sa.select(c.c.checkpoint_id, c.c.type, c.c.checkpoint, c.c.thread_id,
                                walk.c.depth).join(
             walk, sa.and_(c.c.thread_id == thread_id, c.c.checkpoint_ns == ns,
@@ -563,17 +627,11 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                 break
             seen.add(r.checkpoint_id)
             ancestors.append((r.checkpoint_id, self._load_checkpoint(r)["channel_versions"]))
-        # 2. which ancestor versions hold a stored value (kind only, no payload)
-        b = S.blobs
-        cand = list({(thread_id, ns, ch, str(cv[ch])) for _, cv in ancestors for ch in channels
-                     if ch in cv})
-        stored: dict[Key4, int] = {}
-        for batch in _batches(cand):
-            got = yield sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.channel, b.c.version,
-                                  b.c.kind).where(sa.tuple_(
-                                      b.c.thread_id, b.c.checkpoint_ns, b.c.channel,
-                                      b.c.version).in_(list(batch)))
-            stored.update({(r[0], r[1], r[2], r[3]): r[4] for r in got})
+        # 2. the frames of those ancestors' versions: which hold a stored value
+        frames = yield from self._op_frames(list(
+            {(thread_id, ns, str(cv[ch])) for _, cv in ancestors for ch in channels
+             if ch in cv}))
+        mat = Materializer(self.serde, frames, shared=False)
         chain: dict[str, list[str]] = {ch: [] for ch in channels}
         seeds: dict[str, Key4] = {}
         for acid, cv in ancestors:
@@ -583,31 +641,22 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                 chain[ch].append(acid)
                 if ch in cv:
                     k = (thread_id, ns, ch, str(cv[ch]))
-                    if stored.get(k, EMPTY) != EMPTY:
+                    e = mat.entry(k)
+                    if e is not None and e[0] != EMPTY:
                         seeds[ch] = k
             if len(seeds) == len(channels):
                 break
-        # 3. the writes on the path, and the seed values
-        w = S.writes
+        # 3. the writes on the path, oldest first
+        order = {x: i for i, x in enumerate(ancestors and [a for a, _ in ancestors])}
+        ids = list(dict.fromkeys(x for ch in channels for x in chain[ch]))
+        pending = (yield from self._op_writes([(thread_id, ns, x) for x in ids],
+                                              set(channels))) if ids else {}
         result: dict[str, DeltaChannelHistory] = {}
-        by_ch: dict[str, list[tuple[int, tuple[str, str, int], PendingWrite]]] = defaultdict(list)
         for ch in channels:
-            ids = chain[ch]
-            order = {x: i for i, x in enumerate(ids)}
-            for batch in _batches(ids):
-                got = yield sa.select(w.c.checkpoint_id, w.c.task_id, w.c.idx, w.c.channel,
-                                      w.c.task_path, w.c.type, w.c.blob).where(
-                    w.c.thread_id == thread_id, w.c.checkpoint_ns == ns, w.c.channel == ch,
-                    w.c.checkpoint_id.in_(list(batch)))
-                for r in got:
-                    by_ch[ch].append((-order[r.checkpoint_id],
-                                      writes_sort_key(r.task_path, r.task_id, r.idx),
-                                      (r.task_id, r.channel, load(self.serde, r.type, r.blob))))
-        seed_rows = (yield from self._op_blob_rows(list(seeds.values()))) if seeds else {}
-        mat = Materializer(self.serde, seed_rows, shared=False)
-        for ch in channels:
-            entry: DeltaChannelHistory = {
-                "writes": [pw for _, _, pw in sorted(by_ch[ch], key=lambda x: (x[0], x[1]))]}
+            mine = set(chain[ch])
+            writes = [pw for x in sorted(mine, key=lambda x: -order[x])
+                      for pw in pending.get((thread_id, ns, x), []) if pw[1] == ch]
+            entry: DeltaChannelHistory = {"writes": writes}
             if ch in seeds:
                 present, val = mat.value(seeds[ch])
                 if present:

@@ -1,11 +1,16 @@
-"""Value encoding: serde + optional compression, and append-delta storage of list channels.
+"""Value encoding: serde + compression, frames, and append-delta storage of list channels.
 
-A list channel whose new value extends the value stored for its previous version is
-stored as only the appended items plus a pointer (``base``) to that version. Every
-``segment_every`` deltas a *segment* row merges the items appended since the previous
-segment and points straight at it, so reading any version touches at most
-``len/segment_every + segment_every`` rows (fetched in one query) while each item is
-written at most twice: bytes per step stay flat however long the thread grows.
+Frames. All channels a put stores under one version go into one row, a *frame*: a
+msgpack map ``{channel: [kind, serde type, payload]}``, compressed as a whole. Writes are
+packed the same way, one row per task. Fewer, larger rows keep bytes per step low and
+writes fast.
+
+Deltas. A list channel whose new value extends the value stored for its previous
+version (items appended) is stored as only the appended items, in a frame part whose
+``base`` is that previous version. Every ``segment_every`` deltas a *segment* entry
+merges the items appended since the previous segment and points straight at it, so a
+read touches at most ``len/segment_every + segment_every`` rows (one recursive query)
+while each item is written at most twice: bytes per step stay flat as a thread grows.
 Values that are edited, removed, reordered or not lists are stored whole.
 
 Identity of items: an item is unchanged when it is the same object as, or equal to, the
@@ -16,37 +21,66 @@ checkpointed and the change is not seen (return a new message instead).
 
 from __future__ import annotations
 
+import re
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import ormsgpack
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from relaygraph.checkpointers._errors import CorruptCheckpointError
 
 FULL, DELTA, SEGMENT, EMPTY = 0, 1, 2, 3
 _Z = "|z"
-COMPRESS_MIN = 256
+FRAME = "rg1"
+COMPRESS_MIN = 200
+# Deltas need versions that sort as strings: the saver's own fixed-width format.
+_DELTA_VERSION = re.compile(r"^\d{12}\.[0-9a-f]{6}$")
 
 
-def dump(serde: SerializerProtocol, value: Any, compress: bool) -> tuple[str, bytes]:
-    """Serialize ``value``; zlib-compress it when that saves at least an eighth."""
-    type_, data = serde.dumps_typed(value)
+def _compress(type_: str, data: bytes, compress: bool) -> tuple[str, bytes]:
     if compress and len(data) >= COMPRESS_MIN:
-        z = zlib.compress(data, 1)
+        z = zlib.compress(data, 6)
         if len(z) <= len(data) - (len(data) >> 3):
             return type_ + _Z, z
     return type_, data
 
 
+def _decompress(type_: str, data: bytes | None) -> tuple[str, bytes]:
+    if type_.endswith(_Z):
+        return type_[: -len(_Z)], zlib.decompress(data or b"")
+    return type_, data if data is not None else b""
+
+
+def dump(serde: SerializerProtocol, value: Any, compress: bool) -> tuple[str, bytes]:
+    """Serialize ``value`` with the serde; zlib-compress it when that saves an eighth."""
+    type_, data = serde.dumps_typed(value)
+    return _compress(type_, data, compress)
+
+
 def load(serde: SerializerProtocol, type_: str, data: bytes | None) -> Any:
     """Inverse of :func:`dump`. Never unpickles: the serde decides what may load."""
-    if type_.endswith(_Z):
-        return serde.loads_typed((type_[: -len(_Z)], zlib.decompress(data or b"")))
-    return serde.loads_typed((type_, data if data is not None else b""))
+    return serde.loads_typed(_decompress(type_, data))
+
+
+def pack(obj: Any, compress: bool) -> tuple[str, bytes]:
+    """Pack a frame or a task's writes (serde payloads inside stay opaque bytes)."""
+    return _compress(FRAME, ormsgpack.packb(obj), compress)
+
+
+def unpack(type_: str, data: bytes | None, where: str, thread_id: str) -> Any:
+    try:
+        kind, raw = _decompress(type_, data)
+        if kind != FRAME:
+            raise ValueError(f"unknown row format {type_!r}")
+        return ormsgpack.unpackb(raw)
+    except Exception as exc:
+        raise CorruptCheckpointError(f"cannot read {where} of thread {thread_id!r}: {exc}",
+                                     thread_id=thread_id) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,15 +88,15 @@ class Tail:
     """What the saver knows about one stored list version, to store the next as a delta."""
 
     items: tuple[Any, ...]
-    depth: int  # delta rows since the last segment or whole value
+    depth: int  # delta entries since the last segment or whole value
     seg_start: int  # len(items) at the last segment / whole value
-    seg_version: str  # version of that segment / whole row
+    seg_version: str  # version of that segment / whole value
 
 
 class TailCache:
     """Bounded LRU of recently stored or loaded list values, keyed by version.
 
-    Entries are only added after the transaction that stored them committed, and are
+    Entries are added only after the transaction that stored them committed, and are
     dropped when their thread is deleted, pruned or copied over.
     """
 
@@ -104,11 +138,6 @@ class TailCache:
                 for k in [k for k in store if k[0] in doomed]:  # type: ignore[index]
                     del store[k]
 
-    def clear(self) -> None:
-        with self._lock:
-            self._tails.clear()
-            self._versions.clear()
-
 
 def _extends(new: list[Any], old: tuple[Any, ...]) -> bool:
     if len(new) < len(old):
@@ -128,26 +157,34 @@ def encode_channel(
     parent_version: str | None,
     tail: Tail | None,
     segment_every: int,
-    compress: bool,
-) -> tuple[dict[str, Any], Tail | None]:
-    """Encode one channel version as a blob row (without key columns) and its new tail."""
+) -> tuple[int, str | None, list[Any], Tail | None]:
+    """Encode one channel version: ``(kind, base, [kind, type, payload], new tail)``."""
     if not present:
-        return {"kind": EMPTY, "base": None, "type": "empty", "blob": None}, None
+        return EMPTY, None, [EMPTY, "", None], None
     if not isinstance(value, list):
-        t, b = dump(serde, value, compress)
-        return {"kind": FULL, "base": None, "type": t, "blob": b}, None
-    if tail is not None and parent_version is not None and _extends(value, tail.items):
+        t, b = serde.dumps_typed(value)
+        return FULL, None, [FULL, t, b], None
+    if (tail is not None and parent_version is not None and _DELTA_VERSION.match(version)
+            and _DELTA_VERSION.match(parent_version) and _extends(value, tail.items)):
         if tail.depth + 1 >= segment_every:
-            t, b = dump(serde, value[tail.seg_start:], compress)
-            row = {"kind": SEGMENT, "base": tail.seg_version, "type": t, "blob": b}
-            return row, Tail(tuple(value), 0, len(value), version)
-        t, b = dump(serde, value[len(tail.items):], compress)
-        row = {"kind": DELTA, "base": parent_version, "type": t, "blob": b}
-        return row, Tail(tuple(value), tail.depth + 1, tail.seg_start, tail.seg_version)
-    t, b = dump(serde, value, compress)
-    return {"kind": FULL, "base": None, "type": t, "blob": b}, Tail(
-        tuple(value), 0, len(value), version
-    )
+            t, b = serde.dumps_typed(value[tail.seg_start:])
+            return (SEGMENT, tail.seg_version, [SEGMENT, t, b],
+                    Tail(tuple(value), 0, len(value), version))
+        t, b = serde.dumps_typed(value[len(tail.items):])
+        return (DELTA, parent_version, [DELTA, t, b],
+                Tail(tuple(value), tail.depth + 1, tail.seg_start, tail.seg_version))
+    t, b = serde.dumps_typed(value)
+    return FULL, None, [FULL, t, b], Tail(tuple(value), 0, len(value), version)
+
+
+@dataclass(slots=True)
+class Part:
+    base: str | None
+    entries: dict[str, list[Any]]
+
+
+Key3 = tuple[str, str, str]  # thread, ns, version
+Key4 = tuple[str, str, str, str]  # thread, ns, channel, version
 
 
 def _fresh(val: Any) -> Any:
@@ -159,102 +196,101 @@ def _fresh(val: Any) -> Any:
     return val
 
 
-@dataclass(slots=True)
-class BlobRow:
-    kind: int
-    base: str | None
-    type: str
-    blob: bytes | None
-
-
 class Materializer:
-    """Rebuilds channel values from blob rows, decoding every stored row at most once.
+    """Rebuilds channel values from frames, decoding every stored entry at most once.
 
     ``shared=True`` (used by ``list()``) memoizes whole values so that each checkpoint's
-    value is built from its predecessor's; every call still returns a new list object.
+    value is built from its predecessor's; every call still returns a new container.
     ``shared=False`` (``get_tuple``) decodes afresh on each call.
     """
 
-    def __init__(self, serde: SerializerProtocol, rows: Mapping[tuple[str, str, str, str], BlobRow],
+    def __init__(self, serde: SerializerProtocol, frames: Mapping[Key3, Sequence[Part]],
                  *, shared: bool) -> None:
         self.serde = serde
-        self.rows = rows
+        self.frames = frames
         self.shared = shared
-        self._items: dict[tuple[str, str, str, str], Any] = {}
-        self._values: dict[tuple[str, str, str, str], tuple[Any, ...]] = {}
-        self.tails: list[tuple[tuple[str, str, str, str], Tail]] = []
+        self._items: dict[Key4, Any] = {}
+        self._values: dict[Key4, tuple[Any, ...]] = {}
+        self.tails: list[tuple[Key4, Tail]] = []
 
-    def _decode(self, key: tuple[str, str, str, str], row: BlobRow) -> Any:
+    def entry(self, key: Key4) -> tuple[int, str | None, str, bytes | None] | None:
+        parts = self.frames.get((key[0], key[1], key[3]))
+        if not parts:
+            return None
+        for part in parts:
+            e = part.entries.get(key[2])
+            if e is not None:
+                kind = int(e[0])
+                return kind, (part.base if kind in (DELTA, SEGMENT) else None), e[1], e[2]
+        return None
+
+    def _missing(self, key: Key4, at: str, why: str) -> CorruptCheckpointError:
+        return CorruptCheckpointError(
+            f"thread {key[0]!r} namespace {key[1]!r}: channel {key[2]!r} version {key[3]!r}"
+            f" {why} (version {at!r})", thread_id=key[0], channel=key[2], version=at)
+
+    def _decode(self, key: Key4, kind: int, type_: str, payload: bytes | None) -> Any:
         if key in self._items:
             return self._items[key]
         try:
-            val = load(self.serde, row.type, row.blob)
+            val = self.serde.loads_typed((type_, payload if payload is not None else b""))
         except Exception as exc:
             raise CorruptCheckpointError(
                 f"cannot decode channel {key[2]!r} version {key[3]!r} of thread {key[0]!r} "
-                f"(type {row.type!r}): {exc}",
-                thread_id=key[0], channel=key[2], version=key[3],
-            ) from exc
-        if row.kind != FULL and not isinstance(val, list):
-            raise CorruptCheckpointError(
-                f"delta row for channel {key[2]!r} version {key[3]!r} of thread {key[0]!r} "
-                f"does not hold a list of items", thread_id=key[0], channel=key[2], version=key[3])
-        if self.shared or row.kind != FULL:
+                f"(type {type_!r}): {exc}",
+                thread_id=key[0], channel=key[2], version=key[3]) from exc
+        if kind != FULL and not isinstance(val, list):
+            raise self._missing(key, key[3], "has a delta entry that is not a list of items")
+        if self.shared or kind != FULL:
             self._items[key] = val
         return val
 
-    def value(self, key: tuple[str, str, str, str]) -> tuple[bool, Any]:
+    def value(self, key: Key4) -> tuple[bool, Any]:
         """Return ``(present, value)`` for one (thread, ns, channel, version)."""
-        row = self.rows.get(key)
-        if row is None:
-            raise CorruptCheckpointError(
-                f"thread {key[0]!r} namespace {key[1]!r}: no stored row for channel "
-                f"{key[2]!r} version {key[3]!r}",
-                thread_id=key[0], channel=key[2], version=key[3])
-        if row.kind == EMPTY:
+        e = self.entry(key)
+        if e is None:
+            raise self._missing(key, key[3], "has no stored entry")
+        kind, _base, type_, payload = e
+        if kind == EMPTY:
             return False, None
-        if row.kind == FULL and not self.shared:
-            val = self._decode(key, row)
+        if kind == FULL and not self.shared:
+            val = self._decode(key, kind, type_, payload)
             if isinstance(val, list):
                 self.tails.append((key, Tail(tuple(val), 0, len(val), key[3])))
             return True, val
-        # Walk back to the whole value, then replay forward.
-        path: list[tuple[tuple[str, str, str, str], BlobRow]] = []
-        cur: tuple[str, str, str, str] | None = key
+        # Walk back to the whole value (or a memoized one), then replay forward.
+        path: list[tuple[Key4, int, str, bytes | None]] = []
+        cur: Key4 = key
         base_items: tuple[Any, ...] | None = None
-        while cur is not None:
+        while True:
             if self.shared and cur in self._values:
                 base_items = self._values[cur]
                 break
-            r = self.rows.get(cur)
-            if r is None:
-                raise CorruptCheckpointError(
-                    f"thread {key[0]!r} namespace {key[1]!r}: channel {key[2]!r} version "
-                    f"{key[3]!r} is stored as a delta whose base version {cur[3]!r} is missing",
-                    thread_id=key[0], channel=key[2], version=cur[3])
-            path.append((cur, r))
-            if r.kind == FULL:
+            e = self.entry(cur)
+            if e is None:
+                raise self._missing(key, cur[3], "is stored as a delta whose base is missing")
+            kind, base, type_, payload = e
+            if kind == EMPTY:
+                raise self._missing(key, cur[3], "is stored as a delta of an empty value")
+            path.append((cur, kind, type_, payload))
+            if kind == FULL:
                 break
-            if r.base is None:
-                raise CorruptCheckpointError(
-                    f"thread {key[0]!r}: delta row for channel {key[2]!r} version {cur[3]!r} "
-                    f"has no base", thread_id=key[0], channel=key[2], version=cur[3])
-            cur = (cur[0], cur[1], cur[2], r.base)
+            if base is None:
+                raise self._missing(key, cur[3], "has a delta entry without a base")
+            cur = (cur[0], cur[1], cur[2], base)
         acc: list[Any] = list(base_items) if base_items is not None else []
         seg_start, seg_version, depth = len(acc), None, 0
-        for k, r in reversed(path):
-            val = self._decode(k, r)
-            if r.kind == FULL:
+        for k, kind, type_, payload in reversed(path):
+            val = self._decode(k, kind, type_, payload)
+            if kind == FULL:
                 if not isinstance(val, list):
                     if len(path) > 1:
-                        raise CorruptCheckpointError(
-                            f"thread {key[0]!r}: channel {key[2]!r} delta chain starts at a "
-                            f"non-list value (version {k[3]!r})",
-                            thread_id=key[0], channel=key[2], version=k[3])
+                        raise self._missing(key, k[3], "has a delta chain that starts at a "
+                                            "value that is not a list")
                     return True, _fresh(val) if self.shared else val
                 acc = list(val)
                 seg_start, seg_version, depth = len(acc), k[3], 0
-            elif r.kind == SEGMENT:
+            elif kind == SEGMENT:
                 acc.extend(val)
                 seg_start, seg_version, depth = len(acc), k[3], 0
             else:
@@ -264,4 +300,4 @@ class Materializer:
                 self._values[k] = tuple(acc)
         if seg_version is not None:
             self.tails.append((key, Tail(tuple(acc), depth, seg_start, seg_version)))
-        return True, acc if not self.shared else list(acc)
+        return True, list(acc) if self.shared else acc

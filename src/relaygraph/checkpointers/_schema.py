@@ -51,31 +51,35 @@ checkpoints = sa.Table(
 blobs = sa.Table(
     "relaygraph_blobs",
     metadata,
+    # One row ("frame") per thread, namespace and channel version holds every channel
+    # that a put stored under that version (LangGraph gives all channels updated in one
+    # step the same version): one row per step instead of one per channel.
     sa.Column("thread_id", KeyStr, primary_key=True),
     sa.Column("checkpoint_ns", KeyStr, primary_key=True),
-    sa.Column("channel", Key(MAX_CHANNEL), primary_key=True),
     sa.Column("version", Key(VERSION_LEN), primary_key=True),
-    # 0 = whole value, 1 = items appended to ``base``, 2 = segment (items appended since
-    # the segment at ``base``), 3 = channel present in the version map but empty.
-    sa.Column("kind", sa.SmallInteger, nullable=False),
+    # A later put that reuses a version adds parts (the first entry for a channel wins).
+    sa.Column("part", sa.SmallInteger, primary_key=True, autoincrement=False),
+    # Part 0 holds values that are not lists; each list channel has a part of its own,
+    # naming the channel and the version its delta extends (NULL when stored whole), so
+    # a chain is followed per channel without dragging in other channels' chains.
+    sa.Column("channel", Key(MAX_CHANNEL), nullable=True),
     sa.Column("base", Key(VERSION_LEN), nullable=True),
-    sa.Column("type", sa.String(32), nullable=False),
-    sa.Column("blob", LargeBlob, nullable=True),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("blob", LargeBlob, nullable=False),
     sqlite_with_rowid=False,
 )
 
 writes = sa.Table(
     "relaygraph_writes",
     metadata,
+    # One row per task and checkpoint holds all the writes of that task.
     sa.Column("thread_id", KeyStr, primary_key=True),
     sa.Column("checkpoint_ns", KeyStr, primary_key=True),
     sa.Column("checkpoint_id", Key(MAX_CHECKPOINT_ID), primary_key=True),
     sa.Column("task_id", Key(MAX_TASK_ID), primary_key=True),
-    sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("channel", Key(MAX_CHANNEL), nullable=False),
     sa.Column("task_path", LargeText, nullable=False),
-    sa.Column("type", sa.String(32), nullable=False),
-    sa.Column("blob", LargeBlob, nullable=True),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("blob", LargeBlob, nullable=False),
     sqlite_with_rowid=False,
 )
 
@@ -94,7 +98,7 @@ def _initial(conn: sa.Connection) -> None:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "checkpoints, per-channel versioned blobs with deltas, writes", _initial),
+    Migration(1, "checkpoints, per-version frames with append deltas, per-task writes", _initial),
 )
 LATEST = MIGRATIONS[-1].version
 
