@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 # Keep every cache and scratch file of the test run inside .venv.
-TEST_ENV := PYTHONDONTWRITEBYTECODE=1 \
+TEST_ENV := PYTHONDONTWRITEBYTECODE=1 TMPDIR=$(CURDIR)/.venv/.tmp \
 	HYPOTHESIS_STORAGE_DIRECTORY=.venv/.hypothesis \
 	JUPYTER_RUNTIME_DIR=.venv/.jupyter/runtime \
 	IPYTHONDIR=.venv/.ipython
@@ -25,6 +25,7 @@ demo: $(PYTHON)
 	.venv/bin/relaygraph demo
 
 test: $(PYTHON)
+	mkdir -p .venv/.tmp
 	$(TEST_ENV) $(PYTHON) -m pytest -p no:cacheprovider --basetemp=.venv/.pytest-tmp $(PYTEST_ARGS)
 
 lint: $(PYTHON)
