@@ -172,3 +172,26 @@ async def test_async_client_on_a_plain_graph() -> None:
         assert state["values"] == {"n": 42} and state["graph_id"] == "counter"
         r = await c.post("/reviews/c", json={"action": "approve"})
         assert r.status_code == 409
+
+
+async def test_async_saver_end_to_end(tmp_path: Path) -> None:
+    from relaygraph.checkpointers import AsyncSQLAlchemySaver
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'async.db'}"
+    async with AsyncSQLAlchemySaver.from_conn_string(url, serde=examples.serde()) as saver:
+        await saver.asetup()
+        graphs = {"refund": EXAMPLES["refund"].build().compile(checkpointer=saver)}
+        app = create_app(graphs, checkpointer=saver)
+        chat = [{"type": m.type, "content": m.content}
+                for m in EXAMPLES["refund"].make_input()["messages"]]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as c:
+            r = await c.post("/graphs/refund/invoke", json={
+                "input": {"messages": chat}, "config": {"configurable": {"thread_id": "a1"}}})
+            assert r.status_code == 200, r.text
+            pending = (await c.get("/reviews")).json()
+            assert [p["thread_id"] for p in pending] == ["a1"]
+            r = await c.post("/reviews/a1", json={"action": "reject", "reason": "duplicate"})
+            assert r.status_code == 200, r.text
+            assert r.json()["values"]["reviews"][-1]["decision"] == "reject"
+            assert (await c.get("/threads")).json()[0]["status"] == "done"
