@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import types
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
@@ -208,5 +208,3 @@ def state_get(state: Any, key: str, default: Any = None) -> Any:
         return state.get(key, default)
     return getattr(state, key, default)
 
-
-Hook = Callable[..., Any]

@@ -2,18 +2,23 @@
 
 Each transition is one short transaction on the caller's engine:
 
-1. insert a placeholder row if the breaker has none (``INSERT … ON CONFLICT DO NOTHING``);
-   on SQLite this write also takes the database's write lock, so the transaction is a
-   write transaction from its first statement and no other writer can interleave;
-2. ``SELECT … FOR UPDATE`` the row (PostgreSQL and MySQL lock it until commit; SQLite,
-   already holding the write lock, renders a plain ``SELECT``);
-3. compute the next record with the pure transition and ``UPDATE`` it when it changed.
+1. PostgreSQL, MySQL/MariaDB: ``SELECT … FOR UPDATE`` the breaker's row, which holds
+   every other worker's transition on that breaker until commit. When the row does not
+   exist yet, insert a placeholder (``INSERT … ON CONFLICT DO NOTHING``) and lock it.
+2. SQLite (no row locks): insert-if-absent first; that write takes the database's write
+   lock, so the transaction is a write transaction before it reads, and no other writer
+   can interleave (they wait on the busy timeout).
+3. Compute the next record with the pure transition and ``UPDATE`` it when it changed.
+
+A deadlock (MySQL's first insert of a new row under gap locks) is retried a few times.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -61,17 +66,32 @@ def _load(conn: sa.Connection, name: str) -> BreakerRecord | None:
     return _decode(name, row)
 
 
+def _locks_rows(dialect: sa.Dialect) -> bool:
+    """Whether ``SELECT … FOR UPDATE`` locks a row (SQLite has no row locks)."""
+    return dialect.name != "sqlite"
+
+
 def _update(
     conn: sa.Connection, name: str, step: Step
 ) -> tuple[BreakerRecord | None, BreakerRecord]:
     t = breakers_table
-    conn.execute(upsert(conn.dialect, t, {"name": name, **_PLACEHOLDER}, keys=["name"]))
-    row = conn.execute(sa.select(t).where(t.c.name == name).with_for_update()).first()
+    locked = sa.select(t).where(t.c.name == name).with_for_update()
+    row = conn.execute(locked).first() if _locks_rows(conn.dialect) else None
+    if row is None:
+        # First use of this breaker (or SQLite, where this write is what takes the
+        # database's write lock before the read below).
+        conn.execute(upsert(conn.dialect, t, {"name": name, **_PLACEHOLDER}, keys=["name"]))
+        row = conn.execute(locked).first()
     before = _decode(name, row)
     after = step(before)
     if after != before or row is None or row.updated_at == _PLACEHOLDER_UPDATED_AT:
         conn.execute(sa.update(t).where(t.c.name == name).values(**after.to_row()))
     return before, after
+
+
+def _backoff(attempt: int) -> float:
+    # Two workers that deadlocked would likely collide again if they retried in step.
+    return random.uniform(0, 0.005 * (attempt + 1))
 
 
 def _is_deadlock(exc: sa.exc.DBAPIError) -> bool:
@@ -149,6 +169,7 @@ class SQLBreakerStore:
                     raise RelaygraphError(
                         f"could not update breaker {name!r}: {exc.orig!r}"
                     ) from exc
+                time.sleep(_backoff(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- async ---------------------------------------------------------------------------
@@ -174,6 +195,7 @@ class SQLBreakerStore:
                     raise RelaygraphError(
                         f"could not update breaker {name!r}: {exc.orig!r}"
                     ) from exc
+                await asyncio.sleep(_backoff(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _sync_engine(self, op: str) -> sa.Engine:
