@@ -60,6 +60,9 @@ class ConfidenceGuard(GuardNode):
     ``guard_log`` channel LangGraph drops the decisions and retries are never counted;
     `validate_guards` reports that before ``compile()``).
 
+    As its own node the guard costs one graph step (and checkpoint) per verdict;
+    ``guard.wrap(agent)`` (`GuardedAgent`) runs it inside the agent's step instead.
+
     Args:
         score: dotted path, callable, or scorer object.
         threshold: in [0, 1].
