@@ -229,10 +229,19 @@ class Worker:
 
 @pytest.mark.postgres
 def test_two_processes_share_one_breaker_through_postgres(pg_backend):
+    two_processes(pg_backend.url)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "mysql"])
+def test_two_processes_share_one_breaker_on_other_databases(request, kind):
+    two_processes(request.getfixturevalue(f"{kind}_backend").url)
+
+
+def two_processes(url: str) -> None:
     workers: list[Worker] = []
     try:
-        workers.append(Worker(pg_backend.url))
-        workers.append(Worker(pg_backend.url))
+        workers.append(Worker(url))
+        workers.append(Worker(url))
         a, b = workers
         t0 = 1_767_225_600.0
         # concurrent transactions from both processes: none is lost
