@@ -44,6 +44,7 @@ from relaygraph._sql import upsert
 from relaygraph.checkpointers import _schema as S
 from relaygraph.checkpointers._codec import (
     EMPTY,
+    SLICE,
     Key3,
     Key4,
     Materializer,
@@ -124,6 +125,21 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         self.compress = compress
         self._cache = TailCache(cache_size)
         self._stmts: dict[str, Any] = {}
+
+    def _slice_stmt(self) -> Any:
+        stmt = self._stmts.get("slice")
+        if stmt is None:
+            b = S.blobs
+            stmt = sa.update(b).where(
+                b.c.thread_id == sa.bindparam("k_thread"),
+                b.c.checkpoint_ns == sa.bindparam("k_ns"),
+                b.c.version == sa.bindparam("k_version"),
+                b.c.channel == sa.bindparam("k_channel"),
+                b.c.base == sa.bindparam("k_base"),
+            ).values(base=sa.bindparam("new_base"), type=sa.bindparam("new_type"),
+                     blob=sa.bindparam("new_blob"))
+            self._stmts["slice"] = stmt
+        return stmt
 
     def _upsert(self, name: str) -> Any:
         """Upsert statements, built once per saver (SQLAlchemy then caches their SQL)."""
@@ -396,15 +412,21 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         # version -> base -> {channel: entry}
         groups: dict[str, dict[str, tuple[Any, list[Any]]]] = defaultdict(dict)
         tails: list[tuple[Key4, Tail]] = []
+        rewrites: list[dict[str, Any]] = []
         for ch, ver in new_versions.items():
             check_key(ch, "channel name", S.MAX_CHANNEL)
             sver = check_key(str(ver), "channel version", S.VERSION_LEN)
             pver = parent_versions.get(ch) if parent_versions else None
             pver_s = str(pver) if pver is not None else None
             tail = self._cache.tail((thread_id, ns, ch, pver_s)) if pver_s else None
-            _kind, base, entry, new_tail = encode_channel(
+            base, entry, new_tail, slices = encode_channel(
                 self.serde, value=values.get(ch), present=ch in values, version=sver,
                 parent_version=pver_s, tail=tail, segment_every=self.segment_every)
+            for v, old_base, count in slices:
+                t, b = pack({ch: [SLICE, "", count]}, False)
+                rewrites.append({"k_thread": thread_id, "k_ns": ns, "k_version": v,
+                                 "k_channel": ch, "k_base": old_base, "new_base": sver,
+                                 "new_type": t, "new_blob": b})
             # values that are not lists share part 0; each list channel gets its own part
             listy = isinstance(values.get(ch), list)
             groups[sver][ch] = (base if listy else _PLAIN, entry)
@@ -428,6 +450,9 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             inserted = yield Q(self._upsert("blobs"), frame_rows)
             if inserted != len(frame_rows):
                 yield from self._op_frames_conflict(frame_rows)
+        if rewrites:
+            # the new segment holds these deltas' items: keep only a count in them
+            yield Q(self._slice_stmt(), rewrites)
         yield Q(self._upsert("checkpoints"), [
             {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid,
              "parent_checkpoint_id": parent_id, "run_id": _run_id(md), "type": ctype,

@@ -11,7 +11,9 @@ version (items appended) is stored as only the appended items, in a frame part w
 merges the items appended since the previous segment and points straight at it, so a
 read touches at most ``len/segment_every + segment_every`` rows (one recursive query)
 while each item is written at most twice: bytes per step stay flat as a thread grows.
-Values that are edited, removed, reordered or not lists are stored whole.
+Values that are edited, removed, reordered or not lists are stored whole. When a
+segment is written, the deltas it merges are rewritten as *slices* of it (a count, no
+payload), so in the end each item is stored once, in its segment.
 
 Identity of items: an item is unchanged when it is the same object as, or equal to, the
 item the saver last stored or loaded at that position. Like LangGraph's reducers, the
@@ -33,9 +35,11 @@ import ormsgpack
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from relaygraph.checkpointers._errors import CorruptCheckpointError
+from relaygraph.checkpointers._zdict import ZDICT_V1
 
-FULL, DELTA, SEGMENT, EMPTY = 0, 1, 2, 3
-_Z = "|z"
+FULL, DELTA, SEGMENT, EMPTY, SLICE = 0, 1, 2, 3, 4
+_Z = "|z"  # zlib
+_ZD = "|zd"  # zlib with the preset dictionary ZDICT_V1
 FRAME = "rg1"
 COMPRESS_MIN = 200
 # Deltas need versions that sort as strings: the saver's own fixed-width format.
@@ -44,13 +48,17 @@ _DELTA_VERSION = re.compile(r"^\d{12}\.[0-9a-f]{6}$")
 
 def _compress(type_: str, data: bytes, compress: bool) -> tuple[str, bytes]:
     if compress and len(data) >= COMPRESS_MIN:
-        z = zlib.compress(data, 6)
+        co = zlib.compressobj(6, zdict=ZDICT_V1)
+        z = co.compress(data) + co.flush()
         if len(z) <= len(data) - (len(data) >> 3):
-            return type_ + _Z, z
+            return type_ + _ZD, z
     return type_, data
 
 
 def _decompress(type_: str, data: bytes | None) -> tuple[str, bytes]:
+    if type_.endswith(_ZD):
+        do = zlib.decompressobj(zdict=ZDICT_V1)
+        return type_[: -len(_ZD)], do.decompress(data or b"") + do.flush()
     if type_.endswith(_Z):
         return type_[: -len(_Z)], zlib.decompress(data or b"")
     return type_, data if data is not None else b""
@@ -91,6 +99,8 @@ class Tail:
     depth: int  # delta entries since the last segment or whole value
     seg_start: int  # len(items) at the last segment / whole value
     seg_version: str  # version of that segment / whole value
+    # the deltas since that segment: (version, base, len(items) at that version)
+    window: tuple[tuple[str, str, int], ...] = ()
 
 
 class TailCache:
@@ -157,24 +167,32 @@ def encode_channel(
     parent_version: str | None,
     tail: Tail | None,
     segment_every: int,
-) -> tuple[int, str | None, list[Any], Tail | None]:
-    """Encode one channel version: ``(kind, base, [kind, type, payload], new tail)``."""
+) -> tuple[str | None, list[Any], Tail | None, list[tuple[str, str, int]]]:
+    """Encode one channel version.
+
+    Returns ``(base, [kind, type, payload], new tail, slices)`` where ``slices`` lists the
+    earlier delta versions ``(version, old base, item count)`` that a new segment covers
+    and that can be rewritten as slices of it.
+    """
     if not present:
-        return EMPTY, None, [EMPTY, "", None], None
+        return None, [EMPTY, "", None], None, []
     if not isinstance(value, list):
         t, b = serde.dumps_typed(value)
-        return FULL, None, [FULL, t, b], None
+        return None, [FULL, t, b], None, []
     if (tail is not None and parent_version is not None and _DELTA_VERSION.match(version)
             and _DELTA_VERSION.match(parent_version) and _extends(value, tail.items)):
         if tail.depth + 1 >= segment_every:
             t, b = serde.dumps_typed(value[tail.seg_start:])
-            return (SEGMENT, tail.seg_version, [SEGMENT, t, b],
-                    Tail(tuple(value), 0, len(value), version))
+            slices = [(v, base, n - tail.seg_start) for v, base, n in tail.window]
+            return (tail.seg_version, [SEGMENT, t, b],
+                    Tail(tuple(value), 0, len(value), version), slices)
         t, b = serde.dumps_typed(value[len(tail.items):])
-        return (DELTA, parent_version, [DELTA, t, b],
-                Tail(tuple(value), tail.depth + 1, tail.seg_start, tail.seg_version))
+        window = (*tail.window, (version, parent_version, len(value)))
+        return (parent_version, [DELTA, t, b],
+                Tail(tuple(value), tail.depth + 1, tail.seg_start, tail.seg_version, window),
+                [])
     t, b = serde.dumps_typed(value)
-    return FULL, None, [FULL, t, b], Tail(tuple(value), 0, len(value), version)
+    return None, [FULL, t, b], Tail(tuple(value), 0, len(value), version), []
 
 
 @dataclass(slots=True)
@@ -221,7 +239,7 @@ class Materializer:
             e = part.entries.get(key[2])
             if e is not None:
                 kind = int(e[0])
-                return kind, (part.base if kind in (DELTA, SEGMENT) else None), e[1], e[2]
+                return kind, (part.base if kind in (DELTA, SEGMENT, SLICE) else None), e[1], e[2]
         return None
 
     def _missing(self, key: Key4, at: str, why: str) -> CorruptCheckpointError:
@@ -259,7 +277,7 @@ class Materializer:
                 self.tails.append((key, Tail(tuple(val), 0, len(val), key[3])))
             return True, val
         # Walk back to the whole value (or a memoized one), then replay forward.
-        path: list[tuple[Key4, int, str, bytes | None]] = []
+        path: list[tuple[Key4, int, str, Any, int]] = []
         cur: Key4 = key
         base_items: tuple[Any, ...] | None = None
         while True:
@@ -272,7 +290,18 @@ class Materializer:
             kind, base, type_, payload = e
             if kind == EMPTY:
                 raise self._missing(key, cur[3], "is stored as a delta of an empty value")
-            path.append((cur, kind, type_, payload))
+            if kind == SLICE:
+                # the first ``payload`` items of the segment at ``base``
+                seg_key = (cur[0], cur[1], cur[2], base or "")
+                seg = self.entry(seg_key)
+                if seg is None or seg[0] != SEGMENT:
+                    raise self._missing(key, base or "?", "is a slice of a missing segment")
+                path.append((cur, SLICE, seg[2], (seg_key, seg[3]), int(payload or 0)))
+                if seg[1] is None:
+                    raise self._missing(key, seg_key[3], "has a segment without a base")
+                cur = (cur[0], cur[1], cur[2], seg[1])
+                continue
+            path.append((cur, kind, type_, payload, 0))
             if kind == FULL:
                 break
             if base is None:
@@ -280,7 +309,16 @@ class Materializer:
             cur = (cur[0], cur[1], cur[2], base)
         acc: list[Any] = list(base_items) if base_items is not None else []
         seg_start, seg_version, depth = len(acc), None, 0
-        for k, kind, type_, payload in reversed(path):
+        window: list[tuple[str, str, int]] = []
+        for k, kind, type_, payload, count in reversed(path):
+            if kind == SLICE:
+                seg_key, seg_payload = payload
+                acc.extend(self._decode(seg_key, SEGMENT, type_, seg_payload)[:count])
+                depth += 1
+                window = []  # already slices: nothing left to rewrite
+                if self.shared:
+                    self._values[k] = tuple(acc)
+                continue
             val = self._decode(k, kind, type_, payload)
             if kind == FULL:
                 if not isinstance(val, list):
@@ -289,15 +327,19 @@ class Materializer:
                                             "value that is not a list")
                     return True, _fresh(val) if self.shared else val
                 acc = list(val)
-                seg_start, seg_version, depth = len(acc), k[3], 0
+                seg_start, seg_version, depth, window = len(acc), k[3], 0, []
             elif kind == SEGMENT:
                 acc.extend(val)
-                seg_start, seg_version, depth = len(acc), k[3], 0
+                seg_start, seg_version, depth, window = len(acc), k[3], 0, []
             else:
+                base = self.entry(k)[1] if not self.shared else None  # type: ignore[index]
                 acc.extend(val)
                 depth += 1
+                if base is not None:
+                    window.append((k[3], base, len(acc)))
             if self.shared:
                 self._values[k] = tuple(acc)
         if seg_version is not None:
-            self.tails.append((key, Tail(tuple(acc), depth, seg_start, seg_version)))
+            self.tails.append((key, Tail(tuple(acc), depth, seg_start, seg_version,
+                                         tuple(window))))
         return True, list(acc) if self.shared else acc

@@ -1,0 +1,51 @@
+"""A fixed zlib preset dictionary for stored values (format tag ``|zd``).
+
+It holds the msgpack framing LangGraph's serializer writes for LangChain messages and
+channel maps, so that small rows (one message, one step's writes) compress well. It is
+part of the storage format: never change these bytes; add a new tag instead.
+"""
+
+ZDICT_V1 = (
+    b'\x91\xc8\x01.\x05\x94\xbalangchain_core.me'
+    b'ssages.ai\xa9AIMessage\x89\xa7con'
+    b'tent\xa0\xb1additional_kwargs\x80'
+    b'\xb1response_metadata\x82\xaamode'
+    b'l_name\xa0\xadfinish_reason\xa4st'
+    b'op\xa4type\xa2ai\xa4name\xc0\xa2id\xa5run-'
+    b'0\xaatool_calls\x91\x84\xa4name\xa6look'
+    b'up\xa4args\x81\xa5query\xa0\xa2id\xa6call_'
+    b'0\xa4type\xa9tool_call\xb2invalid'
+    b'_tool_calls\x90\xaeusage_metad'
+    b'ata\x83\xacinput_tokens\x00\xadoutpu'
+    b't_tokens\x00\xactotal_tokens\x00\xb3'
+    b'model_validate_json\x91\xc7\xb1\x05\x94'
+    b'\xbalangchain_core.messages'
+    b'.ai\xa9AIMessage\x89\xa7content\xa0\xb1'
+    b'additional_kwargs\x80\xb1respo'
+    b'nse_metadata\x80\xa4type\xa2ai\xa4na'
+    b'me\xc0\xa2id\xa5run-1\xaatool_calls\x90'
+    b'\xb2invalid_tool_calls\x90\xaeusa'
+    b'ge_metadata\xc0\xb3model_valid'
+    b'ate_json\x91\xc7\x86\x05\x94\xbdlangchain_'
+    b'core.messages.human\xacHuma'
+    b'nMessage\x86\xa7content\xa0\xb1addit'
+    b'ional_kwargs\x80\xb1response_m'
+    b'etadata\x80\xa4type\xa5human\xa4name'
+    b'\xc0\xa2id\xa1h\xb3model_validate_js'
+    b'on\x91\xc7\xb6\x05\x94\xbclangchain_core.m'
+    b'essages.tool\xabToolMessage'
+    b'\x89\xa7content\xa0\xb1additional_kw'
+    b'args\x80\xb1response_metadata\x80'
+    b'\xa4type\xa4tool\xa4name\xa6lookup\xa2i'
+    b'd\xa1t\xactool_call_id\xa6call_0\xa8'
+    b'artifact\xc0\xa6status\xa7success'
+    b'\xb3model_validate_json\x91\xc7\x89\x05'
+    b'\x94\xbelangchain_core.message'
+    b's.system\xadSystemMessage\x86\xa7'
+    b'content\xa0\xb1additional_kwar'
+    b'gs\x80\xb1response_metadata\x80\xa4t'
+    b'ype\xa6system\xa4name\xc0\xa2id\xa1s\xb3mo'
+    b'del_validate_json\x83\xaabranc'
+    b'h:to:\xc0\xa8messages\x90\xa9__start'
+    b'__\xc0'
+)
