@@ -73,3 +73,15 @@ def review_graph() -> StateGraph:
     b.add_edge("approval", "finish")
     b.add_edge("finish", END)
     return b
+
+
+from decimal import Decimal  # noqa: E402
+
+from relaygraph.nodes import Contract  # noqa: E402
+
+
+class Ticket(Contract):
+    """A contract stored in graph state by the serializer tests."""
+
+    order_id: str
+    amount: Decimal

@@ -4,9 +4,14 @@ SQLite is the embedded default; PostgreSQL (``pip install 'relaygraph[postgres]'
 MySQL/MariaDB (``pip install 'relaygraph[mysql]'``) are for many workers sharing state.
 """
 
+from relaygraph._allowlist import allow
 from relaygraph._sql import metadata
 from relaygraph.checkpointers._aio import AsyncSQLAlchemySaver
-from relaygraph.checkpointers._base import BaseSQLAlchemySaver, default_serde
+from relaygraph.checkpointers._base import (
+    BaseSQLAlchemySaver,
+    RelaygraphSerializer,
+    default_serde,
+)
 from relaygraph.checkpointers._errors import (
     CheckpointerError,
     CorruptCheckpointError,
@@ -19,6 +24,7 @@ from relaygraph.checkpointers._sync import SQLAlchemySaver
 
 __all__ = [
     "AsyncSQLAlchemySaver",
+    "RelaygraphSerializer",
     "BaseSQLAlchemySaver",
     "CheckpointerError",
     "CorruptCheckpointError",
@@ -27,6 +33,7 @@ __all__ = [
     "InvalidKeyError",
     "SQLAlchemySaver",
     "SetupRequiredError",
+    "allow",
     "default_serde",
     "metadata",
 ]

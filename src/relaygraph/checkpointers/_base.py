@@ -40,6 +40,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
+from relaygraph import _allowlist
 from relaygraph._sql import upsert
 from relaygraph.checkpointers import _schema as S
 from relaygraph.checkpointers._codec import (
@@ -85,13 +86,49 @@ class After:
     fn: Any
 
 
-def default_serde() -> SerializerProtocol:
-    """LangGraph's serializer in strict msgpack mode: no pickle, an allowlist of safe types.
+class RelaygraphSerializer(JsonPlusSerializer):
+    """LangGraph's serializer in strict msgpack mode, never pickle, with a live allowlist.
 
-    Graphs compiled with this saver extend the allowlist with the types of their state
-    schema (LangGraph calls ``with_allowlist``); anything else loads as plain data.
+    Safe types (LangChain messages, LangGraph's own, standard library values) load as
+    usual; other classes load only when allowlisted: every relaygraph ``Contract``
+    subclass registers itself, :func:`relaygraph.checkpointers.allow` adds more, and
+    ``with_msgpack_allowlist`` (which LangGraph calls under ``LANGGRAPH_STRICT_MSGPACK``)
+    extends a copy. Anything else comes back as plain data (dicts), with a logged warning.
     """
-    return JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+
+    def __init__(self, extra: Iterable[tuple[str, ...]] = ()) -> None:
+        super().__init__(pickle_fallback=False, allowed_msgpack_modules=None)
+        self._extra = frozenset(tuple(e) for e in extra)
+        self._seen_generation = -1
+        self._inner: JsonPlusSerializer | None = None
+
+    def _current(self) -> JsonPlusSerializer:
+        gen = _allowlist.generation()
+        inner = self._inner
+        if inner is None or gen != self._seen_generation:
+            allowed = set(self._extra) | _allowlist.entries()
+            inner = JsonPlusSerializer(pickle_fallback=False,
+                                       allowed_msgpack_modules=allowed or None)
+            self._inner, self._seen_generation = inner, gen
+        return inner
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        return self._current().dumps_typed(obj)
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        return self._current().loads_typed(data)
+
+    def with_msgpack_allowlist(self, extra_allowlist: Iterable[Any]) -> RelaygraphSerializer:
+        add = {(c.__module__, c.__name__) if isinstance(c, type) else tuple(c)
+               for c in extra_allowlist}
+        if add <= self._extra:
+            return self
+        return RelaygraphSerializer(self._extra | add)
+
+
+def default_serde() -> SerializerProtocol:
+    """The savers' default serializer: see :class:`RelaygraphSerializer`."""
+    return RelaygraphSerializer()
 
 
 def _batches(items: Sequence[Any], n: int = IN_BATCH) -> Iterable[Sequence[Any]]:

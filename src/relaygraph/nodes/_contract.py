@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from relaygraph import _allowlist
 from relaygraph._errors import ConfigurationError
 from relaygraph.nodes._verbatim import Verbatim
 
@@ -63,6 +64,8 @@ class Contract(BaseModel):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
+        # relaygraph's default checkpoint serializer rebuilds every contract class
+        _allowlist.register(lambda cls=cls: _allowlist.type_entries(cls))
         for name, info in cls.model_fields.items():
             marker = _field_verbatim(info)
             if marker is None:
