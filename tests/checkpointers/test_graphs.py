@@ -87,3 +87,19 @@ def test_restart_with_empty_cache_reads_and_continues(backend) -> None:
     # the whole list was stored once, every later version as a delta or segment
     assert roots == 1 and deltas > 0
     e2.dispose()
+
+
+def test_history_across_many_list_pages(saver, monkeypatch) -> None:
+    """Pages of list() share frames fetched along chains with later pages."""
+    from relaygraph.checkpointers import _base
+
+    monkeypatch.setattr(_base, "LIST_PAGE", 4)
+    saver.segment_every = 3
+    ref = chat_graph(20).compile(checkpointer=InMemorySaver())
+    g = chat_graph(20).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "paged"}}
+    for graph in (ref, g):
+        graph.invoke({"messages": [HumanMessage("hi", id="h0")], "count": 0}, cfg)
+    assert _history(g, cfg) == _history(ref, cfg)
+    assert [t.checkpoint["id"] for t in saver.list(cfg, limit=7)] == [
+        t.checkpoint["id"] for t in list(saver.list(cfg))[:7]]

@@ -282,15 +282,16 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
 
     def _op_frames(self, keys: Sequence[Key3]) -> Op:
         """Frames (all parts, in part order) for ``keys`` and every base they rest on."""
-        got: dict[Key3, list[tuple[int, Part]]] = defaultdict(list)
+        got: dict[Key3, dict[int, Part]] = defaultdict(dict)
         uniq = list(dict.fromkeys(keys))
         for batch in _batches(uniq):
             rows = yield self._chain_query(batch)
             for r in rows:
                 entries = unpack(r.type, r.blob, f"frame {r.version!r}", r.thread_id)
-                got[(r.thread_id, r.checkpoint_ns, r.version)].append(
-                    (r.part, Part(r.base, entries)))
-        return {k: [p for _, p in sorted(v, key=lambda x: x[0])] for k, v in got.items()}
+                got[(r.thread_id, r.checkpoint_ns, r.version)][r.part] = Part(r.base, entries)
+        # Frames of ``keys`` come with all their parts; frames reached along a chain come
+        # with that channel's part only, so callers merge by part number.
+        return got
 
     def _op_writes(self, ckpts: Sequence[tuple[str, str, str]],
                    channels: set[str] | None = None) -> Op:
@@ -400,7 +401,8 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         page = LIST_PAGE if flt or limit is None else min(limit, LIST_PAGE)
         remaining = limit
         offset = 0
-        frames: dict[Key3, list[Part]] = {}
+        frames: dict[Key3, dict[int, Part]] = defaultdict(dict)
+        complete: set[Key3] = set()  # frames fetched with all their parts
         mat = Materializer(self.serde, frames, shared=True)
         while True:
             rows = yield q.limit(page).offset(offset)
@@ -417,9 +419,11 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                 decoded = [(row, md, self._load_checkpoint(row)) for row, md in picked]
                 keys = [(row.thread_id, row.checkpoint_ns, str(v))
                         for row, _, cp in decoded for v in cp["channel_versions"].values()]
-                need = [k for k in dict.fromkeys(keys) if k not in frames]
+                need = [k for k in dict.fromkeys(keys) if k not in complete]
                 if need:
-                    frames.update((yield from self._op_frames(need)))
+                    for k, parts in (yield from self._op_frames(need)).items():
+                        frames[k].update(parts)
+                    complete.update(need)
                 pending = yield from self._op_writes(
                     [(r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r, _, _ in decoded])
                 for row, md, cp in decoded:

@@ -27,7 +27,7 @@ import re
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,7 +222,7 @@ class Materializer:
     ``shared=False`` (``get_tuple``) decodes afresh on each call.
     """
 
-    def __init__(self, serde: SerializerProtocol, frames: Mapping[Key3, Sequence[Part]],
+    def __init__(self, serde: SerializerProtocol, frames: Mapping[Key3, Mapping[int, Part]],
                  *, shared: bool) -> None:
         self.serde = serde
         self.frames = frames
@@ -235,7 +235,7 @@ class Materializer:
         parts = self.frames.get((key[0], key[1], key[3]))
         if not parts:
             return None
-        for part in parts:
+        for _, part in sorted(parts.items()):
             e = part.entries.get(key[2])
             if e is not None:
                 kind = int(e[0])
