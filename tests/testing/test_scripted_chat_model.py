@@ -204,3 +204,12 @@ def test_module_docs_example_runs() -> None:
     assert "ScriptedChatModel([" in code
     exec(compile(code, "relaygraph.testing docs", "exec", dont_inherit=True),
          {"__name__": "docs_example"})
+
+
+def test_message_ids_are_unique_across_instances() -> None:
+    """Two models (or one rebuilt after a restart) must not reuse ids: add_messages
+    would replace the earlier message instead of appending."""
+    a = ScriptedChatModel(responses=["one"])
+    b = ScriptedChatModel(responses=["two"])
+    ids = {a.invoke("hi").id, b.invoke("hi").id}
+    assert len(ids) == 2 and all(i.startswith("scripted-") for i in ids)

@@ -7,6 +7,7 @@ import inspect
 import json
 import re
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -256,7 +257,8 @@ class ScriptedChatModel(BaseChatModel):
             ]}
         message.response_metadata = {**meta, **(message.response_metadata or {})}
         if message.id is None:
-            message.id = f"scripted-{call.index}"
+            # unique across instances and processes: add_messages replaces equal ids
+            message.id = f"scripted-{uuid.uuid4().hex[:12]}-{call.index}"
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
