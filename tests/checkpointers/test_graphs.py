@@ -103,3 +103,19 @@ def test_history_across_many_list_pages(saver, monkeypatch) -> None:
     assert _history(g, cfg) == _history(ref, cfg)
     assert [t.checkpoint["id"] for t in saver.list(cfg, limit=7)] == [
         t.checkpoint["id"] for t in list(saver.list(cfg))[:7]]
+
+
+async def test_list_threads_newest_first_without_decoding(any_saver) -> None:
+    from relaygraph.checkpointers import AsyncSQLAlchemySaver
+
+    g = chat_graph(3).compile(checkpointer=any_saver)
+    for tid in ("old", "mid", "new"):
+        cfg = {"configurable": {"thread_id": tid}}
+        if isinstance(any_saver, AsyncSQLAlchemySaver):
+            await g.ainvoke({"messages": [HumanMessage("x", id="x")], "count": 0}, cfg)
+        else:
+            g.invoke({"messages": [HumanMessage("x", id="x")], "count": 0}, cfg)
+    threads = await any_saver.alist_threads()
+    assert [t.thread_id for t in threads] == ["new", "mid", "old"]
+    assert all(t.checkpoints == 5 for t in threads)
+    assert [t.thread_id for t in await any_saver.alist_threads(limit=1)] == ["new"]

@@ -10,6 +10,7 @@ from relaygraph.checkpointers._aio import AsyncSQLAlchemySaver
 from relaygraph.checkpointers._base import (
     BaseSQLAlchemySaver,
     RelaygraphSerializer,
+    ThreadInfo,
     default_serde,
 )
 from relaygraph.checkpointers._errors import (
@@ -33,6 +34,7 @@ __all__ = [
     "InvalidKeyError",
     "SQLAlchemySaver",
     "SetupRequiredError",
+    "ThreadInfo",
     "allow",
     "default_serde",
     "metadata",

@@ -20,7 +20,14 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from relaygraph.checkpointers import _schema as S
-from relaygraph.checkpointers._base import After, BaseSQLAlchemySaver, Emit, Op, Q
+from relaygraph.checkpointers._base import (
+    After,
+    BaseSQLAlchemySaver,
+    Emit,
+    Op,
+    Q,
+    ThreadInfo,
+)
 from relaygraph.checkpointers._errors import CheckpointerError
 from relaygraph.checkpointers._sync import translate_db_error
 from relaygraph.checkpointers._urls import engine_kwargs, resolve_url, sqlite_pragmas
@@ -160,6 +167,13 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
         return await self._run(self._op_delta_history(config, channels))
+
+    async def alist_threads(self, *, limit: int | None = None) -> list[ThreadInfo]:
+        """Threads, most recently checkpointed first, without decoding any state."""
+        return await self._run(self._op_threads(limit))
+
+    def list_threads(self, *, limit: int | None = None) -> list[ThreadInfo]:
+        return self._sync(self.alist_threads(limit=limit))
 
     # -- sync API: only from another thread than the event loop's ----------------------
 

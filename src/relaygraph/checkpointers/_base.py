@@ -20,7 +20,7 @@ import random
 from collections import defaultdict
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import sqlalchemy as sa
 from langchain_core.runnables import RunnableConfig
@@ -66,6 +66,14 @@ Op: TypeAlias = Generator[Any, Any, Any]
 LIST_PAGE = 200
 _PLAIN = object()  # marks entries stored in a frame's shared part 0
 IN_BATCH = 400
+
+
+class ThreadInfo(NamedTuple):
+    """One thread as ``list_threads()`` sees it (root namespace only)."""
+
+    thread_id: str
+    latest_checkpoint_id: str
+    checkpoints: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -646,6 +654,19 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             yield from self._op_delete_checkpoints(doomed)
             yield from self._op_gc_blobs([tid])
         yield After(lambda: self._cache.forget_threads(tids))
+
+    # -- threads ------------------------------------------------------------------------
+
+    def _op_threads(self, limit: int | None) -> Op:
+        c = S.checkpoints
+        latest = sa.func.max(c.c.checkpoint_id)
+        q = (sa.select(c.c.thread_id, latest.label("latest"), sa.func.count().label("n"))
+             .where(c.c.checkpoint_ns == "").group_by(c.c.thread_id)
+             .order_by(latest.desc(), c.c.thread_id))
+        if limit is not None:
+            q = q.limit(limit)
+        rows = yield q
+        return [ThreadInfo(r.thread_id, r.latest, int(r.n)) for r in rows]
 
     # -- DeltaChannel support ---------------------------------------------------------
 

@@ -20,7 +20,14 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from relaygraph.checkpointers import _schema as S
-from relaygraph.checkpointers._base import After, BaseSQLAlchemySaver, Emit, Op, Q
+from relaygraph.checkpointers._base import (
+    After,
+    BaseSQLAlchemySaver,
+    Emit,
+    Op,
+    Q,
+    ThreadInfo,
+)
 from relaygraph.checkpointers._errors import DatabaseUnavailableError, SetupRequiredError
 from relaygraph.checkpointers._urls import engine_kwargs, resolve_url, sqlite_pragmas
 
@@ -182,6 +189,10 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
                                   channels: Sequence[str]) -> Mapping[str, DeltaChannelHistory]:
         return self._run(self._op_delta_history(config, channels))
 
+    def list_threads(self, *, limit: int | None = None) -> list[ThreadInfo]:
+        """Threads, most recently checkpointed first, without decoding any state."""
+        return self._run(self._op_threads(limit))
+
     # -- async API: the same code on a worker thread ------------------------------------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -221,6 +232,9 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
     ) -> Mapping[str, DeltaChannelHistory]:
         return await asyncio.to_thread(
             lambda: self.get_delta_channel_history(config=config, channels=channels))
+
+    async def alist_threads(self, *, limit: int | None = None) -> list[ThreadInfo]:
+        return await asyncio.to_thread(lambda: self.list_threads(limit=limit))
 
 
 def _drive(conn: sa.Connection, op: Op, afters: list[After]) -> Any:

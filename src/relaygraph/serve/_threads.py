@@ -85,6 +85,35 @@ def _group(tuples: Iterable[CheckpointTuple]) -> dict[str, _Acc]:
     return out
 
 
+def _grouped(checkpointer: BaseCheckpointSaver, limit: int | None) -> dict[str, _Acc]:
+    # relaygraph's savers list threads in SQL and read only each thread's head
+    from relaygraph.checkpointers import BaseSQLAlchemySaver
+
+    if not isinstance(checkpointer, BaseSQLAlchemySaver):
+        return _group(checkpointer.list(None))
+    out: dict[str, _Acc] = {}
+    for info in checkpointer.list_threads(limit=limit):
+        head = checkpointer.get_tuple({"configurable": {
+            "thread_id": info.thread_id, "checkpoint_id": info.latest_checkpoint_id}})
+        if head is not None:
+            out[info.thread_id] = _Acc(latest=head, count=info.checkpoints)
+    return out
+
+
+async def _agrouped(checkpointer: BaseCheckpointSaver, limit: int | None) -> dict[str, _Acc]:
+    from relaygraph.checkpointers import BaseSQLAlchemySaver
+
+    if not isinstance(checkpointer, BaseSQLAlchemySaver):
+        return _group([t async for t in checkpointer.alist(None)])
+    out: dict[str, _Acc] = {}
+    for info in await checkpointer.alist_threads(limit=limit):  # type: ignore[attr-defined]
+        head = await checkpointer.aget_tuple({"configurable": {
+            "thread_id": info.thread_id, "checkpoint_id": info.latest_checkpoint_id}})
+        if head is not None:
+            out[info.thread_id] = _Acc(latest=head, count=info.checkpoints)
+    return out
+
+
 def _newer(a: CheckpointTuple, b: CheckpointTuple) -> bool:
     # checkpoint ids are monotonically increasing (uuid6) within a thread
     return str(a.config["configurable"]["checkpoint_id"]) > str(
@@ -135,7 +164,7 @@ def list_threads(checkpointer: BaseCheckpointSaver, graphs: Mapping[str, Any],
         graphs: compiled graphs by graph id; threads of other graphs get status ``unknown``.
         limit: keep only the newest ``limit`` threads.
     """
-    grouped = _group(checkpointer.list(None))
+    grouped = _grouped(checkpointer, limit)
     order = sorted(grouped.items(), key=lambda kv: str(kv[1].latest.checkpoint.get("ts")),
                    reverse=True)[:limit]
     out = []
@@ -149,7 +178,7 @@ def list_threads(checkpointer: BaseCheckpointSaver, graphs: Mapping[str, Any],
 async def alist_threads(checkpointer: BaseCheckpointSaver, graphs: Mapping[str, Any],
                         *, limit: int | None = None) -> list[ThreadSummary]:
     """Async twin of `list_threads`."""
-    grouped = _group([t async for t in checkpointer.alist(None)])
+    grouped = await _agrouped(checkpointer, limit)
     order = sorted(grouped.items(), key=lambda kv: str(kv[1].latest.checkpoint.get("ts")),
                    reverse=True)[:limit]
     out = []
