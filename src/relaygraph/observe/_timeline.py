@@ -21,6 +21,7 @@ from relaygraph.graphs._state import (
     UsageTable,
     merge_usage,
 )
+from relaygraph.nodes._track import _present
 from relaygraph.observe._pricing import Pricing, cost_by_agent, run_cost
 
 StepStatus = Literal["done", "interrupted", "error", "pending"]
@@ -186,14 +187,6 @@ def _seconds(a: str | None, b: str | None) -> float | None:
         return (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds()
     except ValueError:
         return None
-
-
-def _present(value: Any) -> bool:
-    if value is None:
-        return False
-    if isinstance(value, list | tuple | dict | set | str) and len(value) == 0:
-        return False
-    return True
 
 
 def _as_list(value: Any) -> list[Any]:
