@@ -26,6 +26,7 @@ from relaygraph.checkpointers._base import (
     Emit,
     Op,
     Q,
+    R,
     ThreadInfo,
 )
 from relaygraph.checkpointers._errors import CheckpointerError
@@ -60,6 +61,7 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         self._dialect = engine.dialect
         self._sqlite = engine.dialect.name == "sqlite"
         self._write_lock: asyncio.Lock | None = None
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -93,8 +95,12 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                 async with self._write_lock, self.engine.begin() as conn:
                     await conn.exec_driver_sql("BEGIN IMMEDIATE")
                     result = await _drive(conn, op, afters)
-            else:
+            elif write:
                 async with self.engine.begin() as conn:
+                    result = await _drive(conn, op, afters)
+            else:
+                # reads need no transaction: stored checkpoints never change
+                async with self._reader.connect() as conn:
                     result = await _drive(conn, op, afters)
         except sa.exc.DBAPIError as exc:
             raise translate_db_error(exc, self.engine.url) from exc
@@ -113,9 +119,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                     msg = op.send(None)
                 else:
                     try:
-                        async with self.engine.begin() as conn:
-                            res = await conn.execute(msg)
-                            out = res.all() if res.returns_rows else res.rowcount
+                        async with self._reader.connect() as conn:
+                            out = await _exec(conn, msg)
                     except sa.exc.DBAPIError as exc:
                         raise translate_db_error(exc, self.engine.url) from exc
                     msg = op.send(out)
@@ -228,6 +233,15 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         return self._sync(self.aget_delta_channel_history(config=config, channels=channels))
 
 
+async def _exec(conn: AsyncConnection, msg: Any) -> Any:
+    if isinstance(msg, Q):
+        return (await conn.execute(msg.stmt, msg.params)).rowcount
+    if isinstance(msg, R):
+        return (await conn.execute(msg.stmt, msg.params)).all()
+    res = await conn.execute(msg)
+    return res.all() if res.returns_rows else res.rowcount
+
+
 async def _drive(conn: AsyncConnection, op: Op, afters: list[After]) -> Any:
     try:
         msg = next(op)
@@ -237,11 +251,7 @@ async def _drive(conn: AsyncConnection, op: Op, afters: list[After]) -> Any:
                 msg = op.send(None)
             elif isinstance(msg, Emit):
                 raise TypeError("streaming operations must be run with _stream")
-            elif isinstance(msg, Q):
-                res = await conn.execute(msg.stmt, msg.params)
-                msg = op.send(res.rowcount)
             else:
-                res = await conn.execute(msg)
-                msg = op.send(res.all() if res.returns_rows else res.rowcount)
+                msg = op.send(await _exec(conn, msg))
     except StopIteration as stop:
         return stop.value

@@ -8,6 +8,7 @@ building, row mapping, delta encoding and caching therefore exist exactly once.
 Protocol of an operation generator:
     yield <Executable>  -> receives ``list[Row]`` (statements returning rows) or rowcount
     yield Q(stmt, rows) -> executes ``stmt`` once per parameter dict (batched), gets rowcount
+    yield R(stmt, params) -> executes a cached statement with parameters, gets the rows
     yield Emit(item)    -> hands ``item`` to the caller (``list()`` streams), receives None
     yield After(fn)     -> ``fn()`` is called once the transaction has committed
     return value        -> the operation's result
@@ -77,6 +78,14 @@ class ThreadInfo(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class R:
+    """A cached statement and its parameters; the rows come back."""
+
+    stmt: Any
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Q:
     """A cached statement plus its parameter rows (an executemany)."""
 
@@ -142,6 +151,14 @@ def default_serde() -> SerializerProtocol:
 def _batches(items: Sequence[Any], n: int = IN_BATCH) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+def _group_keys(keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str], list[str]]:
+    """``(thread, ns, x)`` keys as ``{(thread, ns): [x, ...]}`` (order kept, no repeats)."""
+    out: dict[tuple[str, str], dict[str, None]] = defaultdict(dict)
+    for t, n, x in keys:
+        out[(t, n)][x] = None
+    return {k: list(v) for k, v in out.items()}
 
 
 def _json_default(obj: Any) -> Any:
@@ -256,12 +273,30 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
     def _load_metadata(row: Any) -> CheckpointMetadata:
         return json.loads(row.metadata) if row.metadata else {}
 
-    def _chain_query(self, keys: Sequence[Key3], *, keys_only: bool = False) -> sa.Select:
-        """Every frame needed to rebuild ``keys``: one recursive query along ``base``."""
+    def _cached(self, name: str, build: Any) -> Any:
+        stmt = self._stmts.get(name)
+        if stmt is None:
+            stmt = self._stmts[name] = build()
+        return stmt
+
+    def _chain_query(self, thread_id: str, ns: str, versions: Sequence[str], *,
+                     keys_only: bool = False) -> R:
+        """Every frame needed to rebuild these versions: one recursive query along ``base``.
+
+        Keys are grouped by thread and namespace so that every lookup is a primary-key
+        seek (SQLite does not use an index for a row-value ``IN`` list).
+        """
+        return R(self._cached("chain_keys" if keys_only else "chain",
+                              lambda: self._build_chain(keys_only)),
+                 {"t": thread_id, "ns": ns, "versions": list(versions)})
+
+    @staticmethod
+    def _build_chain(keys_only: bool) -> sa.Select:
         b = S.blobs
         anchor = (
             sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.version, b.c.channel, b.c.base)
-            .where(sa.tuple_(b.c.thread_id, b.c.checkpoint_ns, b.c.version).in_(list(keys)))
+            .where(b.c.thread_id == sa.bindparam("t"), b.c.checkpoint_ns == sa.bindparam("ns"),
+                   b.c.version.in_(sa.bindparam("versions", expanding=True)))
             .cte("relaygraph_chain", recursive=True)
         )
         b2 = b.alias("b2")
@@ -291,12 +326,13 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
     def _op_frames(self, keys: Sequence[Key3]) -> Op:
         """Frames (all parts, in part order) for ``keys`` and every base they rest on."""
         got: dict[Key3, dict[int, Part]] = defaultdict(dict)
-        uniq = list(dict.fromkeys(keys))
-        for batch in _batches(uniq):
-            rows = yield self._chain_query(batch)
-            for r in rows:
-                entries = unpack(r.type, r.blob, f"frame {r.version!r}", r.thread_id)
-                got[(r.thread_id, r.checkpoint_ns, r.version)][r.part] = Part(r.base, entries)
+        for (tid, ns), versions in _group_keys(keys).items():
+            for batch in _batches(versions):
+                rows = yield self._chain_query(tid, ns, batch)
+                for r in rows:
+                    entries = unpack(r.type, r.blob, f"frame {r.version!r}", r.thread_id)
+                    got[(r.thread_id, r.checkpoint_ns, r.version)][r.part] = Part(
+                        r.base, entries)
         # Frames of ``keys`` come with all their parts; frames reached along a chain come
         # with that channel's part only, so callers merge by part number.
         return got
@@ -306,27 +342,29 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         w = S.writes
         out: dict[tuple[str, str, str], list[tuple[tuple[str, str, int], PendingWrite]]] = (
             defaultdict(list))
-        for batch in _batches(list(dict.fromkeys(ckpts))):
-            rows = yield sa.select(
-                w.c.thread_id, w.c.checkpoint_ns, w.c.checkpoint_id, w.c.task_id,
-                w.c.task_path, w.c.type, w.c.blob,
-            ).where(sa.tuple_(w.c.thread_id, w.c.checkpoint_ns, w.c.checkpoint_id).in_(
-                list(batch)))
-            for r in rows:
-                items = unpack(r.type, r.blob, f"writes of task {r.task_id!r}", r.thread_id)
-                for idx, channel, type_, payload in items:
-                    if channels is not None and channel not in channels:
-                        continue
-                    try:
-                        val = self.serde.loads_typed((type_, payload))
-                    except Exception as exc:
-                        raise CorruptCheckpointError(
-                            f"cannot decode write {r.task_id!r}/{idx} to channel {channel!r} "
-                            f"of thread {r.thread_id!r} (type {type_!r}): {exc}",
-                            thread_id=r.thread_id, channel=channel) from exc
-                    out[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)].append(
-                        (writes_sort_key(r.task_path, r.task_id, idx),
-                         (r.task_id, channel, val)))
+        stmt = self._cached("writes_for", lambda: sa.select(
+            w.c.thread_id, w.c.checkpoint_ns, w.c.checkpoint_id, w.c.task_id,
+            w.c.task_path, w.c.type, w.c.blob,
+        ).where(w.c.thread_id == sa.bindparam("t"), w.c.checkpoint_ns == sa.bindparam("ns"),
+                w.c.checkpoint_id.in_(sa.bindparam("ids", expanding=True))))
+        for (tid, ns), ids in _group_keys(ckpts).items():
+            for batch in _batches(ids):
+                rows = yield R(stmt, {"t": tid, "ns": ns, "ids": list(batch)})
+                for r in rows:
+                    items = unpack(r.type, r.blob, f"writes of task {r.task_id!r}", r.thread_id)
+                    for idx, channel, type_, payload in items:
+                        if channels is not None and channel not in channels:
+                            continue
+                        try:
+                            val = self.serde.loads_typed((type_, payload))
+                        except Exception as exc:
+                            raise CorruptCheckpointError(
+                                f"cannot decode write {r.task_id!r}/{idx} to channel {channel!r} "
+                                f"of thread {r.thread_id!r} (type {type_!r}): {exc}",
+                                thread_id=r.thread_id, channel=channel) from exc
+                        out[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)].append(
+                            (writes_sort_key(r.task_path, r.task_id, idx),
+                             (r.task_id, channel, val)))
         return {k: [pw for _, pw in sorted(v, key=lambda x: x[0])] for k, v in out.items()}
 
     def _tuple(self, row: Any, checkpoint: Checkpoint, values: dict[str, Any],
@@ -361,13 +399,20 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
     def _op_get_tuple(self, config: RunnableConfig) -> Op:
         thread_id, ns, cid = self._ns(config)
         c = S.checkpoints
-        q = sa.select(*self._ckpt_cols).where(c.c.thread_id == thread_id,
-                                                c.c.checkpoint_ns == ns)
+
+        def by(latest: bool) -> sa.Select:
+            q = sa.select(*self._ckpt_cols).where(c.c.thread_id == sa.bindparam("t"),
+                                                    c.c.checkpoint_ns == sa.bindparam("ns"))
+            if latest:
+                return q.order_by(c.c.checkpoint_id.desc()).limit(1)
+            return q.where(c.c.checkpoint_id == sa.bindparam("cid"))
+
         if cid:
-            q = q.where(c.c.checkpoint_id == cid)
+            rows = yield R(self._cached("ckpt_by_id", lambda: by(False)),
+                           {"t": thread_id, "ns": ns, "cid": cid})
         else:
-            q = q.order_by(c.c.checkpoint_id.desc()).limit(1)
-        rows = yield q
+            rows = yield R(self._cached("ckpt_latest", lambda: by(True)),
+                           {"t": thread_id, "ns": ns})
         if not rows:
             return None
         row = rows[0]
@@ -584,11 +629,11 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         yield After(lambda: self._cache.forget_threads(threads))
 
     def _op_delete_checkpoints(self, keys: Sequence[tuple[str, str, str]]) -> Op:
-        for batch in _batches(list(keys)):
-            for t in (S.writes, S.checkpoints):
-                yield sa.delete(t).where(
-                    sa.tuple_(t.c.thread_id, t.c.checkpoint_ns, t.c.checkpoint_id).in_(
-                        list(batch)))
+        for (tid, ns), ids in _group_keys(keys).items():
+            for batch in _batches(ids):
+                for t in (S.writes, S.checkpoints):
+                    yield sa.delete(t).where(t.c.thread_id == tid, t.c.checkpoint_ns == ns,
+                                             t.c.checkpoint_id.in_(list(batch)))
 
     def _op_gc_blobs(self, thread_ids: Sequence[str]) -> Op:
         """Delete frames no remaining checkpoint of these threads can reach."""
@@ -601,16 +646,18 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                 wanted.extend((tid, row.checkpoint_ns, str(v))
                               for v in cp["channel_versions"].values())
             keep: set[tuple[str, str, str, int]] = set()
-            for batch in _batches(list(dict.fromkeys(wanted))):
-                got = yield self._chain_query(batch, keys_only=True)
-                keep.update((r[0], r[1], r[2], r[3]) for r in got)
+            for (_, ns), versions in _group_keys(wanted).items():
+                for batch in _batches(versions):
+                    got = yield self._chain_query(tid, ns, batch, keys_only=True)
+                    keep.update((r[0], r[1], r[2], r[3]) for r in got)
             have = yield sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.version, b.c.part).where(
                 b.c.thread_id == tid)
             drop = [tuple(r) for r in have if tuple(r) not in keep]
             for batch in _batches(drop):
-                yield sa.delete(b).where(
-                    sa.tuple_(b.c.thread_id, b.c.checkpoint_ns, b.c.version, b.c.part).in_(
-                        list(batch)))
+                # (version, part) pairs within one thread: a primary-key range per row
+                yield sa.delete(b).where(b.c.thread_id == tid, sa.or_(*(
+                    sa.and_(b.c.checkpoint_ns == r[1], b.c.version == r[2], b.c.part == r[3])
+                    for r in batch)))
 
     def _op_copy_thread(self, source: str, target: str) -> Op:
         src = check_key(source, "source thread_id")

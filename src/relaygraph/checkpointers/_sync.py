@@ -26,6 +26,7 @@ from relaygraph.checkpointers._base import (
     Emit,
     Op,
     Q,
+    R,
     ThreadInfo,
 )
 from relaygraph.checkpointers._errors import DatabaseUnavailableError, SetupRequiredError
@@ -80,6 +81,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         # SQLite has one writer at a time; queueing in-process writers on a lock (and
         # taking the write lock up front) avoids busy-wait sleeps and upgrade deadlocks.
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @classmethod
     @contextmanager
@@ -108,8 +110,12 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
                 with lock, self.engine.begin() as conn:
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
                     result = _drive(conn, op, afters)
-            else:
+            elif write:
                 with self.engine.begin() as conn:
+                    result = _drive(conn, op, afters)
+            else:
+                # reads need no transaction: stored checkpoints never change
+                with self._reader.connect() as conn:
                     result = _drive(conn, op, afters)
         except sa.exc.DBAPIError as exc:
             raise translate_db_error(exc, self.engine.url) from exc
@@ -118,7 +124,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         return result
 
     def _stream(self, op: Op) -> Iterator[Any]:
-        """Run a streaming op: one short transaction per statement, none held while yielding."""
+        """Run a read-only streaming op: each statement on its own, nothing held while yielding."""
         try:
             msg = next(op)
             while True:
@@ -129,9 +135,8 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
                     msg = op.send(None)
                 else:
                     try:
-                        with self.engine.begin() as conn:
-                            res = conn.execute(msg)
-                            out = res.all() if res.returns_rows else res.rowcount
+                        with self._reader.connect() as conn:
+                            out = _exec(conn, msg)
                     except sa.exc.DBAPIError as exc:
                         raise translate_db_error(exc, self.engine.url) from exc
                     msg = op.send(out)
@@ -237,6 +242,15 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         return await asyncio.to_thread(lambda: self.list_threads(limit=limit))
 
 
+def _exec(conn: sa.Connection, msg: Any) -> Any:
+    if isinstance(msg, Q):
+        return conn.execute(msg.stmt, msg.params).rowcount
+    if isinstance(msg, R):
+        return conn.execute(msg.stmt, msg.params).all()
+    res = conn.execute(msg)
+    return res.all() if res.returns_rows else res.rowcount
+
+
 def _drive(conn: sa.Connection, op: Op, afters: list[After]) -> Any:
     try:
         msg = next(op)
@@ -246,11 +260,7 @@ def _drive(conn: sa.Connection, op: Op, afters: list[After]) -> Any:
                 msg = op.send(None)
             elif isinstance(msg, Emit):
                 raise TypeError("streaming operations must be run with _stream")
-            elif isinstance(msg, Q):
-                res = conn.execute(msg.stmt, msg.params)
-                msg = op.send(res.rowcount)
             else:
-                res = conn.execute(msg)
-                msg = op.send(res.all() if res.returns_rows else res.rowcount)
+                msg = op.send(_exec(conn, msg))
     except StopIteration as stop:
         return stop.value
