@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from relaygraph.checkpointers import _schema as S
 from relaygraph.checkpointers._base import (
+    CONFLICT,
     After,
     BaseSQLAlchemySaver,
     Emit,
@@ -83,27 +84,34 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
 
     # -- driving the core -------------------------------------------------------------
 
-    async def _run(self, op: Op, *, write: bool = False) -> Any:
+    async def _run(self, make: Callable[..., Op], *args: Any, write: bool = False) -> Any:
+        """See :meth:`SQLAlchemySaver._run`."""
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            try:
+                return await self._run_once(make(*args), write=write)
+            except sa.exc.DBAPIError as exc:
+                if attempt == 1 and exc.connection_invalidated:
+                    continue
+                raise translate_db_error(exc, self.engine.url) from exc
+        raise AssertionError("unreachable")
+
+    async def _run_once(self, op: Op, *, write: bool) -> Any:
         afters: list[After] = []
-        try:
-            if write and self._sqlite:
-                # one writer at a time, write lock taken up front (see SQLAlchemySaver)
-                if self._write_lock is None:
-                    self._write_lock = asyncio.Lock()
-                async with self._write_lock, self.engine.begin() as conn:
-                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
-                    result = await _drive(conn, op, afters)
-            elif write:
-                async with self.engine.begin() as conn:
-                    result = await _drive(conn, op, afters)
-            else:
-                # reads need no transaction: stored checkpoints never change
-                async with self._reader.connect() as conn:
-                    result = await _drive(conn, op, afters)
-        except sa.exc.DBAPIError as exc:
-            raise translate_db_error(exc, self.engine.url) from exc
+        if write and self._sqlite:
+            # one writer at a time, write lock taken up front (see SQLAlchemySaver)
+            if self._write_lock is None:
+                self._write_lock = asyncio.Lock()
+            async with self._write_lock, self.engine.begin() as conn:
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                result = await _drive(conn, op, afters)
+        elif write:
+            async with self.engine.begin() as conn:
+                result = await _drive(conn, op, afters)
+        else:
+            async with self._reader.connect() as conn:
+                result = await _drive(conn, op, afters)
         for a in afters:
             a.fn()
         return result
@@ -138,7 +146,7 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
     # -- async BaseCheckpointSaver --------------------------------------------------------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await self._run(self._op_get_tuple(config))
+        return await self._run(self._op_get_tuple, config)
 
     async def alist(self, config: RunnableConfig | None, *,
                     filter: dict[str, Any] | None = None, before: RunnableConfig | None = None,
@@ -148,34 +156,40 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
 
     async def aput(self, config: RunnableConfig, checkpoint: Checkpoint,
                    metadata: CheckpointMetadata, new_versions: ChannelVersions) -> RunnableConfig:
-        return await self._run(self._op_put(config, checkpoint, metadata, new_versions), write=True)
+        # autocommitted outside SQLite: see SQLAlchemySaver.put
+        return await self._run(self._op_put, config, checkpoint, metadata, new_versions,
+                               write=self._sqlite)
 
     async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
                           task_id: str, task_path: str = "") -> None:
-        await self._run(self._op_put_writes(config, writes, task_id, task_path), write=True)
+        if not self._sqlite and await self._run(
+                self._op_put_writes, config, writes, task_id, task_path, False) is not CONFLICT:
+            return
+        await self._run(self._op_put_writes, config, writes, task_id, task_path, True,
+                        write=True)
 
     async def adelete_thread(self, thread_id: str) -> None:
-        await self._run(self._op_delete_thread(thread_id), write=True)
+        await self._run(self._op_delete_thread, thread_id, write=True)
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await self._run(self._op_delete_for_runs(run_ids), write=True)
+        await self._run(self._op_delete_for_runs, run_ids, write=True)
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await self._run(self._op_copy_thread(source_thread_id, target_thread_id), write=True)
+        await self._run(self._op_copy_thread, source_thread_id, target_thread_id, write=True)
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest",
                      keep_last: int = 1) -> None:
         """See :meth:`SQLAlchemySaver.prune`."""
-        await self._run(self._op_prune(thread_ids, strategy, keep_last), write=True)
+        await self._run(self._op_prune, thread_ids, strategy, keep_last, write=True)
 
     async def aget_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
-        return await self._run(self._op_delta_history(config, channels))
+        return await self._run(self._op_delta_history, config, channels)
 
     async def alist_threads(self, *, limit: int | None = None) -> list[ThreadInfo]:
         """Threads, most recently checkpointed first, without decoding any state."""
-        return await self._run(self._op_threads(limit))
+        return await self._run(self._op_threads, limit)
 
     def list_threads(self, *, limit: int | None = None) -> list[ThreadInfo]:
         return self._sync(self.alist_threads(limit=limit))
@@ -235,7 +249,9 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
 
 async def _exec(conn: AsyncConnection, msg: Any) -> Any:
     if isinstance(msg, Q):
-        return (await conn.execute(msg.stmt, msg.params)).rowcount
+        # one row: a plain execute (an executemany goes through the driver's pipeline)
+        params = msg.params[0] if len(msg.params) == 1 else msg.params
+        return (await conn.execute(msg.stmt, params)).rowcount
     if isinstance(msg, R):
         return (await conn.execute(msg.stmt, msg.params)).all()
     res = await conn.execute(msg)

@@ -65,6 +65,7 @@ from relaygraph.checkpointers._ids import check_filter, check_key
 Op: TypeAlias = Generator[Any, Any, Any]
 
 LIST_PAGE = 200
+CONFLICT = object()  # returned by an op that must be redone in a transaction
 _PLAIN = object()  # marks entries stored in a frame's shared part 0
 IN_BATCH = 400
 
@@ -220,6 +221,9 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                                       "metadata"])
             else:
                 raise KeyError(name)
+            # inserted-row counts tell a new row from a conflict; SQLAlchemy keeps them for
+            # INSERTs only when asked
+            stmt = stmt.execution_options(preserve_rowcount=True)
             self._stmts[name] = stmt
         return stmt
 
@@ -559,7 +563,13 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
     # -- put_writes -------------------------------------------------------------------
 
     def _op_put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
-                       task_id: str, task_path: str) -> Op:
+                       task_id: str, task_path: str, merge: bool = True) -> Op:
+        """Store a task's writes as one row.
+
+        With ``merge=False`` (one autocommitted statement, the common case) a conflict
+        with writes already stored for the task returns :data:`CONFLICT` so the caller
+        can redo it with ``merge=True`` in a transaction.
+        """
         thread_id, ns, cid = self._ns(config)
         if cid is None:
             raise ValueError("put_writes needs config['configurable']['checkpoint_id']")
@@ -578,6 +588,8 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             {**key, "task_path": task_path or "", "type": t, "blob": b}])
         if inserted == 1:
             return None
+        if not merge:
+            return CONFLICT
         # The task already has writes here: regular writes keep the first value per index,
         # special ones (errors, interrupts, resumes) replace theirs.
         w = S.writes

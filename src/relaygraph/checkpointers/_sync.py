@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,6 +21,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from relaygraph.checkpointers import _schema as S
 from relaygraph.checkpointers._base import (
+    CONFLICT,
     After,
     BaseSQLAlchemySaver,
     Emit,
@@ -102,23 +103,35 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
 
     # -- driving the core -------------------------------------------------------------
 
-    def _run(self, op: Op, *, write: bool = False) -> Any:
+    def _run(self, make: Callable[..., Op], *args: Any, write: bool = False) -> Any:
+        """Run one operation: a transaction for writes, autocommitted reads.
+
+        A connection the driver reports as dropped (server restart, idle timeout) is
+        replaced and the operation, which is idempotent, runs once more.
+        """
+        for attempt in (1, 2):
+            try:
+                return self._run_once(make(*args), write=write)
+            except sa.exc.DBAPIError as exc:
+                if attempt == 1 and exc.connection_invalidated:
+                    continue
+                raise translate_db_error(exc, self.engine.url) from exc
+        raise AssertionError("unreachable")
+
+    def _run_once(self, op: Op, *, write: bool) -> Any:
         afters: list[After] = []
-        lock = self._write_lock if write else None
-        try:
-            if lock is not None:
-                with lock, self.engine.begin() as conn:
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
-                    result = _drive(conn, op, afters)
-            elif write:
-                with self.engine.begin() as conn:
-                    result = _drive(conn, op, afters)
-            else:
-                # reads need no transaction: stored checkpoints never change
-                with self._reader.connect() as conn:
-                    result = _drive(conn, op, afters)
-        except sa.exc.DBAPIError as exc:
-            raise translate_db_error(exc, self.engine.url) from exc
+        if write and self._write_lock is not None:
+            with self._write_lock, self.engine.begin() as conn:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                result = _drive(conn, op, afters)
+        elif write:
+            with self.engine.begin() as conn:
+                result = _drive(conn, op, afters)
+        else:
+            # reads need no transaction: stored checkpoints never change; single-statement
+            # writes commit on their own
+            with self._reader.connect() as conn:
+                result = _drive(conn, op, afters)
         for a in afters:
             a.fn()
         return result
@@ -156,7 +169,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
     # -- BaseCheckpointSaver ------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return self._run(self._op_get_tuple(config))
+        return self._run(self._op_get_tuple, config)
 
     def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
              before: RunnableConfig | None = None,
@@ -165,20 +178,29 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
 
     def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
             new_versions: ChannelVersions) -> RunnableConfig:
-        return self._run(self._op_put(config, checkpoint, metadata, new_versions), write=True)
+        # Outside SQLite, a put is a few autocommitted statements in a crash-safe order
+        # (frames, then slices of them, then the checkpoint row that makes them visible):
+        # fewer round trips than a transaction, and a failure leaves only unreferenced rows.
+        return self._run(self._op_put, config, checkpoint, metadata, new_versions,
+                         write=self._write_lock is not None)
 
     def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
                    task_id: str, task_path: str = "") -> None:
-        self._run(self._op_put_writes(config, writes, task_id, task_path), write=True)
+        # one autocommitted INSERT; a task that already stored writes here is merged in a
+        # transaction (SQLite always takes the one-writer path)
+        if self._write_lock is None and self._run(
+                self._op_put_writes, config, writes, task_id, task_path, False) is not CONFLICT:
+            return
+        self._run(self._op_put_writes, config, writes, task_id, task_path, True, write=True)
 
     def delete_thread(self, thread_id: str) -> None:
-        self._run(self._op_delete_thread(thread_id), write=True)
+        self._run(self._op_delete_thread, thread_id, write=True)
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        self._run(self._op_delete_for_runs(run_ids), write=True)
+        self._run(self._op_delete_for_runs, run_ids, write=True)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self._run(self._op_copy_thread(source_thread_id, target_thread_id), write=True)
+        self._run(self._op_copy_thread, source_thread_id, target_thread_id, write=True)
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest",
               keep_last: int = 1) -> None:
@@ -188,15 +210,15 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         LangGraph ``DeltaChannel`` values, the ancestors their writes are replayed from.
         ``delete`` removes the threads entirely.
         """
-        self._run(self._op_prune(thread_ids, strategy, keep_last), write=True)
+        self._run(self._op_prune, thread_ids, strategy, keep_last, write=True)
 
     def get_delta_channel_history(self, *, config: RunnableConfig,
                                   channels: Sequence[str]) -> Mapping[str, DeltaChannelHistory]:
-        return self._run(self._op_delta_history(config, channels))
+        return self._run(self._op_delta_history, config, channels)
 
     def list_threads(self, *, limit: int | None = None) -> list[ThreadInfo]:
         """Threads, most recently checkpointed first, without decoding any state."""
-        return self._run(self._op_threads(limit))
+        return self._run(self._op_threads, limit)
 
     # -- async API: the same code on a worker thread ------------------------------------
 
@@ -244,7 +266,9 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
 
 def _exec(conn: sa.Connection, msg: Any) -> Any:
     if isinstance(msg, Q):
-        return conn.execute(msg.stmt, msg.params).rowcount
+        # one row: a plain execute (an executemany goes through the driver's pipeline)
+        params = msg.params[0] if len(msg.params) == 1 else msg.params
+        return conn.execute(msg.stmt, params).rowcount
     if isinstance(msg, R):
         return conn.execute(msg.stmt, msg.params).all()
     res = conn.execute(msg)

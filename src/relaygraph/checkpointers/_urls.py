@@ -69,12 +69,13 @@ def resolve_url(url: str | URL, *, async_: bool) -> URL:
 def engine_kwargs(u: URL) -> dict[str, Any]:
     """Connection defaults: fail within seconds when the server is down, no hanging."""
     backend = u.get_backend_name()
-    kw: dict[str, Any] = {"pool_pre_ping": backend != "sqlite"}
+    # No pre-ping round trip per checkout: the savers retry an operation once when the
+    # driver reports a dropped connection (see ``SQLAlchemySaver._run``).
+    kw: dict[str, Any] = {"pool_recycle": 1800}
     if backend == "postgresql":
         kw["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
     elif backend in ("mysql", "mariadb"):
         kw["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
-        kw["pool_recycle"] = 3600
     elif backend == "sqlite":
         kw["connect_args"] = {"timeout": 30}
     return kw
