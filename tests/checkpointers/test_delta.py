@@ -187,3 +187,34 @@ def test_setup_is_idempotent_and_safe_concurrently(backend) -> None:
             migrations_table.c.component == "checkpoints")).scalars().all()
     assert sorted(rows) == list(range(1, LATEST + 1))
     engine.dispose()
+
+
+def test_statements_per_operation_stay_constant(saver) -> None:
+    """A step costs a fixed, small number of statements however long the thread is."""
+    g = chat_graph(40).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "count"}}
+    g.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+    head = saver.get_tuple(cfg)
+    counter = _Counter(saver.engine)
+    extra = 1 if saver.engine.dialect.name == "sqlite" else 0  # BEGIN IMMEDIATE
+
+    counter.n = 0
+    saver.get_tuple(cfg)
+    assert counter.n == 2  # checkpoint + writes, then the frames it needs
+
+    counter.n = 0
+    saver.put_writes(head.config, [("messages", [AIMessage("x", id="x")])], "fresh-task")
+    assert counter.n == 1 + extra
+
+    cp = dict(head.checkpoint)
+    v = saver.get_next_version(max(cp["channel_versions"].values()))
+    cp["id"] = "1ffffffff-ffff-6fff-ffff-ffffffffffff"[1:]
+    cp["channel_values"] = {**cp["channel_values"],
+                            "messages": [*cp["channel_values"]["messages"],
+                                         AIMessage("y", id="y")]}
+    cp["channel_versions"] = {**cp["channel_versions"], "messages": v}
+    counter.n = 0
+    saver.put(head.config, cp, {"source": "update", "step": 99}, {"messages": v})
+    assert counter.n == 2 + extra  # one frame row, one checkpoint row
+    sa.event.remove(saver.engine, "before_cursor_execute", counter._hit)
+    assert saver.get_tuple(cfg).checkpoint["channel_values"]["messages"][-1].id == "y"

@@ -355,21 +355,28 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             for batch in _batches(ids):
                 rows = yield R(stmt, {"t": tid, "ns": ns, "ids": list(batch)})
                 for r in rows:
-                    items = unpack(r.type, r.blob, f"writes of task {r.task_id!r}", r.thread_id)
-                    for idx, channel, type_, payload in items:
-                        if channels is not None and channel not in channels:
-                            continue
-                        try:
-                            val = self.serde.loads_typed((type_, payload))
-                        except Exception as exc:
-                            raise CorruptCheckpointError(
-                                f"cannot decode write {r.task_id!r}/{idx} to channel {channel!r} "
-                                f"of thread {r.thread_id!r} (type {type_!r}): {exc}",
-                                thread_id=r.thread_id, channel=channel) from exc
-                        out[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)].append(
-                            (writes_sort_key(r.task_path, r.task_id, idx),
-                             (r.task_id, channel, val)))
+                    out[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)].extend(
+                        self._decode_writes(r.thread_id, r.task_id, r.task_path, r.type, r.blob,
+                                            channels))
         return {k: [pw for _, pw in sorted(v, key=lambda x: x[0])] for k, v in out.items()}
+
+    def _decode_writes(self, thread_id: str, task_id: str, task_path: str, type_: str,
+                       blob: bytes, channels: set[str] | None = None,
+                       ) -> list[tuple[tuple[str, str, int], PendingWrite]]:
+        out = []
+        for idx, channel, wtype, payload in unpack(type_, blob, f"writes of task {task_id!r}",
+                                                   thread_id):
+            if channels is not None and channel not in channels:
+                continue
+            try:
+                val = self.serde.loads_typed((wtype, payload))
+            except Exception as exc:
+                raise CorruptCheckpointError(
+                    f"cannot decode write {task_id!r}/{idx} to channel {channel!r} "
+                    f"of thread {thread_id!r} (type {wtype!r}): {exc}",
+                    thread_id=thread_id, channel=channel) from exc
+            out.append((writes_sort_key(task_path, task_id, idx), (task_id, channel, val)))
+        return out
 
     def _tuple(self, row: Any, checkpoint: Checkpoint, values: dict[str, Any],
                metadata: CheckpointMetadata, pending: list[PendingWrite]) -> CheckpointTuple:
@@ -400,30 +407,39 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
 
     # -- get_tuple --------------------------------------------------------------------
 
+    def _build_head(self, latest: bool) -> sa.Select:
+        """The checkpoint row and its writes in one query (one row per task's writes)."""
+        c, w = S.checkpoints, S.writes
+        q = sa.select(*self._ckpt_cols).where(c.c.thread_id == sa.bindparam("t"),
+                                                c.c.checkpoint_ns == sa.bindparam("ns"))
+        q = (q.order_by(c.c.checkpoint_id.desc()).limit(1) if latest
+             else q.where(c.c.checkpoint_id == sa.bindparam("cid")))
+        head = q.subquery("head")
+        return sa.select(
+            *head.c, w.c.task_id, w.c.task_path, w.c.type.label("w_type"),
+            w.c.blob.label("w_blob"),
+        ).select_from(head.outerjoin(w, sa.and_(
+            w.c.thread_id == head.c.thread_id, w.c.checkpoint_ns == head.c.checkpoint_ns,
+            w.c.checkpoint_id == head.c.checkpoint_id)))
+
     def _op_get_tuple(self, config: RunnableConfig) -> Op:
         thread_id, ns, cid = self._ns(config)
-        c = S.checkpoints
-
-        def by(latest: bool) -> sa.Select:
-            q = sa.select(*self._ckpt_cols).where(c.c.thread_id == sa.bindparam("t"),
-                                                    c.c.checkpoint_ns == sa.bindparam("ns"))
-            if latest:
-                return q.order_by(c.c.checkpoint_id.desc()).limit(1)
-            return q.where(c.c.checkpoint_id == sa.bindparam("cid"))
-
         if cid:
-            rows = yield R(self._cached("ckpt_by_id", lambda: by(False)),
+            rows = yield R(self._cached("head_by_id", lambda: self._build_head(False)),
                            {"t": thread_id, "ns": ns, "cid": cid})
         else:
-            rows = yield R(self._cached("ckpt_latest", lambda: by(True)),
+            rows = yield R(self._cached("head_latest", lambda: self._build_head(True)),
                            {"t": thread_id, "ns": ns})
         if not rows:
             return None
         row = rows[0]
+        pending = sorted((w for r in rows if r.task_id is not None
+                          for w in self._decode_writes(thread_id, r.task_id, r.task_path,
+                                                       r.w_type, r.w_blob)),
+                         key=lambda x: x[0])
         checkpoint = self._load_checkpoint(row)
         keys = [(thread_id, ns, str(v)) for v in checkpoint["channel_versions"].values()]
         frames = (yield from self._op_frames(keys)) if keys else {}
-        pending = yield from self._op_writes([(thread_id, ns, row.checkpoint_id)])
         mat = Materializer(self.serde, frames, shared=False)
         values = self._values(mat, row, checkpoint)
         tails = [(k, t) for k, t in mat.tails]
@@ -431,7 +447,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         yield After(lambda: self._cache.remember(
             tails, [((thread_id, ns, row.checkpoint_id), versions)]))
         return self._tuple(row, checkpoint, values, self._load_metadata(row),
-                           pending.get((thread_id, ns, row.checkpoint_id), []))
+                           [pw for _, pw in pending])
 
     # -- list -------------------------------------------------------------------------
 
