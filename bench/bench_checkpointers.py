@@ -15,7 +15,9 @@ Columns:
   get_state    latency of graph.get_state on the 300-step thread (ms)
   list         latency of list(saver.list(config)) over the 300-step thread (ms)
   history      latency of list(graph.get_state_history(config)) (ms)
-Medians over repeats. Ratios compare against the official savers on the same database.
+Medians over repeats; the read latencies are taken round-robin across all savers at the
+end, so that every saver is measured under the same machine load. Ratios compare against
+the official savers on the same database.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ LONG = 300
 CHUNK = 50
 SHORT_THREADS = 30
 SHORT_STEPS = 6
+LATENCY_ROUNDS = 9
 
 
 @dataclass
@@ -160,14 +163,20 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t
 
 
-def run_one(name: str, kind: str, delta: bool, repeats: int, tmp: Path) -> Result:
+def run_one(name: str, kind: str, delta: bool, repeats: int, tmp: Path,
+            keep: contextlib.ExitStack) -> tuple[Result, Callable[[], None]]:
+    """Throughput and storage now; returns a probe that measures read latency later.
+
+    The 300-step thread of the last repeat stays open (in ``keep``) so that the read
+    latencies of all savers are measured round-robin at the end, under the same load.
+    """
     res = Result(name, kind)
     graph_b = build(delta=delta)
     for _ in range(repeats):
         with fresh_db(kind, tmp) as db, make_saver(name, kind, db) as saver:
             g = graph_b.compile(checkpointer=saver)
 
-            def short() -> None:
+            def short(g: Any = g) -> None:
                 for i in range(SHORT_THREADS):
                     g.invoke({"messages": [HumanMessage(f"case {i}", id=f"in-{i}")], "count": 0,
                               "target": SHORT_STEPS},
@@ -175,29 +184,37 @@ def run_one(name: str, kind: str, delta: bool, repeats: int, tmp: Path) -> Resul
 
             res.short.append(SHORT_THREADS * SHORT_STEPS / timed(short))
 
-        with fresh_db(kind, tmp) as db, make_saver(name, kind, db) as saver:
-            g = graph_b.compile(checkpointer=saver)
-            cfg = {"configurable": {"thread_id": "long"}, "recursion_limit": 10_000}
-            base = db_bytes(kind, db) if kind != "memory" else 0
-            sizes = [base]
-            elapsed = 0.0
-            for target in range(CHUNK, LONG + 1, CHUNK):
-                inp = {"target": target}
-                if target == CHUNK:
-                    inp.update(messages=[HumanMessage("start", id="start")], count=0)
-                elapsed += timed(lambda inp=inp: g.invoke(inp, cfg))
-                if kind != "memory":
-                    sizes.append(db_bytes(kind, db))
-            res.long.append(LONG / elapsed)
+    for rep in range(repeats):
+        stack = contextlib.ExitStack()
+        db = stack.enter_context(fresh_db(kind, tmp))
+        saver = stack.enter_context(make_saver(name, kind, db))
+        g = graph_b.compile(checkpointer=saver)
+        cfg = {"configurable": {"thread_id": "long"}, "recursion_limit": 10_000}
+        base = db_bytes(kind, db) if kind != "memory" else 0
+        sizes = [base]
+        elapsed = 0.0
+        for target in range(CHUNK, LONG + 1, CHUNK):
+            inp: dict[str, Any] = {"target": target}
+            if target == CHUNK:
+                inp.update(messages=[HumanMessage("start", id="start")], count=0)
+            elapsed += timed(lambda g=g, inp=inp, cfg=cfg: g.invoke(inp, cfg))
             if kind != "memory":
-                res.bytes_total = (sizes[-1] - sizes[0]) / LONG
-                res.marginal = [(sizes[1] - sizes[0]) / CHUNK, (sizes[-1] - sizes[-2]) / CHUNK]
-            for _ in range(15):
-                res.get_state.append(1000 * timed(lambda: g.get_state(cfg)))
-            for _ in range(3):
-                res.list_ms.append(1000 * timed(lambda: list(saver.list(cfg))))
-                res.history.append(1000 * timed(lambda: list(g.get_state_history(cfg))))
-    return res
+                sizes.append(db_bytes(kind, db))
+        res.long.append(LONG / elapsed)
+        if kind != "memory":
+            res.bytes_total = (sizes[-1] - sizes[0]) / LONG
+            res.marginal = [(sizes[1] - sizes[0]) / CHUNK, (sizes[-1] - sizes[-2]) / CHUNK]
+        if rep < repeats - 1:
+            stack.close()
+        else:
+            keep.enter_context(stack)
+
+    def probe(g: Any = g, saver: Any = saver, cfg: Any = cfg) -> None:
+        res.get_state.append(1000 * timed(lambda: g.get_state(cfg)))
+        res.list_ms.append(1000 * timed(lambda: list(saver.list(cfg))))
+        res.history.append(1000 * timed(lambda: list(g.get_state_history(cfg))))
+
+    return res, probe
 
 
 def med(xs: list[float]) -> float:
@@ -235,9 +252,18 @@ def main() -> None:
             plan += [("PostgresSaver", kind, False), ("PostgresSaver+DeltaChannel", kind, True)]
 
     results = []
-    for name, kind, delta in plan:
-        print(f"running {name} on {kind} ...", file=sys.stderr, flush=True)
-        results.append(run_one(name, kind, delta, repeats, tmp))
+    probes = []
+    with contextlib.ExitStack() as keep:
+        for name, kind, delta in plan:
+            print(f"running {name} on {kind} ...", file=sys.stderr, flush=True)
+            res, probe = run_one(name, kind, delta, repeats, tmp, keep)
+            results.append(res)
+            probes.append(probe)
+        print("measuring read latency round-robin ...", file=sys.stderr, flush=True)
+        for i in range(LATENCY_ROUNDS):
+            shift = i % len(probes)
+            for probe in probes[shift:] + probes[:shift]:
+                probe()
 
     hdr = (f"{'saver':<27}{'db':<9}{'short st/s':>11}{'long st/s':>10}{'B/step':>9}"
            f"{'@50':>8}{'@300':>8}{'get_state':>10}{'list':>9}{'history':>9}")
