@@ -32,7 +32,8 @@ def register(source: Callable[[], Iterable[tuple[str, str]]]) -> None:
 def allow(*classes: type) -> None:
     """Let the default serializer rebuild these classes from checkpoints."""
     for cls in classes:
-        register(lambda cls=cls: [(cls.__module__, cls.__name__)])
+        entry = (cls.__module__, cls.__name__)
+        register(lambda entry=entry: [entry])  # type: ignore[misc]
 
 
 def generation() -> int:

@@ -88,6 +88,7 @@ def upsert(
         update: columns to overwrite on conflict; ``None`` or empty keeps the old row.
     """
     name = _dialect_name(dialect)
+    stmt: Any
     if name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 

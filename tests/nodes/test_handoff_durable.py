@@ -42,6 +42,7 @@ FIRST = [HumanMessage("Refund order A-10234, I paid $12.40")]
 RUNNER = '''
 import json, sys
 from relaygraph.checkpointers import SQLAlchemySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from relaygraph.nodes import contract_serializer
 import rg_durable_graph as g
 url, step = sys.argv[1:3]
@@ -53,7 +54,8 @@ if step == "run":
     print(json.dumps({"ok": True}))
 else:
     seen = {}
-    for mode, serde in (("allowlisted", contract_serializer(g.RefundCase)), ("default", None)):
+    for mode, serde in (("allowlisted", contract_serializer(g.RefundCase)), ("default", None),
+                        ("strict", JsonPlusSerializer(allowed_msgpack_modules=None))):
         with SQLAlchemySaver.from_conn_string(url, serde=serde) as saver:
             values = g.build(saver).get_state(cfg).values
         case = values["case"]
@@ -83,6 +85,8 @@ def test_contract_class_survives_restart(tmp_path: Path) -> None:
     got = _run(tmp_path, url, "read")
     assert got["allowlisted"] == {"class": "rg_durable_graph.RefundCase",
                                   "amount": "Decimal('12.40')", "report": True}
-    # Without the allowlist the strict serializer silently returns raw data.
-    assert got["default"]["class"] == "builtins.dict"
-    assert got["default"]["report"] is True
+    # relaygraph's default serializer allowlists every Contract subclass by itself
+    assert got["default"] == got["allowlisted"]
+    # LangGraph's strict serializer without that allowlist silently returns raw data
+    assert got["strict"]["class"] == "builtins.dict"
+    assert got["strict"]["report"] is True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -187,11 +188,11 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
     ) -> Mapping[str, DeltaChannelHistory]:
         return await self._run(self._op_delta_history, config, channels)
 
-    async def alist_threads(self, *, limit: int | None = None) -> list[ThreadInfo]:
+    async def alist_threads(self, *, limit: int | None = None) -> builtins.list[ThreadInfo]:
         """Threads, most recently checkpointed first, without decoding any state."""
         return await self._run(self._op_threads, limit)
 
-    def list_threads(self, *, limit: int | None = None) -> list[ThreadInfo]:
+    def list_threads(self, *, limit: int | None = None) -> builtins.list[ThreadInfo]:
         return self._sync(self.alist_threads(limit=limit))
 
     # -- sync API: only from another thread than the event loop's ----------------------

@@ -16,12 +16,13 @@ Protocol of an operation generator:
 
 from __future__ import annotations
 
+import builtins
 import json
 import random
 from collections import defaultdict
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, NamedTuple, TypeAlias, cast
 
 import sqlalchemy as sa
 from langchain_core.runnables import RunnableConfig
@@ -40,6 +41,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from sqlalchemy.engine import Dialect
 
 from relaygraph import _allowlist
 from relaygraph._sql import upsert
@@ -172,6 +174,16 @@ def _json_default(obj: Any) -> Any:
 
 class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
     """Logic shared by :class:`SQLAlchemySaver` and :class:`AsyncSQLAlchemySaver`."""
+
+    _dialect: Dialect  # set by the shell from its engine
+
+    def list_threads(self, *, limit: int | None = None) -> builtins.list[ThreadInfo]:
+        """Threads, most recently checkpointed first, without decoding any state."""
+        raise NotImplementedError
+
+    async def alist_threads(self, *, limit: int | None = None) -> builtins.list[ThreadInfo]:
+        """Async twin of :meth:`list_threads`."""
+        raise NotImplementedError
 
     def __init__(
         self,
@@ -482,10 +494,10 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             offset += len(rows)
             picked = []
             for row in rows:
-                md = self._load_metadata(row)
+                md: dict[str, Any] = dict(self._load_metadata(row))
                 if flt and any(k not in md or md[k] != v for k, v in flt.items()):
                     continue
-                picked.append((row, md))
+                picked.append((row, cast(CheckpointMetadata, md)))
                 if remaining is not None and len(picked) >= remaining:
                     break
             if picked:
@@ -499,9 +511,9 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                     complete.update(need)
                 pending = yield from self._op_writes(
                     [(r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r, _, _ in decoded])
-                for row, md, cp in decoded:
+                for row, meta, cp in decoded:
                     yield Emit(self._tuple(
-                        row, cp, self._values(mat, row, cp), md,
+                        row, cp, self._values(mat, row, cp), meta,
                         pending.get((row.thread_id, row.checkpoint_ns, row.checkpoint_id), [])))
                 if remaining is not None:
                     remaining -= len(picked)
@@ -590,7 +602,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         if cid is None:
             raise ValueError("put_writes needs config['configurable']['checkpoint_id']")
         task_id = check_key(task_id, "task_id", S.MAX_TASK_ID)
-        items = []
+        items: list[list[Any]] = []
         for i, (channel, value) in enumerate(writes):
             check_key(channel, "channel name", S.MAX_CHANNEL)
             t, b = self.serde.dumps_typed(value)
@@ -610,12 +622,13 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         # special ones (errors, interrupts, resumes) replace theirs.
         w = S.writes
         rows = yield sa.select(w.c.type, w.c.blob).where(*(w.c[k] == v for k, v in key.items()))
-        merged = {int(it[0]): it for it in unpack(rows[0].type, rows[0].blob, "writes",
-                                                  thread_id)} if rows else {}
+        merged: dict[int, list[Any]] = {int(it[0]): it for it in unpack(
+            rows[0].type, rows[0].blob, "writes", thread_id)} if rows else {}
         special = all(wr[0] in WRITES_IDX_MAP for wr in writes)
         for it in items:
-            if special or it[0] not in merged:
-                merged[it[0]] = it
+            idx = int(it[0])
+            if special or idx not in merged:
+                merged[idx] = it
         t, b = pack(sorted(merged.values(), key=lambda it: it[0]), self.compress)
         yield sa.update(w).where(*(w.c[k] == v for k, v in key.items())).values(
             type=t, blob=b, task_path=task_path or "")
@@ -809,7 +822,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             if len(seeds) == len(channels):
                 break
         # 3. the writes on the path, oldest first
-        order = {x: i for i, x in enumerate(ancestors and [a for a, _ in ancestors])}
+        order = {acid: i for i, (acid, _) in enumerate(ancestors)}
         ids = list(dict.fromkeys(x for ch in channels for x in chain[ch]))
         pending = (yield from self._op_writes([(thread_id, ns, x) for x in ids],
                                               set(channels))) if ids else {}

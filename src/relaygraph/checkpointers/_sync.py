@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -216,7 +217,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
                                   channels: Sequence[str]) -> Mapping[str, DeltaChannelHistory]:
         return self._run(self._op_delta_history, config, channels)
 
-    def list_threads(self, *, limit: int | None = None) -> list[ThreadInfo]:
+    def list_threads(self, *, limit: int | None = None) -> builtins.list[ThreadInfo]:
         """Threads, most recently checkpointed first, without decoding any state."""
         return self._run(self._op_threads, limit)
 
@@ -260,7 +261,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         return await asyncio.to_thread(
             lambda: self.get_delta_channel_history(config=config, channels=channels))
 
-    async def alist_threads(self, *, limit: int | None = None) -> list[ThreadInfo]:
+    async def alist_threads(self, *, limit: int | None = None) -> builtins.list[ThreadInfo]:
         return await asyncio.to_thread(lambda: self.list_threads(limit=limit))
 
 

@@ -65,7 +65,7 @@ class Contract(BaseModel):
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         # relaygraph's default checkpoint serializer rebuilds every contract class
-        _allowlist.register(lambda cls=cls: _allowlist.type_entries(cls))
+        _allowlist.register(lambda cls=cls: _allowlist.type_entries(cls))  # type: ignore[misc]
         for name, info in cls.model_fields.items():
             marker = _field_verbatim(info)
             if marker is None:
