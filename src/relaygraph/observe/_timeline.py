@@ -77,12 +77,12 @@ class TimelineStep:
     @property
     def input_tokens(self) -> int:
         """Input tokens this step used."""
-        return sum(u.get("input_tokens", 0) for m in self.usage.values() for u in m.values())
+        return _total(self.usage, "input_tokens")
 
     @property
     def output_tokens(self) -> int:
         """Output tokens this step used."""
-        return sum(u.get("output_tokens", 0) for m in self.usage.values() for u in m.values())
+        return _total(self.usage, "output_tokens")
 
     @property
     def cost(self) -> float:
@@ -123,12 +123,12 @@ class Timeline:
     @property
     def input_tokens(self) -> int:
         """Input tokens of the run."""
-        return sum(u.get("input_tokens", 0) for m in self.usage.values() for u in m.values())
+        return _total(self.usage, "input_tokens")
 
     @property
     def output_tokens(self) -> int:
         """Output tokens of the run."""
-        return sum(u.get("output_tokens", 0) for m in self.usage.values() for u in m.values())
+        return _total(self.usage, "output_tokens")
 
     @property
     def status(self) -> str:
@@ -187,6 +187,11 @@ def _seconds(a: str | None, b: str | None) -> float | None:
         return (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds()
     except ValueError:
         return None
+
+
+def _total(usage: UsageTable, key: str) -> int:
+    """Sum one token counter over every agent and model of a usage table."""
+    return sum(int(u.get(key, 0)) for models in usage.values() for u in models.values())
 
 
 def _as_list(value: Any) -> list[Any]:
