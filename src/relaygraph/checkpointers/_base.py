@@ -1,17 +1,9 @@
-"""The shared core of both SQLAlchemy checkpointers.
+"""The shared core of both SQLAlchemy checkpointers: reads, writes and row mapping.
 
-Each operation is a generator that yields SQLAlchemy statements and receives their rows
-(or row count) back; it never touches a connection. The sync and async savers are thin
-shells that drive these generators on an ``Engine`` or ``AsyncEngine``. Statement
-building, row mapping, delta encoding and caching therefore exist exactly once.
-
-Protocol of an operation generator:
-    yield <Executable>  -> receives ``list[Row]`` (statements returning rows) or rowcount
-    yield Q(stmt, rows) -> executes ``stmt`` once per parameter dict (batched), gets rowcount
-    yield R(stmt, params) -> executes a cached statement with parameters, gets the rows
-    yield Emit(item)    -> hands ``item`` to the caller (``list()`` streams), receives None
-    yield After(fn)     -> ``fn()`` is called once the transaction has committed
-    return value        -> the operation's result
+Operations are generators (see ``_protocol``) that never touch a connection; the sync and
+async savers only drive them. Statement building, row mapping, delta encoding and caching
+therefore exist exactly once. Retention lives in ``_retention``, ``DeltaChannel`` history
+in ``_history``.
 """
 
 from __future__ import annotations
@@ -20,9 +12,8 @@ import builtins
 import json
 import random
 from collections import defaultdict
-from collections.abc import Generator, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeAlias, cast
+from collections.abc import Sequence
+from typing import Any, cast
 
 import sqlalchemy as sa
 from langchain_core.runnables import RunnableConfig
@@ -33,21 +24,18 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
-    DeltaChannelHistory,
     PendingWrite,
     get_checkpoint_id,
     get_serializable_checkpoint_metadata,
     writes_sort_key,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from sqlalchemy.engine import Dialect
 
-from relaygraph import _allowlist
 from relaygraph._sql import upsert
+from relaygraph.checkpointers import _history, _retention
 from relaygraph.checkpointers import _schema as S
 from relaygraph.checkpointers._codec import (
-    EMPTY,
     SLICE,
     Key3,
     Key4,
@@ -63,105 +51,24 @@ from relaygraph.checkpointers._codec import (
 )
 from relaygraph.checkpointers._errors import CorruptCheckpointError
 from relaygraph.checkpointers._ids import check_filter, check_key
+from relaygraph.checkpointers._protocol import (
+    CONFLICT,
+    After,
+    Emit,
+    Op,
+    Q,
+    R,
+    ThreadInfo,
+    _batches,
+    _group_keys,
+)
+from relaygraph.checkpointers._serde import RelaygraphSerializer, default_serde
 
-Op: TypeAlias = Generator[Any, Any, Any]
+__all__ = ["CONFLICT", "After", "BaseSQLAlchemySaver", "Emit", "Op", "Q", "R",
+           "RelaygraphSerializer", "ThreadInfo", "default_serde"]
 
 LIST_PAGE = 200
-CONFLICT = object()  # returned by an op that must be redone in a transaction
 _PLAIN = object()  # marks entries stored in a frame's shared part 0
-IN_BATCH = 400
-
-
-class ThreadInfo(NamedTuple):
-    """One thread as ``list_threads()`` sees it (root namespace only)."""
-
-    thread_id: str
-    latest_checkpoint_id: str
-    checkpoints: int
-
-
-@dataclass(frozen=True, slots=True)
-class R:
-    """A cached statement and its parameters; the rows come back."""
-
-    stmt: Any
-    params: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Q:
-    """A cached statement plus its parameter rows (an executemany)."""
-
-    stmt: Any
-    params: list[dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class Emit:
-    item: Any
-
-
-@dataclass(frozen=True, slots=True)
-class After:
-    fn: Any
-
-
-class RelaygraphSerializer(JsonPlusSerializer):
-    """LangGraph's serializer in strict msgpack mode, never pickle, with a live allowlist.
-
-    Safe types (LangChain messages, LangGraph's own, standard library values) load as
-    usual; other classes load only when allowlisted: every relaygraph ``Contract``
-    subclass registers itself, :func:`relaygraph.checkpointers.allow` adds more, and
-    ``with_msgpack_allowlist`` (which LangGraph calls under ``LANGGRAPH_STRICT_MSGPACK``)
-    extends a copy. Anything else comes back as plain data (dicts), with a logged warning.
-    """
-
-    def __init__(self, extra: Iterable[tuple[str, ...]] = ()) -> None:
-        super().__init__(pickle_fallback=False, allowed_msgpack_modules=None)
-        self._extra = frozenset(tuple(e) for e in extra)
-        self._seen_generation = -1
-        self._inner: JsonPlusSerializer | None = None
-
-    def _current(self) -> JsonPlusSerializer:
-        gen = _allowlist.generation()
-        inner = self._inner
-        if inner is None or gen != self._seen_generation:
-            allowed = set(self._extra) | _allowlist.entries()
-            inner = JsonPlusSerializer(pickle_fallback=False,
-                                       allowed_msgpack_modules=allowed or None)
-            self._inner, self._seen_generation = inner, gen
-        return inner
-
-    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
-        return self._current().dumps_typed(obj)
-
-    def loads_typed(self, data: tuple[str, bytes]) -> Any:
-        return self._current().loads_typed(data)
-
-    def with_msgpack_allowlist(self, extra_allowlist: Iterable[Any]) -> RelaygraphSerializer:
-        add = {(c.__module__, c.__name__) if isinstance(c, type) else tuple(c)
-               for c in extra_allowlist}
-        if add <= self._extra:
-            return self
-        return RelaygraphSerializer(self._extra | add)
-
-
-def default_serde() -> SerializerProtocol:
-    """The savers' default serializer: see :class:`RelaygraphSerializer`."""
-    return RelaygraphSerializer()
-
-
-def _batches(items: Sequence[Any], n: int = IN_BATCH) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
-
-
-def _group_keys(keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str], list[str]]:
-    """``(thread, ns, x)`` keys as ``{(thread, ns): [x, ...]}`` (order kept, no repeats)."""
-    out: dict[tuple[str, str], dict[str, None]] = defaultdict(dict)
-    for t, n, x in keys:
-        out[(t, n)][x] = None
-    return {k: list(v) for k, v in out.items()}
 
 
 def _json_default(obj: Any) -> Any:
@@ -646,102 +553,15 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             row = {**row, "part": max(e.part for e in existing) + 1}
             yield sa.insert(b).values(**row)
 
-    # -- deletion, copy, retention ----------------------------------------------------
+    # -- deletion, copy, retention (``_retention``) and DeltaChannel (``_history``) --------
 
-    def _op_delete_thread(self, thread_id: str) -> Op:
-        tid = check_key(thread_id, "thread_id")
-        for t in (S.writes, S.blobs, S.checkpoints):
-            yield sa.delete(t).where(t.c.thread_id == tid)
-        yield After(lambda: self._cache.forget_threads([tid]))
-
-    def _op_delete_for_runs(self, run_ids: Sequence[str]) -> Op:
-        runs = [check_key(r, "run_id") for r in run_ids]
-        if not runs:
-            return None
-        c = S.checkpoints
-        doomed: list[tuple[str, str, str]] = []
-        for batch in _batches(runs):
-            rows = yield sa.select(c.c.thread_id, c.c.checkpoint_ns, c.c.checkpoint_id).where(
-                c.c.run_id.in_(list(batch)))
-            doomed.extend((r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r in rows)
-        yield from self._op_delete_checkpoints(doomed)
-        threads = sorted({d[0] for d in doomed})
-        yield from self._op_gc_blobs(threads)
-        yield After(lambda: self._cache.forget_threads(threads))
-
-    def _op_delete_checkpoints(self, keys: Sequence[tuple[str, str, str]]) -> Op:
-        for (tid, ns), ids in _group_keys(keys).items():
-            for batch in _batches(ids):
-                for t in (S.writes, S.checkpoints):
-                    yield sa.delete(t).where(t.c.thread_id == tid, t.c.checkpoint_ns == ns,
-                                             t.c.checkpoint_id.in_(list(batch)))
-
-    def _op_gc_blobs(self, thread_ids: Sequence[str]) -> Op:
-        """Delete frames no remaining checkpoint of these threads can reach."""
-        c, b = S.checkpoints, S.blobs
-        for tid in thread_ids:
-            rows = yield sa.select(*self._ckpt_cols).where(c.c.thread_id == tid)
-            wanted: list[Key3] = []
-            for row in rows:
-                cp = self._load_checkpoint(row)
-                wanted.extend((tid, row.checkpoint_ns, str(v))
-                              for v in cp["channel_versions"].values())
-            keep: set[tuple[str, str, str, int]] = set()
-            for (_, ns), versions in _group_keys(wanted).items():
-                for batch in _batches(versions):
-                    got = yield self._chain_query(tid, ns, batch, keys_only=True)
-                    keep.update((r[0], r[1], r[2], r[3]) for r in got)
-            have = yield sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.version, b.c.part).where(
-                b.c.thread_id == tid)
-            drop = [tuple(r) for r in have if tuple(r) not in keep]
-            for batch in _batches(drop):
-                # (version, part) pairs within one thread: a primary-key range per row
-                yield sa.delete(b).where(b.c.thread_id == tid, sa.or_(*(
-                    sa.and_(b.c.checkpoint_ns == r[1], b.c.version == r[2], b.c.part == r[3])
-                    for r in batch)))
-
-    def _op_copy_thread(self, source: str, target: str) -> Op:
-        src = check_key(source, "source thread_id")
-        dst = check_key(target, "target thread_id")
-        if src == dst:
-            return None
-        for t in (S.writes, S.blobs, S.checkpoints):
-            yield sa.delete(t).where(t.c.thread_id == dst)
-        for t in (S.checkpoints, S.blobs, S.writes):
-            cols = [col.name for col in t.columns]
-            sel = sa.select(*[sa.literal(dst, t.c.thread_id.type).label("thread_id")
-                              if n == "thread_id" else t.c[n] for n in cols]).where(
-                t.c.thread_id == src)
-            yield sa.insert(t).from_select(cols, sel)
-        yield After(lambda: self._cache.forget_threads([dst]))
-
-    def _op_prune(self, thread_ids: Sequence[str], strategy: str, keep_last: int) -> Op:
-        if strategy not in ("keep_latest", "delete"):
-            raise ValueError(f"strategy must be 'keep_latest' or 'delete', got {strategy!r}")
-        if keep_last < 1:
-            raise ValueError(f"keep_last must be >= 1, got {keep_last}")
-        tids = [check_key(t, "thread_id") for t in thread_ids]
-        if strategy == "delete":
-            for tid in tids:
-                yield from self._op_delete_thread(tid)
-            return None
-        c = S.checkpoints
-        for tid in tids:
-            rows = yield sa.select(c.c.checkpoint_ns, c.c.checkpoint_id,
-                                   c.c.parent_checkpoint_id, c.c.metadata).where(
-                c.c.thread_id == tid).order_by(c.c.checkpoint_ns, c.c.checkpoint_id.desc())
-            by_ns: dict[str, list[Any]] = defaultdict(list)
-            for r in rows:
-                by_ns[r.checkpoint_ns].append(r)
-            doomed: list[tuple[str, str, str]] = []
-            for ns, items in by_ns.items():
-                kept = {r.checkpoint_id for r in items[:keep_last]}
-                kept |= _delta_ancestors(items, items[:keep_last])
-                doomed.extend((tid, ns, r.checkpoint_id) for r in items
-                              if r.checkpoint_id not in kept)
-            yield from self._op_delete_checkpoints(doomed)
-            yield from self._op_gc_blobs([tid])
-        yield After(lambda: self._cache.forget_threads(tids))
+    _op_delete_thread = _retention.delete_thread
+    _op_delete_for_runs = _retention.delete_for_runs
+    _op_delete_checkpoints = _retention.delete_checkpoints
+    _op_gc_blobs = _retention.gc_blobs
+    _op_copy_thread = _retention.copy_thread
+    _op_prune = _retention.prune
+    _op_delta_history = _history.delta_history
 
     # -- threads ------------------------------------------------------------------------
 
@@ -756,90 +576,6 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         rows = yield q
         return [ThreadInfo(r.thread_id, r.latest, int(r.n)) for r in rows]
 
-    # -- DeltaChannel support ---------------------------------------------------------
-
-    def _op_delta_history(self, config: RunnableConfig, channels: Sequence[str]) -> Op:
-        if not channels:
-            return {}
-        thread_id, ns, cid = self._ns(config)
-        c = S.checkpoints
-        q = sa.select(c.c.checkpoint_id, c.c.metadata).where(
-            c.c.thread_id == thread_id, c.c.checkpoint_ns == ns)
-        q = (q.where(c.c.checkpoint_id == cid) if cid
-             else q.order_by(c.c.checkpoint_id.desc()).limit(1))
-        got = yield q
-        if not got:
-            return {ch: {"writes": []} for ch in channels}
-        cid = got[0].checkpoint_id
-        # LangGraph counts the supersteps since each delta channel's last snapshot; the
-        # walk never needs to go further back than that (plus one for the snapshot).
-        md = json.loads(got[0].metadata) if got[0].metadata else {}
-        counters = md.get("counters_since_delta_snapshot") or {}
-        spans = [int(counters[ch][1]) for ch in channels
-                 if isinstance(counters.get(ch), list | tuple) and len(counters[ch]) > 1]
-        max_depth = (max(spans) + 1) if spans and len(spans) == len(channels) else 1_000_000
-        # 1. the ancestor chain, nearest first, in one recursive query
-        anchor = (sa.select(c.c.checkpoint_id, c.c.parent_checkpoint_id,
-                            sa.literal(0).label("depth"))
-                  .where(c.c.thread_id == thread_id, c.c.checkpoint_ns == ns,
-                         c.c.checkpoint_id == cid)
-                  .cte("relaygraph_ancestors", recursive=True))
-        c2 = c.alias("c2")
-        walk = anchor.union_all(
-            sa.select(c2.c.checkpoint_id, c2.c.parent_checkpoint_id,
-                      (anchor.c.depth + 1).label("depth"))
-            .where(c2.c.thread_id == thread_id, c2.c.checkpoint_ns == ns,
-                   c2.c.checkpoint_id == anchor.c.parent_checkpoint_id,
-                   anchor.c.depth < max_depth))
-        rows = yield sa.select(c.c.checkpoint_id, c.c.type, c.c.checkpoint, c.c.thread_id,
-                               walk.c.depth).join(
-            walk, sa.and_(c.c.thread_id == thread_id, c.c.checkpoint_ns == ns,
-                          c.c.checkpoint_id == walk.c.checkpoint_id)).order_by(walk.c.depth)
-        ancestors = []
-        seen: set[str] = set()
-        for r in rows[1:]:  # the target's own writes and value are not part of the contract
-            if r.checkpoint_id in seen:
-                break
-            seen.add(r.checkpoint_id)
-            ancestors.append((r.checkpoint_id, self._load_checkpoint(r)["channel_versions"]))
-        # 2. the frames of those ancestors' versions: which hold a stored value
-        frames = yield from self._op_frames(list(
-            {(thread_id, ns, str(cv[ch])) for _, cv in ancestors for ch in channels
-             if ch in cv}))
-        mat = Materializer(self.serde, frames, shared=False)
-        chain: dict[str, list[str]] = {ch: [] for ch in channels}
-        seeds: dict[str, Key4] = {}
-        for acid, cv in ancestors:
-            for ch in channels:
-                if ch in seeds:
-                    continue
-                chain[ch].append(acid)
-                if ch in cv:
-                    k = (thread_id, ns, ch, str(cv[ch]))
-                    e = mat.entry(k)
-                    if e is not None and e[0] != EMPTY:
-                        seeds[ch] = k
-            if len(seeds) == len(channels):
-                break
-        # 3. the writes on the path, oldest first
-        order = {acid: i for i, (acid, _) in enumerate(ancestors)}
-        ids = list(dict.fromkeys(x for ch in channels for x in chain[ch]))
-        pending = (yield from self._op_writes([(thread_id, ns, x) for x in ids],
-                                              set(channels))) if ids else {}
-        result: dict[str, DeltaChannelHistory] = {}
-        for ch in channels:
-            mine = set(chain[ch])
-            writes = [pw for x in sorted(mine, key=lambda x: -order[x])
-                      for pw in pending.get((thread_id, ns, x), []) if pw[1] == ch]
-            entry: DeltaChannelHistory = {"writes": writes}
-            if ch in seeds:
-                present, val = mat.value(seeds[ch])
-                if present:
-                    entry["seed"] = val
-            result[ch] = entry
-        return result
-
-
 def _run_id(md: CheckpointMetadata) -> str | None:
     rid = md.get("run_id")
     if rid is None:
@@ -847,25 +583,3 @@ def _run_id(md: CheckpointMetadata) -> str | None:
     return check_key(rid, "run_id")
 
 
-def _delta_ancestors(items: Sequence[Any], kept: Sequence[Any]) -> set[str]:
-    """Ancestors a kept checkpoint's DeltaChannel values are rebuilt from.
-
-    LangGraph's ``DeltaChannel`` stores values as writes replayed from the nearest
-    snapshot, recorded per channel in ``counters_since_delta_snapshot``; those ancestors
-    (and their writes) must survive a prune.
-    """
-    by_id = {r.checkpoint_id: r for r in items}
-    out: set[str] = set()
-    for r in kept:
-        md = json.loads(r.metadata) if r.metadata else {}
-        counters = md.get("counters_since_delta_snapshot") or {}
-        depth = max((int(v[1]) for v in counters.values() if isinstance(v, list | tuple)),
-                    default=0)
-        cur = r
-        for _ in range(depth):
-            pid = cur.parent_checkpoint_id
-            if not pid or pid not in by_id:
-                break
-            out.add(pid)
-            cur = by_id[pid]
-    return out

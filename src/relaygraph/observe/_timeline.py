@@ -191,7 +191,8 @@ def _seconds(a: str | None, b: str | None) -> float | None:
 
 def _total(usage: UsageTable, key: str) -> int:
     """Sum one token counter over every agent and model of a usage table."""
-    return sum(int(u.get(key, 0)) for models in usage.values() for u in models.values())
+    return sum(int(u.get(key, 0) or 0) for models in usage.values()  # type: ignore[call-overload]
+               for u in models.values())
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -1,0 +1,148 @@
+"""Deleting, copying and pruning threads without breaking delta chains.
+
+Each function is an operation generator of the shared core (see ``_protocol``); the saver
+classes bind them as methods.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from relaygraph.checkpointers import _schema as S
+from relaygraph.checkpointers._codec import Key3
+from relaygraph.checkpointers._ids import check_key
+from relaygraph.checkpointers._protocol import After, Op, _batches, _group_keys
+
+if TYPE_CHECKING:
+    from relaygraph.checkpointers._base import BaseSQLAlchemySaver
+
+
+def delete_thread(saver: BaseSQLAlchemySaver, thread_id: str) -> Op:
+    tid = check_key(thread_id, "thread_id")
+    for t in (S.writes, S.blobs, S.checkpoints):
+        yield sa.delete(t).where(t.c.thread_id == tid)
+    yield After(lambda: saver._cache.forget_threads([tid]))
+
+
+def delete_for_runs(saver: BaseSQLAlchemySaver, run_ids: Sequence[str]) -> Op:
+    runs = [check_key(r, "run_id") for r in run_ids]
+    if not runs:
+        return None
+    c = S.checkpoints
+    doomed: list[tuple[str, str, str]] = []
+    for batch in _batches(runs):
+        rows = yield sa.select(c.c.thread_id, c.c.checkpoint_ns, c.c.checkpoint_id).where(
+            c.c.run_id.in_(list(batch)))
+        doomed.extend((r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r in rows)
+    yield from delete_checkpoints(saver, doomed)
+    threads = sorted({d[0] for d in doomed})
+    yield from gc_blobs(saver, threads)
+    yield After(lambda: saver._cache.forget_threads(threads))
+
+
+def delete_checkpoints(saver: BaseSQLAlchemySaver, keys: Sequence[tuple[str, str, str]]) -> Op:
+    for (tid, ns), ids in _group_keys(keys).items():
+        for batch in _batches(ids):
+            for t in (S.writes, S.checkpoints):
+                yield sa.delete(t).where(t.c.thread_id == tid, t.c.checkpoint_ns == ns,
+                                         t.c.checkpoint_id.in_(list(batch)))
+
+
+def gc_blobs(saver: BaseSQLAlchemySaver, thread_ids: Sequence[str]) -> Op:
+    """Delete frames no remaining checkpoint of these threads can reach."""
+    c, b = S.checkpoints, S.blobs
+    for tid in thread_ids:
+        rows = yield sa.select(*saver._ckpt_cols).where(c.c.thread_id == tid)
+        wanted: list[Key3] = []
+        for row in rows:
+            cp = saver._load_checkpoint(row)
+            wanted.extend((tid, row.checkpoint_ns, str(v))
+                          for v in cp["channel_versions"].values())
+        keep: set[tuple[str, str, str, int]] = set()
+        for (_, ns), versions in _group_keys(wanted).items():
+            for batch in _batches(versions):
+                got = yield saver._chain_query(tid, ns, batch, keys_only=True)
+                keep.update((r[0], r[1], r[2], r[3]) for r in got)
+        have = yield sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.version, b.c.part).where(
+            b.c.thread_id == tid)
+        drop = [tuple(r) for r in have if tuple(r) not in keep]
+        for batch in _batches(drop):
+            # (version, part) pairs within one thread: a primary-key range per row
+            yield sa.delete(b).where(b.c.thread_id == tid, sa.or_(*(
+                sa.and_(b.c.checkpoint_ns == r[1], b.c.version == r[2], b.c.part == r[3])
+                for r in batch)))
+
+
+def copy_thread(saver: BaseSQLAlchemySaver, source: str, target: str) -> Op:
+    src = check_key(source, "source thread_id")
+    dst = check_key(target, "target thread_id")
+    if src == dst:
+        return None
+    for t in (S.writes, S.blobs, S.checkpoints):
+        yield sa.delete(t).where(t.c.thread_id == dst)
+    for t in (S.checkpoints, S.blobs, S.writes):
+        cols = [col.name for col in t.columns]
+        sel = sa.select(*[sa.literal(dst, t.c.thread_id.type).label("thread_id")
+                          if n == "thread_id" else t.c[n] for n in cols]).where(
+            t.c.thread_id == src)
+        yield sa.insert(t).from_select(cols, sel)
+    yield After(lambda: saver._cache.forget_threads([dst]))
+
+
+def prune(saver: BaseSQLAlchemySaver, thread_ids: Sequence[str], strategy: str,
+          keep_last: int) -> Op:
+    if strategy not in ("keep_latest", "delete"):
+        raise ValueError(f"strategy must be 'keep_latest' or 'delete', got {strategy!r}")
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+    tids = [check_key(t, "thread_id") for t in thread_ids]
+    if strategy == "delete":
+        for tid in tids:
+            yield from delete_thread(saver, tid)
+        return None
+    c = S.checkpoints
+    for tid in tids:
+        rows = yield sa.select(c.c.checkpoint_ns, c.c.checkpoint_id,
+                               c.c.parent_checkpoint_id, c.c.metadata).where(
+            c.c.thread_id == tid).order_by(c.c.checkpoint_ns, c.c.checkpoint_id.desc())
+        by_ns: dict[str, list[Any]] = defaultdict(list)
+        for r in rows:
+            by_ns[r.checkpoint_ns].append(r)
+        doomed: list[tuple[str, str, str]] = []
+        for ns, items in by_ns.items():
+            kept = {r.checkpoint_id for r in items[:keep_last]}
+            kept |= _delta_ancestors(items, items[:keep_last])
+            doomed.extend((tid, ns, r.checkpoint_id) for r in items
+                          if r.checkpoint_id not in kept)
+        yield from delete_checkpoints(saver, doomed)
+        yield from gc_blobs(saver, [tid])
+    yield After(lambda: saver._cache.forget_threads(tids))
+
+
+def _delta_ancestors(items: Sequence[Any], kept: Sequence[Any]) -> set[str]:
+    """Ancestors a kept checkpoint's DeltaChannel values are rebuilt from.
+
+    LangGraph's ``DeltaChannel`` stores values as writes replayed from the nearest
+    snapshot, recorded per channel in ``counters_since_delta_snapshot``; those ancestors
+    (and their writes) must survive a prune.
+    """
+    by_id = {r.checkpoint_id: r for r in items}
+    out: set[str] = set()
+    for r in kept:
+        md = json.loads(r.metadata) if r.metadata else {}
+        counters = md.get("counters_since_delta_snapshot") or {}
+        depth = max((int(v[1]) for v in counters.values() if isinstance(v, list | tuple)),
+                    default=0)
+        cur = r
+        for _ in range(depth):
+            pid = cur.parent_checkpoint_id
+            if not pid or pid not in by_id:
+                break
+            out.add(pid)
+            cur = by_id[pid]
+    return out
