@@ -230,3 +230,31 @@ def test_configuration_errors(kwargs: dict[str, Any], message: str) -> None:
     subject = kwargs.pop("subject")
     with pytest.raises(ConfigurationError, match=message):
         HumanReview(subject, **kwargs)
+
+
+def test_edit_fills_a_missing_subject_from_scratch() -> None:
+    """A failed handoff leaves nothing under review: an edit must fill the whole contract."""
+
+    class Empty(RelayState, total=False):
+        ticket: Any
+        note: str
+
+    def agent(state: Empty) -> dict[str, Any]:
+        return {"ticket": None}
+
+    b = StateGraph(Empty)
+    b.add_node("agent", agent)
+    b.add_node("check_ticket", HumanReview("ticket", contract=Ticket, on_approve=END,
+                                           on_reject=END))
+    b.add_edge(START, "agent")
+    b.add_edge("agent", "check_ticket")
+    graph = b.compile(checkpointer=InMemorySaver())
+    graph.invoke({}, CFG)
+    before = graph.get_state(CFG)
+    with pytest.raises(InvalidReviewDecision, match="priority: Field required"):
+        submit_review(graph, CFG, {"action": "edit", "edits": {"queue": "billing"}})
+    assert graph.get_state(CFG).values == before.values  # nothing changed
+    out = submit_review(graph, CFG, {"action": "edit",
+                                     "edits": {"queue": "billing", "priority": 3}})
+    assert out["ticket"] == Ticket(queue="billing", priority=3)
+    assert out["reviews"][-1]["decision"] == "edit"

@@ -488,6 +488,9 @@ def apply_edits(value: Any, edits: Mapping[str, Any], contract: type[BaseModel] 
         current: dict[str, Any] = value.model_dump()
     elif isinstance(value, Mapping):
         current = dict(value)
+    elif value is None and contract is not None:
+        # nothing to correct (e.g. a handoff that failed): the edits must fill the contract
+        current = {}
     else:
         raise InvalidReviewDecision(
             f"edits need a field-by-field value under review; the value is {_short(value, 80)}"
@@ -508,7 +511,9 @@ def apply_edits(value: Any, edits: Mapping[str, Any], contract: type[BaseModel] 
     except ValidationError as exc:
         raise InvalidReviewDecision(
             f"edits break the contract {contract.__name__}: {_errors(exc)}") from exc
-    return validated if isinstance(value, BaseModel) else validated.model_dump(mode="json")
+    if isinstance(value, BaseModel) or value is None:
+        return validated
+    return validated.model_dump(mode="json")
 
 
 # --------------------------------------------------------------------------- submitting
