@@ -9,7 +9,7 @@ import json
 import re
 import time
 import typing
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
@@ -610,7 +610,12 @@ class HandoffNode(RunnableLambda):
 
     # ------------------------------------------------------------------ the node
 
-    def _run(self, state: Any) -> Any:
+    def _attempts(self, state: Any) -> Generator[tuple[Any, HandoffFeedback | None], Any, Any]:
+        """The repair loop, shared by the sync and async node.
+
+        Yields ``(source, feedback)`` for each compressor call and receives
+        ``(True, output)`` or ``(False, exception)``; returns the node's result.
+        """
         started = time.perf_counter()
         src = self._prepare(state)
         pre = self._precheck(src)
@@ -619,36 +624,42 @@ class HandoffNode(RunnableLambda):
         feedback: HandoffFeedback | None = None
         attempt = _Attempt()
         for n in range(self.max_repairs + 1):
-            try:
-                attempt = self._evaluate(self._call(src, feedback), src)
-            except Exception as exc:  # the compressor's failure is data, not a crash
-                attempt = self._failed_call(exc)
+            ok, out = yield src, feedback
+            # the compressor's failure is data, not a crash
+            attempt = self._evaluate(out, src) if ok else self._failed_call(out)
             if attempt.contract is not None:
                 return self._finish(src, attempt, n, started, None)
             feedback = HandoffFeedback(n + 1, dict(attempt.errors), attempt.draft)
         return self._finish(src, attempt, self.max_repairs, started,
                             self._failure_text(attempt, self.max_repairs + 1))
 
+    def _run(self, state: Any) -> Any:
+        loop = self._attempts(state)
+        try:
+            src, feedback = next(loop)
+            while True:
+                try:
+                    result: tuple[bool, Any] = (True, self._call(src, feedback))
+                except Exception as exc:
+                    result = (False, exc)
+                src, feedback = loop.send(result)
+        except StopIteration as stop:
+            return stop.value
+
     async def _arun(self, state: Any) -> Any:
-        started = time.perf_counter()
-        src = self._prepare(state)
-        pre = self._precheck(src)
-        if pre is not None:
-            return self._finish(src, _Attempt(errors=pre[1]), 0, started, pre[0])
-        feedback: HandoffFeedback | None = None
-        attempt = _Attempt()
-        for n in range(self.max_repairs + 1):
-            try:
-                attempt = self._evaluate(await self._acall(src, feedback), src)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                attempt = self._failed_call(exc)
-            if attempt.contract is not None:
-                return self._finish(src, attempt, n, started, None)
-            feedback = HandoffFeedback(n + 1, dict(attempt.errors), attempt.draft)
-        return self._finish(src, attempt, self.max_repairs, started,
-                            self._failure_text(attempt, self.max_repairs + 1))
+        loop = self._attempts(state)
+        try:
+            src, feedback = next(loop)
+            while True:
+                try:
+                    result: tuple[bool, Any] = (True, await self._acall(src, feedback))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    result = (False, exc)
+                src, feedback = loop.send(result)
+        except StopIteration as stop:
+            return stop.value
 
 
 class _OutputError(Exception):
