@@ -209,12 +209,13 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         Keys are grouped by thread and namespace so that every lookup is a primary-key
         seek (SQLite does not use an index for a row-value ``IN`` list).
         """
+        lateral = self._dialect.name == "postgresql"
         return R(self._cached("chain_keys" if keys_only else "chain",
-                              lambda: self._build_chain(keys_only)),
+                              lambda: self._build_chain(keys_only, lateral=lateral)),
                  {"t": thread_id, "ns": ns, "versions": list(versions)})
 
     @staticmethod
-    def _build_chain(keys_only: bool) -> sa.Select:
+    def _build_chain(keys_only: bool, *, lateral: bool = False) -> sa.Select:
         b = S.blobs
         anchor = (
             sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.version, b.c.channel, b.c.base)
@@ -223,15 +224,21 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             .cte("relaygraph_chain", recursive=True)
         )
         b2 = b.alias("b2")
-        chain = anchor.union(
-            sa.select(b2.c.thread_id, b2.c.checkpoint_ns, b2.c.version, b2.c.channel, b2.c.base)
-            .where(
-                b2.c.thread_id == anchor.c.thread_id,
-                b2.c.checkpoint_ns == anchor.c.checkpoint_ns,
-                b2.c.version == anchor.c.base,
-                b2.c.channel == anchor.c.channel,
-            )
+        step = sa.select(b2.c.thread_id, b2.c.checkpoint_ns, b2.c.version, b2.c.channel,
+                         b2.c.base).where(
+            b2.c.thread_id == anchor.c.thread_id,
+            b2.c.checkpoint_ns == anchor.c.checkpoint_ns,
+            b2.c.version == anchor.c.base,
+            b2.c.channel == anchor.c.channel,
         )
+        if lateral:
+            # PostgreSQL plans the recursive term once, for a guessed 10-row work table,
+            # and picks a hash join over a scan of the whole table, which then runs on
+            # every step of the walk. A LATERAL primary-key lookup keeps it a seek.
+            nxt = step.limit(1).lateral("relaygraph_next")
+            chain = anchor.union(sa.select(*nxt.c).select_from(anchor).join(nxt, sa.true()))
+        else:
+            chain = anchor.union(step)
         cols = [b.c.thread_id, b.c.checkpoint_ns, b.c.version, b.c.part]
         if not keys_only:
             cols += [b.c.base, b.c.type, b.c.blob]

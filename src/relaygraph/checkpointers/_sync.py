@@ -62,7 +62,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
             for encryption at rest.
         segment_every: list channels are stored as appended deltas; every
             ``segment_every`` versions a segment row bounds the rows a read touches.
-        compress: zlib-compress stored values when that saves space.
+        compress: zstd-compress stored values when that saves space.
 
     Example:
         >>> with SQLAlchemySaver.from_conn_string("sqlite:///relaygraph.db") as saver:

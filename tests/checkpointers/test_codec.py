@@ -1,0 +1,136 @@
+"""Value encoding: the fast message decoder and the compression formats."""
+
+from __future__ import annotations
+
+import zlib
+
+import ormsgpack
+import pytest
+from langchain_core.messages import (
+    AIMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    RemoveMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from relaygraph.checkpointers import SQLAlchemySaver, default_serde
+from relaygraph.checkpointers._codec import _decompress, dump, load, pack, unpack
+from relaygraph.checkpointers._zdict import ZDICT_V1
+
+MESSAGES = [
+    HumanMessage("plain text", id="h1"),
+    HumanMessage([{"type": "text", "text": "a block"}, {"type": "image", "url": "u"}],
+                 name="ann", id="h2", additional_kwargs={"k": [1, 2]}),
+    SystemMessage("you are terse", id="s1"),
+    AIMessage("calling", id="a1", tool_calls=[{"name": "lookup", "args": {"q": "x"},
+                                               "id": "c1"}],
+              usage_metadata={"input_tokens": 3, "output_tokens": 4, "total_tokens": 7},
+              response_metadata={"model_name": "scripted", "finish_reason": "tool_calls"}),
+    AIMessage("", id="a2", invalid_tool_calls=[{"name": "bad", "args": "{", "id": "c2",
+                                                "error": "json", "type": "invalid_tool_call"}]),
+    AIMessage("no id"),
+    ToolMessage("result", tool_call_id="c1", id="t1", artifact={"rows": [1, 2]},
+                status="error"),
+    ChatMessage("hi", role="critic", id="c"),
+    FunctionMessage("out", name="fn", id="f"),
+    RemoveMessage(id="h1"),
+]
+
+
+def _same(a: object, b: object) -> None:
+    assert type(a) is type(b)
+    assert a == b
+    assert a.model_fields_set == b.model_fields_set  # type: ignore[attr-defined]
+    assert a.__dict__ == b.__dict__
+    assert a.__pydantic_extra__ == b.__pydantic_extra__  # type: ignore[attr-defined]
+
+
+def test_fast_decoder_rebuilds_every_message_class_exactly() -> None:
+    ours = default_serde()
+    reference = JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+    data = reference.dumps_typed(MESSAGES)
+    fast, slow = ours.loads_typed(data), reference.loads_typed(data)
+    assert len(fast) == len(slow) == len(MESSAGES)
+    for a, b, original in zip(fast, slow, MESSAGES, strict=True):
+        _same(a, b)
+        assert type(a) is type(original) and a == original and a.__dict__ == original.__dict__
+    # fresh objects on every call: nothing handed out twice
+    again = ours.loads_typed(data)
+    assert all(x is not y and x.__dict__ is not y.__dict__
+               for x, y in zip(fast, again, strict=True))
+
+
+def _ext(module: str, name: str, kwargs: object) -> bytes:
+    return ormsgpack.packb([ormsgpack.Ext(5, ormsgpack.packb([module, name, kwargs,
+                                                              "model_validate_json"]))])
+
+
+def test_older_message_shapes_take_the_validating_path() -> None:
+    # a message stored by an older LangChain: tool calls only in additional_kwargs,
+    # no tool_calls field; validation upgrades it, as LangGraph's own decoder does
+    legacy = {"content": "x", "additional_kwargs": {"tool_calls": [{
+        "id": "c9", "type": "function",
+        "function": {"name": "lookup", "arguments": "{\"q\": 1}"}}]},
+        "response_metadata": {}, "type": "ai", "name": None, "id": "old", "example": False}
+    (msg,) = default_serde().loads_typed(("msgpack", _ext("langchain_core.messages.ai",
+                                                          "AIMessage", legacy)))
+    assert isinstance(msg, AIMessage)
+    assert msg.tool_calls == [{"name": "lookup", "args": {"q": 1}, "id": "c9",
+                               "type": "tool_call"}]
+
+
+def test_a_wrong_type_tag_is_not_trusted() -> None:
+    fields = HumanMessage("x", id="1").model_dump()
+    fields["type"] = "ai"  # claims to be something else: validation decides
+    (msg,) = default_serde().loads_typed(
+        ("msgpack", _ext("langchain_core.messages.human", "HumanMessage", fields)))
+    reference = JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+    (ref,) = reference.loads_typed(
+        ("msgpack", _ext("langchain_core.messages.human", "HumanMessage", fields)))
+    assert type(msg) is type(ref) and msg == ref
+
+
+def test_unknown_classes_still_fall_back_to_plain_data() -> None:
+    (val,) = default_serde().loads_typed(
+        ("msgpack", _ext("os", "system", {"command": "echo hacked"})))
+    assert val == {"command": "echo hacked"}
+
+
+def test_values_are_compressed_with_zstd_and_read_back() -> None:
+    serde = default_serde()
+    value = [HumanMessage("the same words again " * 40, id=str(i)) for i in range(5)]
+    type_, blob = dump(serde, value, compress=True)
+    assert type_.endswith("|zs") and len(blob) < len(serde.dumps_typed(value)[1]) // 4
+    assert load(serde, type_, blob) == value
+    t, b = pack({"k": [0, "msgpack", b"x" * 500]}, compress=True)
+    assert unpack(t, b, "frame", "th") == {"k": [0, "msgpack", b"x" * 500]}
+    # small values are stored as they are
+    assert dump(serde, "short", compress=True)[0] == "msgpack"
+
+
+def test_rows_written_with_zlib_stay_readable() -> None:
+    raw = ormsgpack.packb({"a": 1})
+    co = zlib.compressobj(6, zdict=ZDICT_V1)
+    assert _decompress("rg1|zd", co.compress(raw) + co.flush()) == ("rg1", raw)
+    assert _decompress("rg1|z", zlib.compress(raw)) == ("rg1", raw)
+
+
+def test_a_corrupt_compressed_frame_is_a_clear_error(tmp_path) -> None:
+    with SQLAlchemySaver.from_conn_string(f"sqlite:///{tmp_path}/c.db") as saver:
+        saver.setup()
+        cfg = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        cp = empty_checkpoint()
+        cp["channel_values"] = {"notes": "n" * 2000}
+        cp["channel_versions"] = {"notes": saver.get_next_version(None)}
+        saver.put(cfg, cp, {}, dict(cp["channel_versions"]))
+        with saver.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE relaygraph_blobs SET blob = x'28b52ffd00'")
+        from relaygraph.checkpointers import CorruptCheckpointError
+
+        with pytest.raises(CorruptCheckpointError, match="thread 't'"):
+            saver.get_tuple(cfg)
