@@ -27,6 +27,7 @@ from relaygraph.checkpointers._base import (
     BaseSQLAlchemySaver,
     Emit,
     Op,
+    P,
     Q,
     R,
     ThreadInfo,
@@ -249,6 +250,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
 
 
 async def _exec(conn: AsyncConnection, msg: Any) -> Any:
+    if isinstance(msg, P):
+        return [await _exec(conn, q) for q in msg.writes]
     if isinstance(msg, Q):
         # one row: a plain execute (an executemany goes through the driver's pipeline)
         params = msg.params[0] if len(msg.params) == 1 else msg.params

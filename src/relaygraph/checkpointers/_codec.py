@@ -64,6 +64,11 @@ def _zstd() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
     return pair
 
 
+def is_saver_version(version: str) -> bool:
+    """True for versions in the saver's own format (see ``get_next_version``)."""
+    return _DELTA_VERSION.match(version) is not None
+
+
 def _compress(type_: str, data: bytes, compress: bool) -> tuple[str, bytes]:
     if compress and len(data) >= COMPRESS_MIN:
         z = _zstd()[0].compress(data)

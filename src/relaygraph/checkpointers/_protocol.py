@@ -6,6 +6,8 @@ generators on an ``Engine`` or ``AsyncEngine``:
 
     yield <Executable>    -> receives ``list[Row]`` (statements returning rows) or rowcount
     yield Q(stmt, rows)   -> executes ``stmt`` once per parameter dict, gets the rowcount
+    yield P([Q, ...])     -> runs the writes in order, in one round trip where the driver
+                             can pipeline them (psycopg); gets their rowcounts
     yield R(stmt, params) -> executes a cached statement with parameters, gets the rows
     yield Emit(item)      -> hands ``item`` to the caller (``list()`` streams)
     yield After(fn)       -> ``fn()`` is called once the transaction has committed
@@ -46,6 +48,13 @@ class Q:
 
     stmt: Any
     params: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class P:
+    """Writes that need no answer in between: one round trip where the driver allows."""
+
+    writes: list[Q]
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,10 +27,12 @@ from relaygraph.checkpointers._base import (
     BaseSQLAlchemySaver,
     Emit,
     Op,
+    P,
     Q,
     R,
     ThreadInfo,
 )
+from relaygraph.checkpointers._direct import DirectWriter, supports
 from relaygraph.checkpointers._errors import DatabaseUnavailableError, SetupRequiredError
 from relaygraph.checkpointers._urls import engine_kwargs, resolve_url, sqlite_pragmas
 
@@ -84,6 +86,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         # taking the write lock up front) avoids busy-wait sleeps and upgrade deadlocks.
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
         self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._direct = DirectWriter(engine.dialect) if supports(engine.dialect) else None
 
     @classmethod
     @contextmanager
@@ -124,15 +127,15 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         if write and self._write_lock is not None:
             with self._write_lock, self.engine.begin() as conn:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-                result = _drive(conn, op, afters)
+                result = _drive(conn, op, afters, self._direct)
         elif write:
             with self.engine.begin() as conn:
-                result = _drive(conn, op, afters)
+                result = _drive(conn, op, afters, self._direct)
         else:
             # reads need no transaction: stored checkpoints never change; single-statement
             # writes commit on their own
             with self._reader.connect() as conn:
-                result = _drive(conn, op, afters)
+                result = _drive(conn, op, afters, self._direct)
         for a in afters:
             a.fn()
         return result
@@ -150,7 +153,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
                 else:
                     try:
                         with self._reader.connect() as conn:
-                            out = _exec(conn, msg)
+                            out = _exec(conn, msg, self._direct)
                     except sa.exc.DBAPIError as exc:
                         raise translate_db_error(exc, self.engine.url) from exc
                     msg = op.send(out)
@@ -265,18 +268,27 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         return await asyncio.to_thread(lambda: self.list_threads(limit=limit))
 
 
-def _exec(conn: sa.Connection, msg: Any) -> Any:
-    if isinstance(msg, Q):
-        # one row: a plain execute (an executemany goes through the driver's pipeline)
-        params = msg.params[0] if len(msg.params) == 1 else msg.params
-        return conn.execute(msg.stmt, params).rowcount
+def _exec(conn: sa.Connection, msg: Any, direct: DirectWriter | None = None) -> Any:
+    if isinstance(msg, P | Q):
+        writes = msg.writes if isinstance(msg, P) else [msg]
+        counts = direct.run(conn, writes) if direct is not None else None
+        if counts is None:
+            counts = [_exec_q(conn, q) for q in writes]
+        return counts if isinstance(msg, P) else counts[0]
     if isinstance(msg, R):
         return conn.execute(msg.stmt, msg.params).all()
     res = conn.execute(msg)
     return res.all() if res.returns_rows else res.rowcount
 
 
-def _drive(conn: sa.Connection, op: Op, afters: list[After]) -> Any:
+def _exec_q(conn: sa.Connection, msg: Q) -> int:
+    # one row: a plain execute (an executemany goes through the driver's pipeline)
+    params = msg.params[0] if len(msg.params) == 1 else msg.params
+    return conn.execute(msg.stmt, params).rowcount
+
+
+def _drive(conn: sa.Connection, op: Op, afters: list[After],
+           direct: DirectWriter | None = None) -> Any:
     try:
         msg = next(op)
         while True:
@@ -286,6 +298,6 @@ def _drive(conn: sa.Connection, op: Op, afters: list[After]) -> Any:
             elif isinstance(msg, Emit):
                 raise TypeError("streaming operations must be run with _stream")
             else:
-                msg = op.send(_exec(conn, msg))
+                msg = op.send(_exec(conn, msg, direct))
     except StopIteration as stop:
         return stop.value

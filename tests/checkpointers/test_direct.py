@@ -1,0 +1,78 @@
+"""PostgreSQL writes on the psycopg connection itself: same rows, same errors, retried."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.base import empty_checkpoint
+
+from relaygraph.checkpointers import SQLAlchemySaver
+from relaygraph.checkpointers._direct import DirectWriter
+
+from ._graphs import chat_graph
+
+
+@pytest.fixture
+def pg_saver(pg_backend):
+    engine = sa.create_engine(pg_backend.url)
+    saver = SQLAlchemySaver(engine)
+    saver.setup()
+    assert isinstance(saver._direct, DirectWriter)
+    yield saver
+    engine.dispose()
+
+
+def _kill_connections(saver: SQLAlchemySaver) -> int:
+    admin = sa.create_engine(saver.engine.url, poolclass=sa.pool.NullPool)
+    with admin.connect() as c:
+        n = c.execute(sa.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+    admin.dispose()
+    return int(n or 0)
+
+
+def test_a_dropped_connection_is_replaced_and_the_put_retried(pg_saver) -> None:
+    g = chat_graph(4).compile(checkpointer=pg_saver)
+    cfg = {"configurable": {"thread_id": "drop"}}
+    g.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+    assert _kill_connections(pg_saver) >= 1  # the pooled connections are now dead
+    head = pg_saver.get_tuple(cfg)
+    cp = dict(head.checkpoint)
+    v = pg_saver.get_next_version(max(cp["channel_versions"].values()))
+    cp["id"] = "1ffffffff-ffff-6fff-ffff-ffffffffffff"[1:]
+    cp["channel_values"] = {**cp["channel_values"], "messages": [
+        *cp["channel_values"]["messages"], AIMessage("after", id="after")]}
+    cp["channel_versions"] = {**cp["channel_versions"], "messages": v}
+    _kill_connections(pg_saver)
+    pg_saver.put(head.config, cp, {"step": 9}, {"messages": v})
+    _kill_connections(pg_saver)
+    pg_saver.put_writes(head.config, [("messages", [AIMessage("w", id="w")])], "t1")
+    got = pg_saver.get_tuple(cfg)
+    assert got.checkpoint["channel_values"]["messages"][-1].id == "after"
+    pending = pg_saver.get_tuple({"configurable": {**head.config["configurable"]}})
+    assert [w[0] for w in pending.pending_writes] == ["t1"]
+
+
+def test_driver_errors_surface_as_sqlalchemy_errors(pg_saver) -> None:
+    cfg = {"configurable": {"thread_id": "x", "checkpoint_ns": ""}}
+    cp = empty_checkpoint()
+    cp["channel_values"] = {"n": 1}
+    cp["channel_versions"] = {"n": pg_saver.get_next_version(None)}
+    with pg_saver.engine.begin() as c:
+        c.exec_driver_sql("ALTER TABLE relaygraph_checkpoints ADD CONSTRAINT no_x "
+                          "CHECK (thread_id <> 'x')")
+    with pytest.raises(sa.exc.IntegrityError, match="no_x"):
+        pg_saver.put(cfg, cp, {}, dict(cp["channel_versions"]))
+    # the connection stays usable after the failed pipeline
+    ok = {"configurable": {"thread_id": "y", "checkpoint_ns": ""}}
+    pg_saver.put(ok, cp, {}, dict(cp["channel_versions"]))
+    assert pg_saver.get_tuple(ok).checkpoint["channel_values"] == {"n": 1}
+
+
+def test_statements_it_cannot_run_fall_back_to_sqlalchemy(pg_saver) -> None:
+    w = DirectWriter(pg_saver.engine.dialect)
+    expanding = sa.delete(sa.table("t", sa.column("a"))).where(
+        sa.column("a").in_(sa.bindparam("xs", expanding=True)))
+    assert w.compiled(expanding) is None
