@@ -109,6 +109,12 @@ def test_values_are_compressed_with_zstd_and_read_back() -> None:
     assert load(serde, type_, blob) == value
     t, b = pack({"k": [0, "msgpack", b"x" * 500]}, compress=True)
     assert unpack(t, b, "frame", "th") == {"k": [0, "msgpack", b"x" * 500]}
+    # large values (segments) take the stronger level, and read back the same way
+    big = [HumanMessage(f"message {i} " + "lorem ipsum dolor " * 30, id=str(i))
+           for i in range(60)]
+    type_, blob = dump(serde, big, compress=True)
+    assert len(serde.dumps_typed(big)[1]) > 16_384 and type_.endswith("|zs")
+    assert load(serde, type_, blob) == big
     # small values are stored as they are
     assert dump(serde, "short", compress=True)[0] == "msgpack"
 
