@@ -64,6 +64,16 @@ class _Counter:
                 return run(conn, writes)
 
             direct.run = counted
+            read = direct.read
+
+            def counted_read(conn, stmt, params):  # noqa: ANN001, ANN202
+                rows = read(conn, stmt, params)
+                if rows is not None:
+                    self.n += 1
+                    self.round_trips += 1
+                return rows
+
+            direct.read = counted_read
 
     def _hit(self, *args) -> None:
         self.n += 1

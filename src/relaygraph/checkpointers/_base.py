@@ -30,6 +30,7 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 
 from relaygraph._sql import upsert
@@ -219,10 +220,14 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
     @staticmethod
     def _build_chain(keys_only: bool, *, lateral: bool = False) -> sa.Select:
         b = S.blobs
+        if lateral:  # PostgreSQL: one statement text whatever the number of versions
+            wanted = b.c.version == sa.any_(sa.bindparam("versions", type_=ARRAY(sa.String)))
+        else:
+            wanted = b.c.version.in_(sa.bindparam("versions", expanding=True))
         anchor = (
             sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.version, b.c.channel, b.c.base)
             .where(b.c.thread_id == sa.bindparam("t"), b.c.checkpoint_ns == sa.bindparam("ns"),
-                   b.c.version.in_(sa.bindparam("versions", expanding=True)))
+                   wanted)
             .cte("relaygraph_chain", recursive=True)
         )
         b2 = b.alias("b2")

@@ -81,7 +81,8 @@ def is_saver_version(version: str) -> bool:
 
 def _compress(type_: str, data: bytes, compress: bool) -> tuple[str, bytes]:
     if compress and len(data) >= COMPRESS_MIN:
-        z = _zstd()[0 if len(data) <= ZSTD_SMALL_MAX else 1].compress(data)
+        fast, strong, _ = _zstd()
+        z = (fast if len(data) <= ZSTD_SMALL_MAX else strong).compress(data)
         if len(z) <= len(data) - (len(data) >> 3):
             return type_ + _ZS, z
     return type_, data

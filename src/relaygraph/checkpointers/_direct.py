@@ -1,17 +1,18 @@
-"""Writes straight on a psycopg connection: compiled once, several per round trip.
+"""Statements straight on a psycopg connection: compiled once, several per round trip.
 
-SQLAlchemy's execution layer costs about 0.1 ms of CPU per statement, and a put is two
-or three statements. On PostgreSQL the savers therefore run their cached write statements
-(``Q`` and ``P`` messages) on the psycopg connection under the SQLAlchemy one, in a
-psycopg pipeline: one round trip for a whole put. The SQL is SQLAlchemy's own compilation
-of the statement, and parameters pass through the column types' bind processors, so the
-rows stored are the same as through ``Connection.execute``. Driver errors are raised as
-SQLAlchemy ``DBAPIError`` (the connection invalidated when it broke), so callers see one
-error type whichever path ran.
+SQLAlchemy's execution layer costs about 0.1-0.2 ms of CPU per statement, and a put is
+two or three statements. On PostgreSQL the savers therefore run their cached statements
+(``Q``, ``P`` and ``R`` messages) on the psycopg connection under the SQLAlchemy one; the
+writes of a put go out in one psycopg pipeline: one round trip. The SQL is SQLAlchemy's
+own compilation of the statement, and values pass through the column types' bind and
+result processors, so rows are stored and read as through ``Connection.execute``.
+Driver errors are raised as SQLAlchemy ``DBAPIError`` (the connection invalidated when
+it broke), so callers see one error type whichever path ran.
 """
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,7 +21,9 @@ from sqlalchemy.engine import Dialect
 
 from relaygraph.checkpointers._protocol import Q
 
-Compiled = tuple[str, dict[str, Callable[[Any], Any]]]
+# SQL text, bind processors by name, values bound in the statement itself (LIMIT 1)
+Compiled = tuple[str, dict[str, Callable[[Any], Any]], dict[str, Any]]
+Reader = tuple[Compiled, Any, list[Callable[[Any], Any] | None]]
 
 
 def supports(dialect: Dialect) -> bool:
@@ -28,11 +31,12 @@ def supports(dialect: Dialect) -> bool:
 
 
 class DirectWriter:
-    """Compiles cached write statements once and runs them on the raw psycopg connection."""
+    """Compiles cached statements once and runs them on the raw psycopg connection."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
         self._compiled: dict[Any, Compiled | None] = {}
+        self._readers: dict[Any, Reader | None] = {}
 
     def compiled(self, stmt: Any) -> Compiled | None:
         try:
@@ -42,21 +46,79 @@ class DirectWriter:
         comp = stmt.compile(dialect=self.dialect)
         out: Compiled | None = None
         if not comp.positional and not getattr(comp, "post_compile_params", None):
-            procs = {}
+            procs, fixed = {}, {}
             for name, bind in comp.binds.items():
                 proc = bind.type.bind_processor(self.dialect)
                 if proc is not None:
                     procs[name] = proc
-            out = (comp.string, procs)
+                if not bind.required and not bind.callable:
+                    fixed[name] = bind.value
+            out = (comp.string, procs, fixed)
         self._compiled[stmt] = out
         return out
 
     def _rows(self, compiled: Compiled, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        _, procs = compiled
+        _, procs, fixed = compiled
+        if fixed:
+            rows = [{**fixed, **r} for r in rows]
         if not procs:
             return list(rows)
         return [{k: (procs[k](v) if k in procs and v is not None else v) for k, v in r.items()}
                 for r in rows]
+
+    def reader(self, stmt: Any) -> Reader | None:
+        try:
+            return self._readers[stmt]
+        except KeyError:
+            pass
+        compiled = self.compiled(stmt)
+        out: Reader | None = None
+        if compiled is not None:
+            cols = list(stmt.selected_columns)
+            keys = list(stmt.selected_columns.keys())
+            if len(set(keys)) == len(keys):
+                row_type = namedtuple("Row", keys, rename=True)  # type: ignore[misc]
+                if list(row_type._fields) == keys:
+                    procs = [c.type.result_processor(self.dialect, None) for c in cols]
+                    out = (compiled, row_type, procs)
+        self._readers[stmt] = out
+        return out
+
+    def read(self, conn: sa.Connection, stmt: Any, params: dict[str, Any]) -> list[Any] | None:
+        """Rows of a cached SELECT as named tuples; None when it can't run here."""
+        reader = self.reader(stmt)
+        if reader is None:
+            return None
+        compiled, row_type, procs = reader
+        sql = compiled[0]
+        (args,) = self._rows(compiled, [params])
+        raw: Any = conn.connection.dbapi_connection
+        import psycopg
+
+        try:
+            with raw.cursor() as cur:
+                cur.execute(sql, args, prepare=True)
+                rows = cur.fetchall()
+        except psycopg.Error as exc:
+            raise self._error(conn, raw, sql, exc) from exc
+        if any(procs):
+            return [row_type(*[p(v) if p is not None else v for p, v in zip(procs, r, strict=True)])
+                    for r in rows]
+        return [row_type(*r) for r in rows]
+
+    def _error(self, conn: sa.Connection, raw: Any, sql: str, exc: Exception) -> Exception:
+        import psycopg
+
+        broken = bool(raw.closed or raw.broken or self.dialect.is_disconnect(exc, raw, None))
+        if broken:
+            # as SQLAlchemy does on a disconnect: every pooled connection made before
+            # now is suspect (a server restart drops them all), so the retry gets a new one
+            invalidate_pool = getattr(conn.engine.pool, "_invalidate", None)
+            if invalidate_pool is not None:
+                invalidate_pool(conn.connection, exc)
+            conn.invalidate(exc)
+        return sa.exc.DBAPIError.instance(sql, None, exc, psycopg.Error,
+                                          connection_invalidated=broken, dialect=self.dialect)
 
     def run(self, conn: sa.Connection, writes: Sequence[Q]) -> list[int] | None:
         """Rowcounts of ``writes``, run in one pipeline; None when a statement can't be."""
@@ -87,9 +149,4 @@ class DirectWriter:
                 cur.close()
             return counts
         except psycopg.Error as exc:
-            broken = bool(raw.closed or raw.broken)
-            if broken:
-                conn.invalidate(exc)
-            raise sa.exc.DBAPIError.instance(
-                sql, None, exc, psycopg.Error, connection_invalidated=broken,
-                dialect=self.dialect) from exc
+            raise self._error(conn, raw, sql, exc) from exc

@@ -276,7 +276,8 @@ def _exec(conn: sa.Connection, msg: Any, direct: DirectWriter | None = None) -> 
             counts = [_exec_q(conn, q) for q in writes]
         return counts if isinstance(msg, P) else counts[0]
     if isinstance(msg, R):
-        return conn.execute(msg.stmt, msg.params).all()
+        rows = direct.read(conn, msg.stmt, msg.params) if direct is not None else None
+        return rows if rows is not None else conn.execute(msg.stmt, msg.params).all()
     res = conn.execute(msg)
     return res.all() if res.returns_rows else res.rowcount
 
