@@ -109,7 +109,8 @@ class DirectWriter:
     def _error(self, conn: sa.Connection, raw: Any, sql: str, exc: Exception) -> Exception:
         import psycopg
 
-        broken = bool(raw.closed or raw.broken or self.dialect.is_disconnect(exc, raw, None))
+        broken = bool(raw.closed or raw.broken
+                      or self.dialect.is_disconnect(exc, raw, None))  # type: ignore[arg-type]
         if broken:
             # as SQLAlchemy does on a disconnect: every pooled connection made before
             # now is suspect (a server restart drops them all), so the retry gets a new one
