@@ -59,6 +59,12 @@ def test_fast_decoder_rebuilds_every_message_class_exactly() -> None:
     for a, b, original in zip(fast, slow, MESSAGES, strict=True):
         _same(a, b)
         assert type(a) is type(original) and a == original and a.__dict__ == original.__dict__
+    # they behave as validated messages do
+    for a, b in zip(fast, slow, strict=True):
+        assert a.model_dump() == b.model_dump() and repr(a) == repr(b)
+        assert a.model_copy(update={"id": "new"}) == b.model_copy(update={"id": "new"})
+        a.name = "renamed"  # assignment works, and is seen by dumps
+        assert a.model_dump()["name"] == "renamed"
     # fresh objects on every call: nothing handed out twice
     again = ours.loads_typed(data)
     assert all(x is not y and x.__dict__ is not y.__dict__

@@ -23,9 +23,42 @@ _FAST_MESSAGES = ("AIMessage", "HumanMessage", "SystemMessage", "ToolMessage",
                   "ChatMessage", "FunctionMessage", "RemoveMessage")
 
 
-def _message_table() -> dict[int, dict[bytes, tuple[Any, frozenset[str], str]]]:
-    """msgpack prefix ``[module, name, ...`` -> (class, field names, type tag), by length."""
-    table: dict[int, dict[bytes, tuple[Any, frozenset[str], str]]] = {}
+Builder = Callable[[dict[str, Any]], Any]
+_set = object.__setattr__
+
+
+def _builder(cls: Any) -> Builder:
+    """``cls.model_construct(**kwargs)`` for a payload holding exactly the model's fields.
+
+    For plain models (no aliases, private attributes or post-init hook, extra fields
+    allowed, as LangChain's messages are) this sets the same four attributes that
+    ``model_construct`` sets, without its per-field loop: ~5x cheaper. Anything else
+    uses ``model_construct`` itself.
+    """
+    plain = (
+        cls.__pydantic_post_init__ is None and not cls.__private_attributes__
+        and not cls.__pydantic_root_model__ and cls.model_config.get("extra") == "allow"
+        and all(f.alias is None and f.validation_alias is None
+                for f in cls.model_fields.values())
+    )
+    if not plain:
+        return lambda kwargs: cls.model_construct(**kwargs)
+    new = object.__new__
+
+    def build(kwargs: dict[str, Any]) -> Any:
+        obj = new(cls)
+        _set(obj, "__dict__", kwargs)
+        _set(obj, "__pydantic_fields_set__", set(kwargs))
+        _set(obj, "__pydantic_extra__", {})
+        _set(obj, "__pydantic_private__", None)
+        return obj
+
+    return build
+
+
+def _message_table() -> dict[int, dict[bytes, tuple[Builder, frozenset[str], str]]]:
+    """msgpack prefix ``[module, name, ...`` -> (builder, field names, type tag), by length."""
+    table: dict[int, dict[bytes, tuple[Builder, frozenset[str], str]]] = {}
     for name in _FAST_MESSAGES:
         cls = getattr(lc_messages, name)
         fields = frozenset(cls.model_fields)
@@ -33,7 +66,7 @@ def _message_table() -> dict[int, dict[bytes, tuple[Any, frozenset[str], str]]]:
         # a 4-element array header, then the two strings, exactly as LangGraph packs them
         prefix = ormsgpack.packb([cls.__module__, name, None, None])
         prefix = prefix[: len(prefix) - 2]
-        table.setdefault(len(prefix), {})[prefix] = (cls, fields, type_tag)
+        table.setdefault(len(prefix), {})[prefix] = (_builder(cls), fields, type_tag)
     return table
 
 
@@ -49,12 +82,12 @@ def _fast_hook(fallback: Callable[[int, bytes], Any]) -> Callable[[int, bytes], 
                 hit = by_prefix.get(data[:size])
                 if hit is None:
                     continue
-                cls, fields, type_tag = hit
+                build, fields, type_tag = hit
                 tup = ormsgpack.unpackb(data, ext_hook=hook, option=_OPTS)
                 kwargs = tup[2] if len(tup) > 2 else None
                 if (type(kwargs) is dict and kwargs.keys() == fields
                         and kwargs["type"] == type_tag):
-                    return cls.model_construct(**kwargs)
+                    return build(kwargs)
                 break
         return fallback(code, data)
 
