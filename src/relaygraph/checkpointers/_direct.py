@@ -1,19 +1,22 @@
-"""Statements straight on a psycopg connection: compiled once, several per round trip.
+"""Statements straight on the driver's connection: compiled once, run without overhead.
 
-SQLAlchemy's execution layer costs about 0.1-0.2 ms of CPU per statement, and a put is
-two or three statements. On PostgreSQL the savers therefore run their cached statements
-(``Q``, ``P`` and ``R`` messages) on the psycopg connection under the SQLAlchemy one; the
-writes of a put go out in one psycopg pipeline: one round trip. The SQL is SQLAlchemy's
-own compilation of the statement, and values pass through the column types' bind and
-result processors, so rows are stored and read as through ``Connection.execute``.
-Driver errors are raised as SQLAlchemy ``DBAPIError`` (the connection invalidated when
-it broke), so callers see one error type whichever path ran.
+SQLAlchemy's execution layer costs about 0.1-0.2 ms of CPU per statement, and a step
+costs three to five statements. With psycopg (PostgreSQL) and sqlite3 the savers therefore
+run their cached statements (``Q``, ``P`` and ``R`` messages) on the DBAPI connection
+under the SQLAlchemy one; with psycopg the writes of a put go out in one pipeline, one
+round trip. The SQL is SQLAlchemy's own compilation of the statement, and values pass
+through the column types' bind and result processors, so rows are stored and read as
+through ``Connection.execute``. Driver errors are raised as SQLAlchemy ``DBAPIError``
+(the pool invalidated on a disconnect, as SQLAlchemy does), so callers see one error
+type whichever path ran. Statements this cannot run (expanding ``IN`` lists) go through
+SQLAlchemy.
 """
 
 from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,22 +24,44 @@ from sqlalchemy.engine import Dialect
 
 from relaygraph.checkpointers._protocol import Q
 
-# SQL text, bind processors by name, values bound in the statement itself (LIMIT 1)
-Compiled = tuple[str, dict[str, Callable[[Any], Any]], dict[str, Any]]
-Reader = tuple[Compiled, Any, list[Callable[[Any], Any] | None]]
+Proc = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    sql: str
+    procs: dict[str, Proc]  # bind processors by parameter name
+    fixed: dict[str, Any]  # values bound in the statement itself (LIMIT 1)
+    order: tuple[str, ...] | None  # parameter order for positional drivers (sqlite3)
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    compiled: Compiled
+    row_type: Any
+    procs: list[Proc | None]  # result processors by column
 
 
 def supports(dialect: Dialect) -> bool:
-    return dialect.name == "postgresql" and dialect.driver == "psycopg"
+    return (dialect.name, dialect.driver) in (("postgresql", "psycopg"), ("sqlite", "pysqlite"))
 
 
 class DirectWriter:
-    """Compiles cached statements once and runs them on the raw psycopg connection."""
+    """Compiles cached statements once and runs them on the DBAPI connection."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
+        self.pipelined = dialect.name == "postgresql"
         self._compiled: dict[Any, Compiled | None] = {}
         self._readers: dict[Any, Reader | None] = {}
+        if self.pipelined:
+            import psycopg
+
+            self._error_base: type[Exception] = psycopg.Error
+        else:
+            import sqlite3
+
+            self._error_base = sqlite3.Error
 
     def compiled(self, stmt: Any) -> Compiled | None:
         try:
@@ -45,7 +70,8 @@ class DirectWriter:
             pass
         comp = stmt.compile(dialect=self.dialect)
         out: Compiled | None = None
-        if not comp.positional and not getattr(comp, "post_compile_params", None):
+        if not getattr(comp, "post_compile_params", None) and not getattr(
+                comp, "literal_execute_params", None):
             procs, fixed = {}, {}
             for name, bind in comp.binds.items():
                 proc = bind.type.bind_processor(self.dialect)
@@ -53,18 +79,22 @@ class DirectWriter:
                     procs[name] = proc
                 if not bind.required and not bind.callable:
                     fixed[name] = bind.value
-            out = (comp.string, procs, fixed)
+            order = tuple(comp.positiontup or ()) if comp.positional else None
+            out = Compiled(comp.string, procs, fixed, order)
         self._compiled[stmt] = out
         return out
 
-    def _rows(self, compiled: Compiled, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        _, procs, fixed = compiled
-        if fixed:
-            rows = [{**fixed, **r} for r in rows]
-        if not procs:
-            return list(rows)
-        return [{k: (procs[k](v) if k in procs and v is not None else v) for k, v in r.items()}
-                for r in rows]
+    @staticmethod
+    def _args(c: Compiled, rows: Sequence[dict[str, Any]]) -> list[Any]:
+        if c.fixed:
+            rows = [{**c.fixed, **r} for r in rows]
+        procs = c.procs
+        if procs:
+            rows = [{k: (procs[k](v) if k in procs and v is not None else v)
+                     for k, v in r.items()} for r in rows]
+        if c.order is not None:
+            return [tuple(r[k] for k in c.order) for r in rows]
+        return list(rows)
 
     def reader(self, stmt: Any) -> Reader | None:
         try:
@@ -74,13 +104,12 @@ class DirectWriter:
         compiled = self.compiled(stmt)
         out: Reader | None = None
         if compiled is not None:
-            cols = list(stmt.selected_columns)
             keys = list(stmt.selected_columns.keys())
-            if len(set(keys)) == len(keys):
-                row_type = namedtuple("Row", keys, rename=True)  # type: ignore[misc]
-                if list(row_type._fields) == keys:
-                    procs = [c.type.result_processor(self.dialect, None) for c in cols]
-                    out = (compiled, row_type, procs)
+            row_type = namedtuple("Row", keys, rename=True)  # type: ignore[misc]
+            if list(row_type._fields) == keys:  # names a tuple can carry
+                procs = [c.type.result_processor(self.dialect, None)
+                         for c in stmt.selected_columns]
+                out = Reader(compiled, row_type, procs)
         self._readers[stmt] = out
         return out
 
@@ -89,27 +118,70 @@ class DirectWriter:
         reader = self.reader(stmt)
         if reader is None:
             return None
-        compiled, row_type, procs = reader
-        sql = compiled[0]
-        (args,) = self._rows(compiled, [params])
+        c = reader.compiled
+        (args,) = self._args(c, [params])
         raw: Any = conn.connection.dbapi_connection
-        import psycopg
-
         try:
-            with raw.cursor() as cur:
-                cur.execute(sql, args, prepare=True)
+            cur = raw.cursor()
+            try:
+                if self.pipelined:
+                    cur.execute(c.sql, args, prepare=True)
+                else:
+                    cur.execute(c.sql, args)
                 rows = cur.fetchall()
-        except psycopg.Error as exc:
-            raise self._error(conn, raw, sql, exc) from exc
+            finally:
+                cur.close()
+        except self._error_base as exc:
+            raise self._error(conn, raw, c.sql, exc) from exc
+        row_type, procs = reader.row_type, reader.procs
         if any(procs):
-            return [row_type(*[p(v) if p is not None else v for p, v in zip(procs, r, strict=True)])
+            return [row_type(*[p(v) if p is not None else v for p, v in zip(procs, r,
+                                                                            strict=True)])
                     for r in rows]
         return [row_type(*r) for r in rows]
 
-    def _error(self, conn: sa.Connection, raw: Any, sql: str, exc: Exception) -> Exception:
-        import psycopg
+    def run(self, conn: sa.Connection, writes: Sequence[Q]) -> list[int] | None:
+        """Rowcounts of ``writes``, in order (one pipeline on psycopg); None if it can't."""
+        plan = []
+        for q in writes:
+            c = self.compiled(q.stmt)
+            if c is None:
+                return None
+            plan.append((c.sql, self._args(c, q.params)))
+        raw: Any = conn.connection.dbapi_connection
+        sql = plan[0][0]
+        try:
+            if self.pipelined:
+                cursors = []
+                with raw.pipeline():
+                    for sql, rows in plan:
+                        cur = raw.cursor()
+                        if len(rows) == 1:
+                            cur.execute(sql, rows[0], prepare=True)
+                        else:
+                            cur.executemany(sql, rows)
+                        cursors.append(cur)
+                counts = [cur.rowcount for cur in cursors]
+                for cur in cursors:
+                    cur.close()
+                return counts
+            counts = []
+            cur = raw.cursor()
+            try:
+                for sql, rows in plan:
+                    if len(rows) == 1:
+                        cur.execute(sql, rows[0])
+                    else:
+                        cur.executemany(sql, rows)
+                    counts.append(cur.rowcount)
+            finally:
+                cur.close()
+            return counts
+        except self._error_base as exc:
+            raise self._error(conn, raw, sql, exc) from exc
 
-        broken = bool(raw.closed or raw.broken
+    def _error(self, conn: sa.Connection, raw: Any, sql: str, exc: Exception) -> Exception:
+        broken = bool(getattr(raw, "closed", False) or getattr(raw, "broken", False)
                       or self.dialect.is_disconnect(exc, raw, None))  # type: ignore[arg-type]
         if broken:
             # as SQLAlchemy does on a disconnect: every pooled connection made before
@@ -118,36 +190,5 @@ class DirectWriter:
             if invalidate_pool is not None:
                 invalidate_pool(conn.connection, exc)
             conn.invalidate(exc)
-        return sa.exc.DBAPIError.instance(sql, None, exc, psycopg.Error,
+        return sa.exc.DBAPIError.instance(sql, None, exc, self._error_base,
                                           connection_invalidated=broken, dialect=self.dialect)
-
-    def run(self, conn: sa.Connection, writes: Sequence[Q]) -> list[int] | None:
-        """Rowcounts of ``writes``, run in one pipeline; None when a statement can't be."""
-        plan = []
-        for q in writes:
-            compiled = self.compiled(q.stmt)
-            if compiled is None:
-                return None
-            plan.append((compiled[0], self._rows(compiled, q.params)))
-        raw: Any = conn.connection.dbapi_connection
-        if raw is None:  # pragma: no cover - a closed connection
-            return None
-        import psycopg
-
-        sql = plan[0][0]
-        try:
-            cursors = []
-            with raw.pipeline():
-                for sql, rows in plan:
-                    cur = raw.cursor()
-                    if len(rows) == 1:
-                        cur.execute(sql, rows[0], prepare=True)
-                    else:
-                        cur.executemany(sql, rows)
-                    cursors.append(cur)
-            counts = [cur.rowcount for cur in cursors]
-            for cur in cursors:
-                cur.close()
-            return counts
-        except psycopg.Error as exc:
-            raise self._error(conn, raw, sql, exc) from exc
