@@ -1,4 +1,4 @@
-"""A fixed zlib preset dictionary for stored values (format tag ``|zd``).
+"""A fixed preset dictionary for stored values (format tags ``|zs`` zstd, ``|zd`` zlib).
 
 It holds the msgpack framing LangGraph's serializer writes for LangChain messages and
 channel maps, so that small rows (one message, one step's writes) compress well. It is
