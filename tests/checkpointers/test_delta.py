@@ -74,6 +74,14 @@ class _Counter:
                 return rows
 
             direct.read = counted_read
+            execute = direct.execute
+
+            def counted_execute(conn, sql):  # noqa: ANN001, ANN202
+                self.n += 1
+                self.round_trips += 1
+                return execute(conn, sql)
+
+            direct.execute = counted_execute
 
     def _hit(self, *args) -> None:
         self.n += 1

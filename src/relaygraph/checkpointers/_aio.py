@@ -64,7 +64,10 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         self._dialect = engine.dialect
         self._sqlite = engine.dialect.name == "sqlite"
         self._write_lock: asyncio.Lock | None = None
-        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Reads need no transaction. sqlite3 opens none for a SELECT anyway, and switching
+        # its isolation level on every checkout costs more than the read itself.
+        self._reader = (engine if engine.dialect.name == "sqlite"
+                        else engine.execution_options(isolation_level="AUTOCOMMIT"))
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:

@@ -140,6 +140,14 @@ class DirectWriter:
                     for r in rows]
         return [row_type(*r) for r in rows]
 
+    def execute(self, conn: sa.Connection, sql: str) -> None:
+        """A parameterless statement (``BEGIN IMMEDIATE``) on the DBAPI connection."""
+        raw: Any = conn.connection.dbapi_connection
+        try:
+            raw.cursor().execute(sql).close()
+        except self._error_base as exc:
+            raise self._error(conn, raw, sql, exc) from exc
+
     def run(self, conn: sa.Connection, writes: Sequence[Q]) -> list[int] | None:
         """Rowcounts of ``writes``, in order (one pipeline on psycopg); None if it can't."""
         plan = []

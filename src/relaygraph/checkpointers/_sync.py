@@ -85,7 +85,10 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         # SQLite has one writer at a time; queueing in-process writers on a lock (and
         # taking the write lock up front) avoids busy-wait sleeps and upgrade deadlocks.
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
-        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Reads need no transaction. sqlite3 opens none for a SELECT anyway, and switching
+        # its isolation level on every checkout costs more than the read itself.
+        self._reader = (engine if engine.dialect.name == "sqlite"
+                        else engine.execution_options(isolation_level="AUTOCOMMIT"))
         self._direct = DirectWriter(engine.dialect) if supports(engine.dialect) else None
 
     @classmethod
@@ -126,7 +129,10 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         afters: list[After] = []
         if write and self._write_lock is not None:
             with self._write_lock, self.engine.begin() as conn:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                if self._direct is not None:
+                    self._direct.execute(conn, "BEGIN IMMEDIATE")
+                else:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
                 result = _drive(conn, op, afters, self._direct)
         elif write:
             with self.engine.begin() as conn:
