@@ -15,8 +15,9 @@ Columns:
   get_state    latency of graph.get_state on the 300-step thread (ms)
   list         latency of list(saver.list(config)) over the 300-step thread (ms)
   history      latency of list(graph.get_state_history(config)) (ms)
-Medians over repeats; the read latencies are taken round-robin across all savers at the
-end, so that every saver is measured under the same machine load. Ratios compare against
+Medians over repeats. Every measurement runs round-robin across the savers (repeat 1 of
+each saver, then repeat 2, ...; the read latencies at the end), so that every saver is
+measured under the same machine load. Ratios compare against
 the official savers on the same database.
 """
 
@@ -47,6 +48,7 @@ CHUNK = 50
 SHORT_THREADS = 30
 SHORT_STEPS = 6
 LATENCY_ROUNDS = 9
+SHORT_REPEATS = 5  # short runs are cheap and noisy: more repeats
 
 
 @dataclass
@@ -163,58 +165,59 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t
 
 
-def run_one(name: str, kind: str, delta: bool, repeats: int, tmp: Path,
-            keep: contextlib.ExitStack) -> tuple[Result, Callable[[], None]]:
-    """Throughput and storage now; returns a probe that measures read latency later.
-
-    The 300-step thread of the last repeat stays open (in ``keep``) so that the read
-    latencies of all savers are measured round-robin at the end, under the same load.
-    """
-    res = Result(name, kind)
+def short_once(res: Result, kind: str, delta: bool, tmp: Path) -> None:
+    """Steps/s over many short threads, on a fresh database."""
     graph_b = build(delta=delta)
-    for _ in range(repeats):
-        with fresh_db(kind, tmp) as db, make_saver(name, kind, db) as saver:
-            g = graph_b.compile(checkpointer=saver)
-
-            def short(g: Any = g) -> None:
-                for i in range(SHORT_THREADS):
-                    g.invoke({"messages": [HumanMessage(f"case {i}", id=f"in-{i}")], "count": 0,
-                              "target": SHORT_STEPS},
-                             {"configurable": {"thread_id": f"short-{i}"}})
-
-            res.short.append(SHORT_THREADS * SHORT_STEPS / timed(short))
-
-    for rep in range(repeats):
-        stack = contextlib.ExitStack()
-        db = stack.enter_context(fresh_db(kind, tmp))
-        saver = stack.enter_context(make_saver(name, kind, db))
+    with fresh_db(kind, tmp) as db, make_saver(res.name, kind, db) as saver:
         g = graph_b.compile(checkpointer=saver)
-        cfg = {"configurable": {"thread_id": "long"}, "recursion_limit": 10_000}
-        base = db_bytes(kind, db) if kind != "memory" else 0
-        sizes = [base]
-        elapsed = 0.0
-        for target in range(CHUNK, LONG + 1, CHUNK):
-            inp: dict[str, Any] = {"target": target}
-            if target == CHUNK:
-                inp.update(messages=[HumanMessage("start", id="start")], count=0)
-            elapsed += timed(lambda g=g, inp=inp, cfg=cfg: g.invoke(inp, cfg))
-            if kind != "memory":
-                sizes.append(db_bytes(kind, db))
-        res.long.append(LONG / elapsed)
+
+        def short() -> None:
+            for i in range(SHORT_THREADS):
+                g.invoke({"messages": [HumanMessage(f"case {i}", id=f"in-{i}")], "count": 0,
+                          "target": SHORT_STEPS},
+                         {"configurable": {"thread_id": f"short-{i}"}})
+
+        res.short.append(SHORT_THREADS * SHORT_STEPS / timed(short))
+
+
+def long_once(res: Result, kind: str, delta: bool, tmp: Path,
+              keep: contextlib.ExitStack | None) -> Callable[[], None] | None:
+    """Steps/s and bytes on one thread growing to 300 steps, on a fresh database.
+
+    With ``keep`` the database stays open (in ``keep``) and a probe that measures the read
+    latencies on it is returned, so that the latencies of all savers are measured
+    round-robin at the end, under the same load.
+    """
+    stack = contextlib.ExitStack()
+    db = stack.enter_context(fresh_db(kind, tmp))
+    saver = stack.enter_context(make_saver(res.name, kind, db))
+    g = build(delta=delta).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "long"}, "recursion_limit": 10_000}
+    base = db_bytes(kind, db) if kind != "memory" else 0
+    sizes = [base]
+    elapsed = 0.0
+    for target in range(CHUNK, LONG + 1, CHUNK):
+        inp: dict[str, Any] = {"target": target}
+        if target == CHUNK:
+            inp.update(messages=[HumanMessage("start", id="start")], count=0)
+        elapsed += timed(lambda g=g, inp=inp, cfg=cfg: g.invoke(inp, cfg))
         if kind != "memory":
-            res.bytes_total = (sizes[-1] - sizes[0]) / LONG
-            res.marginal = [(sizes[1] - sizes[0]) / CHUNK, (sizes[-1] - sizes[-2]) / CHUNK]
-        if rep < repeats - 1:
-            stack.close()
-        else:
-            keep.enter_context(stack)
+            sizes.append(db_bytes(kind, db))
+    res.long.append(LONG / elapsed)
+    if kind != "memory":
+        res.bytes_total = (sizes[-1] - sizes[0]) / LONG
+        res.marginal = [(sizes[1] - sizes[0]) / CHUNK, (sizes[-1] - sizes[-2]) / CHUNK]
+    if keep is None:
+        stack.close()
+        return None
+    keep.enter_context(stack)
 
     def probe(g: Any = g, saver: Any = saver, cfg: Any = cfg) -> None:
         res.get_state.append(1000 * timed(lambda: g.get_state(cfg)))
         res.list_ms.append(1000 * timed(lambda: list(saver.list(cfg))))
         res.history.append(1000 * timed(lambda: list(g.get_state_history(cfg))))
 
-    return res, probe
+    return probe
 
 
 def med(xs: list[float]) -> float:
@@ -251,14 +254,24 @@ def main() -> None:
         if kind == "postgres":
             plan += [("PostgresSaver", kind, False), ("PostgresSaver+DeltaChannel", kind, True)]
 
-    results = []
-    probes = []
+    # Every measurement goes round-robin across the savers (repeat 1 of each, then
+    # repeat 2, ...), so that a slow spell of the machine does not land on one saver.
+    results = [Result(name, kind) for name, kind, _ in plan]
+    probes: list[Callable[[], None]] = []
     with contextlib.ExitStack() as keep:
-        for name, kind, delta in plan:
-            print(f"running {name} on {kind} ...", file=sys.stderr, flush=True)
-            res, probe = run_one(name, kind, delta, repeats, tmp, keep)
-            results.append(res)
-            probes.append(probe)
+        for rep in range(1 if args.quick else SHORT_REPEATS):
+            for res, (name, kind, delta) in zip(results, plan, strict=True):
+                print(f"short threads, repeat {rep + 1}: {name} on {kind} ...",
+                      file=sys.stderr, flush=True)
+                short_once(res, kind, delta, tmp)
+        for rep in range(repeats):
+            last = rep == repeats - 1
+            for res, (name, kind, delta) in zip(results, plan, strict=True):
+                print(f"300-step thread, repeat {rep + 1}: {name} on {kind} ...",
+                      file=sys.stderr, flush=True)
+                probe = long_once(res, kind, delta, tmp, keep if last else None)
+                if probe is not None:
+                    probes.append(probe)
         print("measuring read latency round-robin ...", file=sys.stderr, flush=True)
         for i in range(LATENCY_ROUNDS):
             shift = i % len(probes)
