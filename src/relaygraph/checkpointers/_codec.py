@@ -59,19 +59,30 @@ def _zstd_dict(level: int) -> zstandard.ZstdCompressionDict:
 
 
 _ZSTD_DICTS = (_zstd_dict(ZSTD_FAST), _zstd_dict(ZSTD_STRONG))
-_local = threading.local()  # zstandard (de)compressors are not thread-safe: one per thread
+# zstandard (de)compressors are not thread-safe, and making one costs far more than a
+# small row's compression (LangGraph runs puts on short-lived threads): a free list hands
+# each caller one at a time. list.pop/append are atomic, so no lock is needed.
+_FREE: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
 
 
-def _zstd() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdCompressor,
-                     zstandard.ZstdDecompressor]:
-    """This thread's (fast compressor, strong compressor, decompressor)."""
-    trio = getattr(_local, "zstd", None)
-    if trio is None:
-        fast, strong = (zstandard.ZstdCompressor(dict_data=d, write_content_size=True,
-                                                 write_checksum=False, write_dict_id=False)
-                        for d in _ZSTD_DICTS)
-        trio = _local.zstd = (fast, strong, zstandard.ZstdDecompressor(dict_data=_ZSTD_DICTS[0]))
-    return trio
+def _make(which: int) -> Any:
+    if which == 2:
+        return zstandard.ZstdDecompressor(dict_data=_ZSTD_DICTS[0])
+    return zstandard.ZstdCompressor(dict_data=_ZSTD_DICTS[which], write_content_size=True,
+                                    write_checksum=False, write_dict_id=False)
+
+
+def _zstd(which: int, fn: str, data: bytes) -> bytes:
+    """Run ``fn`` (compress/decompress) on a pooled (de)compressor: 0 fast, 1 strong, 2 de."""
+    free = _FREE[which]
+    try:
+        z = free.pop()
+    except IndexError:
+        z = _make(which)
+    try:
+        return getattr(z, fn)(data)  # type: ignore[no-any-return]
+    finally:
+        free.append(z)
 
 
 def is_saver_version(version: str) -> bool:
@@ -81,8 +92,7 @@ def is_saver_version(version: str) -> bool:
 
 def _compress(type_: str, data: bytes, compress: bool) -> tuple[str, bytes]:
     if compress and len(data) >= COMPRESS_MIN:
-        fast, strong, _ = _zstd()
-        z = (fast if len(data) <= ZSTD_SMALL_MAX else strong).compress(data)
+        z = _zstd(0 if len(data) <= ZSTD_SMALL_MAX else 1, "compress", data)
         if len(z) <= len(data) - (len(data) >> 3):
             return type_ + _ZS, z
     return type_, data
@@ -90,7 +100,7 @@ def _compress(type_: str, data: bytes, compress: bool) -> tuple[str, bytes]:
 
 def _decompress(type_: str, data: bytes | None) -> tuple[str, bytes]:
     if type_.endswith(_ZS):
-        return type_[: -len(_ZS)], _zstd()[2].decompress(data or b"")
+        return type_[: -len(_ZS)], _zstd(2, "decompress", data or b"")
     if type_.endswith(_ZD):
         do = zlib.decompressobj(zdict=ZDICT_V1)
         return type_[: -len(_ZD)], do.decompress(data or b"") + do.flush()
