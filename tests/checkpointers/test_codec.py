@@ -146,3 +146,14 @@ def test_a_corrupt_compressed_frame_is_a_clear_error(tmp_path) -> None:
 
         with pytest.raises(CorruptCheckpointError, match="thread 't'"):
             saver.get_tuple(cfg)
+
+
+def test_delta_channel_snapshots_decode_like_langgraphs() -> None:
+    from langgraph.checkpoint.serde.types import _DeltaSnapshot
+
+    reference = JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+    data = reference.dumps_typed(_DeltaSnapshot(MESSAGES))
+    ours, theirs = default_serde().loads_typed(data), reference.loads_typed(data)
+    assert type(ours) is type(theirs) is _DeltaSnapshot
+    for a, b in zip(ours.value, theirs.value, strict=True):
+        _same(a, b)

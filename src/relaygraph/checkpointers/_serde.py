@@ -12,8 +12,16 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from relaygraph import _allowlist
 
-# LangGraph's msgpack extension code for a pydantic v2 model: [module, name, kwargs, method]
+# LangGraph's msgpack extension codes: a pydantic v2 model ([module, name, kwargs,
+# method]) and a DeltaChannel snapshot (the channel's value, usually a message list)
 _EXT_PYDANTIC_V2 = 5
+_EXT_DELTA_SNAPSHOT = 7
+try:  # where LangGraph keeps its DeltaChannel snapshot type (None: left to LangGraph)
+    from langgraph.checkpoint.serde import types as _lg_types
+
+    _Snapshot: Any = _lg_types._DeltaSnapshot
+except (ImportError, AttributeError):  # pragma: no cover - another LangGraph layout
+    _Snapshot = None
 _OPTS = ormsgpack.OPT_NON_STR_KEYS
 # LangChain's message classes, which LangGraph always allows. Their validators only
 # normalise legacy shapes, so a payload holding exactly the fields of the current class
@@ -77,6 +85,9 @@ def _fast_hook(fallback: Callable[[int, bytes], Any]) -> Callable[[int, bytes], 
     """An ext hook that rebuilds LangChain messages directly and defers all else."""
 
     def hook(code: int, data: bytes) -> Any:
+        if code == _EXT_DELTA_SNAPSHOT and _Snapshot is not None:
+            # the messages inside take the fast path too
+            return _Snapshot(ormsgpack.unpackb(data, ext_hook=hook, option=_OPTS))
         if code == _EXT_PYDANTIC_V2:
             for size, by_prefix in _MESSAGES.items():
                 hit = by_prefix.get(data[:size])
