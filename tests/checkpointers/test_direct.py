@@ -76,3 +76,37 @@ def test_statements_it_cannot_run_fall_back_to_sqlalchemy(pg_saver) -> None:
     expanding = sa.delete(sa.table("t", sa.column("a"))).where(
         sa.column("a").in_(sa.bindparam("xs", expanding=True)))
     assert w.compiled(expanding) is None
+
+
+async def test_async_saver_takes_the_same_path_and_survives_a_dropped_connection(
+        pg_backend) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from relaygraph.checkpointers import AsyncSQLAlchemySaver
+
+    engine = create_async_engine(pg_backend.async_url)
+    saver = AsyncSQLAlchemySaver(engine)
+    await saver.asetup()
+    assert isinstance(saver._direct, DirectWriter)
+    calls = []
+    run = saver._direct.arun
+
+    async def counted(conn, writes):  # noqa: ANN001, ANN202
+        calls.append(len(writes))
+        return await run(conn, writes)
+
+    saver._direct.arun = counted  # type: ignore[method-assign]
+    try:
+        g = chat_graph(4).compile(checkpointer=saver)
+        cfg = {"configurable": {"thread_id": "adrop"}}
+        await g.ainvoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+        assert 2 in calls  # a put: frames and checkpoint row in one pipeline
+        sync_saver = SQLAlchemySaver(sa.create_engine(pg_backend.url))
+        assert _kill_connections(sync_saver) >= 1
+        sync_saver.engine.dispose()
+        await g.ainvoke({"messages": [HumanMessage("again", id="h2")], "count": 0}, cfg)
+        state = await g.aget_state(cfg)
+        assert [m.id for m in state.values["messages"]][:1] == ["h"]
+        assert "h2" in [m.id for m in state.values["messages"]]
+    finally:
+        await engine.dispose()

@@ -32,6 +32,7 @@ from relaygraph.checkpointers._base import (
     R,
     ThreadInfo,
 )
+from relaygraph.checkpointers._direct import DirectWriter, supports
 from relaygraph.checkpointers._errors import CheckpointerError
 from relaygraph.checkpointers._sync import translate_db_error
 from relaygraph.checkpointers._urls import engine_kwargs, resolve_url, sqlite_pragmas
@@ -63,6 +64,7 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         self.engine = engine
         self._dialect = engine.dialect
         self._sqlite = engine.dialect.name == "sqlite"
+        self._direct = DirectWriter(engine.dialect) if supports(engine.dialect) else None
         self._write_lock: asyncio.Lock | None = None
         # Reads need no transaction. sqlite3 opens none for a SELECT anyway, and switching
         # its isolation level on every checkout costs more than the read itself.
@@ -110,13 +112,13 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                 self._write_lock = asyncio.Lock()
             async with self._write_lock, self.engine.begin() as conn:
                 await conn.exec_driver_sql("BEGIN IMMEDIATE")
-                result = await _drive(conn, op, afters)
+                result = await _drive(conn, op, afters, self._direct)
         elif write:
             async with self.engine.begin() as conn:
-                result = await _drive(conn, op, afters)
+                result = await _drive(conn, op, afters, self._direct)
         else:
             async with self._reader.connect() as conn:
-                result = await _drive(conn, op, afters)
+                result = await _drive(conn, op, afters, self._direct)
         for a in afters:
             a.fn()
         return result
@@ -133,7 +135,7 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                 else:
                     try:
                         async with self._reader.connect() as conn:
-                            out = await _exec(conn, msg)
+                            out = await _exec(conn, msg, self._direct)
                     except sa.exc.DBAPIError as exc:
                         raise translate_db_error(exc, self.engine.url) from exc
                     msg = op.send(out)
@@ -252,20 +254,28 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         return self._sync(self.aget_delta_channel_history(config=config, channels=channels))
 
 
-async def _exec(conn: AsyncConnection, msg: Any) -> Any:
-    if isinstance(msg, P):
-        return [await _exec(conn, q) for q in msg.writes]
-    if isinstance(msg, Q):
-        # one row: a plain execute (an executemany goes through the driver's pipeline)
-        params = msg.params[0] if len(msg.params) == 1 else msg.params
-        return (await conn.execute(msg.stmt, params)).rowcount
+async def _exec(conn: AsyncConnection, msg: Any, direct: DirectWriter | None = None) -> Any:
+    if isinstance(msg, P | Q):
+        writes = msg.writes if isinstance(msg, P) else [msg]
+        counts = await direct.arun(conn, writes) if direct is not None else None
+        if counts is None:
+            counts = [await _exec_q(conn, q) for q in writes]
+        return counts if isinstance(msg, P) else counts[0]
     if isinstance(msg, R):
-        return (await conn.execute(msg.stmt, msg.params)).all()
+        rows = await direct.aread(conn, msg.stmt, msg.params) if direct is not None else None
+        return rows if rows is not None else (await conn.execute(msg.stmt, msg.params)).all()
     res = await conn.execute(msg)
     return res.all() if res.returns_rows else res.rowcount
 
 
-async def _drive(conn: AsyncConnection, op: Op, afters: list[After]) -> Any:
+async def _exec_q(conn: AsyncConnection, msg: Q) -> int:
+    # one row: a plain execute (an executemany goes through the driver's pipeline)
+    params = msg.params[0] if len(msg.params) == 1 else msg.params
+    return (await conn.execute(msg.stmt, params)).rowcount
+
+
+async def _drive(conn: AsyncConnection, op: Op, afters: list[After],
+                 direct: DirectWriter | None = None) -> Any:
     try:
         msg = next(op)
         while True:
@@ -275,6 +285,6 @@ async def _drive(conn: AsyncConnection, op: Op, afters: list[After]) -> Any:
             elif isinstance(msg, Emit):
                 raise TypeError("streaming operations must be run with _stream")
             else:
-                msg = op.send(await _exec(conn, msg))
+                msg = op.send(await _exec(conn, msg, direct))
     except StopIteration as stop:
         return stop.value

@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relaygraph.checkpointers._protocol import Q
 
@@ -43,7 +44,10 @@ class Reader:
 
 
 def supports(dialect: Dialect) -> bool:
-    return (dialect.name, dialect.driver) in (("postgresql", "psycopg"), ("sqlite", "pysqlite"))
+    """psycopg (sync or async) and sqlite3 (sync) run cached statements directly."""
+    if dialect.name == "postgresql":
+        return dialect.driver in ("psycopg", "psycopg_async")
+    return not dialect.is_async and (dialect.name, dialect.driver) == ("sqlite", "pysqlite")
 
 
 class DirectWriter:
@@ -189,8 +193,7 @@ class DirectWriter:
             raise self._error(conn, raw, sql, exc) from exc
 
     def _error(self, conn: sa.Connection, raw: Any, sql: str, exc: Exception) -> Exception:
-        broken = bool(getattr(raw, "closed", False) or getattr(raw, "broken", False)
-                      or self.dialect.is_disconnect(exc, raw, None))  # type: ignore[arg-type]
+        broken = self._broken(raw, exc)
         if broken:
             # as SQLAlchemy does on a disconnect: every pooled connection made before
             # now is suspect (a server restart drops them all), so the retry gets a new one
@@ -198,5 +201,78 @@ class DirectWriter:
             if invalidate_pool is not None:
                 invalidate_pool(conn.connection, exc)
             conn.invalidate(exc)
+        return self._wrap(sql, exc, broken)
+
+    def _broken(self, raw: Any, exc: Exception) -> bool:
+        return bool(getattr(raw, "closed", False) or getattr(raw, "broken", False)
+                    or self.dialect.is_disconnect(exc, raw, None))  # type: ignore[arg-type]
+
+    def _wrap(self, sql: str, exc: Exception, broken: bool) -> Exception:
         return sa.exc.DBAPIError.instance(sql, None, exc, self._error_base,
                                           connection_invalidated=broken, dialect=self.dialect)
+
+    # -- asyncio (psycopg's AsyncConnection) ----------------------------------------------
+
+    async def _araw(self, conn: AsyncConnection) -> Any:
+        fairy = await conn.get_raw_connection()
+        return fairy.driver_connection
+
+    async def _aerror(self, conn: AsyncConnection, raw: Any, sql: str,
+                      exc: Exception) -> Exception:
+        broken = self._broken(raw, exc)
+        if broken:
+            fairy = await conn.get_raw_connection()
+            invalidate_pool = getattr(conn.sync_engine.pool, "_invalidate", None)
+            if invalidate_pool is not None:
+                invalidate_pool(fairy, exc)
+            await conn.invalidate(exc)
+        return self._wrap(sql, exc, broken)
+
+    async def aread(self, conn: AsyncConnection, stmt: Any,
+                    params: dict[str, Any]) -> list[Any] | None:
+        """:meth:`read` on an ``AsyncConnection``."""
+        reader = self.reader(stmt)
+        if reader is None:
+            return None
+        c = reader.compiled
+        (args,) = self._args(c, [params])
+        raw = await self._araw(conn)
+        try:
+            async with raw.cursor() as cur:
+                await cur.execute(c.sql, args, prepare=True)
+                rows = await cur.fetchall()
+        except self._error_base as exc:
+            raise await self._aerror(conn, raw, c.sql, exc) from exc
+        row_type, procs = reader.row_type, reader.procs
+        if any(procs):
+            return [row_type(*[p(v) if p is not None else v for p, v in zip(procs, r,
+                                                                            strict=True)])
+                    for r in rows]
+        return [row_type(*r) for r in rows]
+
+    async def arun(self, conn: AsyncConnection, writes: Sequence[Q]) -> list[int] | None:
+        """:meth:`run` on an ``AsyncConnection``: one psycopg pipeline."""
+        plan = []
+        for q in writes:
+            c = self.compiled(q.stmt)
+            if c is None:
+                return None
+            plan.append((c.sql, self._args(c, q.params)))
+        raw = await self._araw(conn)
+        sql = plan[0][0]
+        try:
+            cursors = []
+            async with raw.pipeline():
+                for sql, rows in plan:
+                    cur = raw.cursor()
+                    if len(rows) == 1:
+                        await cur.execute(sql, rows[0], prepare=True)
+                    else:
+                        await cur.executemany(sql, rows)
+                    cursors.append(cur)
+            counts = [cur.rowcount for cur in cursors]
+            for cur in cursors:
+                await cur.close()
+            return counts
+        except self._error_base as exc:
+            raise await self._aerror(conn, raw, sql, exc) from exc
