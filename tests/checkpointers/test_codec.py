@@ -157,3 +157,19 @@ def test_delta_channel_snapshots_decode_like_langgraphs() -> None:
     assert type(ours) is type(theirs) is _DeltaSnapshot
     for a, b in zip(ours.value, theirs.value, strict=True):
         _same(a, b)
+
+
+def test_the_checkpoint_id_is_stored_once_and_comes_back(tmp_path) -> None:
+    with SQLAlchemySaver.from_conn_string(f"sqlite:///{tmp_path}/i.db") as saver:
+        saver.setup()
+        cfg = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        cp = empty_checkpoint()
+        cp["channel_values"] = {"n": 1}
+        cp["channel_versions"] = {"n": saver.get_next_version(None)}
+        saver.put(cfg, cp, {}, dict(cp["channel_versions"]))
+        with saver.engine.connect() as conn:
+            row = conn.exec_driver_sql(
+                "SELECT type, checkpoint FROM relaygraph_checkpoints").one()
+        assert "id" not in load(saver.serde, row[0], row[1])  # the row's key holds it
+        got = saver.get_tuple(cfg).checkpoint
+        assert got["id"] == cp["id"] and got["channel_values"] == {"n": 1}

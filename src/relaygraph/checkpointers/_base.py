@@ -193,6 +193,8 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             raise CorruptCheckpointError(
                 f"checkpoint {row.checkpoint_id!r} of thread {row.thread_id!r} is not a "
                 f"checkpoint (decoded a {type(body).__name__})", thread_id=row.thread_id)
+        if "id" not in body:
+            body["id"] = row.checkpoint_id
         return body  # type: ignore[return-value]
 
     @staticmethod
@@ -449,7 +451,8 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                 metadata: CheckpointMetadata, new_versions: ChannelVersions) -> Op:
         thread_id, ns, parent_id = self._ns(config)
         cid = check_key(checkpoint["id"], "checkpoint id", S.MAX_CHECKPOINT_ID)
-        body = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        # the id is the row's key: not stored twice
+        body = {k: v for k, v in checkpoint.items() if k not in ("channel_values", "id")}
         values = checkpoint["channel_values"]
         ctype, cblob = dump(self.serde, body, self.compress)
         md = get_serializable_checkpoint_metadata(config, metadata)

@@ -36,12 +36,12 @@ import zstandard
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from relaygraph.checkpointers._errors import CorruptCheckpointError
-from relaygraph.checkpointers._zdict import ZDICT_V1
+from relaygraph.checkpointers._zdict import ZDICT_V1, ZDICT_ZS_V1
 
 FULL, DELTA, SEGMENT, EMPTY, SLICE = 0, 1, 2, 3, 4
 _Z = "|z"  # zlib (read only: rows written by earlier versions)
 _ZD = "|zd"  # zlib with the preset dictionary ZDICT_V1 (read only, likewise)
-_ZS = "|zs"  # zstandard with ZDICT_V1 as a raw-content dictionary
+_ZS = "|zs"  # zstandard with ZDICT_ZS_V1 as a raw-content dictionary
 FRAME = "rg1"
 COMPRESS_MIN = 200
 # Small rows (a step's delta) compress as well at level 3 as at 9, twice as fast; large
@@ -53,7 +53,7 @@ _DELTA_VERSION = re.compile(r"^\d{12}\.[0-9a-f]{6}$")
 
 
 def _zstd_dict(level: int) -> zstandard.ZstdCompressionDict:
-    d = zstandard.ZstdCompressionDict(ZDICT_V1, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    d = zstandard.ZstdCompressionDict(ZDICT_ZS_V1, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
     d.precompute_compress(level=level)
     return d
 

@@ -49,3 +49,32 @@ ZDICT_V1 = (
     b'h:to:\xc0\xa8messages\x90\xa9__start'
     b'__\xc0'
 )
+
+
+#: LangGraph's checkpoint framing (a checkpoint body, a task's writes, task paths and
+#: reserved channel names) with placeholder values, written once and frozen here.
+_CHECKPOINT_FRAMING = (
+    b'\x86\xa1v\x04\xa2ts\xd9 2026-01-01T00:00:00.000'
+    b'000+00:00\xa2id\xd9$1f000000-0000-6000'
+    b'-8000-000000000000\xb0channel_versi'
+    b'ons\x84\xa9__start__\xb3000000000001.0000'
+    b'00\xa8messages\xb3000000000001.000000\xaf'
+    b'branch:to:agent\xb3000000000001.000'
+    b'000\xae__pregel_tasks\xb3000000000001.'
+    b'000000\xadversions_seen\x84\xa9__input__\x80'
+    b'\xa9__start__\x81\xa9__start__\xb30000000000'
+    b'01.000000\xa5agent\x81\xafbranch:to:agent'
+    b'\xb3000000000001.000000\xa5tools\x81\xafbran'
+    b'ch:to:tools\xb3000000000001.000000\xb0'
+    b'updated_channels\x92\xa8messages\xafbranc'
+    b'h:to:tools\x94\x94\x00\xa8messages\xa7msgpack\xc4\x00'
+    b'\x94\x01\xafbranch:to:tools\xa7msgpack\xc4\x00\x94\xff\xa9_'
+    b'_error__\xa7msgpack\xc4\x00\x94\xfd\xad__interrupt'
+    b'__\xa7msgpack\xc4\x00~__pregel_pull, ~__p'
+    b'regel_push, __pregel_tasks __res'
+    b'ume__ __scheduled__ __return__ '
+)
+
+ZDICT_ZS_V1 = _CHECKPOINT_FRAMING + ZDICT_V1
+"""The zstd dictionary (format tag ``|zs``): checkpoint framing, then ``ZDICT_V1``
+(zstd weighs the end of a raw dictionary most). Part of the storage format too."""
