@@ -110,3 +110,13 @@ async def test_async_saver_takes_the_same_path_and_survives_a_dropped_connection
         assert "h2" in [m.id for m in state.values["messages"]]
     finally:
         await engine.dispose()
+
+
+def test_statements_built_per_call_do_not_grow_the_caches(pg_saver) -> None:
+    from relaygraph.checkpointers import _direct
+
+    w = DirectWriter(pg_saver.engine.dialect)
+    t = sa.table("t", sa.column("a"))
+    for i in range(_direct.CACHE_MAX + 50):
+        assert w.compiled(sa.insert(t).values(a=sa.bindparam(f"p{i}"))) is not None
+    assert len(w._compiled) == _direct.CACHE_MAX

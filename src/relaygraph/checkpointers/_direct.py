@@ -26,6 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from relaygraph.checkpointers._protocol import Q
 
 Proc = Callable[[Any], Any]
+# The savers run a fixed set of cached statements; a statement built per call would
+# still run, compiled afresh each time, instead of growing the caches without bound.
+CACHE_MAX = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +88,8 @@ class DirectWriter:
                     fixed[name] = bind.value
             order = tuple(comp.positiontup or ()) if comp.positional else None
             out = Compiled(comp.string, procs, fixed, order)
-        self._compiled[stmt] = out
+        if len(self._compiled) < CACHE_MAX:
+            self._compiled[stmt] = out
         return out
 
     @staticmethod
@@ -114,7 +118,8 @@ class DirectWriter:
                 procs = [c.type.result_processor(self.dialect, None)
                          for c in stmt.selected_columns]
                 out = Reader(compiled, row_type, procs)
-        self._readers[stmt] = out
+        if len(self._readers) < CACHE_MAX:
+            self._readers[stmt] = out
         return out
 
     def read(self, conn: sa.Connection, stmt: Any, params: dict[str, Any]) -> list[Any] | None:
