@@ -104,6 +104,15 @@ class DirectWriter:
             return [tuple(r[k] for k in c.order) for r in rows]
         return list(rows)
 
+    def _plan(self, writes: Sequence[Q]) -> list[tuple[str, list[Any]]] | None:
+        plan = []
+        for q in writes:
+            c = self.compiled(q.stmt)
+            if c is None:
+                return None
+            plan.append((c.sql, self._args(c, q.params)))
+        return plan
+
     def reader(self, stmt: Any) -> Reader | None:
         try:
             return self._readers[stmt]
@@ -142,12 +151,7 @@ class DirectWriter:
                 cur.close()
         except self._error_base as exc:
             raise self._error(conn, raw, c.sql, exc) from exc
-        row_type, procs = reader.row_type, reader.procs
-        if any(procs):
-            return [row_type(*[p(v) if p is not None else v for p, v in zip(procs, r,
-                                                                            strict=True)])
-                    for r in rows]
-        return [row_type(*r) for r in rows]
+        return _named(reader, rows)
 
     def execute(self, conn: sa.Connection, sql: str) -> None:
         """A parameterless statement (``BEGIN IMMEDIATE``) on the DBAPI connection."""
@@ -159,12 +163,9 @@ class DirectWriter:
 
     def run(self, conn: sa.Connection, writes: Sequence[Q]) -> list[int] | None:
         """Rowcounts of ``writes``, in order (one pipeline on psycopg); None if it can't."""
-        plan = []
-        for q in writes:
-            c = self.compiled(q.stmt)
-            if c is None:
-                return None
-            plan.append((c.sql, self._args(c, q.params)))
+        plan = self._plan(writes)
+        if plan is None:
+            return None
         raw: Any = conn.connection.dbapi_connection
         sql = plan[0][0]
         try:
@@ -248,21 +249,13 @@ class DirectWriter:
                 rows = await cur.fetchall()
         except self._error_base as exc:
             raise await self._aerror(conn, raw, c.sql, exc) from exc
-        row_type, procs = reader.row_type, reader.procs
-        if any(procs):
-            return [row_type(*[p(v) if p is not None else v for p, v in zip(procs, r,
-                                                                            strict=True)])
-                    for r in rows]
-        return [row_type(*r) for r in rows]
+        return _named(reader, rows)
 
     async def arun(self, conn: AsyncConnection, writes: Sequence[Q]) -> list[int] | None:
         """:meth:`run` on an ``AsyncConnection``: one psycopg pipeline."""
-        plan = []
-        for q in writes:
-            c = self.compiled(q.stmt)
-            if c is None:
-                return None
-            plan.append((c.sql, self._args(c, q.params)))
+        plan = self._plan(writes)
+        if plan is None:
+            return None
         raw = await self._araw(conn)
         sql = plan[0][0]
         try:
@@ -281,3 +274,12 @@ class DirectWriter:
             return counts
         except self._error_base as exc:
             raise await self._aerror(conn, raw, sql, exc) from exc
+
+
+def _named(reader: Reader, rows: Sequence[Any]) -> list[Any]:
+    """Driver rows as the reader's named tuples, through the result processors."""
+    row_type, procs = reader.row_type, reader.procs
+    if any(procs):
+        return [row_type(*[p(v) if p is not None else v for p, v in zip(procs, r, strict=True)])
+                for r in rows]
+    return [row_type(*r) for r in rows]
