@@ -44,10 +44,10 @@ _ZD = "|zd"  # zlib with the preset dictionary ZDICT_V1 (read only, likewise)
 _ZS = "|zs"  # zstandard with ZDICT_ZS_V1 as a raw-content dictionary
 FRAME = "rg1"
 COMPRESS_MIN = 200
-# Small rows (a step's delta) compress as well at level 3 as at 9, twice as fast; large
+# Small rows (a step's delta) compress as well at level 1 as at 9, twice as fast; large
 # ones (segments, written every ``segment_every`` steps) gain ~6% at 9. Either way
 # smaller than zlib -6 with the same dictionary, and ~3x faster to read.
-ZSTD_FAST, ZSTD_SMALL_MAX, ZSTD_STRONG = 3, 16_384, 9
+ZSTD_FAST, ZSTD_SMALL_MAX, ZSTD_STRONG = 1, 16_384, 9
 # Deltas need versions that sort as strings: the saver's own fixed-width format.
 _DELTA_VERSION = re.compile(r"^\d{12}\.[0-9a-f]{6}$")
 
