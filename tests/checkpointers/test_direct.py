@@ -120,3 +120,21 @@ def test_statements_built_per_call_do_not_grow_the_caches(pg_saver) -> None:
     for i in range(_direct.CACHE_MAX + 50):
         assert w.compiled(sa.insert(t).values(a=sa.bindparam(f"p{i}"))) is not None
     assert len(w._compiled) == _direct.CACHE_MAX
+
+
+def test_server_side_prepares_follow_the_connection_setting(pg_backend) -> None:
+    # PgBouncer in transaction mode needs prepare_threshold=None: nothing is prepared
+    engine = sa.create_engine(pg_backend.url, pool_size=1, max_overflow=0,
+                              connect_args={"prepare_threshold": None})
+    saver = SQLAlchemySaver(engine)
+    saver.setup()
+    try:
+        g = chat_graph(8).compile(checkpointer=saver)
+        cfg = {"configurable": {"thread_id": "bouncer"}}
+        g.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+        for _ in range(8):
+            saver.get_tuple(cfg)
+        with engine.connect() as c:
+            assert c.exec_driver_sql("SELECT count(*) FROM pg_prepared_statements").scalar() == 0
+    finally:
+        engine.dispose()

@@ -140,12 +140,11 @@ class DirectWriter:
         (args,) = self._args(c, [params])
         raw: Any = conn.connection.dbapi_connection
         try:
+            # server-side prepares follow the connection's own setting (psycopg's
+            # prepare_threshold; None for PgBouncer in transaction mode)
             cur = raw.cursor()
             try:
-                if self.pipelined:
-                    cur.execute(c.sql, args, prepare=True)
-                else:
-                    cur.execute(c.sql, args)
+                cur.execute(c.sql, args)
                 rows = cur.fetchall()
             finally:
                 cur.close()
@@ -175,7 +174,7 @@ class DirectWriter:
                     for sql, rows in plan:
                         cur = raw.cursor()
                         if len(rows) == 1:
-                            cur.execute(sql, rows[0], prepare=True)
+                            cur.execute(sql, rows[0])
                         else:
                             cur.executemany(sql, rows)
                         cursors.append(cur)
@@ -245,7 +244,7 @@ class DirectWriter:
         raw = await self._araw(conn)
         try:
             async with raw.cursor() as cur:
-                await cur.execute(c.sql, args, prepare=True)
+                await cur.execute(c.sql, args)
                 rows = await cur.fetchall()
         except self._error_base as exc:
             raise await self._aerror(conn, raw, c.sql, exc) from exc
@@ -264,7 +263,7 @@ class DirectWriter:
                 for sql, rows in plan:
                     cur = raw.cursor()
                     if len(rows) == 1:
-                        await cur.execute(sql, rows[0], prepare=True)
+                        await cur.execute(sql, rows[0])
                     else:
                         await cur.executemany(sql, rows)
                     cursors.append(cur)
