@@ -298,6 +298,19 @@ class CircuitBreaker:
         logger.info("breaker %r: %s -> %s", self.name, previous, after.state)
         return BreakerEvent(self.name, previous, after.state, now, rate)
 
+    def _call_listeners(self, event: BreakerEvent) -> list[tuple[Any, Any]]:
+        """Call every listener; return the awaitables the async ones gave back."""
+        pending = []
+        for fn in self._listeners:
+            try:
+                result = fn(event)
+            except Exception:
+                logger.exception("breaker %r: listener %r failed", self.name, fn)
+                continue
+            if inspect.isawaitable(result):
+                pending.append((fn, result))
+        return pending
+
     def _notify(
         self,
         before: BreakerRecord | None,
@@ -308,19 +321,14 @@ class CircuitBreaker:
         event = self._event(before, after, now, tipped)
         if event is None:
             return
-        for fn in self._listeners:
-            try:
-                result = fn(event)
-                if inspect.isawaitable(result):
-                    _drop(result)
-                    logger.warning(
-                        "breaker %r: async listener %r skipped in a sync call; "
-                        "run the graph with ainvoke to await it",
-                        self.name,
-                        fn,
-                    )
-            except Exception:
-                logger.exception("breaker %r: listener %r failed", self.name, fn)
+        for fn, result in self._call_listeners(event):
+            _drop(result)
+            logger.warning(
+                "breaker %r: async listener %r skipped in a sync call; "
+                "run the graph with ainvoke to await it",
+                self.name,
+                fn,
+            )
 
     async def _anotify(
         self,
@@ -332,11 +340,9 @@ class CircuitBreaker:
         event = self._event(before, after, now, tipped)
         if event is None:
             return
-        for fn in self._listeners:
+        for fn, result in self._call_listeners(event):
             try:
-                result = fn(event)
-                if inspect.isawaitable(result):
-                    await result
+                await result
             except Exception:
                 logger.exception("breaker %r: listener %r failed", self.name, fn)
 
