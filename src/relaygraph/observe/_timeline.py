@@ -30,8 +30,29 @@ StepStatus = Literal["done", "interrupted", "error", "pending"]
 BOOKKEEPING = frozenset({"guard_log", "handoffs", "reviews", "usage", "agent_runs"})
 
 
+class _UsageTotals:
+    """Tokens and dollar cost of a ``usage`` table (a step's increments or a whole run's)."""
+
+    usage: UsageTable
+
+    @property
+    def input_tokens(self) -> int:
+        """Input tokens used."""
+        return _total(self.usage, "input_tokens")
+
+    @property
+    def output_tokens(self) -> int:
+        """Output tokens used."""
+        return _total(self.usage, "output_tokens")
+
+    @property
+    def cost(self) -> float:
+        """Dollar cost (from the ``usage`` channel)."""
+        return run_cost(self.usage)
+
+
 @dataclass(frozen=True)
-class TimelineStep:
+class TimelineStep(_UsageTotals):
     """One node execution (one task of one LangGraph step).
 
     Attributes:
@@ -75,28 +96,13 @@ class TimelineStep:
     error: str | None = None
 
     @property
-    def input_tokens(self) -> int:
-        """Input tokens this step used."""
-        return _total(self.usage, "input_tokens")
-
-    @property
-    def output_tokens(self) -> int:
-        """Output tokens this step used."""
-        return _total(self.usage, "output_tokens")
-
-    @property
-    def cost(self) -> float:
-        """Dollar cost of this step."""
-        return run_cost(self.usage)
-
-    @property
     def calls(self) -> int:
         """Model calls in this step."""
         return sum(u.get("calls", 0) for m in self.usage.values() for u in m.values())
 
 
 @dataclass(frozen=True)
-class Timeline:
+class Timeline(_UsageTotals):
     """A thread's run, step by step, with its cost.
 
     Render it with ``rich`` (``rich.print(timeline)`` or :meth:`render`) or in a notebook
@@ -111,24 +117,9 @@ class Timeline:
     pricing_as_of: str | None = None
 
     @property
-    def cost(self) -> float:
-        """Dollar cost of the run (from the ``usage`` channel)."""
-        return run_cost(self.usage)
-
-    @property
     def cost_by_agent(self) -> dict[str, float]:
         """Dollar cost per agent."""
         return cost_by_agent(self.usage)
-
-    @property
-    def input_tokens(self) -> int:
-        """Input tokens of the run."""
-        return _total(self.usage, "input_tokens")
-
-    @property
-    def output_tokens(self) -> int:
-        """Output tokens of the run."""
-        return _total(self.usage, "output_tokens")
 
     @property
     def status(self) -> str:
