@@ -34,6 +34,7 @@ from relaygraph.checkpointers._base import (
 )
 from relaygraph.checkpointers._direct import DirectWriter, supports
 from relaygraph.checkpointers._errors import CheckpointerError
+from relaygraph.checkpointers._protocol import answer, writes_of
 from relaygraph.checkpointers._sync import translate_db_error
 from relaygraph.checkpointers._urls import engine_kwargs, resolve_url, sqlite_pragmas
 
@@ -256,11 +257,11 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
 
 async def _exec(conn: AsyncConnection, msg: Any, direct: DirectWriter | None = None) -> Any:
     if isinstance(msg, P | Q):
-        writes = msg.writes if isinstance(msg, P) else [msg]
+        writes = writes_of(msg)
         counts = await direct.arun(conn, writes) if direct is not None else None
         if counts is None:
             counts = [await _exec_q(conn, q) for q in writes]
-        return counts if isinstance(msg, P) else counts[0]
+        return answer(msg, counts)
     if isinstance(msg, R):
         rows = await direct.aread(conn, msg.stmt, msg.params) if direct is not None else None
         return rows if rows is not None else (await conn.execute(msg.stmt, msg.params)).all()

@@ -57,6 +57,15 @@ class P:
     writes: list[Q]
 
 
+def writes_of(msg: P | Q) -> list[Q]:
+    """The writes a ``P`` or ``Q`` message carries; :func:`answer` shapes their rowcounts."""
+    return msg.writes if isinstance(msg, P) else [msg]
+
+
+def answer(msg: P | Q, counts: list[int]) -> list[int] | int:
+    return counts if isinstance(msg, P) else counts[0]
+
+
 @dataclass(frozen=True, slots=True)
 class Emit:
     item: Any

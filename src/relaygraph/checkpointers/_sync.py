@@ -34,6 +34,7 @@ from relaygraph.checkpointers._base import (
 )
 from relaygraph.checkpointers._direct import DirectWriter, supports
 from relaygraph.checkpointers._errors import DatabaseUnavailableError, SetupRequiredError
+from relaygraph.checkpointers._protocol import answer, writes_of
 from relaygraph.checkpointers._urls import engine_kwargs, resolve_url, sqlite_pragmas
 
 
@@ -276,11 +277,11 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
 
 def _exec(conn: sa.Connection, msg: Any, direct: DirectWriter | None = None) -> Any:
     if isinstance(msg, P | Q):
-        writes = msg.writes if isinstance(msg, P) else [msg]
+        writes = writes_of(msg)
         counts = direct.run(conn, writes) if direct is not None else None
         if counts is None:
             counts = [_exec_q(conn, q) for q in writes]
-        return counts if isinstance(msg, P) else counts[0]
+        return answer(msg, counts)
     if isinstance(msg, R):
         rows = direct.read(conn, msg.stmt, msg.params) if direct is not None else None
         return rows if rows is not None else conn.execute(msg.stmt, msg.params).all()
