@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import secrets
 import subprocess
 import sys
 import threading
@@ -221,6 +222,31 @@ def test_setup_is_idempotent_and_safe_concurrently(backend) -> None:
             migrations_table.c.component == "checkpoints")).scalars().all()
     assert sorted(rows) == list(range(1, LATEST + 1))
     engine.dispose()
+
+
+def test_postgres_keeps_page_sized_rows_inline(backend) -> None:
+    """PostgreSQL: a segment of a few kB stays in the table, not in a TOAST relation."""
+    if backend.kind != "postgres":
+        return
+    with SQLAlchemySaver.from_conn_string(backend.url) as saver:
+        saver.setup()
+        with saver.engine.connect() as c:
+            opts = dict(c.execute(sa.text(
+                "SELECT relname, reloptions FROM pg_class WHERE relname IN "
+                "('relaygraph_checkpoints', 'relaygraph_blobs', 'relaygraph_writes')")).all())
+            assert opts == {name: ["toast_tuple_target=8160"] for name in opts}, opts
+            assert len(opts) == 3
+        g = chat_graph(2).compile(checkpointer=saver)
+        # 6,000 hex digits compress to about 3.2 kB: a row past the default threshold
+        g.invoke({"messages": [HumanMessage(secrets.token_hex(3000), id="h")], "count": 0},
+                 {"configurable": {"thread_id": "inline"}})
+        with saver.engine.connect() as c:
+            biggest = c.execute(sa.select(sa.func.max(sa.func.octet_length(blobs.c.blob))))
+            assert biggest.scalar_one() > 2100  # past PostgreSQL's default TOAST threshold
+            toasted = c.execute(sa.text(
+                "SELECT pg_relation_size(reltoastrelid) FROM pg_class "
+                "WHERE relname = 'relaygraph_blobs'")).scalar_one()
+            assert toasted == 0
 
 
 def test_statements_per_operation_stay_constant(saver) -> None:

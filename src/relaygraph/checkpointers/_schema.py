@@ -97,8 +97,26 @@ def _initial(conn: sa.Connection) -> None:
     _create(conn, TABLES)
 
 
+def _inline_rows(conn: sa.Connection) -> None:
+    """PostgreSQL: keep rows up to a page long in the table instead of TOAST.
+
+    The saver compresses its payloads itself, so PostgreSQL's TOAST (which kicks in at
+    about 2 kB) only moved a segment's few kilobytes into a second relation with its own
+    index and free-space map, and tried to compress them again. Rows longer than a page
+    are still moved out of line.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    block = int(conn.execute(sa.text("SELECT current_setting('block_size')")).scalar_one())
+    target = block - 32  # TOAST_TUPLE_TARGET_MAIN: the largest value PostgreSQL accepts
+    for table in TABLES:
+        conn.execute(sa.text(
+            f'ALTER TABLE "{table.name}" SET (toast_tuple_target = {target})'))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "checkpoints, per-version frames with append deltas, per-task writes", _initial),
+    Migration(2, "PostgreSQL: rows up to a page stay inline (toast_tuple_target)", _inline_rows),
 )
 LATEST = MIGRATIONS[-1].version
 
