@@ -9,6 +9,7 @@ in ``_history``.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import random
 from collections import defaultdict
@@ -37,6 +38,10 @@ from relaygraph._sql import upsert
 from relaygraph.checkpointers import _history, _retention
 from relaygraph.checkpointers import _schema as S
 from relaygraph.checkpointers._codec import (
+    DELTA,
+    DELTA_OF_WRITES,
+    FRAME,
+    FRAME_REFS,
     SLICE,
     Key3,
     Key4,
@@ -65,6 +70,7 @@ from relaygraph.checkpointers._protocol import (
     _batches,
     _group_keys,
 )
+from relaygraph.checkpointers._refs import REF, rebuild
 from relaygraph.checkpointers._serde import RelaygraphSerializer, default_serde
 
 __all__ = ["CONFLICT", "After", "BaseSQLAlchemySaver", "Emit", "Op", "P", "Q", "R",
@@ -265,27 +271,64 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
     def _op_frames(self, keys: Sequence[Key3]) -> Op:
         """Frames (all parts, in part order) for ``keys`` and every base they rest on."""
         got: dict[Key3, dict[int, Part]] = defaultdict(dict)
+        with_refs: list[tuple[Key3, dict[str, list[Any]]]] = []
         for (tid, ns), versions in _group_keys(keys).items():
             for batch in _batches(versions):
                 rows = yield self._chain_query(tid, ns, batch)
                 for r in rows:
                     entries = unpack(r.type, r.blob, f"frame {r.version!r}", r.thread_id)
-                    got[(r.thread_id, r.checkpoint_ns, r.version)][r.part] = Part(
-                        r.base, entries)
+                    key = (r.thread_id, r.checkpoint_ns, r.version)
+                    got[key][r.part] = Part(r.base, entries)
+                    if r.type.startswith(FRAME_REFS):
+                        with_refs.append((key, entries))
+        if with_refs:
+            yield from self._op_resolve_refs(with_refs)
         # Frames of ``keys`` come with all their parts; frames reached along a chain come
         # with that channel's part only, so callers merge by part number.
         return got
 
-    def _op_writes(self, ckpts: Sequence[tuple[str, str, str]],
-                   channels: set[str] | None = None) -> Op:
+    def _op_resolve_refs(self, parts: Sequence[tuple[Key3, dict[str, list[Any]]]]) -> Op:
+        """Turn the entries that point at task writes into the deltas they stand for.
+
+        One query per thread and namespace fetches the writes rows of every referenced
+        checkpoint; ``parts`` are updated in place.
+        """
+        wanted: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for (tid, ns, _), entries in parts:
+            for e in entries.values():
+                if e[0] == REF:
+                    wanted[(tid, ns)].add(str(e[2][0]))
+        found: dict[tuple[str, str, str], dict[tuple[str, int], tuple[str, bytes]]] = (
+            defaultdict(dict))
+        for (tid, ns), cids in wanted.items():
+            for batch in _batches(sorted(cids)):
+                rows = yield R(self._writes_for(), {"t": tid, "ns": ns, "ids": list(batch)})
+                for r in rows:
+                    mine = found[(tid, ns, r.checkpoint_id)]
+                    for idx, _ch, wtype, payload in unpack(
+                            r.type, r.blob, f"writes of task {r.task_id!r}", tid):
+                        mine[(r.task_id, int(idx))] = (wtype, payload)
+        for (tid, ns, version), entries in parts:
+            for ch, e in entries.items():
+                if e[0] == REF:
+                    cid, refs = e[2]
+                    t, b = rebuild(refs, found.get((tid, ns, str(cid)), {}), thread_id=tid,
+                                   channel=ch, version=version, checkpoint_id=str(cid))
+                    entries[ch] = [DELTA_OF_WRITES, t, b]
+
+    def _writes_for(self) -> Any:
         w = S.writes
-        out: dict[tuple[str, str, str], list[tuple[tuple[str, str, int], PendingWrite]]] = (
-            defaultdict(list))
-        stmt = self._cached("writes_for", lambda: sa.select(
+        return self._cached("writes_for", lambda: sa.select(
             w.c.thread_id, w.c.checkpoint_ns, w.c.checkpoint_id, w.c.task_id,
             w.c.task_path, w.c.type, w.c.blob,
         ).where(w.c.thread_id == sa.bindparam("t"), w.c.checkpoint_ns == sa.bindparam("ns"),
                 w.c.checkpoint_id.in_(sa.bindparam("ids", expanding=True))))
+
+    def _op_writes(self, ckpts: Sequence[tuple[str, str, str]],
+                   channels: set[str] | None = None) -> Op:
+        out: dict[tuple[str, str, str], list[tuple[tuple[str, str, int], PendingWrite]]] = (
+            defaultdict(list))
+        stmt = self._writes_for()
         for (tid, ns), ids in _group_keys(ckpts).items():
             for batch in _batches(ids):
                 rows = yield R(stmt, {"t": tid, "ns": ns, "ids": list(batch)})
@@ -472,6 +515,14 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             base, entry, new_tail, slices = encode_channel(
                 self.serde, value=values.get(ch), present=ch in values, version=sver,
                 parent_version=pver_s, tail=tail, segment_every=self.segment_every)
+            if entry[0] == DELTA and parent_id is not None and new_tail is not None:
+                refs = self._cache.writes.match((thread_id, ns, parent_id), ch, entry[1],
+                                                entry[2])
+                if refs is not None:
+                    # the parent's writes hold these very items: point at them; the
+                    # delta then needs no rewrite when its segment is written
+                    entry = [REF, entry[1], [parent_id, refs]]
+                    new_tail = dataclasses.replace(new_tail, window=new_tail.window[:-1])
             for v, old_base, count in slices:
                 t, b = pack({ch: [SLICE, "", count]}, False)
                 rewrites.append({"k_thread": thread_id, "k_ns": ns, "k_version": v,
@@ -492,7 +543,9 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                 if base is not _PLAIN:
                     parts.append((ch, base, {ch: entry}))
             for part, (channel, base, entries) in enumerate(parts):
-                t, b = pack(entries, self.compress)
+                kind = (FRAME_REFS if any(e[0] == REF for e in entries.values())
+                        else FRAME)
+                t, b = pack(entries, self.compress, kind)
                 frame_rows.append({"thread_id": thread_id, "checkpoint_ns": ns, "version": ver,
                                    "part": part, "channel": channel, "base": base, "type": t,
                                    "blob": b})
@@ -551,10 +604,15 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         t, b = pack(items, self.compress)
         inserted = yield Q(self._upsert("writes"), [
             {**key, "task_path": task_path or "", "type": t, "blob": b}])
+        ckpt_key = (thread_id, ns, cid)
         if inserted == 1:
+            yield After(lambda: self._cache.writes.add(ckpt_key, task_id, task_path or "",
+                                                       items))
             return None
         if not merge:
             return CONFLICT
+        # merged with writes stored before: deltas do not point at this checkpoint's
+        yield After(lambda: self._cache.writes.drop(ckpt_key))
         # The task already has writes here: regular writes keep the first value per index,
         # special ones (errors, interrupts, resumes) replace theirs.
         w = S.writes

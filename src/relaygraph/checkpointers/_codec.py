@@ -36,13 +36,18 @@ import zstandard
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from relaygraph.checkpointers._errors import CorruptCheckpointError
+from relaygraph.checkpointers._refs import WriteCache
 from relaygraph.checkpointers._zdict import ZDICT_V1, ZDICT_ZS_V1
 
 FULL, DELTA, SEGMENT, EMPTY, SLICE = 0, 1, 2, 3, 4
+# 5 is ``_refs.REF`` (stored); a REF entry reads back as a delta of this kind, which a
+# later segment leaves alone: it holds no payload to reclaim
+DELTA_OF_WRITES = 6
 _Z = "|z"  # zlib (read only: rows written by earlier versions)
 _ZD = "|zd"  # zlib with the preset dictionary ZDICT_V1 (read only, likewise)
 _ZS = "|zs"  # zstandard with ZDICT_ZS_V1 as a raw-content dictionary
 FRAME = "rg1"
+FRAME_REFS = "rg1r"  # a frame part holding references to task writes (see ``_refs``)
 COMPRESS_MIN = 200
 # Small rows (a step's delta) compress as well at level 1 as at 9, twice as fast; large
 # ones (segments, written every ``segment_every`` steps) gain ~6% at 9. Either way
@@ -120,15 +125,15 @@ def load(serde: SerializerProtocol, type_: str, data: bytes | None) -> Any:
     return serde.loads_typed(_decompress(type_, data))
 
 
-def pack(obj: Any, compress: bool) -> tuple[str, bytes]:
+def pack(obj: Any, compress: bool, kind: str = FRAME) -> tuple[str, bytes]:
     """Pack a frame or a task's writes (serde payloads inside stay opaque bytes)."""
-    return _compress(FRAME, ormsgpack.packb(obj), compress)
+    return _compress(kind, ormsgpack.packb(obj), compress)
 
 
 def unpack(type_: str, data: bytes | None, where: str, thread_id: str) -> Any:
     try:
         kind, raw = _decompress(type_, data)
-        if kind != FRAME:
+        if kind != FRAME and kind != FRAME_REFS:
             raise ValueError(f"unknown row format {type_!r}")
         return ormsgpack.unpackb(raw)
     except Exception as exc:
@@ -160,6 +165,8 @@ class TailCache:
         self._tails: OrderedDict[Hashable, Tail] = OrderedDict()
         self._versions: OrderedDict[Hashable, Mapping[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
+        #: the writes stored through this saver, which deltas may point at
+        self.writes = WriteCache(size)
 
     def tail(self, key: Hashable) -> Tail | None:
         with self._lock:
@@ -188,6 +195,7 @@ class TailCache:
 
     def forget_threads(self, thread_ids: Iterable[str]) -> None:
         doomed = set(thread_ids)
+        self.writes.forget_threads(doomed)
         with self._lock:
             for store in (self._tails, self._versions):
                 for k in [k for k in store if k[0] in doomed]:  # type: ignore[index]
@@ -284,7 +292,8 @@ class Materializer:
             e = part.entries.get(key[2])
             if e is not None:
                 kind = int(e[0])
-                return kind, (part.base if kind in (DELTA, SEGMENT, SLICE) else None), e[1], e[2]
+                linked = kind in (DELTA, DELTA_OF_WRITES, SEGMENT, SLICE)
+                return kind, (part.base if linked else None), e[1], e[2]
         return None
 
     def _missing(self, key: Key4, at: str, why: str) -> CorruptCheckpointError:
@@ -377,7 +386,8 @@ class Materializer:
                 acc.extend(val)
                 seg_start, seg_version, depth, window = len(acc), k[3], 0, []
             else:
-                base = self.entry(k)[1] if not self.shared else None  # type: ignore[index]
+                base = (self.entry(k)[1]  # type: ignore[index]
+                        if not self.shared and kind == DELTA else None)
                 acc.extend(val)
                 depth += 1
                 if base is not None:

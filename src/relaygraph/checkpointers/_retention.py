@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from relaygraph.checkpointers import _schema as S
-from relaygraph.checkpointers._codec import Key3
+from relaygraph.checkpointers._codec import DELTA, DELTA_OF_WRITES, FRAME_REFS, Key3, pack, unpack
 from relaygraph.checkpointers._ids import check_key
 from relaygraph.checkpointers._protocol import After, Op, _batches, _group_keys
+from relaygraph.checkpointers._refs import REF
 
 if TYPE_CHECKING:
     from relaygraph.checkpointers._base import BaseSQLAlchemySaver
@@ -41,16 +42,50 @@ def delete_for_runs(saver: BaseSQLAlchemySaver, run_ids: Sequence[str]) -> Op:
         doomed.extend((r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r in rows)
     yield from delete_checkpoints(saver, doomed)
     threads = sorted({d[0] for d in doomed})
-    yield from gc_blobs(saver, threads)
     yield After(lambda: saver._cache.forget_threads(threads))
 
 
 def delete_checkpoints(saver: BaseSQLAlchemySaver, keys: Sequence[tuple[str, str, str]]) -> Op:
-    for (tid, ns), ids in _group_keys(keys).items():
+    """Delete checkpoints, the frames no other checkpoint reaches, and their writes.
+
+    Deltas of surviving frames that point at the doomed checkpoints' writes get those
+    items copied in first (see ``_refs``), so no reachable chain breaks.
+    """
+    groups = _group_keys(keys)
+    c, w = S.checkpoints, S.writes
+    for (tid, ns), ids in groups.items():
         for batch in _batches(ids):
-            for t in (S.writes, S.checkpoints):
-                yield sa.delete(t).where(t.c.thread_id == tid, t.c.checkpoint_ns == ns,
-                                         t.c.checkpoint_id.in_(list(batch)))
+            yield sa.delete(c).where(c.c.thread_id == tid, c.c.checkpoint_ns == ns,
+                                     c.c.checkpoint_id.in_(list(batch)))
+    yield from gc_blobs(saver, sorted({tid for tid, _ in groups}))
+    for (tid, ns), ids in groups.items():
+        yield from inline_refs(saver, tid, ns, set(ids))
+        for batch in _batches(ids):
+            yield sa.delete(w).where(w.c.thread_id == tid, w.c.checkpoint_ns == ns,
+                                     w.c.checkpoint_id.in_(list(batch)))
+
+
+def inline_refs(saver: BaseSQLAlchemySaver, tid: str, ns: str, doomed: set[str]) -> Op:
+    """Copy into their frames the items of deltas that point at ``doomed``'s writes."""
+    b = S.blobs
+    rows = yield sa.select(b.c.version, b.c.part, b.c.type, b.c.blob).where(
+        b.c.thread_id == tid, b.c.checkpoint_ns == ns, b.c.type.startswith(FRAME_REFS))
+    parts = []
+    for r in rows:
+        entries = unpack(r.type, r.blob, f"frame {r.version!r}", tid)
+        if any(e[0] == REF and str(e[2][0]) in doomed for e in entries.values()):
+            parts.append(((tid, ns, r.version), entries, r.part))
+    if not parts:
+        return None
+    yield from saver._op_resolve_refs([(key, entries) for key, entries, _ in parts])
+    for (_, _, version), entries, part in parts:
+        inline = {ch: [DELTA, e[1], e[2]] if e[0] == DELTA_OF_WRITES else e
+                  for ch, e in entries.items()}
+        t, blob = pack(inline, saver.compress)
+        yield sa.update(b).where(b.c.thread_id == tid, b.c.checkpoint_ns == ns,
+                                 b.c.version == version, b.c.part == part).values(
+            type=t, blob=blob)
+    return None
 
 
 def gc_blobs(saver: BaseSQLAlchemySaver, thread_ids: Sequence[str]) -> Op:
@@ -120,7 +155,6 @@ def prune(saver: BaseSQLAlchemySaver, thread_ids: Sequence[str], strategy: str,
             doomed.extend((tid, ns, r.checkpoint_id) for r in items
                           if r.checkpoint_id not in kept)
         yield from delete_checkpoints(saver, doomed)
-        yield from gc_blobs(saver, [tid])
     yield After(lambda: saver._cache.forget_threads(tids))
 
 

@@ -1,0 +1,155 @@
+"""Deltas that point at the task writes holding the same items instead of copying them.
+
+The messages a step appends to a list channel are, byte for byte, the writes its tasks
+stored with ``put_writes`` just before: LangGraph saves each task's writes, then applies
+them (``add_messages`` appends them) and saves the next checkpoint. Storing those items
+again in a delta row would keep each message twice until its segment is written, and
+rewriting the delta afterwards leaves a dead row behind (PostgreSQL keeps its space until
+VACUUM; SQLite leaves a hole in the page).
+
+So when the new items of a list channel serialize to exactly the concatenation of the
+parent checkpoint's writes to that channel (in the order LangGraph applies them), the
+delta entry stores only a reference, ``[REF, type, [parent checkpoint id, [[task id,
+write index], ...]]]``, in a frame part of type :data:`FRAME_REFS`. A read fetches those
+writes rows and rebuilds the exact bytes the delta would have held. Anything else (a
+write that is a tuple or a dict, a reducer that changed an item, an encrypting serde, a
+put in another process) is stored inline as before; byte equality decides, so a
+reference never stands for anything but the very bytes it replaces.
+
+Writes rows outlive their delta references only as long as their checkpoint does:
+retention (``prune``, ``delete_for_runs``) copies the items back into the frames that
+still need them before it deletes the writes (:func:`inline`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+from langgraph.checkpoint.base import writes_sort_key
+
+from relaygraph.checkpointers._errors import CorruptCheckpointError
+
+REF = 5  # frame entry kind, beside FULL, DELTA, SEGMENT, EMPTY and SLICE in ``_codec``
+MSGPACK = "msgpack"
+
+Item = Sequence[Any]  # [write index, channel, serde type, payload]
+
+
+def array_header(n: int) -> bytes:
+    """The msgpack header of an ``n``-element array, in its shortest form."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 0x10000:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def split_array(payload: bytes) -> tuple[int, int] | None:
+    """``(elements, header length)`` when ``payload`` is a msgpack array, else ``None``."""
+    if not payload:
+        return None
+    first = payload[0]
+    if 0x90 <= first <= 0x9F:
+        return first & 0x0F, 1
+    if first == 0xDC and len(payload) >= 3:
+        return int.from_bytes(payload[1:3], "big"), 3
+    if first == 0xDD and len(payload) >= 5:
+        return int.from_bytes(payload[1:5], "big"), 5
+    return None
+
+
+def compose(payloads: Iterable[bytes]) -> bytes:
+    """The serialized list of every item the writes hold, in order.
+
+    A write whose payload is an array contributes its elements; any other write is one
+    item. This is how ``add_messages`` reads a write (a list of messages, or a message).
+    """
+    n = 0
+    bodies = []
+    for p in payloads:
+        arr = split_array(p)
+        if arr is None:
+            n += 1
+            bodies.append(p)
+        else:
+            n += arr[0]
+            bodies.append(p[arr[1]:])
+    return array_header(n) + b"".join(bodies)
+
+
+class WriteCache:
+    """Bounded LRU of the writes this saver stored, by checkpoint: ``(thread, ns, id)``.
+
+    Filled after a ``put_writes`` transaction committed, so an entry always describes
+    rows that exist; dropped when the writes of that task are merged with others.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._by_ckpt: OrderedDict[Hashable, dict[str, tuple[str, Sequence[Item]]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, key: Hashable, task_id: str, task_path: str, items: Sequence[Item]) -> None:
+        with self._lock:
+            tasks = self._by_ckpt.get(key)
+            if tasks is None:
+                tasks = self._by_ckpt[key] = {}
+            else:
+                self._by_ckpt.move_to_end(key)
+            tasks[task_id] = (task_path, items)
+            while len(self._by_ckpt) > self.size:
+                self._by_ckpt.popitem(last=False)
+
+    def drop(self, key: Hashable) -> None:
+        with self._lock:
+            self._by_ckpt.pop(key, None)
+
+    def forget_threads(self, thread_ids: Iterable[str]) -> None:
+        doomed = set(thread_ids)
+        with self._lock:
+            for k in [k for k in self._by_ckpt if k[0] in doomed]:  # type: ignore[index]
+                del self._by_ckpt[k]
+
+    def match(self, key: Hashable, channel: str, type_: str, payload: bytes,
+              ) -> list[list[Any]] | None:
+        """References to the writes of checkpoint ``key`` whose items are ``payload``."""
+        if type_ != MSGPACK:
+            return None
+        with self._lock:
+            tasks = self._by_ckpt.get(key)
+            if not tasks:
+                return None
+            found = [(writes_sort_key(path, tid, idx), tid, idx, wtype, data)
+                     for tid, (path, items) in tasks.items()
+                     for idx, ch, wtype, data in items if ch == channel]
+        if not found or any(f[3] != MSGPACK for f in found):
+            return None
+        found.sort(key=lambda f: f[0])
+        if compose(f[4] for f in found) != payload:
+            return None
+        return [[tid, idx] for _, tid, idx, _, _ in found]
+
+
+def rebuild(refs: Sequence[Sequence[Any]], writes: Mapping[tuple[str, int], tuple[str, bytes]],
+            *, thread_id: str, channel: str, version: str, checkpoint_id: str,
+            ) -> tuple[str, bytes]:
+    """The ``(type, payload)`` a reference entry stands for, from its writes' items."""
+    payloads = []
+    for task_id, idx in refs:
+        got = writes.get((str(task_id), int(idx)))
+        if got is None:
+            raise CorruptCheckpointError(
+                f"thread {thread_id!r}: channel {channel!r} version {version!r} refers to "
+                f"write {idx} of task {task_id!r} at checkpoint {checkpoint_id!r}, which "
+                f"is missing", thread_id=thread_id, channel=channel, version=version)
+        if got[0] != MSGPACK:
+            raise CorruptCheckpointError(
+                f"thread {thread_id!r}: channel {channel!r} version {version!r} refers to "
+                f"write {idx} of task {task_id!r} at checkpoint {checkpoint_id!r}, whose "
+                f"type {got[0]!r} is not {MSGPACK!r}",
+                thread_id=thread_id, channel=channel, version=version)
+        payloads.append(got[1])
+    return MSGPACK, compose(payloads)

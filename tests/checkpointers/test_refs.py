@@ -1,0 +1,321 @@
+"""Deltas that point at the task writes holding their items (``_refs``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import ormsgpack
+import pytest
+import sqlalchemy as sa
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from sqlalchemy.ext.asyncio import AsyncEngine
+from typing_extensions import TypedDict
+
+from relaygraph.checkpointers import CorruptCheckpointError, SQLAlchemySaver
+from relaygraph.checkpointers._codec import DELTA, FULL, SEGMENT, SLICE, unpack
+from relaygraph.checkpointers._refs import REF, WriteCache, compose, split_array
+from relaygraph.checkpointers._schema import blobs, checkpoints, writes
+from relaygraph.checkpointers._serde import default_serde
+
+from ._graphs import chat_graph
+
+
+def _hist(graph: Any, cfg: dict[str, Any]) -> list[tuple[Any, Any]]:
+    return [(s.values, s.next) for s in graph.get_state_history(cfg)]
+
+
+def _message_entries(engine: sa.Engine, thread_id: str) -> list[tuple[str, list[Any]]]:
+    """(row type, entry) of every stored ``messages`` entry of the thread."""
+    with engine.connect() as c:
+        rows = c.execute(sa.select(blobs.c.type, blobs.c.blob).where(
+            blobs.c.thread_id == thread_id, blobs.c.channel == "messages")).all()
+    return [(r.type, unpack(r.type, r.blob, "frame", thread_id)["messages"]) for r in rows]
+
+
+def _run(graph: Any, cfg: dict[str, Any], steps: int = 0) -> None:
+    graph.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 65_535, 65_536])
+def test_compose_rebuilds_msgpack_arrays_exactly(n: int) -> None:
+    items = [{"i": i} for i in range(n)]
+    whole = ormsgpack.packb(items)
+    assert split_array(whole) is not None
+    assert compose([whole]) == whole
+    # split anywhere, and a single (non-list) write counts as one item
+    half = n // 2
+    parts = [ormsgpack.packb(items[:half]), *(ormsgpack.packb(x) for x in items[half:])]
+    assert compose(parts) == whole
+    assert split_array(ormsgpack.packb({"not": "a list"})) is None
+    assert split_array(b"") is None
+
+
+def test_deltas_point_at_the_writes_and_read_back_exactly(saver: SQLAlchemySaver) -> None:
+    g = chat_graph(40).compile(checkpointer=saver)
+    ref = chat_graph(40).compile(checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "refs"}}
+    for graph in (g, ref):
+        _run(graph, cfg)
+    entries = _message_entries(saver.engine, "refs")
+    kinds = [e[0] for _, e in entries]
+    # one whole value, one segment (after 32 deltas), and deltas that are references,
+    # which the segment did not need to rewrite. LangGraph saves a task's writes on a
+    # background thread, so now and then a put runs before its parent's writes are
+    # committed: that delta is stored inline (and later rewritten as a slice).
+    assert kinds.count(FULL) == 1 and kinds.count(SEGMENT) == 1, kinds
+    inline = [k for k in kinds if k in (DELTA, SLICE)]
+    assert kinds.count(REF) + len(inline) == len(kinds) - 2, kinds
+    assert kinds.count(REF) >= 1, kinds
+    assert _hist(g, cfg) == _hist(ref, cfg)
+    # a fresh saver (another process) has no cache: it reads the references from the rows
+    fresh = chat_graph(40).compile(checkpointer=SQLAlchemySaver(saver.engine))
+    assert _hist(fresh, cfg) == _hist(ref, cfg)
+    assert fresh.get_state(cfg).values == ref.get_state(cfg).values
+
+
+async def test_async_saver_points_at_writes_too(any_saver: Any) -> None:
+    g = chat_graph(5).compile(checkpointer=any_saver)
+    ref = chat_graph(5).compile(checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "arefs"}}
+    for graph in (g, ref):
+        await graph.ainvoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+    assert [s.values async for s in g.aget_state_history(cfg)] == [
+        s.values async for s in ref.aget_state_history(cfg)]
+    query = sa.select(sa.func.count()).select_from(blobs).where(
+        blobs.c.thread_id == "arefs", blobs.c.type.startswith("rg1r"))
+    engine = any_saver.engine
+    if isinstance(engine, AsyncEngine):
+        async with engine.connect() as c:
+            n = (await c.execute(query)).scalar_one()
+    else:
+        with engine.connect() as c:
+            n = c.execute(query).scalar_one()
+    assert n >= 1
+
+
+def test_prune_copies_items_back_before_deleting_writes(saver: SQLAlchemySaver) -> None:
+    g = chat_graph(15).compile(checkpointer=saver)
+    ref = chat_graph(15).compile(checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "cap"}}
+    for graph in (g, ref):
+        _run(graph, cfg)
+    saver.prune(["cap"], keep_last=3)
+    with saver.engine.connect() as c:
+        alive = set(c.execute(sa.select(checkpoints.c.checkpoint_id).where(
+            checkpoints.c.thread_id == "cap")).scalars())
+        assert len(alive) == 3
+        assert set(c.execute(sa.select(writes.c.checkpoint_id).where(
+            writes.c.thread_id == "cap")).scalars()) <= alive
+    # every reference left points at a checkpoint that still has its writes
+    left = [e for _, e in _message_entries(saver.engine, "cap") if e[0] == REF]
+    assert all(e[2][0] in alive for e in left), left
+    assert _hist(g, cfg) == _hist(ref, cfg)[:3]
+    fresh = chat_graph(15).compile(checkpointer=SQLAlchemySaver(saver.engine))
+    assert fresh.get_state(cfg).values == ref.get_state(cfg).values
+    # the thread goes on from the pruned state
+    for graph in (g, ref):
+        graph.invoke({"messages": [HumanMessage("more", id="more")], "count": 0}, cfg)
+    assert g.get_state(cfg).values == ref.get_state(cfg).values
+
+
+def test_delete_for_runs_keeps_later_runs_readable(saver: SQLAlchemySaver) -> None:
+    g = chat_graph(4).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "runs"}}
+    g.invoke({"messages": [HumanMessage("one", id="one")], "count": 0},
+             {**cfg, "metadata": {"run_id": "run-a"}})
+    g.invoke({"messages": [HumanMessage("two", id="two")], "count": 0},
+             {**cfg, "metadata": {"run_id": "run-b"}})
+    before = g.get_state(cfg).values
+    saver.delete_for_runs(["run-a"])
+    with saver.engine.connect() as c:
+        runs = set(c.execute(sa.select(checkpoints.c.run_id).where(
+            checkpoints.c.thread_id == "runs")).scalars())
+    assert runs == {"run-b"}
+    fresh = chat_graph(4).compile(checkpointer=SQLAlchemySaver(saver.engine))
+    assert fresh.get_state(cfg).values == before
+    for snap in fresh.get_state_history(cfg):
+        assert snap.values["messages"][0].id == "one"  # rebuilt from run-a's items
+
+
+def _steps(saver: SQLAlchemySaver, thread_id: str, n: int,
+           run: Any = lambda i: "run") -> list[dict[str, Any]]:
+    """``n`` checkpoints, each appending the message its parent's task wrote."""
+    cfg: dict[str, Any] = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    msgs = [HumanMessage("start", id="start")]
+    version = saver.get_next_version(None)
+    cp = empty_checkpoint()
+    cp["channel_values"] = {"messages": list(msgs)}
+    cp["channel_versions"] = {"messages": version}
+    configs = [saver.put(cfg, cp, {"step": 0, "run_id": run(0)}, {"messages": version})]
+    for i in range(1, n):
+        m = AIMessage(f"reply {i}", id=f"r{i}")
+        saver.put_writes(configs[-1], [("messages", [m]), ("count", i)], f"task-{i}")
+        msgs.append(m)
+        version = saver.get_next_version(version)
+        cp = {**empty_checkpoint(), "channel_values": {"messages": list(msgs)},
+              "channel_versions": {"messages": version}}
+        configs.append(saver.put(configs[-1], cp, {"step": i, "run_id": run(i)},
+                                 {"messages": version}))
+    return configs
+
+
+def test_each_delta_points_at_its_parents_writes(saver: SQLAlchemySaver) -> None:
+    configs = _steps(saver, "direct", 6)
+    kinds = [e[0] for _, e in _message_entries(saver.engine, "direct")]
+    assert sorted(kinds) == [FULL] + [REF] * 5, kinds
+    fresh = SQLAlchemySaver(saver.engine)
+    for i, cfg in enumerate(configs):
+        got = fresh.get_tuple(cfg).checkpoint["channel_values"]["messages"]
+        assert [m.id for m in got] == ["start"] + [f"r{j}" for j in range(1, i + 1)]
+    assert [len(t.checkpoint["channel_values"]["messages"]) for t in fresh.list(
+        {"configurable": {"thread_id": "direct"}})] == [6, 5, 4, 3, 2, 1]
+
+
+def _ids(saver: SQLAlchemySaver, cfg: dict[str, Any]) -> list[str]:
+    return [m.id for m in saver.get_tuple(cfg).checkpoint["channel_values"]["messages"]]
+
+
+@pytest.mark.parametrize("how", ["prune", "delete_for_runs"])
+def test_retention_copies_items_in_before_the_writes_go(saver, how) -> None:
+    configs = _steps(saver, "ret", 6, run=lambda i: "old" if i < 4 else "new")
+    if how == "prune":
+        saver.prune(["ret"], keep_last=2)
+    else:
+        saver.delete_for_runs(["old"])
+    kinds = [e[0] for _, e in _message_entries(saver.engine, "ret")]
+    # the last two deltas point at writes of checkpoints 3 and 4; 3's writes are gone
+    assert DELTA in kinds and REF in kinds, kinds
+    fresh = SQLAlchemySaver(saver.engine)
+    assert _ids(fresh, configs[-1]) == ["start", "r1", "r2", "r3", "r4", "r5"]
+    assert _ids(fresh, configs[-2]) == ["start", "r1", "r2", "r3", "r4"]
+    assert fresh.get_tuple(configs[-3]) is None
+
+
+def test_a_missing_writes_row_is_a_clear_error(saver: SQLAlchemySaver) -> None:
+    configs = _steps(saver, "broken", 4)
+    with saver.engine.begin() as c:  # the writes the second delta points at
+        c.execute(sa.delete(writes).where(
+            writes.c.thread_id == "broken",
+            writes.c.checkpoint_id == configs[1]["configurable"]["checkpoint_id"]))
+    fresh = SQLAlchemySaver(saver.engine)
+    assert len(fresh.get_tuple(configs[1]).checkpoint["channel_values"]["messages"]) == 2
+    with pytest.raises(CorruptCheckpointError, match=(
+            "thread 'broken': channel 'messages' version '.*' refers to write 0 of task "
+            "'task-2' at checkpoint '.*', which is missing")):
+        fresh.get_tuple(configs[3])
+
+
+def _upper_add(left: list[str], right: list[str]) -> list[str]:
+    return left + [x.upper() for x in right]
+
+
+class Items(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    items: Annotated[list[str], _upper_add]
+    count: int
+
+
+def _writer_graph(make: Any) -> StateGraph:
+    def node(state: Items) -> dict[str, Any]:
+        n = state.get("count", 0) + 1
+        return {"messages": make(n), "items": [f"item {n}"], "count": n}
+
+    b = StateGraph(Items)
+    b.add_node("agent", node)
+    b.add_edge(START, "agent")
+    b.add_conditional_edges("agent", lambda s: END if s["count"] >= 4 else "agent")
+    return b
+
+
+@pytest.mark.parametrize("make", [
+    lambda n: [("ai", f"tuple {n}")],
+    lambda n: [{"role": "ai", "content": f"dict {n}", "id": f"d{n}"}],
+    # add_messages gives it an id in place, before or after the writes were serialized
+    lambda n: [AIMessage(f"no id {n}")],
+], ids=["tuple", "dict", "no-id"])
+def test_any_message_like_write_reads_back_exactly(saver, make) -> None:
+    g = _writer_graph(make).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "shapes"}}
+    g.invoke({"messages": [], "count": 0}, cfg)
+    fresh = _writer_graph(make).compile(checkpointer=SQLAlchemySaver(saver.engine))
+    assert _hist(fresh, cfg) == _hist(g, cfg)
+    assert len(fresh.get_state(cfg).values["messages"]) == 4
+
+
+def test_items_a_reducer_changed_are_stored_inline(saver) -> None:
+    g = _writer_graph(lambda n: []).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "changed"}}
+    g.invoke({"items": [], "count": 0}, cfg)
+    with saver.engine.connect() as c:
+        rows = c.execute(sa.select(blobs.c.type, blobs.c.blob).where(
+            blobs.c.thread_id == "changed", blobs.c.channel == "items")).all()
+    kinds = [unpack(r.type, r.blob, "frame", "changed")["items"][0] for r in rows]
+    assert REF not in kinds and kinds.count(DELTA) == 4, kinds
+    fresh = _writer_graph(lambda n: []).compile(checkpointer=SQLAlchemySaver(saver.engine))
+    assert fresh.get_state(cfg).values["items"] == ["ITEM 1", "ITEM 2", "ITEM 3", "ITEM 4"]
+
+
+class _XorCipher:
+    """A stand-in cipher (serialized payloads come out as ``msgpack+xor``)."""
+
+    def encrypt(self, plaintext: bytes) -> tuple[str, bytes]:
+        return "xor", bytes(b ^ 0x5A for b in plaintext)
+
+    def decrypt(self, ciphername: str, ciphertext: bytes) -> bytes:
+        assert ciphername == "xor"
+        return bytes(b ^ 0x5A for b in ciphertext)
+
+
+def test_an_encrypting_serde_stores_items_inline(backend) -> None:
+    engine = sa.create_engine(backend.url)
+    serde = EncryptedSerializer(_XorCipher(), default_serde())
+    saver = SQLAlchemySaver(engine, serde=serde)
+    saver.setup()
+    g = chat_graph(3).compile(checkpointer=saver)
+    ref = chat_graph(3).compile(checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "enc"}}
+    for graph in (g, ref):
+        _run(graph, cfg)
+    assert REF not in [e[0] for _, e in _message_entries(engine, "enc")]
+    assert _hist(g, cfg) == _hist(ref, cfg)
+    engine.dispose()
+
+
+def test_merged_writes_are_not_pointed_at(saver: SQLAlchemySaver) -> None:
+    g = chat_graph(1).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "merge"}}
+    _run(g, cfg)
+    head = saver.get_tuple(cfg)
+    key = ("merge", "", head.config["configurable"]["checkpoint_id"])
+    m = AIMessage("x", id="x")
+    saver.put_writes(head.config, [("messages", [m])], "task-1")
+    payload = default_serde().dumps_typed([m])
+    assert saver._cache.writes.match(key, "messages", *payload) == [["task-1", 0]]
+    # the same task writes again: the row is merged, and no delta may point at it
+    saver.put_writes(head.config, [("messages", [m]), ("count", 1)], "task-1")
+    assert saver._cache.writes.match(key, "messages", *payload) is None
+
+
+def test_write_cache_is_bounded_and_exact() -> None:
+    cache = WriteCache(2)
+    a, b = ormsgpack.packb(["a"]), ormsgpack.packb("b")
+    cache.add(("t", "", "c1"), "task-2", "~x, 2", [[0, "messages", "msgpack", b]])
+    cache.add(("t", "", "c1"), "task-1", "~x, 1", [[0, "messages", "msgpack", a],
+                                                   [1, "other", "msgpack", b]])
+    # applied in task-path order: task-1's item, then task-2's
+    assert cache.match(("t", "", "c1"), "messages", "msgpack",
+                       ormsgpack.packb(["a", "b"])) == [["task-1", 0], ["task-2", 0]]
+    assert cache.match(("t", "", "c1"), "messages", "msgpack",
+                       ormsgpack.packb(["b", "a"])) is None
+    assert cache.match(("t", "", "c1"), "messages", "json", b"") is None
+    cache.add(("t", "", "c2"), "t", "", [])
+    cache.add(("t", "", "c3"), "t", "", [])
+    assert cache.match(("t", "", "c1"), "messages", "msgpack",
+                       ormsgpack.packb(["a", "b"])) is None  # evicted
+    cache.forget_threads(["t"])
+    assert cache.match(("t", "", "c3"), "messages", "msgpack", b"\x90") is None
