@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+
+from relaygraph.checkpointers import SQLAlchemySaver
 
 SCRIPT = textwrap.dedent("""
     import json, sys
@@ -49,3 +53,24 @@ def test_interrupt_then_resume_in_a_new_process(backend) -> None:
                      "interrupt": {"question": "approve?", "draft": "refund 42.50 for order A-1"}}
     second = _run(backend.url, "resume")
     assert second == {"decision": "approved by ana", "last": "done: approved by ana", "next": []}
+
+
+def test_sqlite_wal_switch_waits_for_a_database_being_created(tmp_path) -> None:
+    """A second process opening a new database while the first still creates it waits for
+    the WAL switch instead of failing with 'database is locked'."""
+    path = tmp_path / "new.db"
+    holder = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    # a writer in a rollback-journal database: SQLite refuses the switch at once
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    release = threading.Timer(0.5, holder.execute, ["COMMIT"])
+    release.start()
+    try:
+        with SQLAlchemySaver.from_conn_string(f"sqlite:///{path}") as saver:
+            saver.setup()
+            with saver.engine.connect() as c:
+                assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        release.join()
+        holder.close()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
+import sqlite3
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,6 +14,7 @@ from sqlalchemy.engine import URL, make_url
 from relaygraph._errors import ConfigurationError, MissingDependencyError
 
 CONNECT_TIMEOUT = 5
+WAL_SWITCH_TRIES = 200  # x 50 ms: as long as a setup() elsewhere may hold the file
 
 # backend -> (default sync driver, default async driver)
 _DEFAULT_DRIVERS = {
@@ -85,7 +89,18 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL lets readers and one writer work at once; NORMAL sync is durable in WAL mode."""
     cur = dbapi_conn.cursor()
     try:
-        cur.execute("PRAGMA journal_mode=WAL")
+        if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            # WAL sticks to the file: only the first connection switches. The switch needs
+            # the file to itself and SQLite does not wait for that (no busy handler), so
+            # while another process creates the database, try again for a while.
+            for attempt in itertools.count():
+                try:
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or attempt >= WAL_SWITCH_TRIES:
+                        raise
+                    time.sleep(0.05)
         cur.execute("PRAGMA synchronous=NORMAL")
     finally:
         cur.close()
