@@ -77,6 +77,9 @@ __all__ = ["CONFLICT", "After", "BaseSQLAlchemySaver", "Emit", "Op", "P", "Q", "
            "RelaygraphSerializer", "ThreadInfo", "default_serde"]
 
 LIST_PAGE = 200
+#: unpacked writes rows by checkpoint: ``[(task id, task path, [[idx, channel, type,
+#: payload], ...]), ...]``
+WritesRows = dict[tuple[str, str, str], list[tuple[str, str, list[Any]]]]
 _PLAIN = object()  # marks entries stored in a frame's shared part 0
 
 
@@ -268,8 +271,12 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             ),
         )
 
-    def _op_frames(self, keys: Sequence[Key3]) -> Op:
-        """Frames (all parts, in part order) for ``keys`` and every base they rest on."""
+    def _op_frames(self, keys: Sequence[Key3], known: WritesRows | None = None) -> Op:
+        """Frames (all parts, in part order) for ``keys`` and every base they rest on.
+
+        ``known`` holds writes rows the caller already fetched (see ``_op_fetch_writes``),
+        which deltas that point at writes are rebuilt from before anything is queried.
+        """
         got: dict[Key3, dict[int, Part]] = defaultdict(dict)
         with_refs: list[tuple[Key3, dict[str, list[Any]]]] = []
         for (tid, ns), versions in _group_keys(keys).items():
@@ -282,39 +289,47 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                     if r.type.startswith(FRAME_REFS):
                         with_refs.append((key, entries))
         if with_refs:
-            yield from self._op_resolve_refs(with_refs)
+            yield from self._op_resolve_refs(with_refs, known)
         # Frames of ``keys`` come with all their parts; frames reached along a chain come
         # with that channel's part only, so callers merge by part number.
         return got
 
-    def _op_resolve_refs(self, parts: Sequence[tuple[Key3, dict[str, list[Any]]]]) -> Op:
+    def _op_resolve_refs(self, parts: Sequence[tuple[Key3, dict[str, list[Any]]]],
+                         known: WritesRows | None = None) -> Op:
         """Turn the entries that point at task writes into the deltas they stand for.
 
-        One query per thread and namespace fetches the writes rows of every referenced
-        checkpoint; ``parts`` are updated in place.
+        The writes rows of every referenced checkpoint not in ``known`` are fetched (one
+        query per thread and namespace); ``parts`` are updated in place.
         """
-        wanted: dict[tuple[str, str], set[str]] = defaultdict(set)
-        for (tid, ns, _), entries in parts:
-            for e in entries.values():
-                if e[0] == REF:
-                    wanted[(tid, ns)].add(str(e[2][0]))
-        found: dict[tuple[str, str, str], dict[tuple[str, int], tuple[str, bytes]]] = (
-            defaultdict(dict))
-        for (tid, ns), cids in wanted.items():
-            for batch in _batches(sorted(cids)):
-                rows = yield R(self._writes_for(), {"t": tid, "ns": ns, "ids": list(batch)})
-                for r in rows:
-                    mine = found[(tid, ns, r.checkpoint_id)]
-                    for idx, _ch, wtype, payload in unpack(
-                            r.type, r.blob, f"writes of task {r.task_id!r}", tid):
-                        mine[(r.task_id, int(idx))] = (wtype, payload)
+        known = {} if known is None else known
+        wanted = {(tid, ns, str(e[2][0])) for (tid, ns, _), entries in parts
+                  for e in entries.values() if e[0] == REF}
+        yield from self._op_fetch_writes(sorted(wanted), known)
+        lookups: dict[Key3, dict[tuple[str, int], tuple[str, bytes]]] = {
+            k: {(task_id, int(it[0])): (it[2], it[3])
+                for task_id, _, items in known[k] for it in items}
+            for k in wanted}
         for (tid, ns, version), entries in parts:
             for ch, e in entries.items():
                 if e[0] == REF:
                     cid, refs = e[2]
-                    t, b = rebuild(refs, found.get((tid, ns, str(cid)), {}), thread_id=tid,
+                    t, b = rebuild(refs, lookups[(tid, ns, str(cid))], thread_id=tid,
                                    channel=ch, version=version, checkpoint_id=str(cid))
                     entries[ch] = [DELTA_OF_WRITES, t, b]
+
+    def _op_fetch_writes(self, ckpts: Sequence[Key3], into: WritesRows) -> Op:
+        """Fetch and unpack the writes rows of the checkpoints ``into`` lacks."""
+        missing = [k for k in dict.fromkeys(ckpts) if k not in into]
+        for k in missing:
+            into[k] = []
+        for (tid, ns), ids in _group_keys(missing).items():
+            for batch in _batches(ids):
+                rows = yield R(self._writes_for(), {"t": tid, "ns": ns, "ids": list(batch)})
+                for r in rows:
+                    into[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)].append(
+                        (r.task_id, r.task_path,
+                         unpack(r.type, r.blob, f"writes of task {r.task_id!r}", r.thread_id)))
+        return into
 
     def _writes_for(self) -> Any:
         w = S.writes
@@ -324,26 +339,30 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         ).where(w.c.thread_id == sa.bindparam("t"), w.c.checkpoint_ns == sa.bindparam("ns"),
                 w.c.checkpoint_id.in_(sa.bindparam("ids", expanding=True))))
 
-    def _op_writes(self, ckpts: Sequence[tuple[str, str, str]],
-                   channels: set[str] | None = None) -> Op:
-        out: dict[tuple[str, str, str], list[tuple[tuple[str, str, int], PendingWrite]]] = (
-            defaultdict(list))
-        stmt = self._writes_for()
-        for (tid, ns), ids in _group_keys(ckpts).items():
-            for batch in _batches(ids):
-                rows = yield R(stmt, {"t": tid, "ns": ns, "ids": list(batch)})
-                for r in rows:
-                    out[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)].extend(
-                        self._decode_writes(r.thread_id, r.task_id, r.task_path, r.type, r.blob,
-                                            channels))
-        return {k: [pw for _, pw in sorted(v, key=lambda x: x[0])] for k, v in out.items()}
+    def _op_writes(self, ckpts: Sequence[Key3], channels: set[str] | None = None,
+                   known: WritesRows | None = None) -> Op:
+        """Pending writes of ``ckpts`` (those in ``known`` are not fetched again)."""
+        known = {} if known is None else known
+        yield from self._op_fetch_writes(ckpts, known)
+        return {k: self._pending(k[0], known[k], channels) for k in ckpts if known[k]}
+
+    def _pending(self, thread_id: str, tasks: Sequence[tuple[str, str, list[Any]]],
+                 channels: set[str] | None = None) -> list[PendingWrite]:
+        out = [w for task_id, task_path, items in tasks
+               for w in self._decode_items(thread_id, task_id, task_path, items, channels)]
+        return [pw for _, pw in sorted(out, key=lambda x: x[0])]
 
     def _decode_writes(self, thread_id: str, task_id: str, task_path: str, type_: str,
                        blob: bytes, channels: set[str] | None = None,
                        ) -> list[tuple[tuple[str, str, int], PendingWrite]]:
+        items = unpack(type_, blob, f"writes of task {task_id!r}", thread_id)
+        return self._decode_items(thread_id, task_id, task_path, items, channels)
+
+    def _decode_items(self, thread_id: str, task_id: str, task_path: str, items: list[Any],
+                      channels: set[str] | None = None,
+                      ) -> list[tuple[tuple[str, str, int], PendingWrite]]:
         out = []
-        for idx, channel, wtype, payload in unpack(type_, blob, f"writes of task {task_id!r}",
-                                                   thread_id):
+        for idx, channel, wtype, payload in items:
             if channels is not None and channel not in channels:
                 continue
             try:
@@ -454,6 +473,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         offset = 0
         frames: dict[Key3, dict[int, Part]] = defaultdict(dict)
         complete: set[Key3] = set()  # frames fetched with all their parts
+        known: WritesRows = {}
         mat = Materializer(self.serde, frames, shared=True)
         while True:
             rows = yield q.limit(page).offset(offset)
@@ -470,13 +490,16 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                 decoded = [(row, md, self._load_checkpoint(row)) for row, md in picked]
                 keys = [(row.thread_id, row.checkpoint_ns, str(v))
                         for row, _, cp in decoded for v in cp["channel_versions"].values()]
+                # these checkpoints' writes: their pending writes, and mostly also the
+                # items of the deltas their children's versions point at
+                pending = yield from self._op_writes(
+                    [(r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r, _, _ in decoded],
+                    known=known)
                 need = [k for k in dict.fromkeys(keys) if k not in complete]
                 if need:
-                    for k, parts in (yield from self._op_frames(need)).items():
+                    for k, parts in (yield from self._op_frames(need, known)).items():
                         frames[k].update(parts)
                     complete.update(need)
-                pending = yield from self._op_writes(
-                    [(r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r, _, _ in decoded])
                 for row, meta, cp in decoded:
                     yield Emit(self._tuple(
                         row, cp, self._values(mat, row, cp), meta,
