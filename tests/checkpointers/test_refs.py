@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from typing import Annotated, Any
 
 import ormsgpack
@@ -18,7 +21,15 @@ from typing_extensions import TypedDict
 
 from relaygraph.checkpointers import CorruptCheckpointError, SQLAlchemySaver
 from relaygraph.checkpointers._codec import DELTA, FULL, SEGMENT, SLICE, unpack
-from relaygraph.checkpointers._refs import REF, WriteCache, compose, split_array
+from relaygraph.checkpointers._refs import (
+    REF,
+    WriteCache,
+    compose,
+    pack_id,
+    ref_checkpoint,
+    split_array,
+    unpack_id,
+)
 from relaygraph.checkpointers._schema import blobs, checkpoints, writes
 from relaygraph.checkpointers._serde import default_serde
 
@@ -65,12 +76,9 @@ def test_deltas_point_at_the_writes_and_read_back_exactly(saver: SQLAlchemySaver
     kinds = [e[0] for _, e in entries]
     # one whole value, one segment (after 32 deltas), and deltas that are references,
     # which the segment did not need to rewrite. LangGraph saves a task's writes on a
-    # background thread, so now and then a put runs before its parent's writes are
-    # committed: that delta is stored inline (and later rewritten as a slice).
+    # background thread: each put waited for its parent's, so none was stored inline.
     assert kinds.count(FULL) == 1 and kinds.count(SEGMENT) == 1, kinds
-    inline = [k for k in kinds if k in (DELTA, SLICE)]
-    assert kinds.count(REF) + len(inline) == len(kinds) - 2, kinds
-    assert kinds.count(REF) >= 1, kinds
+    assert kinds.count(REF) == len(kinds) - 2 >= 40, kinds
     assert _hist(g, cfg) == _hist(ref, cfg)
     # a fresh saver (another process) has no cache: it reads the references from the rows
     fresh = chat_graph(40).compile(checkpointer=SQLAlchemySaver(saver.engine))
@@ -79,15 +87,17 @@ def test_deltas_point_at_the_writes_and_read_back_exactly(saver: SQLAlchemySaver
 
 
 async def test_async_saver_points_at_writes_too(any_saver: Any) -> None:
-    g = chat_graph(5).compile(checkpointer=any_saver)
-    ref = chat_graph(5).compile(checkpointer=InMemorySaver())
+    g = chat_graph(6).compile(checkpointer=any_saver)
+    ref = chat_graph(6).compile(checkpointer=InMemorySaver())
     cfg = {"configurable": {"thread_id": "arefs"}}
     for graph in (g, ref):
         await graph.ainvoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
     assert [s.values async for s in g.aget_state_history(cfg)] == [
         s.values async for s in ref.aget_state_history(cfg)]
+    # the input's message is stored whole, each of the 6 steps' is a reference
     query = sa.select(sa.func.count()).select_from(blobs).where(
-        blobs.c.thread_id == "arefs", blobs.c.type.startswith("rg1r"))
+        blobs.c.thread_id == "arefs", blobs.c.channel == "messages",
+        blobs.c.type.startswith("rg1r"))
     engine = any_saver.engine
     if isinstance(engine, AsyncEngine):
         async with engine.connect() as c:
@@ -95,7 +105,7 @@ async def test_async_saver_points_at_writes_too(any_saver: Any) -> None:
     else:
         with engine.connect() as c:
             n = c.execute(query).scalar_one()
-    assert n >= 1
+    assert n == 6
 
 
 def test_prune_copies_items_back_before_deleting_writes(saver: SQLAlchemySaver) -> None:
@@ -113,7 +123,7 @@ def test_prune_copies_items_back_before_deleting_writes(saver: SQLAlchemySaver) 
             writes.c.thread_id == "cap")).scalars()) <= alive
     # every reference left points at a checkpoint that still has its writes
     left = [e for _, e in _message_entries(saver.engine, "cap") if e[0] == REF]
-    assert all(e[2][0] in alive for e in left), left
+    assert all(ref_checkpoint(e) in alive for e in left), left
     assert _hist(g, cfg) == _hist(ref, cfg)[:3]
     fresh = chat_graph(15).compile(checkpointer=SQLAlchemySaver(saver.engine))
     assert fresh.get_state(cfg).values == ref.get_state(cfg).values
@@ -142,26 +152,35 @@ def test_delete_for_runs_keeps_later_runs_readable(saver: SQLAlchemySaver) -> No
         assert snap.values["messages"][0].id == "one"  # rebuilt from run-a's items
 
 
-def _steps(saver: SQLAlchemySaver, thread_id: str, n: int,
-           run: Any = lambda i: "run") -> list[dict[str, Any]]:
-    """``n`` checkpoints, each appending the message its parent's task wrote."""
-    cfg: dict[str, Any] = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
-    msgs = [HumanMessage("start", id="start")]
-    version = saver.get_next_version(None)
-    cp = empty_checkpoint()
-    cp["channel_values"] = {"messages": list(msgs)}
-    cp["channel_versions"] = {"messages": version}
-    configs = [saver.put(cfg, cp, {"step": 0, "run_id": run(0)}, {"messages": version})]
-    for i in range(1, n):
+def _steps(saver: SQLAlchemySaver, thread_id: str, n: int, run: Any = lambda i: "run",
+           start: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """``n`` checkpoints, each appending the message its parent's task wrote (and
+    counting in a plain channel); ``start`` continues from that checkpoint."""
+    if start is None:
+        cfg: dict[str, Any] = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+        msgs = [HumanMessage("start", id="start")]
+        version = saver.get_next_version(None)
+        cp = {**empty_checkpoint(), "channel_values": {"messages": list(msgs), "count": 0},
+              "channel_versions": {"messages": version, "count": version}}
+        configs = [saver.put(cfg, cp, {"step": 0, "run_id": run(0)},
+                             {"messages": version, "count": version})]
+        first = 1
+    else:
+        head = saver.get_tuple(start)
+        msgs = list(head.checkpoint["channel_values"]["messages"])
+        version = head.checkpoint["channel_versions"]["messages"]
+        configs, first = [head.config], head.checkpoint["channel_values"]["count"] + 1
+        n += first  # n more
+    for i in range(first, n):
         m = AIMessage(f"reply {i}", id=f"r{i}")
         saver.put_writes(configs[-1], [("messages", [m]), ("count", i)], f"task-{i}")
         msgs.append(m)
         version = saver.get_next_version(version)
-        cp = {**empty_checkpoint(), "channel_values": {"messages": list(msgs)},
-              "channel_versions": {"messages": version}}
+        cp = {**empty_checkpoint(), "channel_values": {"messages": list(msgs), "count": i},
+              "channel_versions": {"messages": version, "count": version}}
         configs.append(saver.put(configs[-1], cp, {"step": i, "run_id": run(i)},
-                                 {"messages": version}))
-    return configs
+                                 {"messages": version, "count": version}))
+    return configs if start is None else configs[1:]
 
 
 def test_each_delta_points_at_its_parents_writes(saver: SQLAlchemySaver) -> None:
@@ -190,10 +209,22 @@ def test_retention_copies_items_in_before_the_writes_go(saver, how) -> None:
     kinds = [e[0] for _, e in _message_entries(saver.engine, "ret")]
     # the last two deltas point at writes of checkpoints 3 and 4; 3's writes are gone
     assert DELTA in kinds and REF in kinds, kinds
-    fresh = SQLAlchemySaver(saver.engine)
+    fresh = SQLAlchemySaver(saver.engine, segment_every=3)
     assert _ids(fresh, configs[-1]) == ["start", "r1", "r2", "r3", "r4", "r5"]
     assert _ids(fresh, configs[-2]) == ["start", "r1", "r2", "r3", "r4"]
+    assert fresh.get_tuple(configs[-2]).checkpoint["channel_values"]["count"] == 4
     assert fresh.get_tuple(configs[-3]) is None
+    # the copied-in deltas left the plain values' row: the segments written next may
+    # rewrite them as slices without touching the counts
+    more = _steps(fresh, "ret", 7, start=configs[-1])
+    again = SQLAlchemySaver(saver.engine)
+    for cfg in [*configs[-2:], *more]:
+        values = again.get_tuple(cfg).checkpoint["channel_values"]
+        n = values["count"]
+        assert [m.id for m in values["messages"]] == ["start"] + [f"r{j}" for j in
+                                                                  range(1, n + 1)]
+    assert again.get_tuple(more[-1]).checkpoint["channel_values"]["count"] == 12
+    assert SLICE in [e[0] for _, e in _message_entries(saver.engine, "ret")]
 
 
 def test_a_missing_writes_row_is_a_clear_error(saver: SQLAlchemySaver) -> None:
@@ -295,7 +326,7 @@ def test_merged_writes_are_not_pointed_at(saver: SQLAlchemySaver) -> None:
     m = AIMessage("x", id="x")
     saver.put_writes(head.config, [("messages", [m])], "task-1")
     payload = default_serde().dumps_typed([m])
-    assert saver._cache.writes.match(key, "messages", *payload) == [["task-1", 0]]
+    assert saver._cache.writes.match(key, "messages", *payload) == [[pack_id("task-1"), 0]]
     # the same task writes again: the row is merged, and no delta may point at it
     saver.put_writes(head.config, [("messages", [m]), ("count", 1)], "task-1")
     assert saver._cache.writes.match(key, "messages", *payload) is None
@@ -319,3 +350,65 @@ def test_write_cache_is_bounded_and_exact() -> None:
                        ormsgpack.packb(["a", "b"])) is None  # evicted
     cache.forget_threads(["t"])
     assert cache.match(("t", "", "c3"), "messages", "msgpack", b"\x90") is None
+
+
+@pytest.mark.parametrize("value", [
+    "1f1e7cc2-41af-66d2-8000-13a207d1f445",  # stored as 16 bytes
+    "1F1E7CC2-41AF-66D2-8000-13A207D1F445",  # not canonical: kept as text
+    "{1f1e7cc2-41af-66d2-8000-13a207d1f445}", "task-1", "", "ü" * 36,
+])
+def test_ids_in_references_read_back_exactly(value: str) -> None:
+    packed = pack_id(value)
+    assert isinstance(packed, bytes) == (value == value.lower() and len(value) == 36
+                                         and value.count("-") == 4)
+    assert unpack_id(packed) == value
+
+
+def test_a_put_waits_for_its_parents_writes_under_way() -> None:
+    cache = WriteCache(8)
+    key = ("t", "", "c1")
+    cache.wait(key, 5)  # nothing under way: returns at once
+    cache.begin(key)
+    cache.begin(key)
+    done = threading.Event()
+
+    def put() -> None:
+        cache.wait(key, 5)
+        done.set()
+
+    waiter = threading.Thread(target=put)
+    waiter.start()
+    cache.end(key)
+    assert not done.wait(0.2)  # one of the two still runs
+    cache.end(key)
+    assert done.wait(5)
+    waiter.join()
+    cache.begin(key)
+    t0 = time.perf_counter()
+    cache.wait(key, 0.2)  # a writes call that never ends delays a put, nothing more
+    assert 0.15 < time.perf_counter() - t0 < 2
+    cache.end(key)
+
+
+async def test_an_async_put_waits_for_its_parents_writes_under_way() -> None:
+    cache = WriteCache(8)
+    key = ("t", "", "c1")
+    await cache.await_idle(key, 5)
+    cache.begin(key)
+    asyncio.get_running_loop().call_later(0.1, cache.end, key)
+    t0 = time.perf_counter()
+    await cache.await_idle(key, 5)
+    assert 0.05 < time.perf_counter() - t0 < 2
+    cache.begin(key)
+    t0 = time.perf_counter()
+    await cache.await_idle(key, 0.2)
+    assert 0.15 < time.perf_counter() - t0 < 2
+
+
+def test_a_failed_put_writes_is_not_waited_for(saver: SQLAlchemySaver) -> None:
+    cfg = {"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": "c"}}
+    with pytest.raises(ValueError):
+        saver.put_writes(cfg, [("messages", [])], "x" * 10_000)  # an id past its limit
+    t0 = time.perf_counter()
+    saver._cache.writes.wait(("t", "", "c"))
+    assert time.perf_counter() - t0 < 0.5

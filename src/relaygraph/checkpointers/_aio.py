@@ -165,16 +165,23 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
     async def aput(self, config: RunnableConfig, checkpoint: Checkpoint,
                    metadata: CheckpointMetadata, new_versions: ChannelVersions) -> RunnableConfig:
         # autocommitted outside SQLite: see SQLAlchemySaver.put
+        await self._cache.writes.await_idle(self._writes_key(config))
         return await self._run(self._op_put, config, checkpoint, metadata, new_versions,
                                write=self._sqlite)
 
     async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
                           task_id: str, task_path: str = "") -> None:
-        if not self._sqlite and await self._run(
-                self._op_put_writes, config, writes, task_id, task_path, False) is not CONFLICT:
-            return
-        await self._run(self._op_put_writes, config, writes, task_id, task_path, True,
-                        write=True)
+        key = self._writes_key(config)
+        self._cache.writes.begin(key)
+        try:
+            if not self._sqlite and await self._run(
+                    self._op_put_writes, config, writes, task_id, task_path,
+                    False) is not CONFLICT:
+                return
+            await self._run(self._op_put_writes, config, writes, task_id, task_path, True,
+                            write=True)
+        finally:
+            self._cache.writes.end(key)
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self._run(self._op_delete_thread, thread_id, write=True)

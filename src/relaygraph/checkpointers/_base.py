@@ -70,7 +70,7 @@ from relaygraph.checkpointers._protocol import (
     _batches,
     _group_keys,
 )
-from relaygraph.checkpointers._refs import REF, rebuild
+from relaygraph.checkpointers._refs import REF, pack_id, rebuild, ref_checkpoint
 from relaygraph.checkpointers._serde import RelaygraphSerializer, default_serde
 
 __all__ = ["CONFLICT", "After", "BaseSQLAlchemySaver", "Emit", "Op", "P", "Q", "R",
@@ -191,6 +191,15 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             cid = check_key(cid, "checkpoint_id", S.MAX_CHECKPOINT_ID)
         return thread_id, ns, cid
 
+    @staticmethod
+    def _writes_key(config: RunnableConfig) -> tuple[str, str, str] | None:
+        """The checkpoint a ``put_writes`` stores at, or a put's parent, if any."""
+        conf = config.get("configurable") or {}
+        tid, cid = conf.get("thread_id"), conf.get("checkpoint_id")
+        if tid is None or cid is None:
+            return None
+        return str(tid), str(conf.get("checkpoint_ns") or ""), str(cid)
+
     def _load_checkpoint(self, row: Any) -> Checkpoint:
         try:
             body = load(self.serde, row.type, row.checkpoint)
@@ -302,7 +311,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         query per thread and namespace); ``parts`` are updated in place.
         """
         known = {} if known is None else known
-        wanted = {(tid, ns, str(e[2][0])) for (tid, ns, _), entries in parts
+        wanted = {(tid, ns, ref_checkpoint(e)) for (tid, ns, _), entries in parts
                   for e in entries.values() if e[0] == REF}
         yield from self._op_fetch_writes(sorted(wanted), known)
         lookups: dict[Key3, dict[tuple[str, int], tuple[str, bytes]]] = {
@@ -312,9 +321,9 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         for (tid, ns, version), entries in parts:
             for ch, e in entries.items():
                 if e[0] == REF:
-                    cid, refs = e[2]
-                    t, b = rebuild(refs, lookups[(tid, ns, str(cid))], thread_id=tid,
-                                   channel=ch, version=version, checkpoint_id=str(cid))
+                    cid = ref_checkpoint(e)
+                    t, b = rebuild(e[2][1], lookups[(tid, ns, cid)], thread_id=tid,
+                                   channel=ch, version=version, checkpoint_id=cid)
                     entries[ch] = [DELTA_OF_WRITES, t, b]
 
     def _op_fetch_writes(self, ckpts: Sequence[Key3], into: WritesRows) -> Op:
@@ -544,7 +553,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                 if refs is not None:
                     # the parent's writes hold these very items: point at them; the
                     # delta then needs no rewrite when its segment is written
-                    entry = [REF, entry[1], [parent_id, refs]]
+                    entry = [REF, entry[1], [pack_id(parent_id), refs]]
                     new_tail = dataclasses.replace(new_tail, window=new_tail.window[:-1])
             for v, old_base, count in slices:
                 t, b = pack({ch: [SLICE, "", count]}, False)
@@ -560,11 +569,17 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         for ver, by_channel in groups.items():
             parts: list[tuple[str | None, str | None, dict[str, list[Any]]]] = []
             plain = {ch: e for ch, (b, e) in by_channel.items() if b is _PLAIN}
-            if plain:
+            listed = [(ch, b, e) for ch, (b, e) in sorted(by_channel.items())
+                      if b is not _PLAIN]
+            # a reference is never rewritten as a slice: it shares the plain values' row
+            ref = next((x for x in listed if x[2][0] == REF), None)
+            if ref is not None:
+                listed.remove(ref)
+                parts.append((ref[0], ref[1], {**plain, ref[0]: ref[2]}))
+            elif plain:
                 parts.append((None, None, plain))
-            for ch, (base, entry) in sorted(by_channel.items()):
-                if base is not _PLAIN:
-                    parts.append((ch, base, {ch: entry}))
+            for ch, base, entry in listed:
+                parts.append((ch, base, {ch: entry}))
             for part, (channel, base, entries) in enumerate(parts):
                 kind = (FRAME_REFS if any(e[0] == REF for e in entries.values())
                         else FRAME)

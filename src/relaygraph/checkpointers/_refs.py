@@ -10,7 +10,9 @@ VACUUM; SQLite leaves a hole in the page).
 So when the new items of a list channel serialize to exactly the concatenation of the
 parent checkpoint's writes to that channel (in the order LangGraph applies them), the
 delta entry stores only a reference, ``[REF, type, [parent checkpoint id, [[task id,
-write index], ...]]]``, in a frame part of type :data:`FRAME_REFS`. A read fetches those
+write index], ...]]]`` (ids in UUID form as their 16 bytes), in a frame part of type
+``FRAME_REFS``, which may also hold the version's plain values: a reference is never
+rewritten, so it can share their row. A read fetches those
 writes rows and rebuilds the exact bytes the delta would have held. Anything else (a
 write that is a tuple or a dict, a reducer that changed an item, an encrypting serde, a
 put in another process) is stored inline as before; byte equality decides, so a
@@ -23,7 +25,9 @@ still need them before it deletes the writes (:func:`inline`).
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
@@ -34,8 +38,33 @@ from relaygraph.checkpointers._errors import CorruptCheckpointError
 
 REF = 5  # frame entry kind, beside FULL, DELTA, SEGMENT, EMPTY and SLICE in ``_codec``
 MSGPACK = "msgpack"
+#: How long a put waits for its parent's writes still being stored (seconds). LangGraph
+#: saves a task's writes on a background thread or task and the next checkpoint right
+#: after: without the wait the put often overtakes them, above all on the async saver.
+WAIT_FOR_WRITES = 1.0
 
 Item = Sequence[Any]  # [write index, channel, serde type, payload]
+
+
+def pack_id(value: str) -> str | bytes:
+    """A checkpoint or task id as stored in a reference: a UUID as its 16 bytes."""
+    if len(value) == 36:
+        try:
+            u = uuid.UUID(value)
+        except ValueError:
+            return value
+        if str(u) == value:  # canonical form only, so that it reads back the same
+            return u.bytes
+    return value
+
+
+def unpack_id(value: str | bytes) -> str:
+    return str(uuid.UUID(bytes=value)) if isinstance(value, bytes) else str(value)
+
+
+def ref_checkpoint(entry: Sequence[Any]) -> str:
+    """The checkpoint whose writes a ``REF`` entry points at."""
+    return unpack_id(entry[2][0])
 
 
 def array_header(n: int) -> bytes:
@@ -84,13 +113,62 @@ class WriteCache:
     """Bounded LRU of the writes this saver stored, by checkpoint: ``(thread, ns, id)``.
 
     Filled after a ``put_writes`` transaction committed, so an entry always describes
-    rows that exist; dropped when the writes of that task are merged with others.
+    rows that exist; dropped when the writes of that task are merged with others. It
+    also counts the ``put_writes`` calls under way per checkpoint, so that a put can
+    wait for its parent's (:meth:`wait`, :meth:`await_idle`).
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._by_ckpt: OrderedDict[Hashable, dict[str, tuple[str, Sequence[Item]]]] = OrderedDict()
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._busy: dict[Hashable, int] = {}
+        self._waiters: dict[Hashable, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+
+    def begin(self, key: Hashable | None) -> None:
+        """A ``put_writes`` for checkpoint ``key`` started."""
+        if key is None:
+            return
+        with self._lock:
+            self._busy[key] = self._busy.get(key, 0) + 1
+
+    def end(self, key: Hashable | None) -> None:
+        """That ``put_writes`` finished (committed or failed)."""
+        if key is None:
+            return
+        with self._lock:
+            n = self._busy.get(key, 0) - 1
+            if n > 0:
+                self._busy[key] = n
+                return
+            self._busy.pop(key, None)
+            waiters = self._waiters.pop(key, [])
+            self._idle.notify_all()
+        for loop, event in waiters:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(event.set)
+
+    def wait(self, key: Hashable | None, timeout: float = WAIT_FOR_WRITES) -> None:
+        """Block until no ``put_writes`` for ``key`` is under way (at most ``timeout``)."""
+        if key is None:
+            return
+        with self._lock:
+            self._idle.wait_for(lambda: key not in self._busy, timeout)
+
+    async def await_idle(self, key: Hashable | None, within: float = WAIT_FOR_WRITES) -> None:
+        """:meth:`wait` for the event loop (at most ``within`` seconds)."""
+        if key is None:
+            return
+        with self._lock:
+            if key not in self._busy:
+                return
+            event = asyncio.Event()
+            self._waiters.setdefault(key, []).append((asyncio.get_running_loop(), event))
+        try:
+            await asyncio.wait_for(event.wait(), within)
+        except TimeoutError:
+            pass
 
     def add(self, key: Hashable, task_id: str, task_path: str, items: Sequence[Item]) -> None:
         with self._lock:
@@ -130,7 +208,7 @@ class WriteCache:
         found.sort(key=lambda f: f[0])
         if compose(f[4] for f in found) != payload:
             return None
-        return [[tid, idx] for _, tid, idx, _, _ in found]
+        return [[pack_id(tid), idx] for _, tid, idx, _, _ in found]
 
 
 def rebuild(refs: Sequence[Sequence[Any]], writes: Mapping[tuple[str, int], tuple[str, bytes]],
@@ -138,8 +216,9 @@ def rebuild(refs: Sequence[Sequence[Any]], writes: Mapping[tuple[str, int], tupl
             ) -> tuple[str, bytes]:
     """The ``(type, payload)`` a reference entry stands for, from its writes' items."""
     payloads = []
-    for task_id, idx in refs:
-        got = writes.get((str(task_id), int(idx)))
+    for packed, idx in refs:
+        task_id = unpack_id(packed)
+        got = writes.get((task_id, int(idx)))
         if got is None:
             raise CorruptCheckpointError(
                 f"thread {thread_id!r}: channel {channel!r} version {version!r} refers to "

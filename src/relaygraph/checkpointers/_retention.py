@@ -17,7 +17,7 @@ from relaygraph.checkpointers import _schema as S
 from relaygraph.checkpointers._codec import DELTA, DELTA_OF_WRITES, FRAME_REFS, Key3, pack, unpack
 from relaygraph.checkpointers._ids import check_key
 from relaygraph.checkpointers._protocol import After, Op, _batches, _group_keys
-from relaygraph.checkpointers._refs import REF
+from relaygraph.checkpointers._refs import REF, ref_checkpoint
 
 if TYPE_CHECKING:
     from relaygraph.checkpointers._base import BaseSQLAlchemySaver
@@ -68,23 +68,35 @@ def delete_checkpoints(saver: BaseSQLAlchemySaver, keys: Sequence[tuple[str, str
 def inline_refs(saver: BaseSQLAlchemySaver, tid: str, ns: str, doomed: set[str]) -> Op:
     """Copy into their frames the items of deltas that point at ``doomed``'s writes."""
     b = S.blobs
-    rows = yield sa.select(b.c.version, b.c.part, b.c.type, b.c.blob).where(
-        b.c.thread_id == tid, b.c.checkpoint_ns == ns, b.c.type.startswith(FRAME_REFS))
+    rows = yield sa.select(b.c.version, b.c.part, b.c.channel, b.c.base, b.c.type,
+                           b.c.blob).where(b.c.thread_id == tid, b.c.checkpoint_ns == ns,
+                                           b.c.type.startswith(FRAME_REFS))
     parts = []
     for r in rows:
         entries = unpack(r.type, r.blob, f"frame {r.version!r}", tid)
-        if any(e[0] == REF and str(e[2][0]) in doomed for e in entries.values()):
-            parts.append(((tid, ns, r.version), entries, r.part))
+        if any(e[0] == REF and ref_checkpoint(e) in doomed for e in entries.values()):
+            parts.append(((tid, ns, r.version), entries, r))
     if not parts:
         return None
     yield from saver._op_resolve_refs([(key, entries) for key, entries, _ in parts])
-    for (_, _, version), entries, part in parts:
-        inline = {ch: [DELTA, e[1], e[2]] if e[0] == DELTA_OF_WRITES else e
-                  for ch, e in entries.items()}
-        t, blob = pack(inline, saver.compress)
-        yield sa.update(b).where(b.c.thread_id == tid, b.c.checkpoint_ns == ns,
-                                 b.c.version == version, b.c.part == part).values(
-            type=t, blob=blob)
+    for (_, _, version), entries, r in parts:
+        where = (b.c.thread_id == tid, b.c.checkpoint_ns == ns, b.c.version == version)
+        delta = {ch: [DELTA, e[1], e[2]] for ch, e in entries.items() if e[0] == DELTA_OF_WRITES}
+        rest = {ch: e for ch, e in entries.items() if ch not in delta}
+        if rest:
+            # the reference shared the row of the plain values; as a delta it may be
+            # rewritten as a slice some day, so it moves to a part of its own
+            top = yield sa.select(sa.func.max(b.c.part)).where(*where)
+            t, blob = pack(delta, saver.compress)
+            yield sa.insert(b).values(thread_id=tid, checkpoint_ns=ns, version=version,
+                                      part=int(top[0][0]) + 1, channel=r.channel,
+                                      base=r.base, type=t, blob=blob)
+            t, blob = pack(rest, saver.compress)
+            yield sa.update(b).where(*where, b.c.part == r.part).values(
+                channel=None, base=None, type=t, blob=blob)
+        else:
+            t, blob = pack(delta, saver.compress)
+            yield sa.update(b).where(*where, b.c.part == r.part).values(type=t, blob=blob)
     return None
 
 

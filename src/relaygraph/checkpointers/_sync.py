@@ -192,17 +192,26 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         # Outside SQLite, a put is a few autocommitted statements in a crash-safe order
         # (frames, then slices of them, then the checkpoint row that makes them visible):
         # fewer round trips than a transaction, and a failure leaves only unreferenced rows.
+        # The parent's writes still being stored are waited for: deltas point at them.
+        self._cache.writes.wait(self._writes_key(config))
         return self._run(self._op_put, config, checkpoint, metadata, new_versions,
                          write=self._write_lock is not None)
 
     def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
                    task_id: str, task_path: str = "") -> None:
-        # one autocommitted INSERT; a task that already stored writes here is merged in a
-        # transaction (SQLite always takes the one-writer path)
-        if self._write_lock is None and self._run(
-                self._op_put_writes, config, writes, task_id, task_path, False) is not CONFLICT:
-            return
-        self._run(self._op_put_writes, config, writes, task_id, task_path, True, write=True)
+        key = self._writes_key(config)
+        self._cache.writes.begin(key)
+        try:
+            # one autocommitted INSERT; a task that already stored writes here is merged
+            # in a transaction (SQLite always takes the one-writer path)
+            if self._write_lock is None and self._run(
+                    self._op_put_writes, config, writes, task_id, task_path,
+                    False) is not CONFLICT:
+                return
+            self._run(self._op_put_writes, config, writes, task_id, task_path, True,
+                      write=True)
+        finally:
+            self._cache.writes.end(key)
 
     def delete_thread(self, thread_id: str) -> None:
         self._run(self._op_delete_thread, thread_id, write=True)
