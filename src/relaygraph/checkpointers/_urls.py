@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import sqlite3
 import time
 from typing import Any
 
@@ -89,7 +88,8 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL lets readers and one writer work at once; NORMAL sync is durable in WAL mode."""
     cur = dbapi_conn.cursor()
     try:
-        if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        cur.execute("PRAGMA journal_mode")  # sqlite3 or SQLAlchemy's aiosqlite adapter
+        if str(cur.fetchone()[0]).lower() != "wal":
             # WAL sticks to the file: only the first connection switches. The switch needs
             # the file to itself and SQLite does not wait for that (no busy handler), so
             # while another process creates the database, try again for a while.
@@ -97,7 +97,7 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
                 try:
                     cur.execute("PRAGMA journal_mode=WAL")
                     break
-                except sqlite3.OperationalError as exc:
+                except Exception as exc:  # sqlite3's, or the same raised through aiosqlite
                     if "locked" not in str(exc) or attempt >= WAL_SWITCH_TRIES:
                         raise
                     time.sleep(0.05)
