@@ -348,8 +348,14 @@ def test_write_cache_is_bounded_and_exact() -> None:
     cache.add(("t", "", "c3"), "t", "", [])
     assert cache.match(("t", "", "c1"), "messages", "msgpack",
                        ormsgpack.packb(["a", "b"])) is None  # evicted
+    entry = [REF, "msgpack", [pack_id("1f1e7cc2-41af-66d2-8000-13a207d1f445"), [["a", 0]]]]
+    key = cache.ref_key("t", "", entry)
+    cache.remember_resolved([(key, ("msgpack", b"\x91\x01"))])
+    assert cache.resolved(key) == ("msgpack", b"\x91\x01")
+    assert cache.resolved(cache.ref_key("other", "", entry)) is None
     cache.forget_threads(["t"])
     assert cache.match(("t", "", "c3"), "messages", "msgpack", b"\x90") is None
+    assert cache.resolved(key) is None
 
 
 @pytest.mark.parametrize("value", [

@@ -311,20 +311,34 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         query per thread and namespace); ``parts`` are updated in place.
         """
         known = {} if known is None else known
-        wanted = {(tid, ns, ref_checkpoint(e)) for (tid, ns, _), entries in parts
-                  for e in entries.values() if e[0] == REF}
+        cache = self._cache.writes
+        todo = []
+        for (tid, ns, version), entries in parts:
+            for ch, e in entries.items():
+                if e[0] == REF:
+                    rkey = cache.ref_key(tid, ns, e)
+                    hit = cache.resolved(rkey)
+                    if hit is not None:
+                        entries[ch] = [DELTA_OF_WRITES, *hit]
+                    else:
+                        todo.append((tid, ns, version, ch, e, entries, rkey))
+        if not todo:
+            return None
+        wanted = {(tid, ns, ref_checkpoint(e)) for tid, ns, _, _, e, _, _ in todo}
         yield from self._op_fetch_writes(sorted(wanted), known)
         lookups: dict[Key3, dict[tuple[str, int], tuple[str, bytes]]] = {
             k: {(task_id, int(it[0])): (it[2], it[3])
                 for task_id, _, items in known[k] for it in items}
             for k in wanted}
-        for (tid, ns, version), entries in parts:
-            for ch, e in entries.items():
-                if e[0] == REF:
-                    cid = ref_checkpoint(e)
-                    t, b = rebuild(e[2][1], lookups[(tid, ns, cid)], thread_id=tid,
-                                   channel=ch, version=version, checkpoint_id=cid)
-                    entries[ch] = [DELTA_OF_WRITES, t, b]
+        done = []
+        for tid, ns, version, ch, e, entries, rkey in todo:
+            cid = ref_checkpoint(e)
+            t, b = rebuild(e[2][1], lookups[(tid, ns, cid)], thread_id=tid, channel=ch,
+                           version=version, checkpoint_id=cid)
+            entries[ch] = [DELTA_OF_WRITES, t, b]
+            done.append((rkey, (t, b)))
+        cache.remember_resolved(done)
+        return None
 
     def _op_fetch_writes(self, ckpts: Sequence[Key3], into: WritesRows) -> Op:
         """Fetch and unpack the writes rows of the checkpoints ``into`` lacks."""
@@ -538,6 +552,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         groups: dict[str, dict[str, tuple[Any, list[Any]]]] = defaultdict(dict)
         tails: list[tuple[Key4, Tail]] = []
         rewrites: list[dict[str, Any]] = []
+        resolved: list[tuple[Any, tuple[str, bytes]]] = []  # references and their bytes
         for ch, ver in new_versions.items():
             check_key(ch, "channel name", S.MAX_CHANNEL)
             sver = check_key(str(ver), "channel version", S.VERSION_LEN)
@@ -553,7 +568,10 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                 if refs is not None:
                     # the parent's writes hold these very items: point at them; the
                     # delta then needs no rewrite when its segment is written
-                    entry = [REF, entry[1], [pack_id(parent_id), refs]]
+                    pointer = [REF, entry[1], [pack_id(parent_id), refs]]
+                    resolved.append((self._cache.writes.ref_key(thread_id, ns, pointer),
+                                     (entry[1], entry[2])))
+                    entry = pointer
                     new_tail = dataclasses.replace(new_tail, window=new_tail.window[:-1])
             for v, old_base, count in slices:
                 t, b = pack({ch: [SLICE, "", count]}, False)
@@ -612,7 +630,11 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                 yield Q(self._slice_stmt(), rewrites)
             yield ckpt
         versions = dict(checkpoint["channel_versions"])
-        yield After(lambda: self._cache.remember(tails, [((thread_id, ns, cid), versions)]))
+        def remember() -> None:
+            self._cache.remember(tails, [((thread_id, ns, cid), versions)])
+            self._cache.writes.remember_resolved(resolved)
+
+        yield After(remember)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns,
                                  "checkpoint_id": cid}}
 

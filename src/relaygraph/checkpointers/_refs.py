@@ -59,7 +59,10 @@ def pack_id(value: str) -> str | bytes:
 
 
 def unpack_id(value: str | bytes) -> str:
-    return str(uuid.UUID(bytes=value)) if isinstance(value, bytes) else str(value)
+    if isinstance(value, bytes):
+        h = value.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return str(value)
 
 
 def ref_checkpoint(entry: Sequence[Any]) -> str:
@@ -125,6 +128,27 @@ class WriteCache:
         self._idle = threading.Condition(self._lock)
         self._busy: dict[Hashable, int] = {}
         self._waiters: dict[Hashable, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        # what recent references stand for: the writes they point at never change (the
+        # first write to an index wins), so a reference means the same bytes forever
+        self._resolved: OrderedDict[Hashable, tuple[str, bytes]] = OrderedDict()
+
+    @staticmethod
+    def ref_key(thread_id: str, ns: str, entry: Sequence[Any]) -> Hashable:
+        """The key of a ``REF`` entry in the resolved cache (its writes' full address)."""
+        cid, refs = entry[2]
+        return thread_id, ns, cid, tuple((task, idx) for task, idx in refs)
+
+    def resolved(self, key: Hashable) -> tuple[str, bytes] | None:
+        with self._lock:
+            return self._resolved.get(key)
+
+    def remember_resolved(self, items: Iterable[tuple[Hashable, tuple[str, bytes]]]) -> None:
+        with self._lock:
+            for k, v in items:
+                self._resolved[k] = v
+                self._resolved.move_to_end(k)
+            while len(self._resolved) > self.size:
+                self._resolved.popitem(last=False)
 
     def begin(self, key: Hashable | None) -> None:
         """A ``put_writes`` for checkpoint ``key`` started."""
@@ -188,8 +212,9 @@ class WriteCache:
     def forget_threads(self, thread_ids: Iterable[str]) -> None:
         doomed = set(thread_ids)
         with self._lock:
-            for k in [k for k in self._by_ckpt if k[0] in doomed]:  # type: ignore[index]
-                del self._by_ckpt[k]
+            for store in (self._by_ckpt, self._resolved):
+                for k in [k for k in store if k[0] in doomed]:  # type: ignore[index]
+                    del store[k]
 
     def match(self, key: Hashable, channel: str, type_: str, payload: bytes,
               ) -> list[list[Any]] | None:
