@@ -23,6 +23,7 @@ from relaygraph.checkpointers import CorruptCheckpointError, SQLAlchemySaver
 from relaygraph.checkpointers._codec import DELTA, FULL, SEGMENT, SLICE, unpack
 from relaygraph.checkpointers._refs import (
     REF,
+    REF_VALUE,
     WriteCache,
     compose,
     pack_id,
@@ -152,6 +153,18 @@ def test_delete_for_runs_keeps_later_runs_readable(saver: SQLAlchemySaver) -> No
         assert snap.values["messages"][0].id == "one"  # rebuilt from run-a's items
 
 
+def _notes(i: int) -> dict[str, Any]:
+    return {"step": i, "summary": f"what step {i} found, in a sentence or two"}
+
+
+def _plain_entries(engine: sa.Engine, thread_id: str, channel: str) -> list[list[Any]]:
+    with engine.connect() as c:
+        rows = c.execute(sa.select(blobs.c.type, blobs.c.blob).where(
+            blobs.c.thread_id == thread_id)).all()
+    return [e[channel] for e in (unpack(r.type, r.blob, "frame", thread_id) for r in rows)
+            if channel in e]
+
+
 def _steps(saver: SQLAlchemySaver, thread_id: str, n: int, run: Any = lambda i: "run",
            start: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """``n`` checkpoints, each appending the message its parent's task wrote (and
@@ -160,10 +173,11 @@ def _steps(saver: SQLAlchemySaver, thread_id: str, n: int, run: Any = lambda i: 
         cfg: dict[str, Any] = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
         msgs = [HumanMessage("start", id="start")]
         version = saver.get_next_version(None)
-        cp = {**empty_checkpoint(), "channel_values": {"messages": list(msgs), "count": 0},
-              "channel_versions": {"messages": version, "count": version}}
+        cp = {**empty_checkpoint(),
+              "channel_values": {"messages": list(msgs), "count": 0, "notes": _notes(0)},
+              "channel_versions": {"messages": version, "count": version, "notes": version}}
         configs = [saver.put(cfg, cp, {"step": 0, "run_id": run(0)},
-                             {"messages": version, "count": version})]
+                             {"messages": version, "count": version, "notes": version})]
         first = 1
     else:
         head = saver.get_tuple(start)
@@ -173,13 +187,15 @@ def _steps(saver: SQLAlchemySaver, thread_id: str, n: int, run: Any = lambda i: 
         n += first  # n more
     for i in range(first, n):
         m = AIMessage(f"reply {i}", id=f"r{i}")
-        saver.put_writes(configs[-1], [("messages", [m]), ("count", i)], f"task-{i}")
+        saver.put_writes(configs[-1], [("messages", [m]), ("count", i), ("notes", _notes(i))],
+                         f"task-{i}")
         msgs.append(m)
         version = saver.get_next_version(version)
-        cp = {**empty_checkpoint(), "channel_values": {"messages": list(msgs), "count": i},
-              "channel_versions": {"messages": version, "count": version}}
+        cp = {**empty_checkpoint(),
+              "channel_values": {"messages": list(msgs), "count": i, "notes": _notes(i)},
+              "channel_versions": {"messages": version, "count": version, "notes": version}}
         configs.append(saver.put(configs[-1], cp, {"step": i, "run_id": run(i)},
-                                 {"messages": version, "count": version}))
+                                 {"messages": version, "count": version, "notes": version}))
     return configs if start is None else configs[1:]
 
 
@@ -187,10 +203,17 @@ def test_each_delta_points_at_its_parents_writes(saver: SQLAlchemySaver) -> None
     configs = _steps(saver, "direct", 6)
     kinds = [e[0] for _, e in _message_entries(saver.engine, "direct")]
     assert sorted(kinds) == [FULL] + [REF] * 5, kinds
+    # the notes each step wrote are the notes it stored: referenced too; a count is
+    # smaller than a reference and stays as it is
+    notes = [e[0] for e in _plain_entries(saver.engine, "direct", "notes")]
+    assert sorted(notes) == [FULL] + [REF_VALUE] * 5, notes
+    assert {e[0] for e in _plain_entries(saver.engine, "direct", "count")} == {FULL}
     fresh = SQLAlchemySaver(saver.engine)
     for i, cfg in enumerate(configs):
-        got = fresh.get_tuple(cfg).checkpoint["channel_values"]["messages"]
-        assert [m.id for m in got] == ["start"] + [f"r{j}" for j in range(1, i + 1)]
+        values = fresh.get_tuple(cfg).checkpoint["channel_values"]
+        assert [m.id for m in values["messages"]] == ["start"] + [
+            f"r{j}" for j in range(1, i + 1)]
+        assert values["notes"] == _notes(i) and values["count"] == i
     assert [len(t.checkpoint["channel_values"]["messages"]) for t in fresh.list(
         {"configurable": {"thread_id": "direct"}})] == [6, 5, 4, 3, 2, 1]
 
@@ -213,6 +236,9 @@ def test_retention_copies_items_in_before_the_writes_go(saver, how) -> None:
     assert _ids(fresh, configs[-1]) == ["start", "r1", "r2", "r3", "r4", "r5"]
     assert _ids(fresh, configs[-2]) == ["start", "r1", "r2", "r3", "r4"]
     assert fresh.get_tuple(configs[-2]).checkpoint["channel_values"]["count"] == 4
+    assert fresh.get_tuple(configs[-2]).checkpoint["channel_values"]["notes"] == _notes(4)
+    notes = [e[0] for e in _plain_entries(saver.engine, "ret", "notes")]
+    assert FULL in notes and REF_VALUE in notes, notes  # 4's copied in, 5's still shared
     assert fresh.get_tuple(configs[-3]) is None
     # the copied-in deltas left the plain values' row: the segments written next may
     # rewrite them as slices without touching the counts
@@ -221,6 +247,7 @@ def test_retention_copies_items_in_before_the_writes_go(saver, how) -> None:
     for cfg in [*configs[-2:], *more]:
         values = again.get_tuple(cfg).checkpoint["channel_values"]
         n = values["count"]
+        assert values["notes"] == _notes(n)
         assert [m.id for m in values["messages"]] == ["start"] + [f"r{j}" for j in
                                                                   range(1, n + 1)]
     assert again.get_tuple(more[-1]).checkpoint["channel_values"]["count"] == 12
@@ -236,8 +263,8 @@ def test_a_missing_writes_row_is_a_clear_error(saver: SQLAlchemySaver) -> None:
     fresh = SQLAlchemySaver(saver.engine)
     assert len(fresh.get_tuple(configs[1]).checkpoint["channel_values"]["messages"]) == 2
     with pytest.raises(CorruptCheckpointError, match=(
-            "thread 'broken': channel 'messages' version '.*' refers to write 0 of task "
-            "'task-2' at checkpoint '.*', which is missing")):
+            "thread 'broken': channel '(messages|notes)' version '.*' refers to write "
+            "[02] of task 'task-2' at checkpoint '.*', which is missing")):
         fresh.get_tuple(configs[3])
 
 
@@ -344,6 +371,12 @@ def test_write_cache_is_bounded_and_exact() -> None:
     assert cache.match(("t", "", "c1"), "messages", "msgpack",
                        ormsgpack.packb(["b", "a"])) is None
     assert cache.match(("t", "", "c1"), "messages", "json", b"") is None
+    value = ormsgpack.packb({"a": 1})
+    assert cache.match_value(("t", "", "c1"), "other", "msgpack", b) == [["task-1", 1]]
+    assert cache.match_value(("t", "", "c1"), "other", "json", b) is None
+    assert cache.match_value(("t", "", "c1"), "other", "msgpack", value) is None
+    # two writes to one channel: the value is whatever the reducer made of them
+    assert cache.match_value(("t", "", "c1"), "messages", "msgpack", a) is None
     cache.add(("t", "", "c2"), "t", "", [])
     cache.add(("t", "", "c3"), "t", "", [])
     assert cache.match(("t", "", "c1"), "messages", "msgpack",

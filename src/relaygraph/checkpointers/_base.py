@@ -42,6 +42,7 @@ from relaygraph.checkpointers._codec import (
     DELTA_OF_WRITES,
     FRAME,
     FRAME_REFS,
+    FULL,
     SLICE,
     Key3,
     Key4,
@@ -70,7 +71,15 @@ from relaygraph.checkpointers._protocol import (
     _batches,
     _group_keys,
 )
-from relaygraph.checkpointers._refs import REF, pack_id, rebuild, ref_checkpoint
+from relaygraph.checkpointers._refs import (
+    REF,
+    REF_MIN,
+    REF_VALUE,
+    REFS,
+    pack_id,
+    rebuild,
+    ref_checkpoint,
+)
 from relaygraph.checkpointers._serde import RelaygraphSerializer, default_serde
 
 __all__ = ["CONFLICT", "After", "BaseSQLAlchemySaver", "Emit", "Op", "P", "Q", "R",
@@ -315,11 +324,11 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         todo = []
         for (tid, ns, version), entries in parts:
             for ch, e in entries.items():
-                if e[0] == REF:
+                if e[0] in REFS:
                     rkey = cache.ref_key(tid, ns, e)
                     hit = cache.resolved(rkey)
                     if hit is not None:
-                        entries[ch] = [DELTA_OF_WRITES, *hit]
+                        entries[ch] = [FULL if e[0] == REF_VALUE else DELTA_OF_WRITES, *hit]
                     else:
                         todo.append((tid, ns, version, ch, e, entries, rkey))
         if not todo:
@@ -333,9 +342,10 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         done = []
         for tid, ns, version, ch, e, entries, rkey in todo:
             cid = ref_checkpoint(e)
+            whole = e[0] == REF_VALUE
             t, b = rebuild(e[2][1], lookups[(tid, ns, cid)], thread_id=tid, channel=ch,
-                           version=version, checkpoint_id=cid)
-            entries[ch] = [DELTA_OF_WRITES, t, b]
+                           version=version, checkpoint_id=cid, whole=whole)
+            entries[ch] = [FULL if whole else DELTA_OF_WRITES, t, b]
             done.append((rkey, (t, b)))
         cache.remember_resolved(done)
         return None
@@ -562,17 +572,24 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             base, entry, new_tail, slices = encode_channel(
                 self.serde, value=values.get(ch), present=ch in values, version=sver,
                 parent_version=pver_s, tail=tail, segment_every=self.segment_every)
-            if entry[0] == DELTA and parent_id is not None and new_tail is not None:
-                refs = self._cache.writes.match((thread_id, ns, parent_id), ch, entry[1],
-                                                entry[2])
+            if parent_id is not None and entry[0] in (DELTA, FULL) and (
+                    entry[0] == FULL) == (new_tail is None) and len(entry[2]) >= REF_MIN:
+                # the parent's writes hold these very bytes: point at them (a delta then
+                # needs no rewrite when its segment is written)
+                whole = entry[0] == FULL
+                parent = (thread_id, ns, parent_id)
+                refs = (self._cache.writes.match_value(parent, ch, entry[1], entry[2])
+                        if whole else
+                        self._cache.writes.match(parent, ch, entry[1], entry[2]))
                 if refs is not None:
-                    # the parent's writes hold these very items: point at them; the
-                    # delta then needs no rewrite when its segment is written
-                    pointer = [REF, entry[1], [pack_id(parent_id), refs]]
+                    pointer = [REF_VALUE if whole else REF, entry[1],
+                               [pack_id(parent_id), refs]]
                     resolved.append((self._cache.writes.ref_key(thread_id, ns, pointer),
                                      (entry[1], entry[2])))
                     entry = pointer
-                    new_tail = dataclasses.replace(new_tail, window=new_tail.window[:-1])
+                    if new_tail is not None:
+                        new_tail = dataclasses.replace(new_tail,
+                                                       window=new_tail.window[:-1])
             for v, old_base, count in slices:
                 t, b = pack({ch: [SLICE, "", count]}, False)
                 rewrites.append({"k_thread": thread_id, "k_ns": ns, "k_version": v,
@@ -599,7 +616,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             for ch, base, entry in listed:
                 parts.append((ch, base, {ch: entry}))
             for part, (channel, base, entries) in enumerate(parts):
-                kind = (FRAME_REFS if any(e[0] == REF for e in entries.values())
+                kind = (FRAME_REFS if any(e[0] in REFS for e in entries.values())
                         else FRAME)
                 t, b = pack(entries, self.compress, kind)
                 frame_rows.append({"thread_id": thread_id, "checkpoint_ns": ns, "version": ver,

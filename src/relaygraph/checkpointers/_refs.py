@@ -37,6 +37,12 @@ from langgraph.checkpoint.base import writes_sort_key
 from relaygraph.checkpointers._errors import CorruptCheckpointError
 
 REF = 5  # frame entry kind, beside FULL, DELTA, SEGMENT, EMPTY and SLICE in ``_codec``
+#: a whole value that is, byte for byte, the one write its channel got (a ``LastValue``
+#: channel such as a dict of notes): ``[REF_VALUE, type, [checkpoint id, [[task, idx]]]]``
+REF_VALUE = 7
+REFS = (REF, REF_VALUE)
+#: a reference takes ~45 bytes: smaller values are stored as they are
+REF_MIN = 48
 MSGPACK = "msgpack"
 #: How long a put waits for its parent's writes still being stored (seconds). LangGraph
 #: saves a task's writes on a background thread or task and the next checkpoint right
@@ -216,6 +222,20 @@ class WriteCache:
                 for k in [k for k in store if k[0] in doomed]:  # type: ignore[index]
                     del store[k]
 
+    def match_value(self, key: Hashable, channel: str, type_: str, payload: bytes,
+                    ) -> list[list[Any]] | None:
+        """A reference to the one write of checkpoint ``key`` to ``channel``, when that
+        write is exactly ``(type_, payload)``."""
+        with self._lock:
+            tasks = self._by_ckpt.get(key)
+            if not tasks:
+                return None
+            found = [(tid, idx, wtype, data) for tid, (_, items) in tasks.items()
+                     for idx, ch, wtype, data in items if ch == channel]
+        if len(found) != 1 or found[0][2] != type_ or found[0][3] != payload:
+            return None
+        return [[pack_id(found[0][0]), found[0][1]]]
+
     def match(self, key: Hashable, channel: str, type_: str, payload: bytes,
               ) -> list[list[Any]] | None:
         """References to the writes of checkpoint ``key`` whose items are ``payload``."""
@@ -238,8 +258,9 @@ class WriteCache:
 
 def rebuild(refs: Sequence[Sequence[Any]], writes: Mapping[tuple[str, int], tuple[str, bytes]],
             *, thread_id: str, channel: str, version: str, checkpoint_id: str,
-            ) -> tuple[str, bytes]:
-    """The ``(type, payload)`` a reference entry stands for, from its writes' items."""
+            whole: bool = False) -> tuple[str, bytes]:
+    """The ``(type, payload)`` a reference entry stands for, from its writes' items
+    (``whole``: a ``REF_VALUE``, the one write's payload as it is)."""
     payloads = []
     for packed, idx in refs:
         task_id = unpack_id(packed)
@@ -249,6 +270,8 @@ def rebuild(refs: Sequence[Sequence[Any]], writes: Mapping[tuple[str, int], tupl
                 f"thread {thread_id!r}: channel {channel!r} version {version!r} refers to "
                 f"write {idx} of task {task_id!r} at checkpoint {checkpoint_id!r}, which "
                 f"is missing", thread_id=thread_id, channel=channel, version=version)
+        if whole:
+            return got
         if got[0] != MSGPACK:
             raise CorruptCheckpointError(
                 f"thread {thread_id!r}: channel {channel!r} version {version!r} refers to "

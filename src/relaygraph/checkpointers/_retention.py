@@ -17,7 +17,7 @@ from relaygraph.checkpointers import _schema as S
 from relaygraph.checkpointers._codec import DELTA, DELTA_OF_WRITES, FRAME_REFS, Key3, pack, unpack
 from relaygraph.checkpointers._ids import check_key
 from relaygraph.checkpointers._protocol import After, Op, _batches, _group_keys
-from relaygraph.checkpointers._refs import REF, ref_checkpoint
+from relaygraph.checkpointers._refs import REFS, ref_checkpoint
 
 if TYPE_CHECKING:
     from relaygraph.checkpointers._base import BaseSQLAlchemySaver
@@ -74,16 +74,20 @@ def inline_refs(saver: BaseSQLAlchemySaver, tid: str, ns: str, doomed: set[str])
     parts = []
     for r in rows:
         entries = unpack(r.type, r.blob, f"frame {r.version!r}", tid)
-        if any(e[0] == REF and ref_checkpoint(e) in doomed for e in entries.values()):
+        if any(e[0] in REFS and ref_checkpoint(e) in doomed for e in entries.values()):
             parts.append(((tid, ns, r.version), entries, r))
     if not parts:
         return None
     yield from saver._op_resolve_refs([(key, entries) for key, entries, _ in parts])
     for (_, _, version), entries, r in parts:
         where = (b.c.thread_id == tid, b.c.checkpoint_ns == ns, b.c.version == version)
+        # every reference of the part is resolved now: whole values are plain entries
         delta = {ch: [DELTA, e[1], e[2]] for ch, e in entries.items() if e[0] == DELTA_OF_WRITES}
         rest = {ch: e for ch, e in entries.items() if ch not in delta}
-        if rest:
+        if not delta:
+            t, blob = pack(rest, saver.compress)
+            yield sa.update(b).where(*where, b.c.part == r.part).values(type=t, blob=blob)
+        elif rest:
             # the reference shared the row of the plain values; as a delta it may be
             # rewritten as a slice some day, so it moves to a part of its own
             top = yield sa.select(sa.func.max(b.c.part)).where(*where)
