@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.memory import InMemorySaver
 
 from relaygraph.checkpointers import SQLAlchemySaver
 from relaygraph.checkpointers._direct import DirectWriter
@@ -138,3 +139,59 @@ def test_server_side_prepares_follow_the_connection_setting(pg_backend) -> None:
             assert c.exec_driver_sql("SELECT count(*) FROM pg_prepared_statements").scalar() == 0
     finally:
         engine.dispose()
+
+
+def _count_switches(engine: sa.Engine) -> list[str]:
+    """Isolation-level switches the dialect performs on driver connections."""
+    seen: list[str] = []
+    original = engine.dialect.set_isolation_level
+
+    def counting(dbapi_conn, level):  # noqa: ANN001, ANN202
+        seen.append(level)
+        return original(dbapi_conn, level)
+
+    engine.dialect.set_isolation_level = counting  # type: ignore[method-assign]
+    return seen
+
+
+def test_an_autocommit_engine_is_used_as_is(backend) -> None:
+    """Given an engine created with isolation_level="AUTOCOMMIT", reads and puts run on it
+    without switching the connection; transactions (merges, retention) still are ones."""
+    if backend.kind == "sqlite":
+        return
+    engine = sa.create_engine(backend.url, isolation_level="AUTOCOMMIT")
+    saver = SQLAlchemySaver(engine)
+    saver.setup()
+    switches = _count_switches(engine)
+    g = chat_graph(4).compile(checkpointer=saver)
+    ref = chat_graph(4).compile(checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "ac"}}
+    for graph in (g, ref):
+        graph.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+    assert [s.values for s in g.get_state_history(cfg)] == [
+        s.values for s in ref.get_state_history(cfg)]
+    # a new connection is set to AUTOCOMMIT once; no checkout switched it to anything else
+    assert set(switches) <= {"AUTOCOMMIT"}, switches
+    with saver._tx.begin() as conn:
+        assert conn.get_isolation_level() == "READ COMMITTED"
+    saver.prune(["ac"], keep_last=2)  # a transaction: switched to it and back
+    assert "READ COMMITTED" in switches
+    assert len(list(saver.list(cfg))) == 2
+    engine.dispose()
+
+
+def test_from_conn_string_keeps_the_engine_transactional(backend) -> None:
+    with SQLAlchemySaver.from_conn_string(backend.url) as saver:
+        saver.setup()
+        if backend.kind == "sqlite":
+            assert saver._reader is saver.engine
+            return
+        switches = _count_switches(saver._reader)
+        g = chat_graph(2).compile(checkpointer=saver)
+        g.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0},
+                 {"configurable": {"thread_id": "fc"}})
+        saver.get_tuple({"configurable": {"thread_id": "fc"}})
+        # the saver's own autocommitted pool: set once per new connection, never switched
+        assert switches and set(switches) == {"AUTOCOMMIT"}, switches
+        with saver.engine.connect() as conn:  # the engine others share is as it was
+            assert conn.get_isolation_level() != "AUTOCOMMIT"

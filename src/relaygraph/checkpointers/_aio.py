@@ -36,7 +36,12 @@ from relaygraph.checkpointers._direct import DirectWriter, supports
 from relaygraph.checkpointers._errors import CheckpointerError
 from relaygraph.checkpointers._protocol import answer, writes_of
 from relaygraph.checkpointers._sync import translate_db_error
-from relaygraph.checkpointers._urls import engine_kwargs, resolve_url, sqlite_pragmas
+from relaygraph.checkpointers._urls import (
+    engine_kwargs,
+    engine_views,
+    resolve_url,
+    sqlite_pragmas,
+)
 
 T = TypeVar("T")
 
@@ -67,10 +72,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         self._sqlite = engine.dialect.name == "sqlite"
         self._direct = DirectWriter(engine.dialect) if supports(engine.dialect) else None
         self._write_lock: asyncio.Lock | None = None
-        # Reads need no transaction. sqlite3 opens none for a SELECT anyway, and switching
-        # its isolation level on every checkout costs more than the read itself.
-        self._reader = (engine if engine.dialect.name == "sqlite"
-                        else engine.execution_options(isolation_level="AUTOCOMMIT"))
+        # reads and one-statement writes autocommit, the rest runs in transactions
+        self._reader, self._tx = engine_views(engine)
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -83,12 +86,20 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         """Create an async engine for ``url``, yield a saver on it, dispose it after."""
         u = resolve_url(url, async_=True)
         engine = create_async_engine(u, **engine_kwargs(u))
+        fast = None  # as in SQLAlchemySaver.from_conn_string
         if u.get_backend_name() == "sqlite":
             sa.event.listen(engine.sync_engine, "connect", sqlite_pragmas)
+        else:
+            fast = create_async_engine(u, **engine_kwargs(u), isolation_level="AUTOCOMMIT")
         try:
-            yield cls(engine, **kwargs)
+            saver = cls(engine, **kwargs)
+            if fast is not None:
+                saver._reader = fast
+            yield saver
         finally:
             await engine.dispose()
+            if fast is not None:
+                await fast.dispose()
 
     # -- driving the core -------------------------------------------------------------
 
@@ -111,11 +122,11 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
             # one writer at a time, write lock taken up front (see SQLAlchemySaver)
             if self._write_lock is None:
                 self._write_lock = asyncio.Lock()
-            async with self._write_lock, self.engine.begin() as conn:
+            async with self._write_lock, self._tx.begin() as conn:
                 await conn.exec_driver_sql("BEGIN IMMEDIATE")
                 result = await _drive(conn, op, afters, self._direct)
         elif write:
-            async with self.engine.begin() as conn:
+            async with self._tx.begin() as conn:
                 result = await _drive(conn, op, afters, self._direct)
         else:
             async with self._reader.connect() as conn:
@@ -146,7 +157,7 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
     async def asetup(self) -> None:
         """Create or migrate the checkpoint tables. Idempotent; safe across processes."""
         try:
-            async with self.engine.begin() as conn:
+            async with self._tx.begin() as conn:
                 await conn.run_sync(S.run_migrations)
         except sa.exc.DBAPIError as exc:
             raise translate_db_error(exc, self.engine.url) from exc

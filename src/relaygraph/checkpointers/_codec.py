@@ -13,7 +13,9 @@ read touches at most ``len/segment_every + segment_every`` rows (one recursive q
 while each item is written at most twice: bytes per step stay flat as a thread grows.
 Values that are edited, removed, reordered or not lists are stored whole. When a
 segment is written, the deltas it merges are rewritten as *slices* of it (a count, no
-payload), so in the end each item is stored once, in its segment.
+payload), so in the end each item is stored once, in its segment. Most deltas never
+hold a payload at all: they point at the task writes that hold the same items (see
+``_refs``), and those need no rewrite.
 
 Identity of items: an item is unchanged when it is the same object as, or equal to, the
 item the saver last stored or loaded at that position. Like LangGraph's reducers, the

@@ -35,7 +35,12 @@ from relaygraph.checkpointers._base import (
 from relaygraph.checkpointers._direct import DirectWriter, supports
 from relaygraph.checkpointers._errors import DatabaseUnavailableError, SetupRequiredError
 from relaygraph.checkpointers._protocol import answer, writes_of
-from relaygraph.checkpointers._urls import engine_kwargs, resolve_url, sqlite_pragmas
+from relaygraph.checkpointers._urls import (
+    engine_kwargs,
+    engine_views,
+    resolve_url,
+    sqlite_pragmas,
+)
 
 
 def translate_db_error(exc: sa.exc.DBAPIError, url: Any) -> Exception:
@@ -59,7 +64,10 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
     """A LangGraph checkpointer on any SQLAlchemy database (sync API, async via threads).
 
     Args:
-        engine: a caller-owned SQLAlchemy ``Engine``; the saver never disposes it.
+        engine: a caller-owned SQLAlchemy ``Engine``; the saver never disposes it. On
+            PostgreSQL and MySQL, an engine created with ``isolation_level="AUTOCOMMIT"``
+            is fastest: reads and puts need no transaction, and any other engine has its
+            connections switched to autocommit and back on every checkout.
         serde: serializer; defaults to LangGraph's JsonPlusSerializer in strict msgpack
             mode (never pickle). Pass e.g. ``EncryptedSerializer.from_pycryptodome_aes()``
             for encryption at rest.
@@ -86,10 +94,8 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         # SQLite has one writer at a time; queueing in-process writers on a lock (and
         # taking the write lock up front) avoids busy-wait sleeps and upgrade deadlocks.
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
-        # Reads need no transaction. sqlite3 opens none for a SELECT anyway, and switching
-        # its isolation level on every checkout costs more than the read itself.
-        self._reader = (engine if engine.dialect.name == "sqlite"
-                        else engine.execution_options(isolation_level="AUTOCOMMIT"))
+        # reads and one-statement writes autocommit, the rest runs in transactions
+        self._reader, self._tx = engine_views(engine)
         self._direct = DirectWriter(engine.dialect) if supports(engine.dialect) else None
 
     @classmethod
@@ -102,12 +108,22 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         """
         u = resolve_url(url, async_=False)
         engine = sa.create_engine(u, **engine_kwargs(u))
+        # ``saver.engine`` stays transactional for whoever else uses it; the saver's own
+        # autocommitted work gets a pool of its own that never switches (engine_views)
+        fast = None
         if u.get_backend_name() == "sqlite":
             sa.event.listen(engine, "connect", sqlite_pragmas)
+        else:
+            fast = sa.create_engine(u, **engine_kwargs(u), isolation_level="AUTOCOMMIT")
         try:
-            yield cls(engine, **kwargs)
+            saver = cls(engine, **kwargs)
+            if fast is not None:
+                saver._reader = fast
+            yield saver
         finally:
             engine.dispose()
+            if fast is not None:
+                fast.dispose()
 
     # -- driving the core -------------------------------------------------------------
 
@@ -129,14 +145,14 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
     def _run_once(self, op: Op, *, write: bool) -> Any:
         afters: list[After] = []
         if write and self._write_lock is not None:
-            with self._write_lock, self.engine.begin() as conn:
+            with self._write_lock, self._tx.begin() as conn:
                 if self._direct is not None:
                     self._direct.execute(conn, "BEGIN IMMEDIATE")
                 else:
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
                 result = _drive(conn, op, afters, self._direct)
         elif write:
-            with self.engine.begin() as conn:
+            with self._tx.begin() as conn:
                 result = _drive(conn, op, afters, self._direct)
         else:
             # reads need no transaction: stored checkpoints never change; single-statement
@@ -172,7 +188,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
     def setup(self) -> None:
         """Create or migrate the checkpoint tables. Idempotent; safe across processes."""
         try:
-            with self.engine.begin() as conn:
+            with self._tx.begin() as conn:
                 S.run_migrations(conn)
         except sa.exc.DBAPIError as exc:
             raise translate_db_error(exc, self.engine.url) from exc
