@@ -18,6 +18,8 @@ _FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 
 def check_key(value: Any, what: str, limit: int = MAX_KEY_CHARS) -> str:
     """Return ``value`` as a storable key string or raise :class:`InvalidKeyError`."""
+    if type(value) is str and len(value) <= limit and value.isascii() and "\x00" not in value:
+        return value  # the common case (ASCII is valid UTF-8), checked on every put
     if isinstance(value, bytes | bytearray):
         raise InvalidKeyError(f"{what} must be a string, got bytes {bytes(value)[:40]!r}")
     s = value if isinstance(value, str) else str(value)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
@@ -54,13 +53,15 @@ Item = Sequence[Any]  # [write index, channel, serde type, payload]
 
 def pack_id(value: str) -> str | bytes:
     """A checkpoint or task id as stored in a reference: a UUID as its 16 bytes."""
-    if len(value) == 36:
-        try:
-            u = uuid.UUID(value)
-        except ValueError:
-            return value
-        if str(u) == value:  # canonical form only, so that it reads back the same
-            return u.bytes
+    if len(value) == 36 and value[8] == value[13] == value[18] == value[23] == "-":
+        digits = value.replace("-", "")
+        if len(digits) == 32:
+            try:
+                raw = bytes.fromhex(digits)
+            except ValueError:
+                return value
+            if raw.hex() == digits:  # lowercase only, so that it reads back the same
+                return raw
     return value
 
 
@@ -181,7 +182,7 @@ class WriteCache:
 
     def wait(self, key: Hashable | None, timeout: float = WAIT_FOR_WRITES) -> None:
         """Block until no ``put_writes`` for ``key`` is under way (at most ``timeout``)."""
-        if key is None:
+        if key is None or key not in self._busy:  # (a dict lookup needs no lock)
             return
         with self._lock:
             self._idle.wait_for(lambda: key not in self._busy, timeout)
