@@ -53,6 +53,16 @@ def _run(graph: Any, cfg: dict[str, Any], steps: int = 0) -> None:
     graph.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
 
 
+def _run_both(saver: Any, steps: int, thread_id: str) -> tuple[Any, Any, dict[str, Any]]:
+    """The chat graph run on ``saver`` and on an InMemorySaver, for comparison."""
+    g = chat_graph(steps).compile(checkpointer=saver)
+    ref = chat_graph(steps).compile(checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": thread_id}}
+    for graph in (g, ref):
+        _run(graph, cfg)
+    return g, ref, cfg
+
+
 @pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 65_535, 65_536])
 def test_compose_rebuilds_msgpack_arrays_exactly(n: int) -> None:
     items = [{"i": i} for i in range(n)]
@@ -68,11 +78,7 @@ def test_compose_rebuilds_msgpack_arrays_exactly(n: int) -> None:
 
 
 def test_deltas_point_at_the_writes_and_read_back_exactly(saver: SQLAlchemySaver) -> None:
-    g = chat_graph(40).compile(checkpointer=saver)
-    ref = chat_graph(40).compile(checkpointer=InMemorySaver())
-    cfg = {"configurable": {"thread_id": "refs"}}
-    for graph in (g, ref):
-        _run(graph, cfg)
+    g, ref, cfg = _run_both(saver, 40, "refs")
     entries = _message_entries(saver.engine, "refs")
     kinds = [e[0] for _, e in entries]
     # one whole value, one segment (after 32 deltas), and deltas that are references,
@@ -110,11 +116,7 @@ async def test_async_saver_points_at_writes_too(any_saver: Any) -> None:
 
 
 def test_prune_copies_items_back_before_deleting_writes(saver: SQLAlchemySaver) -> None:
-    g = chat_graph(15).compile(checkpointer=saver)
-    ref = chat_graph(15).compile(checkpointer=InMemorySaver())
-    cfg = {"configurable": {"thread_id": "cap"}}
-    for graph in (g, ref):
-        _run(graph, cfg)
+    g, ref, cfg = _run_both(saver, 15, "cap")
     saver.prune(["cap"], keep_last=3)
     with saver.engine.connect() as c:
         alive = set(c.execute(sa.select(checkpoints.c.checkpoint_id).where(
@@ -334,11 +336,7 @@ def test_an_encrypting_serde_stores_items_inline(backend) -> None:
     serde = EncryptedSerializer(_XorCipher(), default_serde())
     saver = SQLAlchemySaver(engine, serde=serde)
     saver.setup()
-    g = chat_graph(3).compile(checkpointer=saver)
-    ref = chat_graph(3).compile(checkpointer=InMemorySaver())
-    cfg = {"configurable": {"thread_id": "enc"}}
-    for graph in (g, ref):
-        _run(graph, cfg)
+    g, ref, cfg = _run_both(saver, 3, "enc")
     assert REF not in [e[0] for _, e in _message_entries(engine, "enc")]
     assert _hist(g, cfg) == _hist(ref, cfg)
     engine.dispose()
