@@ -90,7 +90,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         if u.get_backend_name() == "sqlite":
             sa.event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         else:
-            fast = create_async_engine(u, **engine_kwargs(u), isolation_level="AUTOCOMMIT")
+            fast = create_async_engine(u, **engine_kwargs(u), isolation_level="AUTOCOMMIT",
+                                       pool_reset_on_return=None)
         try:
             saver = cls(engine, **kwargs)
             if fast is not None:

@@ -114,7 +114,9 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         if u.get_backend_name() == "sqlite":
             sa.event.listen(engine, "connect", sqlite_pragmas)
         else:
-            fast = sa.create_engine(u, **engine_kwargs(u), isolation_level="AUTOCOMMIT")
+            # autocommitted connections hold no transaction to roll back on return
+            fast = sa.create_engine(u, **engine_kwargs(u), isolation_level="AUTOCOMMIT",
+                                    pool_reset_on_return=None)
         try:
             saver = cls(engine, **kwargs)
             if fast is not None:
