@@ -46,6 +46,17 @@ class _Key(sa.types.TypeDecorator[str]):
             return value.encode("utf-8")
         return value
 
+    # Elsewhere a key is the plain string type: no per-value call on every bind and row.
+    def bind_processor(self, dialect: Dialect) -> Any:
+        if _dialect_name(dialect) == "mysql":
+            return super().bind_processor(dialect)
+        return self.load_dialect_impl(dialect).bind_processor(dialect)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        if _dialect_name(dialect) == "mysql":
+            return super().result_processor(dialect, coltype)
+        return self.load_dialect_impl(dialect).result_processor(dialect, coltype)
+
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         if isinstance(value, bytes | bytearray):
             return bytes(value).decode("utf-8")
