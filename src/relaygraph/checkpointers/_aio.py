@@ -37,6 +37,7 @@ from relaygraph.checkpointers._errors import CheckpointerError
 from relaygraph.checkpointers._protocol import answer, writes_of
 from relaygraph.checkpointers._sync import translate_db_error
 from relaygraph.checkpointers._urls import (
+    autocommit_kwargs,
     engine_kwargs,
     engine_views,
     resolve_url,
@@ -86,12 +87,10 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         """Create an async engine for ``url``, yield a saver on it, dispose it after."""
         u = resolve_url(url, async_=True)
         engine = create_async_engine(u, **engine_kwargs(u))
-        fast = None  # as in SQLAlchemySaver.from_conn_string
         if u.get_backend_name() == "sqlite":
             sa.event.listen(engine.sync_engine, "connect", sqlite_pragmas)
-        else:
-            fast = create_async_engine(u, **engine_kwargs(u), isolation_level="AUTOCOMMIT",
-                                       pool_reset_on_return=None)
+        fast_kw = autocommit_kwargs(u)  # as in SQLAlchemySaver.from_conn_string
+        fast = create_async_engine(u, **fast_kw) if fast_kw is not None else None
         try:
             saver = cls(engine, **kwargs)
             if fast is not None:

@@ -36,6 +36,7 @@ from relaygraph.checkpointers._direct import DirectWriter, supports
 from relaygraph.checkpointers._errors import DatabaseUnavailableError, SetupRequiredError
 from relaygraph.checkpointers._protocol import answer, writes_of
 from relaygraph.checkpointers._urls import (
+    autocommit_kwargs,
     engine_kwargs,
     engine_views,
     resolve_url,
@@ -108,15 +109,12 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         """
         u = resolve_url(url, async_=False)
         engine = sa.create_engine(u, **engine_kwargs(u))
-        # ``saver.engine`` stays transactional for whoever else uses it; the saver's own
-        # autocommitted work gets a pool of its own that never switches (engine_views)
-        fast = None
         if u.get_backend_name() == "sqlite":
             sa.event.listen(engine, "connect", sqlite_pragmas)
-        else:
-            # autocommitted connections hold no transaction to roll back on return
-            fast = sa.create_engine(u, **engine_kwargs(u), isolation_level="AUTOCOMMIT",
-                                    pool_reset_on_return=None)
+        # ``saver.engine`` stays transactional for whoever else uses it; the saver's own
+        # autocommitted work gets a pool of its own that never switches (engine_views)
+        fast_kw = autocommit_kwargs(u)
+        fast = sa.create_engine(u, **fast_kw) if fast_kw is not None else None
         try:
             saver = cls(engine, **kwargs)
             if fast is not None:

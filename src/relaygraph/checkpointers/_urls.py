@@ -84,6 +84,15 @@ def engine_kwargs(u: URL) -> dict[str, Any]:
     return kw
 
 
+def autocommit_kwargs(u: URL) -> dict[str, Any] | None:
+    """Engine arguments for the pool of a saver's own autocommitted work (see
+    :func:`engine_views`), or ``None`` where one engine serves (SQLite)."""
+    if u.get_backend_name() == "sqlite":
+        return None
+    # autocommitted connections hold no transaction to roll back on return
+    return {**engine_kwargs(u), "isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
+
+
 def engine_views(engine: Any) -> tuple[Any, Any]:
     """``(autocommitted, transactional)`` views of a caller's ``Engine`` or ``AsyncEngine``.
 
