@@ -50,7 +50,9 @@ _ZD = "|zd"  # zlib with the preset dictionary ZDICT_V1 (read only, likewise)
 _ZS = "|zs"  # zstandard with ZDICT_ZS_V1 as a raw-content dictionary
 FRAME = "rg1"
 FRAME_REFS = "rg1r"  # a frame part holding references to task writes (see ``_refs``)
-COMPRESS_MIN = 200
+# Rows from 64 bytes are tried (and kept compressed when that saves an eighth): a step's
+# row of references is mostly framing and channel names, which the dictionary holds.
+COMPRESS_MIN = 64
 # Small rows (a step's delta) compress as well at level 1 as at 9, twice as fast; large
 # ones (segments, written every ``segment_every`` steps) gain ~6% at 9. Either way
 # smaller than zlib -6 with the same dictionary, and ~3x faster to read.
