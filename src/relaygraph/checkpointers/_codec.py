@@ -28,7 +28,6 @@ from __future__ import annotations
 import re
 import threading
 import zlib
-from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +37,7 @@ import zstandard
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from relaygraph.checkpointers._errors import CorruptCheckpointError
+from relaygraph.checkpointers._lru import Lru
 from relaygraph.checkpointers._refs import WriteCache
 from relaygraph.checkpointers._zdict import ZDICT_V1, ZDICT_ZS_V1
 
@@ -166,18 +166,15 @@ class TailCache:
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
-        self._tails: OrderedDict[Hashable, Tail] = OrderedDict()
-        self._versions: OrderedDict[Hashable, Mapping[str, Any]] = OrderedDict()
+        self._tails: Lru[Tail] = Lru(size)
+        self._versions: Lru[Mapping[str, Any]] = Lru(size)
         self._lock = threading.Lock()
         #: the writes stored through this saver, which deltas may point at
         self.writes = WriteCache(size)
 
     def tail(self, key: Hashable) -> Tail | None:
         with self._lock:
-            t = self._tails.get(key)
-            if t is not None:
-                self._tails.move_to_end(key)
-            return t
+            return self._tails.get(key)
 
     def versions(self, key: Hashable) -> Mapping[str, Any] | None:
         with self._lock:
@@ -187,23 +184,16 @@ class TailCache:
                  versions: Iterable[tuple[Hashable, Mapping[str, Any]]]) -> None:
         with self._lock:
             for k, t in tails:
-                self._tails[k] = t
-                self._tails.move_to_end(k)
+                self._tails.put(k, t)
             for k, v in versions:
-                self._versions[k] = v
-                self._versions.move_to_end(k)
-            while len(self._tails) > self.size:
-                self._tails.popitem(last=False)
-            while len(self._versions) > self.size:
-                self._versions.popitem(last=False)
+                self._versions.put(k, v)
 
     def forget_threads(self, thread_ids: Iterable[str]) -> None:
         doomed = set(thread_ids)
         self.writes.forget_threads(doomed)
         with self._lock:
-            for store in (self._tails, self._versions):
-                for k in [k for k in store if k[0] in doomed]:  # type: ignore[index]
-                    del store[k]
+            self._tails.forget_threads(doomed)
+            self._versions.forget_threads(doomed)
 
 
 def _extends(new: list[Any], old: tuple[Any, ...]) -> bool:

@@ -20,20 +20,20 @@ reference never stands for anything but the very bytes it replaces.
 
 Writes rows outlive their delta references only as long as their checkpoint does:
 retention (``prune``, ``delete_for_runs``) copies the items back into the frames that
-still need them before it deletes the writes (:func:`inline`).
+still need them before it deletes the writes (``_retention.inline_refs``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from langgraph.checkpoint.base import writes_sort_key
 
 from relaygraph.checkpointers._errors import CorruptCheckpointError
+from relaygraph.checkpointers._lru import Lru
 
 REF = 5  # frame entry kind, beside FULL, DELTA, SEGMENT, EMPTY and SLICE in ``_codec``
 #: a whole value that is, byte for byte, the one write its channel got (a ``LastValue``
@@ -129,15 +129,14 @@ class WriteCache:
     """
 
     def __init__(self, size: int) -> None:
-        self.size = size
-        self._by_ckpt: OrderedDict[Hashable, dict[str, tuple[str, Sequence[Item]]]] = OrderedDict()
+        self._by_ckpt: Lru[dict[str, tuple[str, Sequence[Item]]]] = Lru(size)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._busy: dict[Hashable, int] = {}
         self._waiters: dict[Hashable, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         # what recent references stand for: the writes they point at never change (the
         # first write to an index wins), so a reference means the same bytes forever
-        self._resolved: OrderedDict[Hashable, tuple[str, bytes]] = OrderedDict()
+        self._resolved: Lru[tuple[str, bytes]] = Lru(size)
 
     @staticmethod
     def ref_key(thread_id: str, ns: str, entry: Sequence[Any]) -> Hashable:
@@ -152,10 +151,7 @@ class WriteCache:
     def remember_resolved(self, items: Iterable[tuple[Hashable, tuple[str, bytes]]]) -> None:
         with self._lock:
             for k, v in items:
-                self._resolved[k] = v
-                self._resolved.move_to_end(k)
-            while len(self._resolved) > self.size:
-                self._resolved.popitem(last=False)
+                self._resolved.put(k, v)
 
     def begin(self, key: Hashable | None) -> None:
         """A ``put_writes`` for checkpoint ``key`` started."""
@@ -205,53 +201,51 @@ class WriteCache:
         with self._lock:
             tasks = self._by_ckpt.get(key)
             if tasks is None:
-                tasks = self._by_ckpt[key] = {}
-            else:
-                self._by_ckpt.move_to_end(key)
+                tasks = {}
+                self._by_ckpt.put(key, tasks)
             tasks[task_id] = (task_path, items)
-            while len(self._by_ckpt) > self.size:
-                self._by_ckpt.popitem(last=False)
 
     def drop(self, key: Hashable) -> None:
         with self._lock:
-            self._by_ckpt.pop(key, None)
+            self._by_ckpt.pop(key)
 
     def forget_threads(self, thread_ids: Iterable[str]) -> None:
         doomed = set(thread_ids)
         with self._lock:
-            for store in (self._by_ckpt, self._resolved):
-                for k in [k for k in store if k[0] in doomed]:  # type: ignore[index]
-                    del store[k]
+            self._by_ckpt.forget_threads(doomed)
+            self._resolved.forget_threads(doomed)
+
+    def _writes_to(self, key: Hashable, channel: str,
+                   ) -> list[tuple[tuple[str, str, int], str, int, str, bytes]]:
+        """``(sort key, task id, index, type, payload)`` of the writes of checkpoint
+        ``key`` to ``channel``, in the order LangGraph applies them."""
+        with self._lock:
+            tasks = self._by_ckpt.get(key)
+            if not tasks:
+                return []
+            found = [(writes_sort_key(path, tid, idx), tid, idx, wtype, data)
+                     for tid, (path, items) in tasks.items()
+                     for idx, ch, wtype, data in items if ch == channel]
+        found.sort(key=lambda f: f[0])
+        return found
 
     def match_value(self, key: Hashable, channel: str, type_: str, payload: bytes,
                     ) -> list[list[Any]] | None:
         """A reference to the one write of checkpoint ``key`` to ``channel``, when that
         write is exactly ``(type_, payload)``."""
-        with self._lock:
-            tasks = self._by_ckpt.get(key)
-            if not tasks:
-                return None
-            found = [(tid, idx, wtype, data) for tid, (_, items) in tasks.items()
-                     for idx, ch, wtype, data in items if ch == channel]
-        if len(found) != 1 or found[0][2] != type_ or found[0][3] != payload:
+        found = self._writes_to(key, channel)
+        if len(found) != 1 or found[0][3] != type_ or found[0][4] != payload:
             return None
-        return [[pack_id(found[0][0]), found[0][1]]]
+        return [[pack_id(found[0][1]), found[0][2]]]
 
     def match(self, key: Hashable, channel: str, type_: str, payload: bytes,
               ) -> list[list[Any]] | None:
         """References to the writes of checkpoint ``key`` whose items are ``payload``."""
         if type_ != MSGPACK:
             return None
-        with self._lock:
-            tasks = self._by_ckpt.get(key)
-            if not tasks:
-                return None
-            found = [(writes_sort_key(path, tid, idx), tid, idx, wtype, data)
-                     for tid, (path, items) in tasks.items()
-                     for idx, ch, wtype, data in items if ch == channel]
+        found = self._writes_to(key, channel)
         if not found or any(f[3] != MSGPACK for f in found):
             return None
-        found.sort(key=lambda f: f[0])
         if compose(f[4] for f in found) != payload:
             return None
         return [[pack_id(tid), idx] for _, tid, idx, _, _ in found]
