@@ -71,6 +71,94 @@ def Key(length: int = MAX_KEY_CHARS) -> _Key:  # noqa: N802 - reads like a colum
 KeyStr = _Key(MAX_KEY_CHARS)
 """A 255-character exact-match key column (see :func:`Key`)."""
 
+def uuid_bytes(value: str) -> bytes | None:
+    """The 16 bytes of a canonical (lowercase, hyphenated) UUID string, else ``None``."""
+    if len(value) == 36 and value[8] == value[13] == value[18] == value[23] == "-":
+        digits = value.replace("-", "")
+        if len(digits) == 32:
+            try:
+                raw = bytes.fromhex(digits)
+            except ValueError:
+                return None
+            if raw.hex() == digits:  # lowercase only, so that it reads back the same
+                return raw
+    return None
+
+
+def uuid_str(raw: bytes) -> str:
+    """Inverse of :func:`uuid_bytes`."""
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def id_to_db(value: str) -> bytes:
+    """An id as :data:`IdKey` stores it: a canonical UUID in 16 bytes, else its UTF-8.
+
+    UTF-8 that is itself 16 bytes long gets a NUL appended (ids never hold NUL), so the
+    two forms never collide. Byte order is the strings' order within each form: UUIDs by
+    value (uuid6 checkpoint ids by time), other ids by code point.
+    """
+    raw = uuid_bytes(value)
+    if raw is not None:
+        return raw
+    b = value.encode("utf-8")
+    return b + b"\x00" if len(b) == 16 else b
+
+
+def id_from_db(raw: bytes) -> str:
+    """Inverse of :func:`id_to_db`."""
+    if len(raw) == 16:
+        return uuid_str(raw)
+    if len(raw) == 17 and raw[16] == 0:
+        raw = raw[:16]
+    return raw.decode("utf-8")
+
+
+class _IdKey(sa.types.TypeDecorator[str]):
+    """An exact-match id column stored as bytes: UUIDs (what LangGraph generates for
+    checkpoints, tasks and runs) take 16 bytes instead of 36 characters, in the row and in
+    every index entry. See :func:`id_to_db`."""
+
+    impl = sa.LargeBinary
+    cache_ok = True
+
+    def __init__(self, length: int = MAX_KEY_CHARS) -> None:
+        super().__init__()
+        self.chars = length
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if _dialect_name(dialect) == "mysql":
+            # one byte more than the longest UTF-8 form: it tells this column type apart
+            # from the text keys of schema version 2 (see the checkpointers' migration 3)
+            return dialect.type_descriptor(_mysql.VARBINARY(self.chars * 4 + 1))
+        return dialect.type_descriptor(sa.LargeBinary())
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        return _bind_id
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        return _result_id
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return _bind_id(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return _result_id(value)
+
+
+def _bind_id(value: Any) -> Any:
+    return id_to_db(value) if isinstance(value, str) else value
+
+
+def _result_id(value: Any) -> Any:
+    return id_from_db(bytes(value)) if isinstance(value, bytes | bytearray | memoryview) else value
+
+
+def IdKey(length: int = MAX_KEY_CHARS) -> _IdKey:  # noqa: N802 - reads like a column type
+    """An id column of at most ``length`` characters, stored compactly (see ``_IdKey``)."""
+    return _IdKey(length)
+
+
 LargeBlob = sa.LargeBinary().with_variant(_mysql.LONGBLOB(), "mysql", "mariadb")
 LargeText = sa.Text().with_variant(_mysql.LONGTEXT(), "mysql", "mariadb")
 

@@ -555,7 +555,8 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         values = checkpoint["channel_values"]
         ctype, cblob = dump(self.serde, body, self.compress)
         md = get_serializable_checkpoint_metadata(config, metadata)
-        md_json = json.dumps(md, ensure_ascii=False, default=_json_default)
+        md_json = json.dumps(md, ensure_ascii=False, separators=(",", ":"),
+                             default=_json_default)
         parent_versions = (self._cache.versions((thread_id, ns, parent_id))
                            if parent_id else None)
         # version -> base -> {channel: entry}
@@ -732,7 +733,12 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
 
     def _op_threads(self, limit: int | None) -> Op:
         c = S.checkpoints
-        latest = sa.func.max(c.c.checkpoint_id)
+        latest: Any = sa.func.max(c.c.checkpoint_id)
+        if self._dialect.name == "postgresql":
+            # PostgreSQL has no max() over bytea; hex text in the C collation sorts alike
+            latest = sa.func.decode(sa.func.max(
+                sa.func.encode(c.c.checkpoint_id, "hex").collate("C")), "hex",
+                type_=c.c.checkpoint_id.type)
         q = (sa.select(c.c.thread_id, latest.label("latest"), sa.func.count().label("n"))
              .where(c.c.checkpoint_ns == "").group_by(c.c.thread_id)
              .order_by(latest.desc(), c.c.thread_id))

@@ -32,6 +32,7 @@ from typing import Any
 
 from langgraph.checkpoint.base import writes_sort_key
 
+from relaygraph._sql import uuid_bytes, uuid_str
 from relaygraph.checkpointers._errors import CorruptCheckpointError
 from relaygraph.checkpointers._lru import Lru
 
@@ -53,23 +54,12 @@ Item = Sequence[Any]  # [write index, channel, serde type, payload]
 
 def pack_id(value: str) -> str | bytes:
     """A checkpoint or task id as stored in a reference: a UUID as its 16 bytes."""
-    if len(value) == 36 and value[8] == value[13] == value[18] == value[23] == "-":
-        digits = value.replace("-", "")
-        if len(digits) == 32:
-            try:
-                raw = bytes.fromhex(digits)
-            except ValueError:
-                return value
-            if raw.hex() == digits:  # lowercase only, so that it reads back the same
-                return raw
-    return value
+    raw = uuid_bytes(value)
+    return value if raw is None else raw
 
 
 def unpack_id(value: str | bytes) -> str:
-    if isinstance(value, bytes):
-        h = value.hex()
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-    return str(value)
+    return uuid_str(value) if isinstance(value, bytes) else str(value)
 
 
 def ref_checkpoint(entry: Sequence[Any]) -> str:

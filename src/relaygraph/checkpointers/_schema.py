@@ -13,7 +13,18 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from relaygraph._sql import Key, KeyStr, LargeBlob, LargeText, _create, metadata, setup_lock
+from relaygraph._sql import (
+    IdKey,
+    Key,
+    KeyStr,
+    LargeBlob,
+    LargeText,
+    _create,
+    _dialect_name,
+    id_to_db,
+    metadata,
+    setup_lock,
+)
 
 COMPONENT = "checkpoints"
 
@@ -21,6 +32,7 @@ COMPONENT = "checkpoints"
 MAX_CHECKPOINT_ID = 64
 MAX_CHANNEL = 128
 MAX_TASK_ID = 128
+MAX_RUN_ID = 255
 VERSION_LEN = 64
 
 migrations_table = sa.Table(
@@ -36,15 +48,20 @@ checkpoints = sa.Table(
     metadata,
     sa.Column("thread_id", KeyStr, primary_key=True),
     sa.Column("checkpoint_ns", KeyStr, primary_key=True),
-    sa.Column("checkpoint_id", Key(MAX_CHECKPOINT_ID), primary_key=True),
-    sa.Column("parent_checkpoint_id", Key(MAX_CHECKPOINT_ID), nullable=True),
-    sa.Column("run_id", KeyStr, nullable=True),
+    # ids are bytes: a UUID (what LangGraph generates) in 16 of them, see ``IdKey``
+    sa.Column("checkpoint_id", IdKey(MAX_CHECKPOINT_ID), primary_key=True),
+    sa.Column("parent_checkpoint_id", IdKey(MAX_CHECKPOINT_ID), nullable=True),
+    sa.Column("run_id", IdKey(MAX_RUN_ID), nullable=True),
     # The checkpoint without its channel values, serialized with the saver's serde.
     sa.Column("type", sa.String(32), nullable=False),
     sa.Column("checkpoint", LargeBlob, nullable=False),
     # JSON text; filtered in Python after key validation (portable, injection-proof).
     sa.Column("metadata", LargeText, nullable=False),
-    sa.Index("relaygraph_checkpoints_run_id", "run_id"),
+    # delete_for_runs looks rows up by run id; rows without one (a graph invoked with no
+    # run id) need no index entry where the database has partial indexes
+    sa.Index("relaygraph_checkpoints_run_id", "run_id",
+             postgresql_where=sa.text("run_id IS NOT NULL"),
+             sqlite_where=sa.text("run_id IS NOT NULL")),
     sqlite_with_rowid=False,
 )
 
@@ -75,8 +92,8 @@ writes = sa.Table(
     # One row per task and checkpoint holds all the writes of that task.
     sa.Column("thread_id", KeyStr, primary_key=True),
     sa.Column("checkpoint_ns", KeyStr, primary_key=True),
-    sa.Column("checkpoint_id", Key(MAX_CHECKPOINT_ID), primary_key=True),
-    sa.Column("task_id", Key(MAX_TASK_ID), primary_key=True),
+    sa.Column("checkpoint_id", IdKey(MAX_CHECKPOINT_ID), primary_key=True),
+    sa.Column("task_id", IdKey(MAX_TASK_ID), primary_key=True),
     sa.Column("task_path", LargeText, nullable=False),
     sa.Column("type", sa.String(16), nullable=False),
     sa.Column("blob", LargeBlob, nullable=False),
@@ -114,9 +131,97 @@ def _inline_rows(conn: sa.Connection) -> None:
             f'ALTER TABLE "{table.name}" SET (toast_tuple_target = {target})'))
 
 
+# Columns that schema version 2 held as text and version 3 holds as ``IdKey`` bytes.
+_ID_COLUMNS = (
+    (checkpoints, ("checkpoint_id", "parent_checkpoint_id", "run_id")),
+    (writes, ("checkpoint_id", "task_id")),
+)
+_UUID_RE = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+def _binary_ids(conn: sa.Connection) -> None:
+    """Checkpoint, task and run ids become bytes: a UUID in 16 instead of 36.
+
+    Each id becomes :func:`relaygraph._sql.id_to_db` of itself. Every step stores four
+    of them (a checkpoint row's own id and its parent's, a writes row's checkpoint and
+    task), each also in a primary-key index. The conversion runs inside the migration's
+    transaction where the database allows (PostgreSQL, SQLite; on MySQL/MariaDB the
+    column change commits, and the row updates after it are one transaction), and is
+    safe to run again after a crash.
+    """
+    name = _dialect_name(conn.dialect)
+    if name == "postgresql":
+        _binary_ids_postgres(conn)
+    elif name == "mysql":
+        _binary_ids_mysql(conn)
+    elif name == "sqlite":
+        _binary_ids_sqlite(conn)
+
+
+def _binary_ids_postgres(conn: sa.Connection) -> None:
+    for table, cols in _ID_COLUMNS:
+        kinds: dict[str, str] = dict(conn.execute(sa.text(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = :t"),
+            {"t": table.name}).all())
+        todo = [c for c in cols if kinds.get(c) != "bytea"]
+        if not todo:
+            continue
+        alters = ", ".join(
+            f'ALTER COLUMN "{c}" TYPE bytea USING CASE '
+            f"WHEN \"{c}\" ~ '{_UUID_RE}' THEN decode(replace(\"{c}\", '-', ''), 'hex') "
+            f"WHEN octet_length(\"{c}\") = 16 THEN convert_to(\"{c}\", 'UTF8') || '\\x00'::bytea "
+            f"ELSE convert_to(\"{c}\", 'UTF8') END"
+            for c in todo)
+        conn.execute(sa.text(f'ALTER TABLE "{table.name}" {alters}'))
+
+
+def _binary_ids_mysql(conn: sa.Connection) -> None:
+    for table, cols in _ID_COLUMNS:
+        for c in cols:
+            col = table.c[c]
+            ddl = col.type.compile(dialect=conn.dialect)
+            null = "NULL" if col.nullable else "NOT NULL"
+            conn.execute(sa.text(f"ALTER TABLE `{table.name}` MODIFY `{c}` {ddl} {null}"))
+    # The DDL above committed (and is harmless to repeat); the updates below are one
+    # transaction with the migration's record, so a crash leaves them all undone. A
+    # 16-byte id gets its NUL before any UUID becomes 16 bytes.
+    for table, cols in _ID_COLUMNS:
+        for c in cols:
+            conn.execute(sa.text(
+                f"UPDATE `{table.name}` SET `{c}` = CONCAT(`{c}`, X'00') "
+                f"WHERE LENGTH(`{c}`) = 16 AND `{c}` NOT REGEXP '^[\\x00-\\xff]*\\x00$'"))
+            conn.execute(sa.text(
+                f"UPDATE `{table.name}` SET `{c}` = UNHEX(REPLACE(`{c}`, '-', '')) "
+                f"WHERE `{c}` REGEXP '{_UUID_RE}'"))
+
+
+def _binary_ids_sqlite(conn: sa.Connection) -> None:
+    # values already converted are blobs: a re-run leaves them alone
+    conn.connection.dbapi_connection.create_function(  # type: ignore[union-attr]
+        "relaygraph_id_v3", 1, lambda v: None if v is None else id_to_db(v),
+        deterministic=True)
+    for table, cols in _ID_COLUMNS:
+        for c in cols:
+            conn.execute(sa.text(
+                f'UPDATE "{table.name}" SET "{c}" = relaygraph_id_v3("{c}") '
+                f"WHERE typeof(\"{c}\") = 'text'"))
+
+
+def _partial_run_index(conn: sa.Connection) -> None:
+    """PostgreSQL and SQLite: the run-id index leaves out rows that have no run id."""
+    if _dialect_name(conn.dialect) not in ("postgresql", "sqlite"):
+        return
+    (index,) = (i for i in checkpoints.indexes if i.name == "relaygraph_checkpoints_run_id")
+    conn.execute(sa.text(f'DROP INDEX IF EXISTS "{index.name}"'))
+    index.create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "checkpoints, per-version frames with append deltas, per-task writes", _initial),
     Migration(2, "PostgreSQL: rows up to a page stay inline (toast_tuple_target)", _inline_rows),
+    Migration(3, "checkpoint, task and run ids stored as bytes (a UUID in 16)", _binary_ids),
+    Migration(4, "PostgreSQL, SQLite: the run-id index skips rows without one", _partial_run_index),
 )
 LATEST = MIGRATIONS[-1].version
 

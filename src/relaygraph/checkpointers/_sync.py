@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -43,14 +44,17 @@ from relaygraph.checkpointers._urls import (
     sqlite_pragmas,
 )
 
+# SQLite, PostgreSQL and MySQL/MariaDB naming one of relaygraph's tables as missing
+# (only the message's first line: PostgreSQL quotes the statement after it)
+_MISSING_TABLE = re.compile(
+    r"no such table: relaygraph_|relation \"relaygraph_\w+\" does not exist"
+    r"|table '[^']*relaygraph_\w+' doesn't exist", re.IGNORECASE)
+
 
 def translate_db_error(exc: sa.exc.DBAPIError, url: Any) -> Exception:
     """Map driver errors to relaygraph errors with the fix in the message."""
     text = str(exc.orig) if exc.orig is not None else str(exc)
-    low = text.lower()
-    if any(s in low for s in ("no such table", "does not exist", "doesn't exist")) and (
-        "relaygraph_" in low
-    ):
+    if _MISSING_TABLE.search(text.split("\n", 1)[0]):
         return SetupRequiredError(
             "the relaygraph checkpoint tables do not exist in this database; call "
             "saver.setup() (or await saver.asetup()) once before using the saver")
