@@ -114,6 +114,34 @@ def id_from_db(raw: bytes) -> str:
     return raw.decode("utf-8")
 
 
+def version_to_db(value: str) -> bytes:
+    """A channel version as :data:`VersionKey` stores it.
+
+    The checkpointers' own versions (``<12-digit counter>.<6 hex digits>``, see
+    ``get_next_version``) take 8 bytes: the counter in 5, big-endian, then the suffix, so
+    byte order is their string order. Any other version is its UTF-8 (with a NUL appended
+    when that is 8 bytes long, as :func:`id_to_db` does for 16).
+    """
+    if len(value) == 19 and value[12] == "." and value[:12].isdigit() and value[:12].isascii():
+        suffix = value[13:]
+        if suffix == suffix.lower():
+            try:
+                return int(value[:12]).to_bytes(5, "big") + bytes.fromhex(suffix)
+            except ValueError:
+                pass
+    b = value.encode("utf-8")
+    return b + b"\x00" if len(b) == 8 else b
+
+
+def version_from_db(raw: bytes) -> str:
+    """Inverse of :func:`version_to_db`."""
+    if len(raw) == 8:
+        return f"{int.from_bytes(raw[:5], 'big'):012d}.{raw[5:].hex()}"
+    if len(raw) == 9 and raw[8] == 0:
+        raw = raw[:8]
+    return raw.decode("utf-8")
+
+
 class _IdKey(sa.types.TypeDecorator[str]):
     """An exact-match id column stored as bytes: UUIDs (what LangGraph generates for
     checkpoints, tasks and runs) take 16 bytes instead of 36 characters, in the row and in
@@ -121,6 +149,8 @@ class _IdKey(sa.types.TypeDecorator[str]):
 
     impl = sa.LargeBinary
     cache_ok = True
+    _to_db = staticmethod(id_to_db)
+    _from_db = staticmethod(id_from_db)
 
     def __init__(self, length: int = MAX_KEY_CHARS) -> None:
         super().__init__()
@@ -128,30 +158,47 @@ class _IdKey(sa.types.TypeDecorator[str]):
 
     def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
         if _dialect_name(dialect) == "mysql":
-            # one byte more than the longest UTF-8 form: it tells this column type apart
-            # from the text keys of schema version 2 (see the checkpointers' migration 3)
+            # one byte more than the longest UTF-8 form: it tells these columns apart from
+            # the text keys of earlier schema versions (see the checkpointers' migrations)
             return dialect.type_descriptor(_mysql.VARBINARY(self.chars * 4 + 1))
         return dialect.type_descriptor(sa.LargeBinary())
 
     def bind_processor(self, dialect: Dialect) -> Any:
-        return _bind_id
+        to_db = self._to_db
+
+        def process(value: Any) -> Any:
+            return to_db(value) if isinstance(value, str) else value
+        return process
 
     def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
-        return _result_id
+        from_db = self._from_db
+
+        def process(value: Any) -> Any:
+            if isinstance(value, bytes | bytearray | memoryview):
+                return from_db(bytes(value))
+            return value
+        return process
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        return _bind_id(value)
+        return self._to_db(value) if isinstance(value, str) else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
-        return _result_id(value)
+        if isinstance(value, bytes | bytearray | memoryview):
+            return self._from_db(bytes(value))
+        return value
 
 
-def _bind_id(value: Any) -> Any:
-    return id_to_db(value) if isinstance(value, str) else value
+class _VersionKey(_IdKey):
+    """A channel-version column stored as bytes (see :func:`version_to_db`)."""
+
+    cache_ok = True
+    _to_db = staticmethod(version_to_db)
+    _from_db = staticmethod(version_from_db)
 
 
-def _result_id(value: Any) -> Any:
-    return id_from_db(bytes(value)) if isinstance(value, bytes | bytearray | memoryview) else value
+def VersionKey(length: int) -> _VersionKey:  # noqa: N802 - reads like a column type
+    """A version column of at most ``length`` characters, stored compactly."""
+    return _VersionKey(length)
 
 
 def IdKey(length: int = MAX_KEY_CHARS) -> _IdKey:  # noqa: N802 - reads like a column type

@@ -1,8 +1,10 @@
-"""Schema migrations: a database written by schema version 2 (ids as text) upgrades to
-version 3 (ids as bytes) in place, and reads back exactly what it held."""
+"""Schema migrations: a database written by schema version 2 (ids and versions as text)
+upgrades in place to the current version (both as bytes) and reads back exactly what it
+held."""
 
 from __future__ import annotations
 
+import random
 import uuid
 from typing import Any
 
@@ -11,7 +13,14 @@ import sqlalchemy as sa
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
 
-from relaygraph._sql import Key, _IdKey, id_from_db, id_to_db
+from relaygraph._sql import (
+    Key,
+    _IdKey,
+    id_from_db,
+    id_to_db,
+    version_from_db,
+    version_to_db,
+)
 from relaygraph.checkpointers import SQLAlchemySaver
 from relaygraph.checkpointers import _schema as S
 
@@ -40,6 +49,29 @@ def test_id_encoding_keeps_order_within_each_form() -> None:
               "é" * 8, "é" * 8 + "z", "z" * 16, "日"]
     assert sorted(others, key=id_to_db) == sorted(others)
     assert len({id_to_db(v) for v in others + uuids}) == len(others + uuids)
+
+
+@pytest.mark.parametrize("value", [
+    "000000000062.488740", "000000000000.000000", "999999999999.ffffff",
+    "000000000062.48874A",  # not the saver's form (upper case): kept as text
+    "12345678", "1234567", "123456789", "", "1", "1.5",
+    "00000000000000000000000000000002.0.5184212958357536", "٣" * 12 + ".488740",
+])
+def test_version_round_trip(value: str) -> None:
+    raw = version_to_db(value)
+    assert version_from_db(raw) == value
+    assert (len(raw) == 8) == (value[:12].isascii() and value[:12].isdigit()
+                               and value[12:13] == "." and len(value) == 19
+                               and value[13:] == value[13:].lower())
+
+
+def test_version_encoding_keeps_order_within_each_form() -> None:
+    rng = random.Random(7)
+    mine = sorted(f"{rng.randrange(10**12):012d}.{rng.getrandbits(24):06x}" for _ in range(300))
+    assert sorted(mine, key=version_to_db) == mine
+    others = ["", "1", "12345678", "12345678\x01", "123456789", "2", "v2", "ü" * 4]
+    assert sorted(others, key=version_to_db) == sorted(others)
+    assert len({version_to_db(v) for v in mine + others}) == len(mine + others)
 
 
 # -- upgrading a version-2 database ---------------------------------------------------
@@ -85,7 +117,8 @@ def _put_odd_ids(saver: SQLAlchemySaver) -> None:
         cp = empty_checkpoint()
         cp["id"] = cid
         cp["channel_values"] = {"n": i}
-        cp["channel_versions"] = {"n": saver.get_next_version(None if i == 0 else f"{i:012d}.0")}
+        # versions of another saver's format too, one of them 8 bytes long
+        cp["channel_versions"] = {"n": ["12345678", "v2", "000000000003.abcdef"][i]}
         conf: dict[str, Any] = {"configurable": {"thread_id": "odd", "checkpoint_ns": ""}}
         if parent:
             conf["configurable"]["checkpoint_id"] = parent
@@ -152,10 +185,17 @@ def test_version_2_database_upgrades_in_place(backend) -> None:
             "WHERE thread_id = 'a' AND parent_checkpoint_id IS NOT NULL")).first()
         odd = c.execute(sa.text("SELECT task_id FROM relaygraph_writes "
                                 "WHERE thread_id = 'odd'")).scalars().all()
+        odd_versions = c.execute(sa.text("SELECT version FROM relaygraph_blobs "
+                                         "WHERE thread_id = 'odd'")).scalars().all()
+        a_versions = c.execute(sa.text("SELECT version FROM relaygraph_blobs "
+                                       "WHERE thread_id = 'a'")).scalars().all()
     assert sorted(versions) == list(range(1, S.LATEST + 1))
     assert _run_index_is_partial(engine) == (backend.kind in ("postgres", "sqlite"))
     assert len(bytes(raw[0])) == 16 and len(bytes(raw[1])) == 16 and len(bytes(raw[2])) == 16
     assert sorted(bytes(x) for x in odd) == [b"t", *[b"task-16-chars-xy\x00"] * 2]
+    assert sorted(bytes(v) for v in odd_versions) == [
+        bytes.fromhex("0000000003abcdef"), b"12345678\x00", b"v2"]
+    assert {len(bytes(v)) for v in a_versions} == {8}
     assert _snapshot(fresh) == before
     fresh.setup()  # nothing left to do: the same state
     assert _snapshot(SQLAlchemySaver(engine)) == before

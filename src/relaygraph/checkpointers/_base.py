@@ -250,7 +250,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
     def _build_chain(keys_only: bool, *, lateral: bool = False) -> sa.Select:
         b = S.blobs
         if lateral:  # PostgreSQL: one statement text whatever the number of versions
-            wanted = b.c.version == sa.any_(sa.bindparam("versions", type_=ARRAY(sa.String)))
+            wanted = b.c.version == sa.any_(sa.bindparam("versions", type_=ARRAY(b.c.version.type)))
         else:
             wanted = b.c.version.in_(sa.bindparam("versions", expanding=True))
         anchor = (

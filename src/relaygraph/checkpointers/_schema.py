@@ -8,7 +8,7 @@ include them. ``setup()`` records every applied migration in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -19,11 +19,13 @@ from relaygraph._sql import (
     KeyStr,
     LargeBlob,
     LargeText,
+    VersionKey,
     _create,
     _dialect_name,
     id_to_db,
     metadata,
     setup_lock,
+    version_to_db,
 )
 
 COMPONENT = "checkpoints"
@@ -73,14 +75,14 @@ blobs = sa.Table(
     # step the same version): one row per step instead of one per channel.
     sa.Column("thread_id", KeyStr, primary_key=True),
     sa.Column("checkpoint_ns", KeyStr, primary_key=True),
-    sa.Column("version", Key(VERSION_LEN), primary_key=True),
+    sa.Column("version", VersionKey(VERSION_LEN), primary_key=True),
     # A later put that reuses a version adds parts (the first entry for a channel wins).
     sa.Column("part", sa.SmallInteger, primary_key=True, autoincrement=False),
     # Part 0 holds values that are not lists; each list channel has a part of its own,
     # naming the channel and the version its delta extends (NULL when stored whole), so
     # a chain is followed per channel without dragging in other channels' chains.
     sa.Column("channel", Key(MAX_CHANNEL), nullable=True),
-    sa.Column("base", Key(VERSION_LEN), nullable=True),
+    sa.Column("base", VersionKey(VERSION_LEN), nullable=True),
     sa.Column("type", sa.String(16), nullable=False),
     sa.Column("blob", LargeBlob, nullable=False),
     sqlite_with_rowid=False,
@@ -131,12 +133,84 @@ def _inline_rows(conn: sa.Connection) -> None:
             f'ALTER TABLE "{table.name}" SET (toast_tuple_target = {target})'))
 
 
-# Columns that schema version 2 held as text and version 3 holds as ``IdKey`` bytes.
-_ID_COLUMNS = (
-    (checkpoints, ("checkpoint_id", "parent_checkpoint_id", "run_id")),
-    (writes, ("checkpoint_id", "task_id")),
-)
-_UUID_RE = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+@dataclass(frozen=True)
+class _Packing:
+    """How text keys of a kind become bytes, in each database's SQL (see ``_to_bytes``)."""
+
+    name: str
+    packed_len: int  # the length of the compact form; UTF-8 of this length gets a NUL
+    regexp: str  # the values that take the compact form
+    postgres: str  # SQL for the compact form of column {c}
+    mysql: str
+    python: Callable[[str], bytes]
+
+
+_IDS = _Packing(
+    "id", 16, "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+    "decode(replace({c}, '-', ''), 'hex')", "UNHEX(REPLACE({c}, '-', ''))", id_to_db)
+_VERSIONS = _Packing(
+    "version", 8, "^[0-9]{12}[.][0-9a-f]{6}$",
+    "decode(lpad(to_hex(substr({c}, 1, 12)::bigint), 10, '0') || substr({c}, 14, 6), 'hex')",
+    "UNHEX(CONCAT(LPAD(HEX(CAST(SUBSTRING({c}, 1, 12) AS UNSIGNED)), 10, '0'), "
+    "SUBSTRING({c}, 14, 6)))", version_to_db)
+
+
+def _to_bytes(conn: sa.Connection, packing: _Packing,
+              columns: Sequence[tuple[sa.Table, Sequence[str]]]) -> None:
+    """Rewrite text key columns as the bytes their ``IdKey``/``VersionKey`` type stores.
+
+    Runs inside the migration's transaction where the database allows (PostgreSQL,
+    SQLite; on MySQL/MariaDB the column change commits, and the row updates after it are
+    one transaction with the migration's record), and is safe to run again after a crash.
+    """
+    name = _dialect_name(conn.dialect)
+    if name == "postgresql":
+        for table, cols in columns:
+            kinds: dict[str, str] = dict(conn.execute(sa.text(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = :t"),
+                {"t": table.name}).all())
+            todo = [c for c in cols if kinds.get(c) != "bytea"]
+            if todo:
+                conn.execute(sa.text(f'ALTER TABLE "{table.name}" '
+                                     + ", ".join(_pg_alter(packing, c) for c in todo)))
+    elif name == "mysql":
+        for table, cols in columns:
+            for c in cols:
+                col = table.c[c]
+                ddl = col.type.compile(dialect=conn.dialect)
+                null = "NULL" if col.nullable else "NOT NULL"
+                conn.execute(sa.text(f"ALTER TABLE `{table.name}` MODIFY `{c}` {ddl} {null}"))
+        # The DDL above committed (and is harmless to repeat); the updates below are
+        # undone together by a crash. Values of the compact length get their NUL before
+        # any value takes the compact form.
+        for table, cols in columns:
+            for c in cols:
+                conn.execute(sa.text(
+                    f"UPDATE `{table.name}` SET `{c}` = CONCAT(`{c}`, X'00') "
+                    f"WHERE LENGTH(`{c}`) = {packing.packed_len}"))
+                conn.execute(sa.text(
+                    f"UPDATE `{table.name}` SET `{c}` = {packing.mysql.format(c=f'`{c}`')} "
+                    f"WHERE `{c}` REGEXP '{packing.regexp}'"))
+    elif name == "sqlite":
+        # values already converted are blobs: a re-run leaves them alone
+        fn = f"relaygraph_pack_{packing.name}"
+        to_db = packing.python
+        conn.connection.dbapi_connection.create_function(  # type: ignore[union-attr]
+            fn, 1, lambda v: v if not isinstance(v, str) else to_db(v), deterministic=True)
+        for table, cols in columns:
+            for c in cols:
+                conn.execute(sa.text(f'UPDATE "{table.name}" SET "{c}" = {fn}("{c}") '
+                                     f"WHERE typeof(\"{c}\") = 'text'"))
+
+
+def _pg_alter(packing: _Packing, column: str) -> str:
+    c = f'"{column}"'
+    return (f"ALTER COLUMN {c} TYPE bytea USING CASE "
+            f"WHEN {c} ~ '{packing.regexp}' THEN {packing.postgres.format(c=c)} "
+            f"WHEN octet_length({c}) = {packing.packed_len} "
+            f"THEN convert_to({c}, 'UTF8') || '\\x00'::bytea "
+            f"ELSE convert_to({c}, 'UTF8') END")
 
 
 def _binary_ids(conn: sa.Connection) -> None:
@@ -144,68 +218,15 @@ def _binary_ids(conn: sa.Connection) -> None:
 
     Each id becomes :func:`relaygraph._sql.id_to_db` of itself. Every step stores four
     of them (a checkpoint row's own id and its parent's, a writes row's checkpoint and
-    task), each also in a primary-key index. The conversion runs inside the migration's
-    transaction where the database allows (PostgreSQL, SQLite; on MySQL/MariaDB the
-    column change commits, and the row updates after it are one transaction), and is
-    safe to run again after a crash.
+    task), each also in a primary-key index.
     """
-    name = _dialect_name(conn.dialect)
-    if name == "postgresql":
-        _binary_ids_postgres(conn)
-    elif name == "mysql":
-        _binary_ids_mysql(conn)
-    elif name == "sqlite":
-        _binary_ids_sqlite(conn)
+    _to_bytes(conn, _IDS, ((checkpoints, ("checkpoint_id", "parent_checkpoint_id", "run_id")),
+                           (writes, ("checkpoint_id", "task_id"))))
 
 
-def _binary_ids_postgres(conn: sa.Connection) -> None:
-    for table, cols in _ID_COLUMNS:
-        kinds: dict[str, str] = dict(conn.execute(sa.text(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = current_schema() AND table_name = :t"),
-            {"t": table.name}).all())
-        todo = [c for c in cols if kinds.get(c) != "bytea"]
-        if not todo:
-            continue
-        alters = ", ".join(
-            f'ALTER COLUMN "{c}" TYPE bytea USING CASE '
-            f"WHEN \"{c}\" ~ '{_UUID_RE}' THEN decode(replace(\"{c}\", '-', ''), 'hex') "
-            f"WHEN octet_length(\"{c}\") = 16 THEN convert_to(\"{c}\", 'UTF8') || '\\x00'::bytea "
-            f"ELSE convert_to(\"{c}\", 'UTF8') END"
-            for c in todo)
-        conn.execute(sa.text(f'ALTER TABLE "{table.name}" {alters}'))
-
-
-def _binary_ids_mysql(conn: sa.Connection) -> None:
-    for table, cols in _ID_COLUMNS:
-        for c in cols:
-            col = table.c[c]
-            ddl = col.type.compile(dialect=conn.dialect)
-            null = "NULL" if col.nullable else "NOT NULL"
-            conn.execute(sa.text(f"ALTER TABLE `{table.name}` MODIFY `{c}` {ddl} {null}"))
-    # The DDL above committed (and is harmless to repeat); the updates below are one
-    # transaction with the migration's record, so a crash leaves them all undone. A
-    # 16-byte id gets its NUL before any UUID becomes 16 bytes.
-    for table, cols in _ID_COLUMNS:
-        for c in cols:
-            conn.execute(sa.text(
-                f"UPDATE `{table.name}` SET `{c}` = CONCAT(`{c}`, X'00') "
-                f"WHERE LENGTH(`{c}`) = 16 AND `{c}` NOT REGEXP '^[\\x00-\\xff]*\\x00$'"))
-            conn.execute(sa.text(
-                f"UPDATE `{table.name}` SET `{c}` = UNHEX(REPLACE(`{c}`, '-', '')) "
-                f"WHERE `{c}` REGEXP '{_UUID_RE}'"))
-
-
-def _binary_ids_sqlite(conn: sa.Connection) -> None:
-    # values already converted are blobs: a re-run leaves them alone
-    conn.connection.dbapi_connection.create_function(  # type: ignore[union-attr]
-        "relaygraph_id_v3", 1, lambda v: None if v is None else id_to_db(v),
-        deterministic=True)
-    for table, cols in _ID_COLUMNS:
-        for c in cols:
-            conn.execute(sa.text(
-                f'UPDATE "{table.name}" SET "{c}" = relaygraph_id_v3("{c}") '
-                f"WHERE typeof(\"{c}\") = 'text'"))
+def _binary_versions(conn: sa.Connection) -> None:
+    """Frame versions become bytes: the saver's own versions in 8 instead of 19."""
+    _to_bytes(conn, _VERSIONS, ((blobs, ("version", "base")),))
 
 
 def _partial_run_index(conn: sa.Connection) -> None:
@@ -222,6 +243,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "PostgreSQL: rows up to a page stay inline (toast_tuple_target)", _inline_rows),
     Migration(3, "checkpoint, task and run ids stored as bytes (a UUID in 16)", _binary_ids),
     Migration(4, "PostgreSQL, SQLite: the run-id index skips rows without one", _partial_run_index),
+    Migration(5, "frame versions stored as bytes (the saver's own in 8)", _binary_versions),
 )
 LATEST = MIGRATIONS[-1].version
 
