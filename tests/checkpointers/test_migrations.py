@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from relaygraph._sql import (
     Key,
@@ -21,8 +22,9 @@ from relaygraph._sql import (
     version_from_db,
     version_to_db,
 )
-from relaygraph.checkpointers import SQLAlchemySaver
+from relaygraph.checkpointers import AsyncSQLAlchemySaver, SQLAlchemySaver
 from relaygraph.checkpointers import _schema as S
+from relaygraph.checkpointers._errors import SetupRequiredError
 
 from ._graphs import chat_graph
 
@@ -176,6 +178,13 @@ def test_version_2_database_upgrades_in_place(backend) -> None:
     assert len(cid) == 36
 
     fresh = SQLAlchemySaver(engine)  # no caches from before
+    # not upgraded yet: refused with the way out, before anything reads or writes
+    with pytest.raises(SetupRequiredError, match=r"schema version 2.*saver\.setup\(\)"):
+        fresh.get_tuple({"configurable": {"thread_id": "a"}})
+    with pytest.raises(SetupRequiredError, match="schema version 2"):
+        list(fresh.list(None))
+    with pytest.raises(SetupRequiredError, match="schema version 2"):
+        fresh.put_writes(before[0][0], [("n", 1)], "t2")
     fresh.setup()
     with engine.connect() as c:
         versions = c.execute(sa.select(S.migrations_table.c.version).where(
@@ -205,4 +214,40 @@ def test_version_2_database_upgrades_in_place(backend) -> None:
     assert out["count"] == 9 and len(out["messages"]) == 10
     # the input, its __start__ step, then the three agents
     assert len(_snapshot(fresh)) == len(before) + 5
+    engine.dispose()
+
+
+async def test_tables_of_a_newer_schema_are_refused(backend) -> None:
+    engine = sa.create_engine(backend.url)
+    SQLAlchemySaver(engine).setup()
+    with engine.begin() as c:
+        c.execute(S.migrations_table.insert().values(component=S.COMPONENT,
+                                                     version=S.LATEST + 1))
+    with pytest.raises(SetupRequiredError, match="newer than this relaygraph"):
+        SQLAlchemySaver(engine).get_tuple({"configurable": {"thread_id": "x"}})
+    aengine = create_async_engine(backend.async_url)
+    with pytest.raises(SetupRequiredError, match="newer than this relaygraph"):
+        await AsyncSQLAlchemySaver(aengine).aget_tuple({"configurable": {"thread_id": "x"}})
+    with pytest.raises(SetupRequiredError, match="newer than this relaygraph"):
+        [t async for t in AsyncSQLAlchemySaver(aengine).alist(None)]
+    await aengine.dispose()
+    engine.dispose()
+
+
+async def test_async_saver_refuses_tables_setup_has_not_upgraded(backend) -> None:
+    engine = sa.create_engine(backend.url)
+    saver = SQLAlchemySaver(engine)
+    saver.setup()
+    chat_graph(3).compile(checkpointer=saver).invoke(
+        {"count": 0}, {"configurable": {"thread_id": "a"}})
+    before = _snapshot(saver)
+    _downgrade(engine)
+    aengine = create_async_engine(backend.async_url)
+    asaver = AsyncSQLAlchemySaver(aengine)
+    with pytest.raises(SetupRequiredError, match="schema version 2"):
+        await asaver.aget_tuple({"configurable": {"thread_id": "a"}})
+    await asaver.asetup()
+    assert [(t.config, t.checkpoint, t.metadata, t.parent_config, t.pending_writes)
+            async for t in asaver.alist(None)] == before
+    await aengine.dispose()
     engine.dispose()

@@ -107,6 +107,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         """See :meth:`SQLAlchemySaver._run`."""
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
+        if not self._schema_ok:
+            await self._run_checked(self._op_schema_version)
         for attempt in (1, 2):
             try:
                 return await self._run_once(make(*args), write=write)
@@ -115,6 +117,13 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                     continue
                 raise translate_db_error(exc, self.engine.url) from exc
         raise AssertionError("unreachable")
+
+    async def _run_checked(self, make: Callable[[], Op]) -> None:
+        try:
+            version = await self._run_once(make(), write=False)
+        except sa.exc.DBAPIError as exc:
+            raise translate_db_error(exc, self.engine.url) from exc
+        self._check_schema(version)
 
     async def _run_once(self, op: Op, *, write: bool) -> Any:
         afters: list[After] = []
@@ -136,6 +145,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         return result
 
     async def _stream(self, op: Op) -> AsyncIterator[Any]:
+        if not self._schema_ok:
+            await self._run_checked(self._op_schema_version)
         try:
             msg = next(op)
             while True:
@@ -161,6 +172,7 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                 await conn.run_sync(S.run_migrations)
         except sa.exc.DBAPIError as exc:
             raise translate_db_error(exc, self.engine.url) from exc
+        self._schema_ok = False  # checked again, against what the database now holds
 
     # -- async BaseCheckpointSaver --------------------------------------------------------
 

@@ -57,7 +57,7 @@ from relaygraph.checkpointers._codec import (
     pack,
     unpack,
 )
-from relaygraph.checkpointers._errors import CorruptCheckpointError
+from relaygraph.checkpointers._errors import CorruptCheckpointError, SetupRequiredError
 from relaygraph.checkpointers._ids import check_filter, check_key
 from relaygraph.checkpointers._protocol import (
     CONFLICT,
@@ -199,6 +199,37 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         if cid is not None:
             cid = check_key(cid, "checkpoint_id", S.MAX_CHECKPOINT_ID)
         return thread_id, ns, cid
+
+    # -- schema version ---------------------------------------------------------------
+
+    #: set once the tables were found at the schema version this code reads and writes
+    _schema_ok = False
+
+    def _op_schema_version(self) -> Op:
+        m = S.migrations_table
+        rows = yield sa.select(sa.func.max(m.c.version)).where(m.c.component == S.COMPONENT)
+        return int(rows[0][0] or 0)
+
+    def _check_schema(self, version: int) -> None:
+        """Refuse tables of another schema version before anything reads or writes them.
+
+        Ids and versions are stored differently from one schema version to the next: a
+        saver on tables that ``setup()`` has not upgraded would find nothing, or fail
+        halfway, instead of reading them.
+        """
+        if version == S.LATEST:
+            self._schema_ok = True
+        elif version < S.LATEST:
+            raise SetupRequiredError(
+                f"the relaygraph checkpoint tables in this database are at schema version "
+                f"{version}; this relaygraph reads and writes version {S.LATEST}. Call "
+                f"saver.setup() (or await saver.asetup(), or run `relaygraph setup --db "
+                f"URL`) once: it upgrades them in place and keeps every checkpoint")
+        else:
+            raise SetupRequiredError(
+                f"the relaygraph checkpoint tables in this database are at schema version "
+                f"{version}, newer than this relaygraph's {S.LATEST}: a newer relaygraph "
+                f"upgraded them. Upgrade relaygraph in this process too")
 
     @staticmethod
     def _writes_key(config: RunnableConfig) -> tuple[str, str, str] | None:

@@ -137,6 +137,8 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         A connection the driver reports as dropped (server restart, idle timeout) is
         replaced and the operation, which is idempotent, runs once more.
         """
+        if not self._schema_ok:
+            self._run_checked(self._op_schema_version)
         for attempt in (1, 2):
             try:
                 return self._run_once(make(*args), write=write)
@@ -145,6 +147,13 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
                     continue
                 raise translate_db_error(exc, self.engine.url) from exc
         raise AssertionError("unreachable")
+
+    def _run_checked(self, make: Callable[[], Op]) -> None:
+        try:
+            version = self._run_once(make(), write=False)
+        except sa.exc.DBAPIError as exc:
+            raise translate_db_error(exc, self.engine.url) from exc
+        self._check_schema(version)
 
     def _run_once(self, op: Op, *, write: bool) -> Any:
         afters: list[After] = []
@@ -169,6 +178,8 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
 
     def _stream(self, op: Op) -> Iterator[Any]:
         """Run a read-only streaming op: each statement on its own, nothing held while yielding."""
+        if not self._schema_ok:
+            self._run_checked(self._op_schema_version)
         try:
             msg = next(op)
             while True:
@@ -196,6 +207,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
                 S.run_migrations(conn)
         except sa.exc.DBAPIError as exc:
             raise translate_db_error(exc, self.engine.url) from exc
+        self._schema_ok = False  # checked again, against what the database now holds
 
     # -- BaseCheckpointSaver ------------------------------------------------------------
 
