@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from relaygraph.checkpointers._schema import LATEST
 from relaygraph.cli import build_parser, main
 
 
@@ -139,6 +140,26 @@ def test_database_without_tables_says_how_to_create_them(tmp_path: Path, capsys)
     err = capsys.readouterr().err
     assert err == (f"relaygraph: error: {db} has no relaygraph tables; create them with: "
                    f"relaygraph setup --db {db}\n")
+
+
+def test_tables_of_an_older_schema_say_how_to_upgrade(tmp_path: Path, capsys) -> None:
+    import sqlite3
+
+    db = _db(tmp_path)
+    assert main(["setup", "--db", db]) == 0
+    conn = sqlite3.connect(tmp_path / "demo.db")
+    conn.execute("DELETE FROM relaygraph_migrations WHERE component = 'checkpoints' "
+                 "AND version > 2")
+    conn.commit()
+    conn.close()
+    capsys.readouterr()
+    assert main(["threads", "--db", db]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"relaygraph: error: {db} holds relaygraph tables of schema version 2, "
+                   f"this relaygraph uses {LATEST}; upgrade them with: "
+                   f"relaygraph setup --db {db}\n")
+    assert main(["setup", "--db", db]) == 0
+    assert main(["threads", "--db", db]) == 0
 
 
 def test_timeline_of_an_unknown_thread(tmp_path: Path, capsys) -> None:

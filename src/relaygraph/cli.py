@@ -452,10 +452,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # tables need room: when the output is not a terminal, do not wrap at 80 columns
     console = Console(width=None if sys.stdout.isatty() else 140)
-    from relaygraph.checkpointers import SetupRequiredError
+    from relaygraph.checkpointers import SchemaVersionError, SetupRequiredError
 
     try:
         return int(args.func(args, console))
+    except SchemaVersionError as exc:
+        hint = (f"upgrade them with: relaygraph setup --db {args.db}"
+                if exc.found < exc.needed else "upgrade relaygraph")
+        print(f"relaygraph: error: {args.db} holds relaygraph tables of schema version "
+              f"{exc.found}, this relaygraph uses {exc.needed}; {hint}", file=sys.stderr)
+        return 1
     except SetupRequiredError:
         print(f"relaygraph: error: {args.db} has no relaygraph tables; create them with: "
               f"relaygraph setup --db {args.db}", file=sys.stderr)

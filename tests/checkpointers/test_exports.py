@@ -10,7 +10,8 @@ def test_checkpointers_exports() -> None:
     assert sorted(checkpointers.__all__) == sorted([
         "AsyncSQLAlchemySaver", "BaseSQLAlchemySaver", "CheckpointerError",
         "CorruptCheckpointError", "DatabaseUnavailableError", "InvalidFilterError",
-        "InvalidKeyError", "RelaygraphSerializer", "SQLAlchemySaver", "SetupRequiredError",
+        "InvalidKeyError", "RelaygraphSerializer", "SQLAlchemySaver", "SchemaVersionError",
+        "SetupRequiredError",
         "ThreadInfo", "allow", "default_serde", "metadata",
     ])
     for name in checkpointers.__all__:

@@ -19,6 +19,7 @@ from relaygraph.checkpointers._errors import (
     DatabaseUnavailableError,
     InvalidFilterError,
     InvalidKeyError,
+    SchemaVersionError,
     SetupRequiredError,
 )
 from relaygraph.checkpointers._sync import SQLAlchemySaver
@@ -33,6 +34,7 @@ __all__ = [
     "InvalidFilterError",
     "InvalidKeyError",
     "SQLAlchemySaver",
+    "SchemaVersionError",
     "SetupRequiredError",
     "ThreadInfo",
     "allow",

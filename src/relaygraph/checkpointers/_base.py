@@ -57,7 +57,7 @@ from relaygraph.checkpointers._codec import (
     pack,
     unpack,
 )
-from relaygraph.checkpointers._errors import CorruptCheckpointError, SetupRequiredError
+from relaygraph.checkpointers._errors import CorruptCheckpointError, SchemaVersionError
 from relaygraph.checkpointers._ids import check_filter, check_key
 from relaygraph.checkpointers._protocol import (
     CONFLICT,
@@ -220,16 +220,18 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         if version == S.LATEST:
             self._schema_ok = True
         elif version < S.LATEST:
-            raise SetupRequiredError(
+            raise SchemaVersionError(
                 f"the relaygraph checkpoint tables in this database are at schema version "
                 f"{version}; this relaygraph reads and writes version {S.LATEST}. Call "
                 f"saver.setup() (or await saver.asetup(), or run `relaygraph setup --db "
-                f"URL`) once: it upgrades them in place and keeps every checkpoint")
+                f"URL`) once: it upgrades them in place and keeps every checkpoint",
+                found=version, needed=S.LATEST)
         else:
-            raise SetupRequiredError(
+            raise SchemaVersionError(
                 f"the relaygraph checkpoint tables in this database are at schema version "
                 f"{version}, newer than this relaygraph's {S.LATEST}: a newer relaygraph "
-                f"upgraded them. Upgrade relaygraph in this process too")
+                f"upgraded them. Upgrade relaygraph in this process too",
+                found=version, needed=S.LATEST)
 
     @staticmethod
     def _writes_key(config: RunnableConfig) -> tuple[str, str, str] | None:

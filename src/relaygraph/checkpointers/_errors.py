@@ -25,6 +25,18 @@ class SetupRequiredError(CheckpointerError):
     """The checkpoint tables do not exist yet: call ``setup()`` / ``asetup()`` first."""
 
 
+class SchemaVersionError(SetupRequiredError):
+    """The checkpoint tables are at another schema version than this relaygraph's.
+
+    Older tables are upgraded in place by ``setup()``; newer ones need a newer relaygraph.
+    """
+
+    def __init__(self, message: str, *, found: int, needed: int) -> None:
+        super().__init__(message)
+        self.found = found
+        self.needed = needed
+
+
 class CorruptCheckpointError(CheckpointerError):
     """Stored checkpoint data cannot be reconstructed (a missing or unreadable row)."""
 
