@@ -285,8 +285,10 @@ def test_statements_per_operation_stay_constant(saver) -> None:
     cp["channel_versions"] = {**cp["channel_versions"], "messages": v}
     counter.n = counter.round_trips = 0
     saver.put(head.config, cp, {"source": "update", "step": 99}, {"messages": v})
-    assert counter.n == 2 + extra  # one frame row, one checkpoint row
     if saver.engine.dialect.name == "postgresql":
-        assert counter.round_trips == 1  # pipelined
+        # one statement: the frame row in a CTE, then the checkpoint row
+        assert (counter.n, counter.round_trips) == (1, 1)
+    else:
+        assert counter.n == 2 + extra  # one frame row, one checkpoint row
     sa.event.remove(saver.engine, "before_cursor_execute", counter._hit)
     assert saver.get_tuple(cfg).checkpoint["channel_values"]["messages"][-1].id == "y"

@@ -9,6 +9,7 @@ from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 
 from relaygraph.checkpointers import SQLAlchemySaver
+from relaygraph.checkpointers import _schema as S
 from relaygraph.checkpointers._direct import DirectWriter
 
 from ._graphs import chat_graph
@@ -97,11 +98,22 @@ async def test_async_saver_takes_the_same_path_and_survives_a_dropped_connection
         return await run(conn, writes)
 
     saver._direct.arun = counted  # type: ignore[method-assign]
+    reads = []
+    aread = saver._direct.aread
+
+    async def counted_read(conn, stmt, params):  # noqa: ANN001, ANN202
+        reads.append(stmt)
+        return await aread(conn, stmt, params)
+
+    saver._direct.aread = counted_read  # type: ignore[method-assign]
     try:
         g = chat_graph(4).compile(checkpointer=saver)
         cfg = {"configurable": {"thread_id": "adrop"}}
         await g.ainvoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
-        assert 2 in calls  # a put: frames and checkpoint row in one pipeline
+        # a put: frames and checkpoint row in one statement, straight on psycopg
+        assert any(isinstance(stmt, sa.Insert) and stmt.table is S.checkpoints
+                   for stmt in reads)
+        assert 1 in calls  # put_writes
         sync_saver = SQLAlchemySaver(sa.create_engine(pg_backend.url))
         assert _kill_connections(sync_saver) >= 1
         sync_saver.engine.dispose()

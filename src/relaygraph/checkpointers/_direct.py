@@ -121,11 +121,14 @@ class DirectWriter:
         compiled = self.compiled(stmt)
         out: Reader | None = None
         if compiled is not None:
-            keys = list(stmt.selected_columns.keys())
+            # a SELECT's columns, or what an INSERT ... RETURNING returns
+            columns = getattr(stmt, "selected_columns", None)
+            if columns is None:
+                columns = stmt.exported_columns
+            keys = list(columns.keys())
             row_type = namedtuple("Row", keys, rename=True)  # type: ignore[misc]
             if list(row_type._fields) == keys:  # names a tuple can carry
-                procs = [c.type.result_processor(self.dialect, None)
-                         for c in stmt.selected_columns]
+                procs = [c.type.result_processor(self.dialect, None) for c in columns]
                 out = Reader(compiled, row_type, procs)
         if len(self._readers) < CACHE_MAX:
             self._readers[stmt] = out
@@ -168,7 +171,9 @@ class DirectWriter:
         raw: Any = conn.connection.dbapi_connection
         sql = plan[0][0]
         try:
-            if self.pipelined:
+            if self.pipelined and (len(plan) > 1 or len(plan[0][1]) > 1):
+                # several statements or rows: one round trip (one statement and row goes
+                # out plainly, which costs psycopg less)
                 cursors = []
                 with raw.pipeline():
                     for sql, rows in plan:
@@ -251,13 +256,17 @@ class DirectWriter:
         return _named(reader, rows)
 
     async def arun(self, conn: AsyncConnection, writes: Sequence[Q]) -> list[int] | None:
-        """:meth:`run` on an ``AsyncConnection``: one psycopg pipeline."""
+        """:meth:`run` on an ``AsyncConnection`` (several statements: one pipeline)."""
         plan = self._plan(writes)
         if plan is None:
             return None
         raw = await self._araw(conn)
         sql = plan[0][0]
         try:
+            if len(plan) == 1 and len(plan[0][1]) == 1:  # one statement and row: plainly
+                async with raw.cursor() as cur:
+                    await cur.execute(sql, plan[0][1][0])
+                    return [cur.rowcount]
             cursors = []
             async with raw.pipeline():
                 for sql, rows in plan:
