@@ -13,7 +13,7 @@ from langgraph.checkpoint.base import DeltaChannelHistory
 
 from relaygraph.checkpointers import _schema as S
 from relaygraph.checkpointers._codec import EMPTY, Key4, Materializer
-from relaygraph.checkpointers._protocol import Op
+from relaygraph.checkpointers._protocol import Op, R
 
 if TYPE_CHECKING:
     from relaygraph.checkpointers._base import BaseSQLAlchemySaver
@@ -24,12 +24,12 @@ def delta_history(saver: BaseSQLAlchemySaver, config: RunnableConfig,
     if not channels:
         return {}
     thread_id, ns, cid = saver._ns(config)
-    c = S.checkpoints
-    q = sa.select(c.c.checkpoint_id, c.c.metadata).where(
-        c.c.thread_id == thread_id, c.c.checkpoint_ns == ns)
-    q = (q.where(c.c.checkpoint_id == cid) if cid
-         else q.order_by(c.c.checkpoint_id.desc()).limit(1))
-    got = yield q
+    if cid:
+        got = yield R(saver._cached("delta_head_by_id", lambda: _build_head(False)),
+                      {"t": thread_id, "ns": ns, "cid": cid})
+    else:
+        got = yield R(saver._cached("delta_head_latest", lambda: _build_head(True)),
+                      {"t": thread_id, "ns": ns})
     if not got:
         return {ch: {"writes": []} for ch in channels}
     cid = got[0].checkpoint_id
@@ -41,22 +41,9 @@ def delta_history(saver: BaseSQLAlchemySaver, config: RunnableConfig,
              if isinstance(counters.get(ch), list | tuple) and len(counters[ch]) > 1]
     max_depth = (max(spans) + 1) if spans and len(spans) == len(channels) else 1_000_000
     # 1. the ancestor chain, nearest first, in one recursive query
-    anchor = (sa.select(c.c.checkpoint_id, c.c.parent_checkpoint_id,
-                        sa.literal(0).label("depth"))
-              .where(c.c.thread_id == thread_id, c.c.checkpoint_ns == ns,
-                     c.c.checkpoint_id == cid)
-              .cte("relaygraph_ancestors", recursive=True))
-    c2 = c.alias("c2")
-    walk = anchor.union_all(
-        sa.select(c2.c.checkpoint_id, c2.c.parent_checkpoint_id,
-                  (anchor.c.depth + 1).label("depth"))
-        .where(c2.c.thread_id == thread_id, c2.c.checkpoint_ns == ns,
-               c2.c.checkpoint_id == anchor.c.parent_checkpoint_id,
-               anchor.c.depth < max_depth))
-    rows = yield sa.select(c.c.checkpoint_id, c.c.type, c.c.checkpoint, c.c.thread_id,
-                           walk.c.depth).join(
-        walk, sa.and_(c.c.thread_id == thread_id, c.c.checkpoint_ns == ns,
-                      c.c.checkpoint_id == walk.c.checkpoint_id)).order_by(walk.c.depth)
+    lateral = saver._dialect.name == "postgresql"
+    rows = yield R(saver._cached("delta_ancestors", lambda: _build_ancestors(lateral)),
+                   {"t": thread_id, "ns": ns, "cid": cid, "depth": max_depth})
     ancestors = []
     seen: set[str] = set()
     for r in rows[1:]:  # the target's own writes and value are not part of the contract
@@ -100,3 +87,39 @@ def delta_history(saver: BaseSQLAlchemySaver, config: RunnableConfig,
                 entry["seed"] = val
         result[ch] = entry
     return result
+
+
+def _build_head(latest: bool) -> sa.Select:
+    c = S.checkpoints
+    q = sa.select(c.c.checkpoint_id, c.c.metadata).where(
+        c.c.thread_id == sa.bindparam("t"), c.c.checkpoint_ns == sa.bindparam("ns"))
+    return (q.order_by(c.c.checkpoint_id.desc()).limit(1) if latest
+            else q.where(c.c.checkpoint_id == sa.bindparam("cid")))
+
+
+def _build_ancestors(lateral: bool) -> sa.Select:
+    """A checkpoint and its ancestors up to ``depth`` steps back, nearest first."""
+    c = S.checkpoints
+    anchor = (sa.select(c.c.checkpoint_id, c.c.parent_checkpoint_id,
+                        sa.literal_column("0").label("depth"))
+              .where(c.c.thread_id == sa.bindparam("t"), c.c.checkpoint_ns == sa.bindparam("ns"),
+                     c.c.checkpoint_id == sa.bindparam("cid"))
+              .cte("relaygraph_ancestors", recursive=True))
+    c2 = c.alias("c2")
+    step = sa.select(c2.c.checkpoint_id, c2.c.parent_checkpoint_id,
+                     (anchor.c.depth + 1).label("depth")).where(
+        c2.c.thread_id == sa.bindparam("t"), c2.c.checkpoint_ns == sa.bindparam("ns"),
+        c2.c.checkpoint_id == anchor.c.parent_checkpoint_id,
+        anchor.c.depth < sa.bindparam("depth"))
+    if lateral:
+        # as in the frame chain query: a primary-key lookup per step, not a hash join
+        # over the thread's checkpoints planned for a guessed work table
+        nxt = step.limit(1).lateral("relaygraph_parent")
+        walk = anchor.union_all(sa.select(*nxt.c).select_from(anchor).join(nxt, sa.true()))
+    else:
+        walk = anchor.union_all(step)
+    return sa.select(c.c.checkpoint_id, c.c.type, c.c.checkpoint, c.c.thread_id,
+                     walk.c.depth).join(
+        walk, sa.and_(c.c.thread_id == sa.bindparam("t"),
+                      c.c.checkpoint_ns == sa.bindparam("ns"),
+                      c.c.checkpoint_id == walk.c.checkpoint_id)).order_by(walk.c.depth)
