@@ -317,3 +317,16 @@ async def acreate_tables(engine: Any, tables: Sequence[sa.Table]) -> None:
     """Async twin of :func:`create_tables` for an ``AsyncEngine``."""
     async with engine.begin() as conn:
         await conn.run_sync(_create_locked, tables)
+
+
+def recursive_step(anchor: Any, step: sa.Select, *, lateral: bool, distinct: bool) -> Any:
+    """The recursive CTE ``anchor`` with its recursive term ``step`` (UNION or UNION ALL).
+
+    PostgreSQL (``lateral``) plans the recursive term once, for a guessed 10-row work
+    table, and picks a hash join over a scan of the whole table, which then runs on every
+    step of the walk: the step becomes a LATERAL lookup of one row by primary key, a seek.
+    """
+    if lateral:
+        nxt = step.limit(1).lateral(f"{anchor.name}_next")
+        step = sa.select(*nxt.c).select_from(anchor).join(nxt, sa.true())
+    return anchor.union(step) if distinct else anchor.union_all(step)

@@ -34,7 +34,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 
-from relaygraph._sql import upsert
+from relaygraph._sql import recursive_step, upsert
 from relaygraph.checkpointers import _history, _retention
 from relaygraph.checkpointers import _schema as S
 from relaygraph.checkpointers._codec import (
@@ -328,14 +328,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             b2.c.version == anchor.c.base,
             b2.c.channel == anchor.c.channel,
         )
-        if lateral:
-            # PostgreSQL plans the recursive term once, for a guessed 10-row work table,
-            # and picks a hash join over a scan of the whole table, which then runs on
-            # every step of the walk. A LATERAL primary-key lookup keeps it a seek.
-            nxt = step.limit(1).lateral("relaygraph_next")
-            chain = anchor.union(sa.select(*nxt.c).select_from(anchor).join(nxt, sa.true()))
-        else:
-            chain = anchor.union(step)
+        chain = recursive_step(anchor, step, lateral=lateral, distinct=True)
         cols = [b.c.thread_id, b.c.checkpoint_ns, b.c.version, b.c.part]
         if not keys_only:
             cols += [b.c.base, b.c.type, b.c.blob]

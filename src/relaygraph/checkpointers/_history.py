@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import DeltaChannelHistory
 
+from relaygraph._sql import recursive_step
 from relaygraph.checkpointers import _schema as S
 from relaygraph.checkpointers._codec import EMPTY, Key4, Materializer
 from relaygraph.checkpointers._protocol import Op, R
@@ -111,13 +112,7 @@ def _build_ancestors(lateral: bool) -> sa.Select:
         c2.c.thread_id == sa.bindparam("t"), c2.c.checkpoint_ns == sa.bindparam("ns"),
         c2.c.checkpoint_id == anchor.c.parent_checkpoint_id,
         anchor.c.depth < sa.bindparam("depth"))
-    if lateral:
-        # as in the frame chain query: a primary-key lookup per step, not a hash join
-        # over the thread's checkpoints planned for a guessed work table
-        nxt = step.limit(1).lateral("relaygraph_parent")
-        walk = anchor.union_all(sa.select(*nxt.c).select_from(anchor).join(nxt, sa.true()))
-    else:
-        walk = anchor.union_all(step)
+    walk = recursive_step(anchor, step, lateral=lateral, distinct=False)
     return sa.select(c.c.checkpoint_id, c.c.type, c.c.checkpoint, c.c.thread_id,
                      walk.c.depth).join(
         walk, sa.and_(c.c.thread_id == sa.bindparam("t"),
