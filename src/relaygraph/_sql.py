@@ -99,18 +99,24 @@ def id_to_db(value: str) -> bytes:
     value (uuid6 checkpoint ids by time), other ids by code point.
     """
     raw = uuid_bytes(value)
-    if raw is not None:
-        return raw
-    b = value.encode("utf-8")
-    return b + b"\x00" if len(b) == 16 else b
+    return raw if raw is not None else _utf8_beside(value, 16)
 
 
 def id_from_db(raw: bytes) -> str:
     """Inverse of :func:`id_to_db`."""
-    if len(raw) == 16:
-        return uuid_str(raw)
-    if len(raw) == 17 and raw[16] == 0:
-        raw = raw[:16]
+    return uuid_str(raw) if len(raw) == 16 else _utf8_from(raw, 16)
+
+
+def _utf8_beside(value: str, compact: int) -> bytes:
+    """``value``'s UTF-8, never ``compact`` bytes long (a NUL is appended then)."""
+    b = value.encode("utf-8")
+    return b + b"\x00" if len(b) == compact else b
+
+
+def _utf8_from(raw: bytes, compact: int) -> str:
+    """Inverse of :func:`_utf8_beside`."""
+    if len(raw) == compact + 1 and raw[compact] == 0:
+        raw = raw[:compact]
     return raw.decode("utf-8")
 
 
@@ -129,17 +135,28 @@ def version_to_db(value: str) -> bytes:
                 return int(value[:12]).to_bytes(5, "big") + bytes.fromhex(suffix)
             except ValueError:
                 pass
-    b = value.encode("utf-8")
-    return b + b"\x00" if len(b) == 8 else b
+    return _utf8_beside(value, 8)
 
 
 def version_from_db(raw: bytes) -> str:
     """Inverse of :func:`version_to_db`."""
     if len(raw) == 8:
         return f"{int.from_bytes(raw[:5], 'big'):012d}.{raw[5:].hex()}"
-    if len(raw) == 9 and raw[8] == 0:
-        raw = raw[:8]
-    return raw.decode("utf-8")
+    return _utf8_from(raw, 8)
+
+
+def _binder(to_db: Any) -> Any:
+    def process(value: Any) -> Any:
+        return to_db(value) if isinstance(value, str) else value
+    return process
+
+
+def _reader(from_db: Any) -> Any:
+    def process(value: Any) -> Any:
+        if isinstance(value, bytes | bytearray | memoryview):
+            return from_db(bytes(value))
+        return value
+    return process
 
 
 class _IdKey(sa.types.TypeDecorator[str]):
@@ -149,8 +166,9 @@ class _IdKey(sa.types.TypeDecorator[str]):
 
     impl = sa.LargeBinary
     cache_ok = True
-    _to_db = staticmethod(id_to_db)
-    _from_db = staticmethod(id_from_db)
+    # the value processors, also handed to SQLAlchemy as they are (no per-value wrapping)
+    _bind = staticmethod(_binder(id_to_db))
+    _result = staticmethod(_reader(id_from_db))
 
     def __init__(self, length: int = MAX_KEY_CHARS) -> None:
         super().__init__()
@@ -164,36 +182,24 @@ class _IdKey(sa.types.TypeDecorator[str]):
         return dialect.type_descriptor(sa.LargeBinary())
 
     def bind_processor(self, dialect: Dialect) -> Any:
-        to_db = self._to_db
-
-        def process(value: Any) -> Any:
-            return to_db(value) if isinstance(value, str) else value
-        return process
+        return self._bind
 
     def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
-        from_db = self._from_db
-
-        def process(value: Any) -> Any:
-            if isinstance(value, bytes | bytearray | memoryview):
-                return from_db(bytes(value))
-            return value
-        return process
+        return self._result
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        return self._to_db(value) if isinstance(value, str) else value
+        return self._bind(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
-        if isinstance(value, bytes | bytearray | memoryview):
-            return self._from_db(bytes(value))
-        return value
+        return self._result(value)
 
 
 class _VersionKey(_IdKey):
     """A channel-version column stored as bytes (see :func:`version_to_db`)."""
 
     cache_ok = True
-    _to_db = staticmethod(version_to_db)
-    _from_db = staticmethod(version_from_db)
+    _bind = staticmethod(_binder(version_to_db))
+    _result = staticmethod(_reader(version_from_db))
 
 
 def VersionKey(length: int) -> _VersionKey:  # noqa: N802 - reads like a column type

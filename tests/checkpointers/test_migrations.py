@@ -40,7 +40,7 @@ from ._graphs import chat_graph
 def test_id_round_trip(value: str) -> None:
     raw = id_to_db(value)
     assert id_from_db(raw) == value
-    canonical = len(value) == 36 and value == str(uuid.UUID(value)) if len(value) == 36 else False
+    canonical = len(value) == 36 and value == str(uuid.UUID(value))
     assert (len(raw) == 16) == canonical
 
 
