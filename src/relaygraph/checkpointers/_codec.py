@@ -25,6 +25,7 @@ checkpointed and the change is not seen (return a new message instead).
 
 from __future__ import annotations
 
+import operator
 import re
 import threading
 import zlib
@@ -197,8 +198,13 @@ class TailCache:
 
 
 def _extends(new: list[Any], old: tuple[Any, ...]) -> bool:
-    if len(new) < len(old):
+    n = len(old)
+    if len(new) < n:
         return False
+    # Reducers such as ``add_messages`` keep the very objects they were given: an identity
+    # check runs in C, ~10x faster than comparing items one by one in Python.
+    if all(map(operator.is_, new[:n], old)):
+        return True
     for a, b in zip(new, old, strict=False):
         if a is not b and a != b:
             return False
