@@ -33,7 +33,7 @@ from relaygraph.checkpointers._base import (
     R,
     ThreadInfo,
 )
-from relaygraph.checkpointers._direct import DirectWriter, supports
+from relaygraph.checkpointers._direct import DirectWriter, LiteConnection, SyncConn, supports
 from relaygraph.checkpointers._errors import DatabaseUnavailableError, SetupRequiredError
 from relaygraph.checkpointers._protocol import answer, writes_of
 from relaygraph.checkpointers._urls import (
@@ -102,6 +102,9 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         # reads and one-statement writes autocommit, the rest runs in transactions
         self._reader, self._tx = engine_views(engine)
         self._direct = DirectWriter(engine.dialect) if supports(engine.dialect) else None
+        # SQLite runs its cached statements on the driver connection: the operations go
+        # without SQLAlchemy's Connection and Transaction too (see ``LiteConnection``)
+        self._lite = self._direct if engine.dialect.name == "sqlite" else None
 
     @classmethod
     @contextmanager
@@ -157,7 +160,9 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
 
     def _run_once(self, op: Op, *, write: bool) -> Any:
         afters: list[After] = []
-        if write and self._write_lock is not None:
+        if self._lite is not None:
+            result = self._run_lite(self._lite, op, afters, write)
+        elif write and self._write_lock is not None:
             with self._write_lock, self._tx.begin() as conn:
                 if self._direct is not None:
                     self._direct.execute(conn, "BEGIN IMMEDIATE")
@@ -176,6 +181,25 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
             a.fn()
         return result
 
+    def _run_lite(self, direct: DirectWriter, op: Op, afters: list[After],
+                  write: bool) -> Any:
+        if not write:
+            conn = LiteConnection(self.engine, direct)
+            try:
+                return _drive(conn, op, afters, direct)
+            finally:
+                conn.close()
+        assert self._write_lock is not None
+        with self._write_lock:
+            conn = LiteConnection(self.engine, direct)
+            try:
+                direct.execute(conn, "BEGIN IMMEDIATE")
+                result = _drive(conn, op, afters, direct)
+                conn.commit()
+                return result
+            finally:
+                conn.close()  # rolls back what did not commit
+
     def _stream(self, op: Op) -> Iterator[Any]:
         """Run a read-only streaming op: each statement on its own, nothing held while yielding."""
         if not self._schema_ok:
@@ -190,8 +214,15 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
                     msg = op.send(None)
                 else:
                     try:
-                        with self._reader.connect() as conn:
-                            out = _exec(conn, msg, self._direct)
+                        if self._lite is not None:
+                            conn = LiteConnection(self.engine, self._lite)
+                            try:
+                                out = _exec(conn, msg, self._lite)
+                            finally:
+                                conn.close()
+                        else:
+                            with self._reader.connect() as conn:
+                                out = _exec(conn, msg, self._direct)
                     except sa.exc.DBAPIError as exc:
                         raise translate_db_error(exc, self.engine.url) from exc
                     msg = op.send(out)
@@ -316,7 +347,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         return await asyncio.to_thread(lambda: self.list_threads(limit=limit))
 
 
-def _exec(conn: sa.Connection, msg: Any, direct: DirectWriter | None = None) -> Any:
+def _exec(conn: SyncConn, msg: Any, direct: DirectWriter | None = None) -> Any:
     if isinstance(msg, P | Q):
         writes = writes_of(msg)
         counts = direct.run(conn, writes) if direct is not None else None
@@ -330,13 +361,13 @@ def _exec(conn: sa.Connection, msg: Any, direct: DirectWriter | None = None) -> 
     return res.all() if res.returns_rows else res.rowcount
 
 
-def _exec_q(conn: sa.Connection, msg: Q) -> int:
+def _exec_q(conn: SyncConn, msg: Q) -> int:
     # one row: a plain execute (an executemany goes through the driver's pipeline)
     params = msg.params[0] if len(msg.params) == 1 else msg.params
     return conn.execute(msg.stmt, params).rowcount
 
 
-def _drive(conn: sa.Connection, op: Op, afters: list[After],
+def _drive(conn: SyncConn, op: Op, afters: list[After],
            direct: DirectWriter | None = None) -> Any:
     try:
         msg = next(op)

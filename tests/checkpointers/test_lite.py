@@ -1,0 +1,177 @@
+"""SQLite operations on the pooled sqlite3 connection itself (``LiteConnection``).
+
+Same rows as through SQLAlchemy's Connection, one transaction per write, the same error
+types, and nothing left behind by an operation that failed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+import sqlalchemy as sa
+from langchain_core.messages import AIMessage, HumanMessage
+
+from relaygraph.checkpointers import DatabaseUnavailableError, SQLAlchemySaver
+from relaygraph.checkpointers._direct import LiteConnection
+
+from ._graphs import chat_graph
+
+
+@pytest.fixture
+def saver(tmp_path):
+    with SQLAlchemySaver.from_conn_string(f"sqlite:///{tmp_path}/lite.db") as s:
+        s.setup()
+        assert s._lite is not None
+        yield s
+
+
+def _rows(saver: SQLAlchemySaver, table: str) -> int:
+    with saver.engine.connect() as c:
+        return int(c.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one())
+
+
+def _next_put(saver: SQLAlchemySaver, cfg: dict) -> tuple[dict, dict, dict]:
+    head = saver.get_tuple(cfg)
+    cp = dict(head.checkpoint)
+    v = saver.get_next_version(max(cp["channel_versions"].values()))
+    cp["id"] = "ffffffff-ffff-6fff-bfff-ffffffffffff"  # sorts after every id LangGraph makes
+    cp["channel_values"] = {**cp["channel_values"], "messages": [
+        *cp["channel_values"]["messages"], AIMessage("x" * 200, id="extra")]}
+    cp["channel_versions"] = {**cp["channel_versions"], "messages": v}
+    return head.config, cp, {"messages": v}
+
+
+def test_operations_skip_sqlalchemys_connection(saver, monkeypatch) -> None:
+    """Puts and writes run on the driver connection; the graph reads back intact.
+
+    Statements built per call (the saver's one-time schema check, reads with an IN list
+    of versions or ids) run through a Connection made on the same checkout."""
+    cfg = {"configurable": {"thread_id": "lite"}}
+    assert saver.get_tuple(cfg) is None
+    built: list[object] = []
+    real = sa.Connection.__init__
+
+    def spy(self, *a, **kw):
+        built.append(self)
+        real(self, *a, **kw)
+
+    monkeypatch.setattr(sa.Connection, "__init__", spy)
+    g = chat_graph(6).compile(checkpointer=saver)
+    out = g.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+    assert built == []
+    assert g.get_state(cfg).values["messages"] == out["messages"]
+    history = list(g.get_state_history(cfg))
+    assert len(list(saver.list(cfg))) == len(history) == 8
+    assert history[0].values["messages"] == out["messages"]
+    assert saver.engine.pool.checkedout() == 0
+
+
+def test_a_statement_built_per_call_gets_a_connection_on_the_same_checkout(saver) -> None:
+    """delete_for_runs needs an expanding IN list: SQLAlchemy runs it, in the same
+    transaction, and the connection goes back to the pool once."""
+    g = chat_graph(2).compile(checkpointer=saver)
+    for i in range(2):
+        g.invoke({"messages": [HumanMessage("hi", id=f"h{i}")], "count": 0},
+                 {"configurable": {"thread_id": f"r{i}", "run_id": f"run-{i}"}})
+    saver.delete_for_runs(["run-0"])
+    assert saver.get_tuple({"configurable": {"thread_id": "r0"}}) is None
+    assert saver.get_tuple({"configurable": {"thread_id": "r1"}}) is not None
+    assert saver.engine.pool.checkedout() == 0
+
+
+def test_a_failed_put_leaves_nothing_and_releases_the_write_lock(saver) -> None:
+    """A put whose checkpoint row is refused rolls back its frames, raises SQLAlchemy's
+    error, and leaves the database writable for the next put and for other connections."""
+    g = chat_graph(2).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "fail"}}
+    g.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+    frames, ckpts = _rows(saver, "relaygraph_blobs"), _rows(saver, "relaygraph_checkpoints")
+    with saver.engine.begin() as c:
+        c.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON relaygraph_checkpoints "
+                          "BEGIN SELECT RAISE(ABORT, 'refused by trigger'); END")
+    parent, cp, versions = _next_put(saver, cfg)
+    with pytest.raises(sa.exc.DBAPIError, match="refused by trigger"):
+        saver.put(parent, cp, {"step": 9}, versions)
+    assert (_rows(saver, "relaygraph_blobs"), _rows(saver, "relaygraph_checkpoints")) == (
+        frames, ckpts)
+    assert saver.engine.pool.checkedout() == 0
+    # another connection can write at once: no transaction was left open
+    other = sqlite3.connect(saver.engine.url.database, timeout=0)
+    other.execute("DROP TRIGGER refuse")
+    other.commit()
+    other.close()
+    saver.put(parent, cp, {"step": 9}, versions)
+    got = saver.get_tuple(cfg)
+    assert got.checkpoint["channel_values"]["messages"][-1].id == "extra"
+
+
+def test_writes_from_many_threads_each_commit(saver) -> None:
+    g = chat_graph(3).compile(checkpointer=saver)
+
+    def run(i: int) -> None:
+        g.invoke({"messages": [HumanMessage("hi", id=f"h{i}")], "count": 0},
+                 {"configurable": {"thread_id": f"t{i}"}})
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(8):
+        state = g.get_state({"configurable": {"thread_id": f"t{i}"}})
+        assert [m.id for m in state.values["messages"]][0] == f"h{i}"
+        assert state.values["count"] == 3
+    assert saver.engine.pool.checkedout() == 0
+
+
+def test_a_database_that_cannot_be_opened_is_a_clear_error(tmp_path) -> None:
+    missing = tmp_path / "no" / "such" / "dir" / "x.db"
+    with SQLAlchemySaver.from_conn_string(f"sqlite:///{missing}") as s:
+        with pytest.raises(DatabaseUnavailableError, match="unable to open"):
+            s.get_tuple({"configurable": {"thread_id": "t"}})
+
+
+def test_a_commit_that_fails_is_raised_and_rolled_back(tmp_path) -> None:
+    """On an engine that does not reset connections it hands back, the saver still rolls
+    back what did not commit: a connection never goes back holding SQLite's write lock."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/noreset.db", pool_reset_on_return=None)
+    saver = SQLAlchemySaver(engine)
+    saver.setup()
+
+    class Refusing:
+        """A driver connection whose COMMIT fails (a full disk, an I/O error)."""
+
+        def __init__(self, raw: sqlite3.Connection) -> None:
+            self.raw = raw
+            self.rollbacks = 0
+
+        @property
+        def in_transaction(self) -> bool:
+            return self.raw.in_transaction
+
+        def commit(self) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        def rollback(self) -> None:
+            self.rollbacks += 1
+            self.raw.rollback()
+
+    conn = LiteConnection(saver.engine, saver._lite)
+    raw = conn.connection.dbapi_connection
+    raw.execute("BEGIN IMMEDIATE")
+    raw.execute("DELETE FROM relaygraph_migrations")
+    fake = Refusing(raw)
+    conn.connection.dbapi_connection = fake  # type: ignore[misc]
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="disk I/O error"):
+            conn.commit()
+    finally:
+        conn.close()
+    assert fake.rollbacks == 1
+    assert not raw.in_transaction
+    assert saver.engine.pool.checkedout() == 0
+    with engine.connect() as c:  # the delete did not commit
+        assert c.exec_driver_sql("SELECT count(*) FROM relaygraph_migrations").scalar_one()
+    engine.dispose()
