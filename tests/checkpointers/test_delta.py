@@ -292,3 +292,31 @@ def test_statements_per_operation_stay_constant(saver) -> None:
         assert counter.n == 2 + extra  # one frame row, one checkpoint row
     sa.event.remove(saver.engine, "before_cursor_execute", counter._hit)
     assert saver.get_tuple(cfg).checkpoint["channel_values"]["messages"][-1].id == "y"
+
+
+def test_caches_keep_one_generation_of_a_threads_items(saver) -> None:
+    """The saver remembers the latest stored value of each list channel (to store the
+    next one as a delta), not every earlier one: each invoke starts from values decoded
+    afresh, and keeping the tails of older versions would keep all those generations of
+    messages alive. A fork from an older checkpoint still reads back exactly."""
+    ref = chat_graph(12).compile(checkpointer=InMemorySaver())
+    g = chat_graph(12).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "gen"}}
+    for graph in (ref, g):
+        graph.invoke({"messages": [HumanMessage("a", id="a")], "count": 0}, cfg,
+                     interrupt_after=["critic"])
+        for _ in range(3):  # each invoke reads the thread back first (get_tuple)
+            graph.invoke(None, cfg, interrupt_after=["critic"])
+    tails = [k for k in saver._cache._tails._d if k[0] == "gen"]
+    assert sorted(k[2] for k in tails) == ["log", "messages"], tails
+    assert [k for k in saver._cache.writes._by_ckpt._d if k[0] == "gen"] == []
+    # the fork's first put finds no tail for the old version: it stores the value whole
+    old = list(g.get_state_history(cfg))[5].config
+    old_ref = list(ref.get_state_history(cfg))[5].config
+    extra = {"messages": [AIMessage("fork", id="fork")]}
+    forked = g.update_state(old, extra)
+    forked_ref = ref.update_state(old_ref, extra)
+    assert g.get_state(forked).values == ref.get_state(forked_ref).values
+    g.invoke(None, forked)
+    ref.invoke(None, forked_ref)
+    assert _history(g, cfg) == _history(ref, cfg)

@@ -616,6 +616,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         # version -> base -> {channel: entry}
         groups: dict[str, dict[str, tuple[Any, list[Any]]]] = defaultdict(dict)
         tails: list[tuple[Key4, Tail]] = []
+        superseded: list[Key4] = []
         rewrites: list[dict[str, Any]] = []
         resolved: list[tuple[Any, tuple[str, bytes]]] = []  # references and their bytes
         for ch, ver in new_versions.items():
@@ -624,6 +625,8 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             pver = parent_versions.get(ch) if parent_versions else None
             pver_s = str(pver) if pver is not None else None
             tail = self._cache.tail((thread_id, ns, ch, pver_s)) if pver_s else None
+            if tail is not None and pver_s is not None and pver_s != sver:
+                superseded.append((thread_id, ns, ch, pver_s))
             base, entry, new_tail, slices = encode_channel(
                 self.serde, value=values.get(ch), present=ch in values, version=sver,
                 parent_version=pver_s, tail=tail, segment_every=self.segment_every)
@@ -713,8 +716,12 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             yield ckpt
         versions = dict(checkpoint["channel_versions"])
         def remember() -> None:
-            self._cache.remember(tails, [((thread_id, ns, cid), versions)])
+            self._cache.remember(tails, [((thread_id, ns, cid), versions)], superseded)
             self._cache.writes.remember_resolved(resolved)
+            if parent_id is not None:
+                # the parent's writes served this put's references; like the superseded
+                # tails, only a fork from the parent would look at them again
+                self._cache.writes.drop((thread_id, ns, parent_id))
 
         yield After(remember)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns,

@@ -182,8 +182,18 @@ class TailCache:
             return self._versions.get(key)
 
     def remember(self, tails: Iterable[tuple[Hashable, Tail]],
-                 versions: Iterable[tuple[Hashable, Mapping[str, Any]]]) -> None:
+                 versions: Iterable[tuple[Hashable, Mapping[str, Any]]],
+                 superseded: Iterable[Hashable] = ()) -> None:
+        """Add tails and checkpoint versions; drop the ``superseded`` tails.
+
+        A put that stores a channel's next version supersedes the tail of the version it
+        extended: only a fork from that older version would use it again (and then stores
+        the value whole once). Keeping it would keep every earlier generation of the
+        thread's items alive, above all the ones each ``get_tuple`` decoded afresh.
+        """
         with self._lock:
+            for k in superseded:
+                self._tails.pop(k)
             for k, t in tails:
                 self._tails.put(k, t)
             for k, v in versions:

@@ -79,6 +79,10 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         segment_every: list channels are stored as appended deltas; every
             ``segment_every`` versions a segment row bounds the rows a read touches.
         compress: zstd-compress stored values when that saves space.
+        cache_size: entries of each in-memory cache (the latest stored value of every list
+            channel, checkpoint versions, task writes), by which a put stores only what
+            was appended. A thread holds one value per list channel, its latest; a miss
+            costs one value stored whole, never a wrong one.
 
     Example:
         >>> with SQLAlchemySaver.from_conn_string("sqlite:///relaygraph.db") as saver:
