@@ -44,10 +44,10 @@ def _next_put(saver: SQLAlchemySaver, cfg: dict) -> tuple[dict, dict, dict]:
 
 
 def test_operations_skip_sqlalchemys_connection(saver, monkeypatch) -> None:
-    """Puts and writes run on the driver connection; the graph reads back intact.
+    """Puts, writes and get_tuple run on the driver connection; the graph reads back intact.
 
-    Statements built per call (the saver's one-time schema check, reads with an IN list
-    of versions or ids) run through a Connection made on the same checkout."""
+    Statements built per call (the saver's one-time schema check, list()'s page query)
+    run through a Connection made on the same checkout."""
     cfg = {"configurable": {"thread_id": "lite"}}
     assert saver.get_tuple(cfg) is None
     built: list[object] = []
@@ -62,6 +62,7 @@ def test_operations_skip_sqlalchemys_connection(saver, monkeypatch) -> None:
     out = g.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
     assert built == []
     assert g.get_state(cfg).values["messages"] == out["messages"]
+    assert built == []
     history = list(g.get_state_history(cfg))
     assert len(list(saver.list(cfg))) == len(history) == 8
     assert history[0].values["messages"] == out["messages"]
@@ -175,3 +176,32 @@ def test_a_commit_that_fails_is_raised_and_rolled_back(tmp_path) -> None:
     with engine.connect() as c:  # the delete did not commit
         assert c.exec_driver_sql("SELECT count(*) FROM relaygraph_migrations").scalar_one()
     engine.dispose()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 9, 300])
+def test_in_lists_bind_one_parameter_per_value_padded_to_a_power_of_two(saver, n) -> None:
+    values = [f"v{i}" for i in range(n)]
+    slots, params = saver._in_list("ids", values)
+    assert slots is not None and slots >= n and slots & (slots - 1) == 0 and slots < 2 * n + 1
+    assert list(params) == [f"ids{i}" for i in range(slots)]
+    assert list(params.values())[:n] == values
+    assert set(params.values()) == set(values)  # padding repeats, never invents
+
+
+def test_reads_with_many_versions_and_checkpoints_match_inmemory(saver) -> None:
+    """list() fetches writes for up to 400 checkpoints and frames for many versions at a
+    time: every IN-list size reads back what InMemorySaver holds."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    ref = chat_graph(40).compile(checkpointer=InMemorySaver())
+    g = chat_graph(40).compile(checkpointer=saver)
+    for graph in (ref, g):
+        for t in range(3):
+            graph.invoke({"messages": [HumanMessage("hi", id=f"h{t}")], "count": 0},
+                         {"configurable": {"thread_id": f"many-{t}"}})
+    def snap(graph, t):
+        return [(s.values, s.next, [(t.name, t.result, t.interrupts) for t in s.tasks])
+                for s in graph.get_state_history({"configurable": {"thread_id": f"many-{t}"}})]
+    for t in range(3):
+        assert snap(g, t) == snap(ref, t)
+    assert len(list(saver.list(None))) == len(list(ref.checkpointer.list(None))) > 120

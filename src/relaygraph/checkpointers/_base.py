@@ -295,6 +295,28 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             stmt = self._stmts[name] = build()
         return stmt
 
+    def _in_list(self, name: str, values: Sequence[Any]) -> tuple[int | None, dict[str, Any]]:
+        """How ``values`` bind to the cached statement ``name`` takes for an IN list.
+
+        SQLite gets one parameter per value, padded (by repeating the last value) to the
+        next power of two: a handful of statements, each compiled once and run on the
+        driver connection, where an expanding parameter is compiled on every call.
+        Elsewhere: ``(None, {name: values})`` (a PostgreSQL array, an expanding list).
+        """
+        if self._dialect.name != "sqlite" or not values:
+            return None, {name: list(values)}
+        n = 1 << (len(values) - 1).bit_length()
+        padded = [*values, *[values[-1]] * (n - len(values))]
+        return n, {f"{name}{i}": v for i, v in enumerate(padded)}
+
+    @staticmethod
+    def _in(column: Any, name: str, slots: int | None) -> Any:
+        """``column IN`` the parameters :meth:`_in_list` binds."""
+        if slots is None:
+            return column.in_(sa.bindparam(name, expanding=True))
+        return column.in_([sa.bindparam(f"{name}{i}", type_=column.type)
+                           for i in range(slots)])
+
     def _chain_query(self, thread_id: str, ns: str, versions: Sequence[str], *,
                      keys_only: bool = False) -> R:
         """Every frame needed to rebuild these versions: one recursive query along ``base``.
@@ -303,17 +325,21 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         seek (SQLite does not use an index for a row-value ``IN`` list).
         """
         lateral = self._dialect.name == "postgresql"
-        return R(self._cached("chain_keys" if keys_only else "chain",
-                              lambda: self._build_chain(keys_only, lateral=lateral)),
-                 {"t": thread_id, "ns": ns, "versions": list(versions)})
+        slots, params = (None, {"versions": list(versions)}) if lateral else self._in_list(
+            "versions", versions)
+        return R(self._cached(f"chain:{keys_only}:{slots}",
+                              lambda: self._build_chain(keys_only, lateral=lateral,
+                                                        slots=slots)),
+                 {"t": thread_id, "ns": ns, **params})
 
-    @staticmethod
-    def _build_chain(keys_only: bool, *, lateral: bool = False) -> sa.Select:
+    @classmethod
+    def _build_chain(cls, keys_only: bool, *, lateral: bool = False,
+                     slots: int | None = None) -> sa.Select:
         b = S.blobs
         if lateral:  # PostgreSQL: one statement text whatever the number of versions
             wanted = b.c.version == sa.any_(sa.bindparam("versions", type_=ARRAY(b.c.version.type)))
         else:
-            wanted = b.c.version.in_(sa.bindparam("versions", expanding=True))
+            wanted = cls._in(b.c.version, "versions", slots)
         anchor = (
             sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.version, b.c.channel, b.c.base)
             .where(b.c.thread_id == sa.bindparam("t"), b.c.checkpoint_ns == sa.bindparam("ns"),
@@ -411,20 +437,21 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             into[k] = []
         for (tid, ns), ids in _group_keys(missing).items():
             for batch in _batches(ids):
-                rows = yield R(self._writes_for(), {"t": tid, "ns": ns, "ids": list(batch)})
+                slots, params = self._in_list("ids", batch)
+                rows = yield R(self._writes_for(slots), {"t": tid, "ns": ns, **params})
                 for r in rows:
                     into[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)].append(
                         (r.task_id, r.task_path,
                          unpack(r.type, r.blob, f"writes of task {r.task_id!r}", r.thread_id)))
         return into
 
-    def _writes_for(self) -> Any:
+    def _writes_for(self, slots: int | None) -> Any:
         w = S.writes
-        return self._cached("writes_for", lambda: sa.select(
+        return self._cached(f"writes_for:{slots}", lambda: sa.select(
             w.c.thread_id, w.c.checkpoint_ns, w.c.checkpoint_id, w.c.task_id,
             w.c.task_path, w.c.type, w.c.blob,
         ).where(w.c.thread_id == sa.bindparam("t"), w.c.checkpoint_ns == sa.bindparam("ns"),
-                w.c.checkpoint_id.in_(sa.bindparam("ids", expanding=True))))
+                self._in(w.c.checkpoint_id, "ids", slots)))
 
     def _op_writes(self, ckpts: Sequence[Key3], channels: set[str] | None = None,
                    known: WritesRows | None = None) -> Op:
