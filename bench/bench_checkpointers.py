@@ -17,7 +17,8 @@ Columns:
   history      latency of list(graph.get_state_history(config)) (ms)
 Medians over repeats. Every measurement runs round-robin across the savers (repeat 1 of
 each saver, then repeat 2, ...; the read latencies at the end), so that every saver is
-measured under the same machine load. Ratios compare against
+measured under the same machine load, and starts after a full garbage collection (see
+``settle``). Ratios compare against
 the official savers on the same database.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import statistics
 import sys
@@ -159,6 +161,13 @@ def make_saver(name: str, kind: str, db: dict[str, str]) -> Iterator[Any]:
         raise ValueError(name)
 
 
+def settle() -> None:
+    """A full collection before each measurement: the garbage an earlier run left (above
+    all the previous saver's) then cannot trigger a full collection, ~50-100 ms here,
+    inside this one. The collections a saver's own run triggers are still timed."""
+    gc.collect()
+
+
 def timed(fn: Callable[[], Any]) -> float:
     t = time.perf_counter()
     fn()
@@ -177,6 +186,7 @@ def short_once(res: Result, kind: str, delta: bool, tmp: Path) -> None:
                           "target": SHORT_STEPS},
                          {"configurable": {"thread_id": f"short-{i}"}})
 
+        settle()
         res.short.append(SHORT_THREADS * SHORT_STEPS / timed(short))
 
 
@@ -196,6 +206,7 @@ def long_once(res: Result, kind: str, delta: bool, tmp: Path,
     base = db_bytes(kind, db) if kind != "memory" else 0
     sizes = [base]
     elapsed = 0.0
+    settle()
     for target in range(CHUNK, LONG + 1, CHUNK):
         inp: dict[str, Any] = {"target": target}
         if target == CHUNK:
@@ -213,6 +224,7 @@ def long_once(res: Result, kind: str, delta: bool, tmp: Path,
     keep.enter_context(stack)
 
     def probe(g: Any = g, saver: Any = saver, cfg: Any = cfg) -> None:
+        settle()
         res.get_state.append(1000 * timed(lambda: g.get_state(cfg)))
         res.list_ms.append(1000 * timed(lambda: list(saver.list(cfg))))
         res.history.append(1000 * timed(lambda: list(g.get_state_history(cfg))))
