@@ -29,9 +29,17 @@ async def asaver(backend) -> AsyncIterator[AsyncSQLAlchemySaver]:
     await engine.dispose()
 
 
-@pytest.fixture(params=["sync", "async"])
+@pytest.fixture(params=["sync", "async", "async-url"])
 async def any_saver(request, backend) -> AsyncIterator[SQLAlchemySaver | AsyncSQLAlchemySaver]:
-    """The sync saver (its a-methods run the sync code on a thread) or the async saver."""
+    """The sync saver (its a-methods run the sync code on a thread), the async saver on an
+    async engine, or the async saver from a URL (on a SQLite file: sqlite3 on worker
+    threads)."""
+    if request.param == "async-url":
+        async with AsyncSQLAlchemySaver.from_conn_string(backend.async_url) as a:
+            assert (a._worker is not None) == (backend.kind == "sqlite")
+            await a.asetup()
+            yield a
+        return
     if request.param == "sync":
         engine = sa.create_engine(backend.url)
         s = SQLAlchemySaver(engine)

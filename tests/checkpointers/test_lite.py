@@ -205,3 +205,69 @@ def test_reads_with_many_versions_and_checkpoints_match_inmemory(saver) -> None:
     for t in range(3):
         assert snap(g, t) == snap(ref, t)
     assert len(list(saver.list(None))) == len(list(ref.checkpointer.list(None))) > 120
+
+
+@pytest.mark.parametrize(("url", "is_file"), [
+    ("sqlite://", False), ("sqlite:///:memory:", False),
+    ("sqlite:///file:mem1?mode=memory&uri=true", False),
+    ("sqlite+aiosqlite:///file:mem2?mode=memory&cache=shared&uri=true", False),
+    ("sqlite:///relaygraph.db", True), ("sqlite+aiosqlite:////tmp/x/y.db", True),
+    ("sqlite:///file:data.db?mode=rwc&uri=true", True),
+    ("postgresql://u@h/db", False)])
+def test_which_urls_name_a_sqlite_file(url, is_file) -> None:
+    from sqlalchemy.engine import make_url
+
+    from relaygraph.checkpointers._urls import is_sqlite_file
+
+    assert is_sqlite_file(make_url(url)) is is_file
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+async def test_async_saver_keeps_an_in_memory_database_on_its_own_engine(url) -> None:
+    """A second engine would open a new, empty in-memory database: no worker then."""
+    from relaygraph.checkpointers import AsyncSQLAlchemySaver
+
+    async with AsyncSQLAlchemySaver.from_conn_string(url) as s:
+        assert s._worker is None
+        await s.asetup()
+        g = chat_graph(2).compile(checkpointer=s)
+        cfg = {"configurable": {"thread_id": "mem"}}
+        out = await g.ainvoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+        assert (await g.aget_state(cfg)).values["messages"] == out["messages"]
+
+
+async def test_async_saver_on_a_file_runs_operations_on_worker_threads(tmp_path) -> None:
+    """From a URL, the async saver runs each operation with sqlite3 on a worker thread:
+    the same rows as the aiosqlite path writes, readable by either."""
+    from relaygraph.checkpointers import AsyncSQLAlchemySaver
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/worker.db"
+    cfg = {"configurable": {"thread_id": "w"}}
+    async with AsyncSQLAlchemySaver.from_conn_string(url) as s:
+        assert s._worker is not None
+        await s.asetup()
+        g = chat_graph(6).compile(checkpointer=s)
+        out = await g.ainvoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+        history = [st async for st in g.aget_state_history(cfg)]
+        assert s._worker.engine.pool.checkedout() == 0
+    # the same database through a caller's engine (aiosqlite all the way)
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    other = AsyncSQLAlchemySaver(engine)
+    assert other._worker is None
+    g2 = chat_graph(6).compile(checkpointer=other)
+    assert (await g2.aget_state(cfg)).values["messages"] == out["messages"]
+    assert [st.values async for st in g2.aget_state_history(cfg)] == [
+        st.values for st in history]
+    await engine.dispose()
+
+
+async def test_async_saver_on_a_file_that_cannot_be_opened_is_a_clear_error(tmp_path) -> None:
+    from relaygraph.checkpointers import AsyncSQLAlchemySaver
+
+    missing = tmp_path / "no" / "such" / "dir" / "x.db"
+    async with AsyncSQLAlchemySaver.from_conn_string(f"sqlite:///{missing}") as s:
+        assert s._worker is not None
+        with pytest.raises(DatabaseUnavailableError, match="unable to open"):
+            await s.aget_tuple({"configurable": {"thread_id": "t"}})

@@ -35,11 +35,12 @@ from relaygraph.checkpointers._base import (
 from relaygraph.checkpointers._direct import DirectWriter, supports
 from relaygraph.checkpointers._errors import CheckpointerError
 from relaygraph.checkpointers._protocol import answer, writes_of
-from relaygraph.checkpointers._sync import translate_db_error
+from relaygraph.checkpointers._sync import SqliteWorker, translate_db_error
 from relaygraph.checkpointers._urls import (
     autocommit_kwargs,
     engine_kwargs,
     engine_views,
+    is_sqlite_file,
     resolve_url,
     sqlite_pragmas,
 )
@@ -50,8 +51,13 @@ T = TypeVar("T")
 class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
     """A LangGraph checkpointer on any SQLAlchemy ``AsyncEngine``.
 
-    Drivers: aiosqlite, psycopg 3 (async), aiomysql. Same storage, options and behaviour
-    as :class:`SQLAlchemySaver`; both can share one database.
+    Drivers: aiosqlite, psycopg 3 (async), asyncmy or aiomysql. Same storage, options and
+    behaviour as :class:`SQLAlchemySaver`; both can share one database.
+
+    On a SQLite file opened with :meth:`from_conn_string`, each operation runs with the
+    standard library's sqlite3 on a worker thread: one trip to a thread per operation
+    instead of one per statement, about twice as fast as through aiosqlite. An engine
+    you pass in is used as it is (its events and pool settings apply).
 
     Example:
         >>> async with AsyncSQLAlchemySaver.from_conn_string("sqlite:///relaygraph.db") as s:
@@ -75,6 +81,9 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         self._write_lock: asyncio.Lock | None = None
         # reads and one-statement writes autocommit, the rest runs in transactions
         self._reader, self._tx = engine_views(engine)
+        # a SQLite file opened by from_conn_string: operations run with sqlite3 on worker
+        # threads, one trip each (see ``SqliteWorker``)
+        self._worker: SqliteWorker | None = None
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -87,19 +96,28 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         """Create an async engine for ``url``, yield a saver on it, dispose it after."""
         u = resolve_url(url, async_=True)
         engine = create_async_engine(u, **engine_kwargs(u))
+        worker_engine: sa.Engine | None = None
         if u.get_backend_name() == "sqlite":
             sa.event.listen(engine.sync_engine, "connect", sqlite_pragmas)
+            if is_sqlite_file(u):
+                su = u.set(drivername="sqlite+pysqlite")  # the standard library's
+                worker_engine = sa.create_engine(su, **engine_kwargs(su))
+                sa.event.listen(worker_engine, "connect", sqlite_pragmas)
         fast_kw = autocommit_kwargs(u)  # as in SQLAlchemySaver.from_conn_string
         fast = create_async_engine(u, **fast_kw) if fast_kw is not None else None
         try:
             saver = cls(engine, **kwargs)
             if fast is not None:
                 saver._reader = fast
+            if worker_engine is not None:
+                saver._worker = SqliteWorker(worker_engine)
             yield saver
         finally:
             await engine.dispose()
             if fast is not None:
                 await fast.dispose()
+            if worker_engine is not None:
+                worker_engine.dispose()
 
     # -- driving the core -------------------------------------------------------------
 
@@ -127,7 +145,9 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
 
     async def _run_once(self, op: Op, *, write: bool) -> Any:
         afters: list[After] = []
-        if write and self._sqlite:
+        if self._worker is not None:
+            result = await asyncio.to_thread(self._worker.run, op, afters, write)
+        elif write and self._sqlite:
             # one writer at a time, write lock taken up front (see SQLAlchemySaver)
             if self._write_lock is None:
                 self._write_lock = asyncio.Lock()
@@ -157,8 +177,11 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                     msg = op.send(None)
                 else:
                     try:
-                        async with self._reader.connect() as conn:
-                            out = await _exec(conn, msg, self._direct)
+                        if self._worker is not None:
+                            out = await asyncio.to_thread(self._worker.execute, msg)
+                        else:
+                            async with self._reader.connect() as conn:
+                                out = await _exec(conn, msg, self._direct)
                     except sa.exc.DBAPIError as exc:
                         raise translate_db_error(exc, self.engine.url) from exc
                     msg = op.send(out)

@@ -117,6 +117,17 @@ def engine_views(engine: Any) -> tuple[Any, Any]:
     return engine.execution_options(isolation_level="AUTOCOMMIT"), engine
 
 
+def is_sqlite_file(u: URL) -> bool:
+    """True when ``u`` names a SQLite database file, which a second engine opens as the
+    same database (an in-memory database would be a new, empty one)."""
+    db = u.database or ""
+    if u.get_backend_name() != "sqlite" or db in ("", ":memory:"):
+        return False
+    mode = u.query.get("mode")
+    return not (db.startswith("file:") and ("mode=memory" in db or mode == "memory")
+                or mode == "memory")
+
+
 def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL lets readers and one writer work at once; NORMAL sync is durable in WAL mode."""
     cur = dbapi_conn.cursor()
