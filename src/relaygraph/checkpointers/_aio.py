@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
+import functools
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -48,6 +57,86 @@ from relaygraph.checkpointers._urls import (
 T = TypeVar("T")
 
 
+class _Held:
+    """An autocommitted connection kept checked out between operations, with its driver
+    connection looked up once. Offers what ``_drive`` and ``DirectWriter`` use."""
+
+    __slots__ = ("conn", "fairy")
+
+    def __init__(self, conn: AsyncConnection, fairy: Any) -> None:
+        self.conn = conn
+        self.fairy = fairy
+
+    async def get_raw_connection(self) -> Any:
+        return self.fairy
+
+    @property
+    def sync_engine(self) -> sa.Engine:
+        return self.conn.sync_engine
+
+    async def invalidate(self, exception: BaseException | None = None) -> None:
+        await self.conn.invalidate(exception)
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.conn.execute(*args, **kwargs)
+
+
+class HeldConnections:
+    """The autocommitted connections of an engine the async saver owns, kept between
+    operations.
+
+    Checking out a SQLAlchemy ``AsyncConnection`` costs ~100 us (greenlet hops through the
+    pool and the connection's set-up), about a loopback round trip: an operation of one
+    statement paid it twice over. Up to ``keep`` idle connections wait here instead of in
+    the pool. A connection that saw a database error, or an operation that was cancelled
+    mid-statement, is closed rather than kept; a dropped connection is replaced by the
+    saver's retry. Only the event loop that opened them uses them.
+    """
+
+    def __init__(self, engine: AsyncEngine, keep: int = 8) -> None:
+        self.engine = engine
+        self.keep = keep
+        self._idle: list[_Held] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def usable(self) -> bool:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        return loop is self._loop
+
+    async def acquire(self) -> _Held:
+        if self._idle:
+            return self._idle.pop()
+        conn = await self.engine.connect()
+        try:
+            fairy = await conn.get_raw_connection()
+        except BaseException:
+            await conn.close()
+            raise
+        return _Held(conn, fairy)
+
+    async def release(self, held: _Held, reusable: bool) -> None:
+        conn = held.conn
+        if reusable and not conn.invalidated and len(self._idle) < self.keep:
+            if conn.in_transaction():  # SQLAlchemy's own bookkeeping: autocommitted
+                await conn.commit()
+            self._idle.append(held)
+            return
+        if conn.invalidated:
+            # a dropped connection: as SQLAlchemy's pool does, treat every connection
+            # opened before it as dropped too (a server restart ends them all)
+            idle, self._idle = self._idle, []
+            for other in idle:
+                await other.conn.close()
+        await conn.close()
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for held in idle:
+            await held.conn.close()
+
+
 class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
     """A LangGraph checkpointer on any SQLAlchemy ``AsyncEngine``.
 
@@ -84,6 +173,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         # a SQLite file opened by from_conn_string: operations run with sqlite3 on worker
         # threads, one trip each (see ``SqliteWorker``)
         self._worker: SqliteWorker | None = None
+        # the autocommitted engine of from_conn_string: its connections stay checked out
+        self._held: HeldConnections | None = None
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -105,14 +196,18 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                 sa.event.listen(worker_engine, "connect", sqlite_pragmas)
         fast_kw = autocommit_kwargs(u)  # as in SQLAlchemySaver.from_conn_string
         fast = create_async_engine(u, **fast_kw) if fast_kw is not None else None
+        saver: AsyncSQLAlchemySaver | None = None
         try:
             saver = cls(engine, **kwargs)
             if fast is not None:
                 saver._reader = fast
+                saver._held = HeldConnections(fast)
             if worker_engine is not None:
                 saver._worker = SqliteWorker(worker_engine)
             yield saver
         finally:
+            if saver is not None and saver._held is not None:
+                await saver._held.close()
             await engine.dispose()
             if fast is not None:
                 await fast.dispose()
@@ -157,12 +252,31 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         elif write:
             async with self._tx.begin() as conn:
                 result = await _drive(conn, op, afters, self._direct)
+        elif self._held is not None and self._held.usable():
+            result = await self._on_held(lambda c: _drive(c, op, afters, self._direct))
         else:
             async with self._reader.connect() as conn:
                 result = await _drive(conn, op, afters, self._direct)
         for a in afters:
             a.fn()
         return result
+
+    async def _on_held(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``work`` on a held connection (see :class:`HeldConnections`)."""
+        assert self._held is not None
+        held = await self._held.acquire()
+        reusable = False
+        try:
+            result = await work(held)
+            reusable = True
+            return result
+        except Exception as exc:
+            # the op's own errors (a corrupt row, a refused id) leave the connection as it
+            # was; a database error or a cancellation may not
+            reusable = not isinstance(exc, sa.exc.DBAPIError)
+            raise
+        finally:
+            await self._held.release(held, reusable)
 
     async def _stream(self, op: Op) -> AsyncIterator[Any]:
         if not self._schema_ok:
@@ -179,6 +293,9 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                     try:
                         if self._worker is not None:
                             out = await asyncio.to_thread(self._worker.execute, msg)
+                        elif self._held is not None and self._held.usable():
+                            out = await self._on_held(
+                                functools.partial(_exec, msg=msg, direct=self._direct))
                         else:
                             async with self._reader.connect() as conn:
                                 out = await _exec(conn, msg, self._direct)

@@ -236,7 +236,8 @@ class DirectWriter:
             fairy = await conn.get_raw_connection()
             invalidate_pool = getattr(conn.sync_engine.pool, "_invalidate", None)
             if invalidate_pool is not None:
-                invalidate_pool(fairy, exc)
+                # only the pool's timestamp: closing the connection needs the await below
+                invalidate_pool(fairy, exc, _checkin=False)
             await conn.invalidate(exc)
         return self._wrap(sql, exc, broken)
 
