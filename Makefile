@@ -4,6 +4,7 @@
 #   make test    run the test suite; writes nothing outside .venv
 #   make lint    ruff on src, tests and bench; mypy on src
 #   make bench   the checkpointer benchmark (prints a table; takes minutes)
+#   make bench-async   the async savers under ainvoke (a minute or two)
 
 PYTHON := .venv/bin/python
 PYTEST_ARGS ?=
@@ -15,7 +16,7 @@ TEST_ENV := PYTHONDONTWRITEBYTECODE=1 TMPDIR=$(CURDIR)/.venv/.tmp \
 	JUPYTER_RUNTIME_DIR=.venv/.jupyter/runtime \
 	IPYTHONDIR=.venv/.ipython
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench bench-async
 
 $(PYTHON):
 	python3 -m venv .venv
@@ -34,3 +35,6 @@ lint: $(PYTHON)
 
 bench: $(PYTHON)
 	$(PYTHON) bench/bench_checkpointers.py $(BENCH_ARGS)
+
+bench-async: $(PYTHON)
+	$(PYTHON) bench/bench_async.py $(BENCH_ARGS)

@@ -1,0 +1,145 @@
+"""Async checkpointer benchmark: AsyncSQLAlchemySaver vs LangGraph's async savers.
+
+    python bench/bench_async.py            # SQLite, and PostgreSQL when reachable
+    python bench/bench_async.py --quick    # one repeat
+
+The workload of ``bench_checkpointers.py`` (bench/_workload.py) under ``ainvoke``:
+steps/s over many short threads (30 threads x 6 steps) and on one thread growing to 300
+steps, each saver from its ``from_conn_string`` on a fresh database. Medians over
+repeats, round-robin across the savers, each measurement after a full garbage
+collection (as in ``bench_checkpointers.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import HumanMessage
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _workload import build  # noqa: E402
+from bench_checkpointers import (  # noqa: E402
+    LONG,
+    PG,
+    SHORT_STEPS,
+    SHORT_THREADS,
+    _reachable,
+    fresh_db,
+    settle,
+)
+
+CHUNK = 50
+
+
+@contextlib.asynccontextmanager
+async def make_saver(name: str, db: dict[str, str]) -> AsyncIterator[Any]:
+    if name == "relaygraph":
+        from relaygraph.checkpointers import AsyncSQLAlchemySaver
+
+        async with AsyncSQLAlchemySaver.from_conn_string(db["sa"]) as s:
+            await s.asetup()
+            yield s
+    elif name == "AsyncSqliteSaver":
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        async with AsyncSqliteSaver.from_conn_string(db["path"]) as s:
+            await s.setup()
+            yield s
+    elif name == "AsyncPostgresSaver":
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+        async with AsyncPostgresSaver.from_conn_string(db["libpq"]) as s:
+            await s.setup()
+            yield s
+    else:
+        raise ValueError(name)
+
+
+async def atimed(fn: Callable[[], Awaitable[Any]]) -> float:
+    t = time.perf_counter()
+    await fn()
+    return time.perf_counter() - t
+
+
+async def short_once(name: str, kind: str, tmp: Path) -> float:
+    with fresh_db(kind, tmp) as db:
+        async with make_saver(name, db) as saver:
+            g = build().compile(checkpointer=saver)
+
+            async def short() -> None:
+                for i in range(SHORT_THREADS):
+                    await g.ainvoke(
+                        {"messages": [HumanMessage(f"case {i}", id=f"in-{i}")], "count": 0,
+                         "target": SHORT_STEPS},
+                        {"configurable": {"thread_id": f"short-{i}"}})
+
+            settle()
+            return SHORT_THREADS * SHORT_STEPS / await atimed(short)
+
+
+async def long_once(name: str, kind: str, tmp: Path) -> float:
+    with fresh_db(kind, tmp) as db:
+        async with make_saver(name, db) as saver:
+            g = build().compile(checkpointer=saver)
+            cfg = {"configurable": {"thread_id": "long"}, "recursion_limit": 10_000}
+
+            async def long() -> None:
+                for target in range(CHUNK, LONG + 1, CHUNK):
+                    inp: dict[str, Any] = {"target": target}
+                    if target == CHUNK:
+                        inp.update(messages=[HumanMessage("start", id="start")], count=0)
+                    await g.ainvoke(inp, cfg)
+
+            settle()
+            return LONG / await atimed(long)
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="one repeat instead of five")
+    args = ap.parse_args()
+    repeats = 1 if args.quick else 5
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "relaygraph-bench"
+    tmp.mkdir(parents=True, exist_ok=True)
+    plan = [("relaygraph", "sqlite"), ("AsyncSqliteSaver", "sqlite")]
+    if _reachable(PG + "/postgres"):
+        plan += [("relaygraph", "postgres"), ("AsyncPostgresSaver", "postgres")]
+    else:
+        print("PostgreSQL not reachable at 127.0.0.1:5432: skipped")
+    short: dict[tuple[str, str], list[float]] = {p: [] for p in plan}
+    long: dict[tuple[str, str], list[float]] = {p: [] for p in plan}
+    for rep in range(repeats):
+        for name, kind in plan:
+            print(f"repeat {rep + 1}: {name} on {kind} ...", file=sys.stderr, flush=True)
+            short[(name, kind)].append(await short_once(name, kind, tmp))
+            long[(name, kind)].append(await long_once(name, kind, tmp))
+    hdr = f"{'saver':<22}{'db':<10}{'short st/s':>11}{'long st/s':>11}"
+    print(hdr)
+    print("-" * len(hdr))
+    for name, kind in plan:
+        print(f"{name:<22}{kind:<10}{statistics.median(short[(name, kind)]):>11.0f}"
+              f"{statistics.median(long[(name, kind)]):>11.0f}   short "
+              f"{[round(x) for x in short[(name, kind)]]} long "
+              f"{[round(x) for x in long[(name, kind)]]}")
+    print("\nratios, relaygraph / official on the same database (medians of the per-round "
+          "ratios):")
+    for kind, official in (("sqlite", "AsyncSqliteSaver"), ("postgres", "AsyncPostgresSaver")):
+        ours, theirs = ("relaygraph", kind), (official, kind)
+        if ours not in short:
+            continue
+        rs = statistics.median(a / b for a, b in zip(short[ours], short[theirs], strict=True))
+        rl = statistics.median(a / b for a, b in zip(long[ours], long[theirs], strict=True))
+        print(f"  {kind:<9} vs {official:<19} short st/s x{rs:.2f}  long st/s x{rl:.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
