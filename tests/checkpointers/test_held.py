@@ -62,6 +62,20 @@ async def test_operations_reuse_a_few_connections(server) -> None:
     assert fast.sync_engine.pool.checkedout() == 0
 
 
+async def test_no_more_connections_stay_open_than_the_pool_would_keep(server) -> None:
+    async with AsyncSQLAlchemySaver.from_conn_string(server.async_url) as saver:
+        await saver.asetup()
+        assert saver._held is not None
+        pool = saver._held.engine.sync_engine.pool
+        assert saver._held.keep == pool.size()
+        # a burst wider than the pool: overflow connections go back, not into the list
+        got = await asyncio.gather(*(saver.aget_tuple({"configurable": {"thread_id": f"b{i}"}})
+                                     for i in range(12)))
+        assert got == [None] * 12
+        assert len(saver._held._idle) <= pool.size()
+        assert pool.checkedout() == len(saver._held._idle)
+
+
 async def test_a_dropped_connection_is_replaced_and_the_operation_retried(server) -> None:
     async with AsyncSQLAlchemySaver.from_conn_string(server.async_url) as saver:
         await saver.asetup()

@@ -87,15 +87,17 @@ class HeldConnections:
 
     Checking out a SQLAlchemy ``AsyncConnection`` costs ~100 us (greenlet hops through the
     pool and the connection's set-up), about a loopback round trip: an operation of one
-    statement paid it twice over. Up to ``keep`` idle connections wait here instead of in
-    the pool. A connection that saw a database error, or an operation that was cancelled
+    statement paid it twice over. Up to ``keep`` idle connections (by default the pool's
+    size, so no more stay open than the pool would keep) wait here instead of in the
+    pool. A connection that saw a database error, or an operation that was cancelled
     mid-statement, is closed rather than kept; a dropped connection is replaced by the
     saver's retry. Only the event loop that opened them uses them.
     """
 
-    def __init__(self, engine: AsyncEngine, keep: int = 8) -> None:
+    def __init__(self, engine: AsyncEngine, keep: int | None = None) -> None:
         self.engine = engine
-        self.keep = keep
+        size = getattr(engine.sync_engine.pool, "size", None)
+        self.keep = keep if keep is not None else (size() if callable(size) else 5)
         self._idle: list[_Held] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
