@@ -147,8 +147,11 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
 
     On a SQLite file opened with :meth:`from_conn_string`, each operation runs with the
     standard library's sqlite3 on a worker thread: one trip to a thread per operation
-    instead of one per statement, about twice as fast as through aiosqlite. An engine
-    you pass in is used as it is (its events and pool settings apply).
+    instead of one per statement, about twice as fast as through aiosqlite. On
+    PostgreSQL and MySQL, :meth:`from_conn_string` keeps up to the pool's size of
+    autocommitted connections checked out between operations (see
+    :class:`HeldConnections`). An engine you pass in is used as it is (its events and
+    pool settings apply).
 
     Example:
         >>> async with AsyncSQLAlchemySaver.from_conn_string("sqlite:///relaygraph.db") as s:
