@@ -144,3 +144,63 @@ def test_held_connections_belong_to_the_loop_that_opened_them() -> None:
 
     assert asyncio.run(usable()) is True
     assert asyncio.run(usable()) is False  # another loop: the saver connects as usual
+
+
+def test_task_writes_go_through_a_pool_of_their_own(server) -> None:
+    """from_conn_string: puts and reads on one autocommitted pool, task writes on another,
+    so that each kind of insert keeps to its own connection (and PostgreSQL backend)."""
+    from relaygraph.checkpointers import SQLAlchemySaver
+
+    with SQLAlchemySaver.from_conn_string(server.url) as saver:
+        saver.setup()
+        assert saver._writes_reader is not None
+        assert saver._writes_reader is not saver._reader
+        main: list[int] = []
+        lane: list[int] = []
+        sa.event.listen(saver._reader, "checkout", lambda *a: main.append(1))
+        sa.event.listen(saver._writes_reader, "checkout", lambda *a: lane.append(1))
+        puts: list[int] = []
+        put_writes: list[int] = []
+        real_put, real_writes = saver.put, saver.put_writes
+
+        def counted_put(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+            puts.append(1)
+            return real_put(*a, **kw)
+
+        def counted_writes(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+            put_writes.append(1)
+            return real_writes(*a, **kw)
+
+        saver.put, saver.put_writes = counted_put, counted_writes  # type: ignore[method-assign]
+        g = chat_graph(4).compile(checkpointer=saver)
+        cfg = {"configurable": {"thread_id": "lanes"}}
+        out = g.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+        assert len(lane) == len(put_writes) > 0
+        assert len(main) >= len(puts) > 0  # puts and get_tuple
+        assert g.get_state(cfg).values["messages"] == out["messages"]
+
+
+async def test_async_task_writes_go_through_held_connections_of_their_own(server) -> None:
+    async with AsyncSQLAlchemySaver.from_conn_string(server.async_url) as saver:
+        await saver.asetup()
+        assert saver._held is not None and saver._writes_held is not None
+        main = _counting(saver._held)
+        lane = _counting(saver._writes_held)
+        calls: list[str] = []
+        real_writes = saver._op_put_writes
+
+        def counted(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+            calls.append("w")
+            return real_writes(*a, **kw)
+
+        saver._op_put_writes = counted  # type: ignore[method-assign]
+        g = chat_graph(4).compile(checkpointer=saver)
+        cfg = {"configurable": {"thread_id": "alanes"}}
+        out = await g.ainvoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+        # task writes opened connections on their own pool only, reusing them
+        assert 1 <= len(lane) <= len(calls)
+        assert len(main) >= 1
+        assert saver._writes_held._idle and saver._held._idle
+        assert (await g.aget_state(cfg)).values["messages"] == out["messages"]
+        pools = [h.engine.sync_engine.pool for h in (saver._held, saver._writes_held)]
+    assert [p.checkedout() for p in pools] == [0, 0]

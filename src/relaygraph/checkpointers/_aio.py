@@ -180,6 +180,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         self._worker: SqliteWorker | None = None
         # the autocommitted engine of from_conn_string: its connections stay checked out
         self._held: HeldConnections | None = None
+        # and those of the pool task writes go through (see SQLAlchemySaver._writes_reader)
+        self._writes_held: HeldConnections | None = None
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -201,27 +203,34 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                 sa.event.listen(worker_engine, "connect", sqlite_pragmas)
         fast_kw = autocommit_kwargs(u)  # as in SQLAlchemySaver.from_conn_string
         fast = create_async_engine(u, **fast_kw) if fast_kw is not None else None
+        lane = create_async_engine(u, **fast_kw) if fast_kw is not None else None
         saver: AsyncSQLAlchemySaver | None = None
         try:
             saver = cls(engine, **kwargs)
             if fast is not None:
                 saver._reader = fast
                 saver._held = HeldConnections(fast)
+            if lane is not None:
+                saver._writes_held = HeldConnections(lane)
             if worker_engine is not None:
                 saver._worker = SqliteWorker(worker_engine)
             yield saver
         finally:
-            if saver is not None and saver._held is not None:
-                await saver._held.close()
+            for held in (saver._held, saver._writes_held) if saver is not None else ():
+                if held is not None:
+                    await held.close()
             await engine.dispose()
             if fast is not None:
                 await fast.dispose()
+            if lane is not None:
+                await lane.dispose()
             if worker_engine is not None:
                 worker_engine.dispose()
 
     # -- driving the core -------------------------------------------------------------
 
-    async def _run(self, make: Callable[..., Op], *args: Any, write: bool = False) -> Any:
+    async def _run(self, make: Callable[..., Op], *args: Any, write: bool = False,
+                   writes_lane: bool = False) -> Any:
         """See :meth:`SQLAlchemySaver._run`."""
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
@@ -229,7 +238,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
             await self._run_checked(self._op_schema_version)
         for attempt in (1, 2):
             try:
-                return await self._run_once(make(*args), write=write)
+                return await self._run_once(make(*args), write=write,
+                                            writes_lane=writes_lane)
             except sa.exc.DBAPIError as exc:
                 if attempt == 1 and exc.connection_invalidated:
                     continue
@@ -243,7 +253,7 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
             raise translate_db_error(exc, self.engine.url) from exc
         self._check_schema(version)
 
-    async def _run_once(self, op: Op, *, write: bool) -> Any:
+    async def _run_once(self, op: Op, *, write: bool, writes_lane: bool = False) -> Any:
         afters: list[After] = []
         if self._worker is not None:
             result = await asyncio.to_thread(self._worker.run, op, afters, write)
@@ -257,8 +267,9 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         elif write:
             async with self._tx.begin() as conn:
                 result = await _drive(conn, op, afters, self._direct)
-        elif self._held is not None and self._held.usable():
-            result = await self._on_held(lambda c: _drive(c, op, afters, self._direct))
+        elif (held := self._writes_held if writes_lane and self._writes_held is not None
+              else self._held) is not None and held.usable():
+            result = await self._on_held(lambda c: _drive(c, op, afters, self._direct), held)
         else:
             async with self._reader.connect() as conn:
                 result = await _drive(conn, op, afters, self._direct)
@@ -266,10 +277,12 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
             a.fn()
         return result
 
-    async def _on_held(self, work: Callable[[Any], Awaitable[T]]) -> T:
+    async def _on_held(self, work: Callable[[Any], Awaitable[T]],
+                       pool: HeldConnections | None = None) -> T:
         """Run ``work`` on a held connection (see :class:`HeldConnections`)."""
-        assert self._held is not None
-        held = await self._held.acquire()
+        pool = pool or self._held
+        assert pool is not None
+        held = await pool.acquire()
         reusable = False
         try:
             result = await work(held)
@@ -281,7 +294,7 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
             reusable = not isinstance(exc, sa.exc.DBAPIError)
             raise
         finally:
-            await self._held.release(held, reusable)
+            await pool.release(held, reusable)
 
     async def _stream(self, op: Op) -> AsyncIterator[Any]:
         if not self._schema_ok:
@@ -344,7 +357,7 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         try:
             if not self._sqlite and await self._run(
                     self._op_put_writes, config, writes, task_id, task_path,
-                    False) is not CONFLICT:
+                    False, writes_lane=True) is not CONFLICT:
                 return
             await self._run(self._op_put_writes, config, writes, task_id, task_path, True,
                             write=True)

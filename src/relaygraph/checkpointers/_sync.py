@@ -106,6 +106,12 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         # reads and one-statement writes autocommit, the rest runs in transactions
         self._reader, self._tx = engine_views(engine)
         self._direct = DirectWriter(engine.dialect) if supports(engine.dialect) else None
+        # from_conn_string on PostgreSQL/MySQL: task writes go through an autocommitted
+        # pool of their own. A PostgreSQL backend fills its own insert page in each table;
+        # with one pool, a put and the task writes stored beside it take turns on the
+        # same connections, and every backend keeps a partly filled page in every table
+        # (about 5% of a small database). Apart, each kind of insert keeps one backend.
+        self._writes_reader: sa.Engine | None = None
         # SQLite runs its cached statements on the driver connection: the operations go
         # without SQLAlchemy's Connection and Transaction too (see ``LiteConnection``)
         self._lite = self._direct if engine.dialect.name == "sqlite" else None
@@ -126,19 +132,24 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         # autocommitted work gets a pool of its own that never switches (engine_views)
         fast_kw = autocommit_kwargs(u)
         fast = sa.create_engine(u, **fast_kw) if fast_kw is not None else None
+        lane = sa.create_engine(u, **fast_kw) if fast_kw is not None else None
         try:
             saver = cls(engine, **kwargs)
             if fast is not None:
                 saver._reader = fast
+                saver._writes_reader = lane
             yield saver
         finally:
             engine.dispose()
             if fast is not None:
                 fast.dispose()
+            if lane is not None:
+                lane.dispose()
 
     # -- driving the core -------------------------------------------------------------
 
-    def _run(self, make: Callable[..., Op], *args: Any, write: bool = False) -> Any:
+    def _run(self, make: Callable[..., Op], *args: Any, write: bool = False,
+             writes_lane: bool = False) -> Any:
         """Run one operation: a transaction for writes, autocommitted reads.
 
         A connection the driver reports as dropped (server restart, idle timeout) is
@@ -148,7 +159,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
             self._run_checked(self._op_schema_version)
         for attempt in (1, 2):
             try:
-                return self._run_once(make(*args), write=write)
+                return self._run_once(make(*args), write=write, writes_lane=writes_lane)
             except sa.exc.DBAPIError as exc:
                 if attempt == 1 and exc.connection_invalidated:
                     continue
@@ -162,7 +173,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
             raise translate_db_error(exc, self.engine.url) from exc
         self._check_schema(version)
 
-    def _run_once(self, op: Op, *, write: bool) -> Any:
+    def _run_once(self, op: Op, *, write: bool, writes_lane: bool = False) -> Any:
         afters: list[After] = []
         if self._lite is not None:
             assert self._write_lock is not None  # SQLite's
@@ -180,7 +191,8 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         else:
             # reads need no transaction: stored checkpoints never change; single-statement
             # writes commit on their own
-            with self._reader.connect() as conn:
+            lane = self._writes_reader if writes_lane else None
+            with (lane or self._reader).connect() as conn:
                 result = _drive(conn, op, afters, self._direct)
         for a in afters:
             a.fn()
@@ -255,7 +267,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
             # in a transaction (SQLite always takes the one-writer path)
             if self._write_lock is None and self._run(
                     self._op_put_writes, config, writes, task_id, task_path,
-                    False) is not CONFLICT:
+                    False, writes_lane=True) is not CONFLICT:
                 return
             self._run(self._op_put_writes, config, writes, task_id, task_path, True,
                       write=True)
