@@ -120,11 +120,14 @@ class HeldConnections:
 
     async def release(self, held: _Held, reusable: bool) -> None:
         conn = held.conn
-        if reusable and not conn.invalidated and len(self._idle) < self.keep:
+        if reusable and not conn.invalidated:
             if conn.in_transaction():  # SQLAlchemy's own bookkeeping: autocommitted
                 await conn.commit()
-            self._idle.append(held)
-            return
+            # checked after the await: releases running beside this one may have filled
+            # the list meanwhile
+            if len(self._idle) < self.keep and not conn.invalidated:
+                self._idle.append(held)
+                return
         if conn.invalidated:
             # a dropped connection: as SQLAlchemy's pool does, treat every connection
             # opened before it as dropped too (a server restart ends them all)
