@@ -258,6 +258,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
 
     async def _run_once(self, op: Op, *, write: bool, writes_lane: bool = False) -> Any:
         afters: list[After] = []
+        held = (self._writes_held if writes_lane and self._writes_held is not None
+                else self._held)
         if self._worker is not None:
             result = await asyncio.to_thread(self._worker.run, op, afters, write)
         elif write and self._sqlite:
@@ -270,8 +272,7 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         elif write:
             async with self._tx.begin() as conn:
                 result = await _drive(conn, op, afters, self._direct)
-        elif (held := self._writes_held if writes_lane and self._writes_held is not None
-              else self._held) is not None and held.usable():
+        elif held is not None and held.usable():
             result = await self._on_held(lambda c: _drive(c, op, afters, self._direct), held)
         else:
             async with self._reader.connect() as conn:

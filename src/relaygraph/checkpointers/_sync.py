@@ -213,11 +213,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
                 else:
                     try:
                         if self._lite is not None:
-                            conn = LiteConnection(self.engine, self._lite)
-                            try:
-                                out = _exec(conn, msg, self._lite)
-                            finally:
-                                conn.close()
+                            out = exec_lite(self.engine, self._lite, msg)
                         else:
                             with self._reader.connect() as conn:
                                 out = _exec(conn, msg, self._direct)
@@ -386,11 +382,16 @@ class SqliteWorker:
 
     def execute(self, msg: Any) -> Any:
         """One statement of a streaming read."""
-        conn = LiteConnection(self.engine, self.direct)
-        try:
-            return _exec(conn, msg, self.direct)
-        finally:
-            conn.close()
+        return exec_lite(self.engine, self.direct, msg)
+
+
+def exec_lite(engine: sa.Engine, direct: DirectWriter, msg: Any) -> Any:
+    """One statement of a streaming read on a pooled sqlite3 connection."""
+    conn = LiteConnection(engine, direct)
+    try:
+        return _exec(conn, msg, direct)
+    finally:
+        conn.close()
 
 
 def _exec(conn: SyncConn, msg: Any, direct: DirectWriter | None = None) -> Any:
