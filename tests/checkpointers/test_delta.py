@@ -249,6 +249,12 @@ def test_postgres_keeps_page_sized_rows_inline(backend) -> None:
             assert toasted == 0
 
 
+def _dictionaries(engine: sa.Engine, thread_id: str) -> int:
+    with engine.connect() as c:
+        return c.execute(sa.select(sa.func.count()).select_from(blobs).where(
+            blobs.c.thread_id == thread_id, blobs.c.type == "zdict")).scalar_one()
+
+
 def test_statements_per_operation_stay_constant(saver) -> None:
     """A step costs a fixed, small number of statements however long the thread is."""
     g = chat_graph(40).compile(checkpointer=saver)
@@ -263,10 +269,13 @@ def test_statements_per_operation_stay_constant(saver) -> None:
     # checkpoint + its writes, then the frames it needs (the saver knows what the deltas
     # that point at earlier writes stand for: it stored them)
     assert counter.n == 2
+    # 40 steps: the thread's later rows are compressed with a dictionary of its own
+    assert _dictionaries(saver.engine, "count") == 1
     cold = SQLAlchemySaver(saver.engine)  # another process: those writes are read once
     cold_counter = _Counter(saver.engine, cold)
     first = cold.get_tuple(cfg)
-    assert cold_counter.n == 1 + 3  # its first operation checks the schema version once
+    # its first operation checks the schema version once and loads the dictionary once
+    assert cold_counter.n == 1 + 3 + 1
     cold_counter.n = 0
     assert cold.get_tuple(cfg) == first
     assert cold_counter.n == 2

@@ -33,6 +33,7 @@ from relaygraph.checkpointers._refs import (
 )
 from relaygraph.checkpointers._schema import blobs, checkpoints, writes
 from relaygraph.checkpointers._serde import default_serde
+from relaygraph.checkpointers._tdict import DICT_TYPE, Dictionaries, ThreadDict
 
 from ._graphs import chat_graph
 
@@ -41,12 +42,22 @@ def _hist(graph: Any, cfg: dict[str, Any]) -> list[tuple[Any, Any]]:
     return [(s.values, s.next) for s in graph.get_state_history(cfg)]
 
 
+def _frames(engine: sa.Engine, thread_id: str, *where: Any) -> list[tuple[str, Any]]:
+    """(row type, unpacked frame) of the thread's frames, read with its dictionaries."""
+    dicts = Dictionaries()
+    with engine.connect() as c:
+        for (blob,) in c.execute(sa.select(blobs.c.blob).where(
+                blobs.c.thread_id == thread_id, blobs.c.type == DICT_TYPE)):
+            dicts.add(thread_id, ThreadDict(blob))
+        rows = c.execute(sa.select(blobs.c.type, blobs.c.blob).where(
+            blobs.c.thread_id == thread_id, blobs.c.type != DICT_TYPE, *where)).all()
+    return [(r.type, unpack(r.type, r.blob, "frame", thread_id, dicts)) for r in rows]
+
+
 def _message_entries(engine: sa.Engine, thread_id: str) -> list[tuple[str, list[Any]]]:
     """(row type, entry) of every stored ``messages`` entry of the thread."""
-    with engine.connect() as c:
-        rows = c.execute(sa.select(blobs.c.type, blobs.c.blob).where(
-            blobs.c.thread_id == thread_id, blobs.c.channel == "messages")).all()
-    return [(r.type, unpack(r.type, r.blob, "frame", thread_id)["messages"]) for r in rows]
+    return [(t, e["messages"]) for t, e in _frames(engine, thread_id,
+                                                    blobs.c.channel == "messages")]
 
 
 def _run(graph: Any, cfg: dict[str, Any], steps: int = 0) -> None:
@@ -160,11 +171,7 @@ def _notes(i: int) -> dict[str, Any]:
 
 
 def _plain_entries(engine: sa.Engine, thread_id: str, channel: str) -> list[list[Any]]:
-    with engine.connect() as c:
-        rows = c.execute(sa.select(blobs.c.type, blobs.c.blob).where(
-            blobs.c.thread_id == thread_id)).all()
-    return [e[channel] for e in (unpack(r.type, r.blob, "frame", thread_id) for r in rows)
-            if channel in e]
+    return [e[channel] for _, e in _frames(engine, thread_id) if channel in e]
 
 
 def _steps(saver: SQLAlchemySaver, thread_id: str, n: int, run: Any = lambda i: "run",

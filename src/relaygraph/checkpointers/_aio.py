@@ -164,13 +164,13 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
 
     def __init__(self, engine: AsyncEngine, *, serde: SerializerProtocol | None = None,
                  segment_every: int = 32, compress: bool = True,
-                 cache_size: int = 4096) -> None:
+                 cache_size: int = 4096, thread_dictionaries: bool = True) -> None:
         if not isinstance(engine, AsyncEngine):
             raise TypeError(
                 f"AsyncSQLAlchemySaver takes an AsyncEngine, got {type(engine).__name__}; "
                 "use SQLAlchemySaver for a sync Engine or from_conn_string(url) for a URL")
         super().__init__(serde=serde, segment_every=segment_every, compress=compress,
-                         cache_size=cache_size)
+                         cache_size=cache_size, thread_dictionaries=thread_dictionaries)
         self.engine = engine
         self._dialect = engine.dialect
         self._sqlite = engine.dialect.name == "sqlite"

@@ -48,6 +48,7 @@ from relaygraph.checkpointers._codec import (
     Key4,
     Materializer,
     Part,
+    Squeeze,
     Tail,
     TailCache,
     dump,
@@ -55,6 +56,7 @@ from relaygraph.checkpointers._codec import (
     is_saver_version,
     load,
     pack,
+    static_size,
     unpack,
 )
 from relaygraph.checkpointers._errors import CorruptCheckpointError, SchemaVersionError
@@ -81,6 +83,17 @@ from relaygraph.checkpointers._refs import (
     ref_checkpoint,
 )
 from relaygraph.checkpointers._serde import RelaygraphSerializer, default_serde
+from relaygraph.checkpointers._tdict import (
+    DICT_TYPE,
+    DICT_VERSION,
+    TAG,
+    Dictionaries,
+    Sampler,
+    ThreadDict,
+    dict_version,
+    frame_dict_id,
+    train,
+)
 
 __all__ = ["CONFLICT", "After", "BaseSQLAlchemySaver", "Emit", "Op", "P", "Q", "R",
            "RelaygraphSerializer", "ThreadInfo", "default_serde"]
@@ -120,13 +133,16 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         segment_every: int = 32,
         compress: bool = True,
         cache_size: int = 4096,
+        thread_dictionaries: bool = True,
     ) -> None:
         super().__init__(serde=serde or default_serde())
         if segment_every < 2:
             raise ValueError(f"segment_every must be >= 2, got {segment_every}")
         self.segment_every = segment_every
         self.compress = compress
+        self.thread_dictionaries = thread_dictionaries
         self._cache = TailCache(cache_size)
+        self._dicts = Dictionaries()
         self._stmts: dict[str, Any] = {}
 
     def _slice_stmt(self) -> Any:
@@ -261,6 +277,65 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                 f"upgraded them. Upgrade relaygraph in this process too",
                 found=version, needed=S.LATEST)
 
+    # -- thread dictionaries (``_tdict``) ---------------------------------------------
+
+    def _forget(self, thread_ids: builtins.list[str]) -> None:
+        """Drop what memory holds of these threads (deleted, pruned or copied over)."""
+        self._cache.forget_threads(thread_ids)
+        self._dicts.forget_threads(thread_ids)
+
+    def _op_dicts(self, rows: Any) -> Op:
+        """Load the thread dictionaries that ``(thread id, type, blob)`` rows name."""
+        wanted = [(tid, frame_dict_id(blob)) for tid, type_, blob in rows
+                  if type_ and type_.endswith(TAG) and blob]
+        if not wanted:
+            return None
+        missing = self._dicts.missing(wanted)
+        if not missing:
+            return None
+        b = S.blobs
+        by_thread: dict[str, builtins.list[str]] = defaultdict(builtins.list)
+        for tid, dict_id in missing:
+            by_thread[tid].append(dict_version(dict_id))
+        for tid, versions in by_thread.items():
+            got = yield sa.select(b.c.blob).where(
+                b.c.thread_id == tid, b.c.checkpoint_ns == "", b.c.version.in_(versions),
+                b.c.part == 0)
+            for r in got:
+                self._load_dict(tid, r.blob)
+        return None
+
+    def _load_dict(self, thread_id: str, data: bytes) -> ThreadDict:
+        try:
+            return self._dicts.add(thread_id, ThreadDict(data))
+        except Exception as exc:
+            raise CorruptCheckpointError(
+                f"the compression dictionary stored for thread {thread_id!r} is unreadable: "
+                f"{exc}", thread_id=thread_id) from exc
+
+    def _op_new_dict(self, thread_id: str, sampler: Sampler) -> Op:
+        """Store a dictionary for the thread, trained on ``sampler``'s rows (or found:
+        one stored before, by another process, is used as it is). ``None``: not worth it.
+        """
+        b = S.blobs
+        where = (b.c.thread_id == thread_id, b.c.checkpoint_ns == "",
+                 b.c.version >= DICT_VERSION, b.c.version < DICT_VERSION[:-1] + "u")
+        got = yield sa.select(b.c.blob).where(*where).limit(1)
+        if got:
+            return self._load_dict(thread_id, got[0].blob)
+        data = train(sampler.rows, static_size)
+        if data is None:
+            return None
+        td = ThreadDict(data)
+        key = dict_version(td.dict_id)
+        inserted = yield Q(self._upsert("blobs"), [
+            {"thread_id": thread_id, "checkpoint_ns": "", "version": key, "part": 0,
+             "channel": None, "base": None, "type": DICT_TYPE, "blob": data}])
+        if inserted != 1:  # the same random id, stored first elsewhere: use that one
+            got = yield sa.select(b.c.blob).where(*where, b.c.version == key)
+            return self._load_dict(thread_id, got[0].blob) if got else None
+        return td
+
     @staticmethod
     def _writes_key(config: RunnableConfig) -> tuple[str, str, str] | None:
         """The checkpoint a ``put_writes`` stores at, or a put's parent, if any."""
@@ -272,7 +347,9 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
 
     def _load_checkpoint(self, row: Any) -> Checkpoint:
         try:
-            body = load(self.serde, row.type, row.checkpoint)
+            body = load(self.serde, row.type, row.checkpoint, self._dicts, row.thread_id)
+        except CorruptCheckpointError:
+            raise
         except Exception as exc:
             raise CorruptCheckpointError(
                 f"cannot decode checkpoint {row.checkpoint_id!r} of thread {row.thread_id!r} "
@@ -380,8 +457,10 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         for (tid, ns), versions in _group_keys(keys).items():
             for batch in _batches(versions):
                 rows = yield self._chain_query(tid, ns, batch)
+                yield from self._op_dicts((r.thread_id, r.type, r.blob) for r in rows)
                 for r in rows:
-                    entries = unpack(r.type, r.blob, f"frame {r.version!r}", r.thread_id)
+                    entries = unpack(r.type, r.blob, f"frame {r.version!r}", r.thread_id,
+                                     self._dicts)
                     key = (r.thread_id, r.checkpoint_ns, r.version)
                     got[key][r.part] = Part(r.base, entries)
                     if r.type.startswith(FRAME_REFS):
@@ -439,10 +518,12 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             for batch in _batches(ids):
                 slots, params = self._in_list("ids", batch)
                 rows = yield R(self._writes_for(slots), {"t": tid, "ns": ns, **params})
+                yield from self._op_dicts((r.thread_id, r.type, r.blob) for r in rows)
                 for r in rows:
                     into[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)].append(
                         (r.task_id, r.task_path,
-                         unpack(r.type, r.blob, f"writes of task {r.task_id!r}", r.thread_id)))
+                         unpack(r.type, r.blob, f"writes of task {r.task_id!r}", r.thread_id,
+                                self._dicts)))
         return into
 
     def _writes_for(self, slots: int | None) -> Any:
@@ -469,7 +550,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
     def _decode_writes(self, thread_id: str, task_id: str, task_path: str, type_: str,
                        blob: bytes, channels: set[str] | None = None,
                        ) -> list[tuple[tuple[str, str, int], PendingWrite]]:
-        items = unpack(type_, blob, f"writes of task {task_id!r}", thread_id)
+        items = unpack(type_, blob, f"writes of task {task_id!r}", thread_id, self._dicts)
         return self._decode_items(thread_id, task_id, task_path, items, channels)
 
     def _decode_items(self, thread_id: str, task_id: str, task_path: str, items: list[Any],
@@ -544,6 +625,9 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         if not rows:
             return None
         row = rows[0]
+        yield from self._op_dicts([(thread_id, row.type, row.checkpoint),
+                                   *((thread_id, r.w_type, r.w_blob) for r in rows
+                                     if r.task_id is not None)])
         pending = sorted((w for r in rows if r.task_id is not None
                           for w in self._decode_writes(thread_id, r.task_id, r.task_path,
                                                        r.w_type, r.w_blob)),
@@ -555,8 +639,14 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         values = self._values(mat, row, checkpoint)
         tails = [(k, t) for k, t in mat.tails]
         versions = dict(checkpoint["channel_versions"])
-        yield After(lambda: self._cache.remember(
-            tails, [((thread_id, ns, row.checkpoint_id), versions)]))
+        used = (self._dicts.get(thread_id, frame_dict_id(row.checkpoint))
+                if row.type.endswith(TAG) else None)
+
+        def remember() -> None:
+            self._cache.remember(tails, [((thread_id, ns, row.checkpoint_id), versions)])
+            self._dicts.mark((thread_id, ns, row.checkpoint_id), used)
+
+        yield After(remember)
         return self._tuple(row, checkpoint, values, self._load_metadata(row),
                            [pw for _, pw in pending])
 
@@ -601,6 +691,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                 if remaining is not None and len(picked) >= remaining:
                     break
             if picked:
+                yield from self._op_dicts((r.thread_id, r.type, r.checkpoint) for r, _ in picked)
                 decoded = [(row, md, self._load_checkpoint(row)) for row, md in picked]
                 keys = [(row.thread_id, row.checkpoint_ns, str(v))
                         for row, _, cp in decoded for v in cp["channel_versions"].values()]
@@ -634,7 +725,14 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         # the id is the row's key: not stored twice
         body = {k: v for k, v in checkpoint.items() if k not in ("channel_values", "id")}
         values = checkpoint["channel_values"]
-        ctype, cblob = dump(self.serde, body, self.compress)
+        z: Squeeze = None
+        sampler: Sampler | None = None
+        if self.compress and self.thread_dictionaries:
+            z = self._dicts.for_put(thread_id, ns, parent_id)
+            if isinstance(z, Sampler) and z.ready():
+                sampler = z
+                z = yield from self._op_new_dict(thread_id, z)
+        ctype, cblob = dump(self.serde, body, self.compress, z)
         md = get_serializable_checkpoint_metadata(config, metadata)
         md_json = json.dumps(md, ensure_ascii=False, separators=(",", ":"),
                              default=_json_default)
@@ -703,7 +801,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             for part, (channel, base, entries) in enumerate(parts):
                 kind = (FRAME_REFS if any(e[0] in REFS for e in entries.values())
                         else FRAME)
-                t, b = pack(entries, self.compress, kind)
+                t, b = pack(entries, self.compress, kind, z)
                 frame_rows.append({"thread_id": thread_id, "checkpoint_ns": ns, "version": ver,
                                    "part": part, "channel": channel, "base": base, "type": t,
                                    "blob": b})
@@ -742,8 +840,13 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                 yield Q(self._slice_stmt(), rewrites)
             yield ckpt
         versions = dict(checkpoint["channel_versions"])
+        used = z if isinstance(z, ThreadDict) else None
+
         def remember() -> None:
             self._cache.remember(tails, [((thread_id, ns, cid), versions)], superseded)
+            if sampler is not None:
+                self._dicts.installed(thread_id, ns, used)
+            self._dicts.mark((thread_id, ns, cid), used)
             self._cache.writes.remember_resolved(resolved)
             if parent_id is not None:
                 # the parent's writes served this put's references; like the superseded
@@ -777,7 +880,9 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             return None
         key = {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid,
                "task_id": task_id}
-        t, b = pack(items, self.compress)
+        z = (self._dicts.for_writes(thread_id, ns, cid)
+             if self.compress and self.thread_dictionaries else None)
+        t, b = pack(items, self.compress, z=z)
         inserted = yield Q(self._upsert("writes"), [
             {**key, "task_path": task_path or "", "type": t, "blob": b}])
         ckpt_key = (thread_id, ns, cid)
@@ -793,14 +898,16 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         # special ones (errors, interrupts, resumes) replace theirs.
         w = S.writes
         rows = yield sa.select(w.c.type, w.c.blob).where(*(w.c[k] == v for k, v in key.items()))
+        yield from self._op_dicts((thread_id, r.type, r.blob) for r in rows)
         merged: dict[int, list[Any]] = {int(it[0]): it for it in unpack(
-            rows[0].type, rows[0].blob, "writes", thread_id)} if rows else {}
+            rows[0].type, rows[0].blob, "writes", thread_id, self._dicts)} if rows else {}
         special = all(wr[0] in WRITES_IDX_MAP for wr in writes)
         for it in items:
             idx = int(it[0])
             if special or idx not in merged:
                 merged[idx] = it
-        t, b = pack(sorted(merged.values(), key=lambda it: it[0]), self.compress)
+        t, b = pack(sorted(merged.values(), key=lambda it: it[0]), self.compress,
+                    z=z if isinstance(z, ThreadDict) else None)
         yield sa.update(w).where(*(w.c[k] == v for k, v in key.items())).values(
             type=t, blob=b, task_path=task_path or "")
         return None

@@ -40,6 +40,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from relaygraph.checkpointers._errors import CorruptCheckpointError
 from relaygraph.checkpointers._lru import Lru
 from relaygraph.checkpointers._refs import WriteCache
+from relaygraph.checkpointers._tdict import TAG, Dictionaries, Sampler, ThreadDict, frame_dict_id
 from relaygraph.checkpointers._zdict import ZDICT_V1, ZDICT_ZS_V1
 
 FULL, DELTA, SEGMENT, EMPTY, SLICE = 0, 1, 2, 3, 4
@@ -100,17 +101,43 @@ def is_saver_version(version: str) -> bool:
     return _DELTA_VERSION.match(version) is not None
 
 
-def _compress(type_: str, data: bytes, compress: bool) -> tuple[str, bytes]:
+def static_size(data: bytes) -> int:
+    """``data``'s size compressed with the fixed dictionary (as a small row is)."""
+    return len(_zstd(0, "compress", data))
+
+
+#: what a row compresses with besides the fixed dictionary: its thread's dictionary, or
+#: a sampler that keeps the row to train one (see ``_tdict``)
+Squeeze = ThreadDict | Sampler | None
+
+
+def _compress(type_: str, data: bytes, compress: bool, z: Squeeze = None) -> tuple[str, bytes]:
     if compress and len(data) >= COMPRESS_MIN:
-        z = _zstd(0 if len(data) <= ZSTD_SMALL_MAX else 1, "compress", data)
-        if len(z) <= len(data) - (len(data) >> 3):
-            return type_ + _ZS, z
+        if isinstance(z, ThreadDict):
+            zt = z.compress(data)
+            if len(zt) <= len(data) - (len(data) >> 3):
+                return type_ + TAG, zt
+        elif z is not None:
+            z.take(data)
+        zs = _zstd(0 if len(data) <= ZSTD_SMALL_MAX else 1, "compress", data)
+        if len(zs) <= len(data) - (len(data) >> 3):
+            return type_ + _ZS, zs
     return type_, data
 
 
-def _decompress(type_: str, data: bytes | None) -> tuple[str, bytes]:
+def _decompress(type_: str, data: bytes | None, dicts: Dictionaries | None = None,
+                thread_id: str = "") -> tuple[str, bytes]:
     if type_.endswith(_ZS):
         return type_[: -len(_ZS)], _zstd(2, "decompress", data or b"")
+    if type_.endswith(TAG):
+        raw = data or b""
+        dict_id = frame_dict_id(raw)
+        td = dicts.get(thread_id, dict_id) if dicts is not None else None
+        if td is None:
+            raise CorruptCheckpointError(
+                f"the compression dictionary {dict_id:08x} of thread {thread_id!r} is "
+                f"missing (a row compressed with it cannot be read)", thread_id=thread_id)
+        return type_[: -len(TAG)], td.decompress(raw)
     if type_.endswith(_ZD):
         do = zlib.decompressobj(zdict=ZDICT_V1)
         return type_[: -len(_ZD)], do.decompress(data or b"") + do.flush()
@@ -119,28 +146,33 @@ def _decompress(type_: str, data: bytes | None) -> tuple[str, bytes]:
     return type_, data if data is not None else b""
 
 
-def dump(serde: SerializerProtocol, value: Any, compress: bool) -> tuple[str, bytes]:
-    """Serialize ``value`` with the serde; zlib-compress it when that saves an eighth."""
+def dump(serde: SerializerProtocol, value: Any, compress: bool,
+         z: Squeeze = None) -> tuple[str, bytes]:
+    """Serialize ``value`` with the serde; compress it when that saves an eighth."""
     type_, data = serde.dumps_typed(value)
-    return _compress(type_, data, compress)
+    return _compress(type_, data, compress, z)
 
 
-def load(serde: SerializerProtocol, type_: str, data: bytes | None) -> Any:
+def load(serde: SerializerProtocol, type_: str, data: bytes | None,
+         dicts: Dictionaries | None = None, thread_id: str = "") -> Any:
     """Inverse of :func:`dump`. Never unpickles: the serde decides what may load."""
-    return serde.loads_typed(_decompress(type_, data))
+    return serde.loads_typed(_decompress(type_, data, dicts, thread_id))
 
 
-def pack(obj: Any, compress: bool, kind: str = FRAME) -> tuple[str, bytes]:
+def pack(obj: Any, compress: bool, kind: str = FRAME, z: Squeeze = None) -> tuple[str, bytes]:
     """Pack a frame or a task's writes (serde payloads inside stay opaque bytes)."""
-    return _compress(kind, ormsgpack.packb(obj), compress)
+    return _compress(kind, ormsgpack.packb(obj), compress, z)
 
 
-def unpack(type_: str, data: bytes | None, where: str, thread_id: str) -> Any:
+def unpack(type_: str, data: bytes | None, where: str, thread_id: str,
+           dicts: Dictionaries | None = None) -> Any:
     try:
-        kind, raw = _decompress(type_, data)
+        kind, raw = _decompress(type_, data, dicts, thread_id)
         if kind != FRAME and kind != FRAME_REFS:
             raise ValueError(f"unknown row format {type_!r}")
         return ormsgpack.unpackb(raw)
+    except CorruptCheckpointError:
+        raise
     except Exception as exc:
         raise CorruptCheckpointError(f"cannot read {where} of thread {thread_id!r}: {exc}",
                                      thread_id=thread_id) from exc

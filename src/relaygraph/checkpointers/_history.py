@@ -45,6 +45,7 @@ def delta_history(saver: BaseSQLAlchemySaver, config: RunnableConfig,
     lateral = saver._dialect.name == "postgresql"
     rows = yield R(saver._cached("delta_ancestors", lambda: _build_ancestors(lateral)),
                    {"t": thread_id, "ns": ns, "cid": cid, "depth": max_depth})
+    yield from saver._op_dicts((r.thread_id, r.type, r.checkpoint) for r in rows[1:])
     ancestors = []
     seen: set[str] = set()
     for r in rows[1:]:  # the target's own writes and value are not part of the contract

@@ -18,6 +18,7 @@ from relaygraph.checkpointers._codec import DELTA, DELTA_OF_WRITES, FRAME_REFS, 
 from relaygraph.checkpointers._ids import check_key
 from relaygraph.checkpointers._protocol import After, Op, _batches, _group_keys
 from relaygraph.checkpointers._refs import REFS, ref_checkpoint
+from relaygraph.checkpointers._tdict import TAG, frame_dict_id, parse_dict_version
 
 if TYPE_CHECKING:
     from relaygraph.checkpointers._base import BaseSQLAlchemySaver
@@ -27,7 +28,7 @@ def delete_thread(saver: BaseSQLAlchemySaver, thread_id: str) -> Op:
     tid = check_key(thread_id, "thread_id")
     for t in (S.writes, S.blobs, S.checkpoints):
         yield sa.delete(t).where(t.c.thread_id == tid)
-    yield After(lambda: saver._cache.forget_threads([tid]))
+    yield After(lambda: saver._forget([tid]))
 
 
 def delete_for_runs(saver: BaseSQLAlchemySaver, run_ids: Sequence[str]) -> Op:
@@ -42,7 +43,7 @@ def delete_for_runs(saver: BaseSQLAlchemySaver, run_ids: Sequence[str]) -> Op:
         doomed.extend((r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r in rows)
     yield from delete_checkpoints(saver, doomed)
     threads = sorted({d[0] for d in doomed})
-    yield After(lambda: saver._cache.forget_threads(threads))
+    yield After(lambda: saver._forget(threads))
 
 
 def delete_checkpoints(saver: BaseSQLAlchemySaver, keys: Sequence[tuple[str, str, str]]) -> Op:
@@ -71,35 +72,39 @@ def inline_refs(saver: BaseSQLAlchemySaver, tid: str, ns: str, doomed: set[str])
     rows = yield sa.select(b.c.version, b.c.part, b.c.channel, b.c.base, b.c.type,
                            b.c.blob).where(b.c.thread_id == tid, b.c.checkpoint_ns == ns,
                                            b.c.type.startswith(FRAME_REFS))
+    yield from saver._op_dicts((tid, r.type, r.blob) for r in rows)
     parts = []
     for r in rows:
-        entries = unpack(r.type, r.blob, f"frame {r.version!r}", tid)
+        entries = unpack(r.type, r.blob, f"frame {r.version!r}", tid, saver._dicts)
         if any(e[0] in REFS and ref_checkpoint(e) in doomed for e in entries.values()):
             parts.append(((tid, ns, r.version), entries, r))
     if not parts:
         return None
     yield from saver._op_resolve_refs([(key, entries) for key, entries, _ in parts])
+    # the rewritten frames keep a dictionary the thread already uses, if any
+    z = next((saver._dicts.get(tid, frame_dict_id(r.blob)) for _, _, r in parts
+              if r.type.endswith(TAG)), None)
     for (_, _, version), entries, r in parts:
         where = (b.c.thread_id == tid, b.c.checkpoint_ns == ns, b.c.version == version)
         # every reference of the part is resolved now: whole values are plain entries
         delta = {ch: [DELTA, e[1], e[2]] for ch, e in entries.items() if e[0] == DELTA_OF_WRITES}
         rest = {ch: e for ch, e in entries.items() if ch not in delta}
         if not delta:
-            t, blob = pack(rest, saver.compress)
+            t, blob = pack(rest, saver.compress, z=z)
             yield sa.update(b).where(*where, b.c.part == r.part).values(type=t, blob=blob)
         elif rest:
             # the reference shared the row of the plain values; as a delta it may be
             # rewritten as a slice some day, so it moves to a part of its own
             top = yield sa.select(sa.func.max(b.c.part)).where(*where)
-            t, blob = pack(delta, saver.compress)
+            t, blob = pack(delta, saver.compress, z=z)
             yield sa.insert(b).values(thread_id=tid, checkpoint_ns=ns, version=version,
                                       part=int(top[0][0]) + 1, channel=r.channel,
                                       base=r.base, type=t, blob=blob)
-            t, blob = pack(rest, saver.compress)
+            t, blob = pack(rest, saver.compress, z=z)
             yield sa.update(b).where(*where, b.c.part == r.part).values(
                 channel=None, base=None, type=t, blob=blob)
         else:
-            t, blob = pack(delta, saver.compress)
+            t, blob = pack(delta, saver.compress, z=z)
             yield sa.update(b).where(*where, b.c.part == r.part).values(type=t, blob=blob)
     return None
 
@@ -109,6 +114,7 @@ def gc_blobs(saver: BaseSQLAlchemySaver, thread_ids: Sequence[str]) -> Op:
     c, b = S.checkpoints, S.blobs
     for tid in thread_ids:
         rows = yield sa.select(*saver._ckpt_cols).where(c.c.thread_id == tid)
+        yield from saver._op_dicts((tid, r.type, r.checkpoint) for r in rows)
         wanted: list[Key3] = []
         for row in rows:
             cp = saver._load_checkpoint(row)
@@ -121,7 +127,9 @@ def gc_blobs(saver: BaseSQLAlchemySaver, thread_ids: Sequence[str]) -> Op:
                 keep.update((r[0], r[1], r[2], r[3]) for r in got)
         have = yield sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.version, b.c.part).where(
             b.c.thread_id == tid)
-        drop = [tuple(r) for r in have if tuple(r) not in keep]
+        # the thread's dictionaries stay as long as the thread: rows still use them
+        drop = [tuple(r) for r in have if tuple(r) not in keep
+                and not (r[1] == "" and parse_dict_version(r[2]) is not None)]
         for batch in _batches(drop):
             # (version, part) pairs within one thread: a primary-key range per row
             yield sa.delete(b).where(b.c.thread_id == tid, sa.or_(*(
@@ -142,7 +150,7 @@ def copy_thread(saver: BaseSQLAlchemySaver, source: str, target: str) -> Op:
                           if n == "thread_id" else t.c[n] for n in cols]).where(
             t.c.thread_id == src)
         yield sa.insert(t).from_select(cols, sel)
-    yield After(lambda: saver._cache.forget_threads([dst]))
+    yield After(lambda: saver._forget([dst]))
 
 
 def prune(saver: BaseSQLAlchemySaver, thread_ids: Sequence[str], strategy: str,
@@ -171,7 +179,7 @@ def prune(saver: BaseSQLAlchemySaver, thread_ids: Sequence[str], strategy: str,
             doomed.extend((tid, ns, r.checkpoint_id) for r in items
                           if r.checkpoint_id not in kept)
         yield from delete_checkpoints(saver, doomed)
-    yield After(lambda: saver._cache.forget_threads(tids))
+    yield After(lambda: saver._forget(tids))
 
 
 def _delta_ancestors(items: Sequence[Any], kept: Sequence[Any]) -> set[str]:

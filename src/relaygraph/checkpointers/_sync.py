@@ -83,6 +83,11 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
             channel, checkpoint versions, task writes), by which a put stores only what
             was appended. A thread holds one value per list channel, its latest; a miss
             costs one value stored whole, never a wrong one.
+        thread_dictionaries: once a thread has stored about 16 steps' rows through this
+            saver, train a small zstd dictionary (4 kB) on them, store it with the thread,
+            and compress the thread's later rows with it: on long threads a step's rows
+            take about a fifth less space. It is deleted and copied with its thread. A
+            saver with this off still reads rows written with one.
 
     Example:
         >>> with SQLAlchemySaver.from_conn_string("sqlite:///relaygraph.db") as saver:
@@ -92,12 +97,12 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
 
     def __init__(self, engine: sa.Engine, *, serde: SerializerProtocol | None = None,
                  segment_every: int = 32, compress: bool = True,
-                 cache_size: int = 4096) -> None:
+                 cache_size: int = 4096, thread_dictionaries: bool = True) -> None:
         if isinstance(engine, str):
             raise TypeError("SQLAlchemySaver takes an Engine; for a URL use "
                             "SQLAlchemySaver.from_conn_string(url)")
         super().__init__(serde=serde, segment_every=segment_every, compress=compress,
-                         cache_size=cache_size)
+                         cache_size=cache_size, thread_dictionaries=thread_dictionaries)
         self.engine = engine
         self._dialect = engine.dialect
         # SQLite has one writer at a time; queueing in-process writers on a lock (and

@@ -1,0 +1,246 @@
+"""Thread dictionaries: a long thread's rows compress against a dictionary of its own.
+
+A step's rows are small (a checkpoint body, a frame of references, a task's writes:
+hundreds of bytes each), and most of what they hold repeats from step to step: channel
+and node names, version prefixes, the framing of the thread's messages and tool calls,
+the words its agents use. The fixed dictionary in ``_zdict`` knows only LangGraph's and
+LangChain's own names. So once a thread has stored ``TRAIN_ROWS`` rows through this
+process, the saver trains a small zstd dictionary (``DICT_SIZE`` bytes, a millisecond or
+two) on them and compresses the thread's later rows with it; a dictionary that does not
+beat the fixed one on rows it was not trained on (encrypted values, say) is not kept.
+
+Storage. A dictionary is a row of the thread in ``relaygraph_blobs`` (namespace ``""``,
+version ``"\\x00dict" + its id``: no channel version can hold a NUL, so none can collide
+with it, and no read of channel values ever asks for it). It is stored before any row
+that uses it, and deleted, copied and pruned with the thread: ``delete_thread`` removes
+it with everything else the thread stored (it holds fragments of the thread's rows);
+retention never drops it while the thread lives.
+
+Identity. Every zstd frame compressed with a thread dictionary carries the dictionary's
+random 32-bit id (type tag ``|zt``), so a reader always decodes with the very dictionary
+the writer used and zstd refuses any other; a missing dictionary is reported, never
+guessed. A put uses the dictionary its parent checkpoint was written or read with in this
+process (see ``Dictionaries.for_put``): a thread deleted elsewhere and started again
+therefore never gets rows that point at a dictionary that went with the old thread.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import zstandard
+
+from relaygraph.checkpointers._lru import Lru
+
+TAG = "|zt"
+#: blobs.version of a dictionary row is this plus the id in 8 hex digits
+DICT_VERSION = "\x00dict"
+DICT_TYPE = "zdict"
+DICT_SIZE = 4096
+#: rows of one thread and namespace sampled before a dictionary is trained: about 16
+#: steps of a graph with one task a step (a checkpoint, a frame and a task's writes each)
+TRAIN_ROWS = 48
+#: of those, the last ones are held out to judge the dictionary on rows it never saw
+HOLDOUT = 12
+#: a dictionary is kept when it makes the held-out rows this much smaller than the fixed
+#: dictionary does (it must also pay for its own DICT_SIZE bytes over the thread's life)
+MIN_GAIN = 0.15
+SAMPLE_MAX = 8192  # larger rows (segments) are not sampled
+LEVELS = (1, 9)  # small rows, large rows: as for the fixed dictionary (see ``_codec``)
+SMALL_MAX = 16_384
+
+
+def dict_version(dict_id: int) -> str:
+    return f"{DICT_VERSION}{dict_id:08x}"
+
+
+def parse_dict_version(version: str) -> int | None:
+    if not version.startswith(DICT_VERSION):
+        return None
+    try:
+        return int(version[len(DICT_VERSION):], 16)
+    except ValueError:
+        return None
+
+
+def frame_dict_id(data: bytes) -> int:
+    """The dictionary id a zstd frame names (0 when it names none)."""
+    return int(zstandard.get_frame_parameters(data).dict_id)
+
+
+class ThreadDict:
+    """One trained dictionary, with its own pools of (de)compressors."""
+
+    __slots__ = ("dict_id", "data", "_cdicts", "_ddict", "_free")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        d = zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_FULLDICT)
+        self.dict_id = int(d.dict_id())
+        if not self.dict_id:
+            raise ValueError("a thread dictionary needs an id")
+        self._ddict = d
+        cdicts = []
+        for level in LEVELS:
+            c = zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_FULLDICT)
+            c.precompute_compress(level=level)
+            cdicts.append(c)
+        self._cdicts = tuple(cdicts)
+        # (de)compressors are not thread-safe: free lists, as in ``_codec``
+        self._free: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+
+    def _run(self, which: int, fn: str, data: bytes) -> bytes:
+        free = self._free[which]
+        try:
+            z = free.pop()
+        except IndexError:
+            z = (zstandard.ZstdDecompressor(dict_data=self._ddict) if which == 2 else
+                 zstandard.ZstdCompressor(dict_data=self._cdicts[which], write_dict_id=True,
+                                          write_content_size=True, write_checksum=False))
+        try:
+            return getattr(z, fn)(data)  # type: ignore[no-any-return]
+        finally:
+            free.append(z)
+
+    def compress(self, data: bytes) -> bytes:
+        return self._run(0 if len(data) <= SMALL_MAX else 1, "compress", data)
+
+    def decompress(self, data: bytes) -> bytes:
+        return self._run(2, "decompress", data)
+
+
+class Sampler:
+    """Rows of one thread and namespace, kept until a dictionary can be trained."""
+
+    __slots__ = ("rows", "declined")
+
+    def __init__(self) -> None:
+        self.rows: list[bytes] = []
+        self.declined = False
+
+    def take(self, data: bytes) -> None:
+        if len(self.rows) < TRAIN_ROWS and len(data) <= SAMPLE_MAX:
+            self.rows.append(data)  # list.append is atomic: puts and writes run apart
+
+    def ready(self) -> bool:
+        return not self.declined and len(self.rows) >= TRAIN_ROWS
+
+
+def train(rows: Sequence[bytes], fixed_size: Any) -> bytes | None:
+    """A dictionary trained on ``rows``, or ``None`` when it would not pay for itself.
+
+    ``fixed_size(row)`` is a row's size compressed with the fixed dictionary.
+    """
+    learn: list[bytes | bytearray | memoryview] = list(rows[:-HOLDOUT])
+    held = list(rows[-HOLDOUT:])
+    try:
+        d = zstandard.train_dictionary(DICT_SIZE, learn, k=200, d=8, f=16, split_point=1.0,
+                                       threads=1, dict_id=random.randrange(1, 1 << 31))
+    except zstandard.ZstdError:
+        return None  # too little or too uniform to learn from
+    data = d.as_bytes()
+    try:
+        td = ThreadDict(data)
+    except (ValueError, zstandard.ZstdError):
+        return None
+    fixed = sum(fixed_size(r) for r in held)
+    mine = sum(len(td.compress(r)) for r in held)
+    return data if mine <= fixed * (1 - MIN_GAIN) else None
+
+
+class Dictionaries:
+    """A saver's thread dictionaries: loaded ones, samplers, and which checkpoint used which.
+
+    ``size`` bounds each map; a dictionary dropped from memory is fetched again by the
+    next read that needs it.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._dicts: Lru[ThreadDict] = Lru(size)  # (thread, dict id)
+        self._samplers: Lru[Sampler] = Lru(size)  # (thread, ns)
+        # (thread, ns, checkpoint id) -> the dictionary that checkpoint's put used (or its
+        # row was read with); a put continues with its parent's
+        self._lineage: Lru[ThreadDict | bool] = Lru(size * 16)
+        # (thread, ns) -> the dictionary of the checkpoint last stored or read there; a
+        # task's writes may be stored while the put of their checkpoint is still running
+        self._current: Lru[ThreadDict | bool] = Lru(size)
+        self._lock = threading.Lock()
+
+    # -- reading ------------------------------------------------------------------------
+
+    def get(self, thread_id: str, dict_id: int) -> ThreadDict | None:
+        with self._lock:
+            return self._dicts.get((thread_id, dict_id))
+
+    def add(self, thread_id: str, td: ThreadDict) -> ThreadDict:
+        with self._lock:
+            have = self._dicts.get((thread_id, td.dict_id))
+            if have is not None and have.data == td.data:
+                return have
+            self._dicts.put((thread_id, td.dict_id), td)
+            return td
+
+    def missing(self, wanted: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+        with self._lock:
+            return [k for k in dict.fromkeys(wanted) if self._dicts.get(k) is None]
+
+    # -- writing ------------------------------------------------------------------------
+
+    def for_put(self, thread_id: str, ns: str, parent_id: str | None,
+                ) -> ThreadDict | Sampler | None:
+        """What a put of this thread compresses with: its parent's dictionary, or a
+        sampler collecting rows for one (``None`` once a dictionary was declined)."""
+        with self._lock:
+            if parent_id is not None:
+                td = self._lineage.get((thread_id, ns, parent_id))
+                if isinstance(td, ThreadDict):
+                    self._current.put((thread_id, ns), td)
+                    return td
+            self._current.put((thread_id, ns), False)
+            s = self._samplers.get((thread_id, ns))
+            if s is None:
+                s = Sampler()
+                self._samplers.put((thread_id, ns), s)
+            return None if s.declined else s
+
+    def for_writes(self, thread_id: str, ns: str, checkpoint_id: str,
+                   ) -> ThreadDict | Sampler | None:
+        """What a task's writes at this checkpoint compress with (as its next put will)."""
+        with self._lock:
+            td = self._lineage.get((thread_id, ns, checkpoint_id))
+            if td is None:
+                td = self._current.get((thread_id, ns))
+            if isinstance(td, ThreadDict):
+                return td
+            s = self._samplers.get((thread_id, ns))
+            return None if s is None or s.declined else s
+
+    def mark(self, key: tuple[str, str, str], td: ThreadDict | None) -> None:
+        """The checkpoint ``key`` was stored or read with ``td``."""
+        with self._lock:
+            self._lineage.put(key, td if td is not None else False)
+            self._current.put(key[:2], td if td is not None else False)
+
+    def installed(self, thread_id: str, ns: str, td: ThreadDict | None) -> None:
+        """A dictionary for (thread, ns) is in the database (``None``: none is wanted)."""
+        with self._lock:
+            s = self._samplers.get((thread_id, ns))
+            if td is None:
+                if s is not None:
+                    s.declined = True
+                    s.rows = []
+                return
+            self._samplers.pop((thread_id, ns))
+            self._dicts.put((thread_id, td.dict_id), td)
+            self._current.put((thread_id, ns), td)
+
+    def forget_threads(self, thread_ids: Iterable[str]) -> None:
+        doomed = set(thread_ids)
+        with self._lock:
+            self._dicts.forget_threads(doomed)
+            self._samplers.forget_threads(doomed)
+            self._lineage.forget_threads(doomed)
+            self._current.forget_threads(doomed)
