@@ -16,7 +16,9 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
-from relaygraph.checkpointers import SQLAlchemySaver
+from relaygraph.checkpointers import SQLAlchemySaver, _tdict
+from relaygraph.checkpointers._schema import blobs
+from relaygraph.checkpointers._tdict import DICT_TYPE
 
 
 class S(TypedDict, total=False):
@@ -58,7 +60,7 @@ def _hist(graph, cfg) -> list[tuple[Any, Any]]:
     return [(s.values, s.next) for s in graph.get_state_history(cfg)]
 
 
-def _check(ops, url: str) -> None:
+def _check(ops, url: str, warmup: int = 0) -> None:
     engine = sa.create_engine(url)
     saver = SQLAlchemySaver(engine, segment_every=2 + len(ops) % 3)
     saver.setup()
@@ -69,6 +71,14 @@ def _check(ops, url: str) -> None:
     counter = 0
     for graph in (ref, g):
         graph.invoke({"messages": [HumanMessage("start", id="start")], "turns": 0}, cfg)
+    for i in range(warmup):
+        for graph in (ref, g):
+            graph.invoke({"messages": [HumanMessage(f"warm-up question {i}, in a few words",
+                                                    id=f"w{i}")]}, cfg)
+    if warmup:
+        with engine.connect() as c:  # the rows from here on use the thread's dictionary
+            assert c.execute(sa.select(sa.func.count()).select_from(blobs).where(
+                blobs.c.thread_id == tid, blobs.c.type == DICT_TYPE)).scalar_one() == 1
     kept: int | None = None  # after a prune, only the newest `kept` + later ones remain
     at_prune = 0
     for op, arg in ops:
@@ -128,3 +138,29 @@ def test_random_histories_match_inmemory_sqlite(sqlite_backend, ops) -> None:
 @given(ops=OPS)
 def test_random_histories_match_inmemory_postgres(pg_backend, ops) -> None:
     _check(ops, pg_backend.url)
+
+
+@pytest.fixture
+def early_dictionaries(monkeypatch) -> None:
+    """Thread dictionaries trained after a dozen rows, and always kept: the random
+    histories then run on rows compressed with one."""
+    monkeypatch.setattr(_tdict, "TRAIN_ROWS", 12)
+    monkeypatch.setattr(_tdict, "HOLDOUT", 4)
+    monkeypatch.setattr(_tdict, "MIN_GAIN", -1.0)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(ops=OPS)
+def test_random_histories_with_a_thread_dictionary_match_inmemory_sqlite(
+        sqlite_backend, early_dictionaries, ops) -> None:
+    _check(ops, sqlite_backend.url, warmup=8)
+
+
+@pytest.mark.postgres
+@settings(max_examples=8, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(ops=OPS)
+def test_random_histories_with_a_thread_dictionary_match_inmemory_postgres(
+        pg_backend, early_dictionaries, ops) -> None:
+    _check(ops, pg_backend.url, warmup=8)

@@ -229,6 +229,14 @@ def _binary_versions(conn: sa.Connection) -> None:
     _to_bytes(conn, _VERSIONS, ((blobs, ("version", "base")),))
 
 
+def _thread_dictionaries(conn: sa.Connection) -> None:
+    """Rows may be compressed with a dictionary stored with their thread (``_tdict``).
+
+    Nothing changes in the tables: the version tells an older relaygraph, which cannot
+    read those rows, to stop with a clear error instead of failing on some threads.
+    """
+
+
 def _partial_run_index(conn: sa.Connection) -> None:
     """PostgreSQL and SQLite: the run-id index leaves out rows that have no run id."""
     if _dialect_name(conn.dialect) not in ("postgresql", "sqlite"):
@@ -244,6 +252,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "checkpoint, task and run ids stored as bytes (a UUID in 16)", _binary_ids),
     Migration(4, "PostgreSQL, SQLite: the run-id index skips rows without one", _partial_run_index),
     Migration(5, "frame versions stored as bytes (the saver's own in 8)", _binary_versions),
+    Migration(6, "rows compressed with a dictionary stored with their thread",
+              _thread_dictionaries),
 )
 LATEST = MIGRATIONS[-1].version
 

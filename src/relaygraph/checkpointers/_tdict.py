@@ -49,6 +49,8 @@ HOLDOUT = 12
 #: dictionary does (it must also pay for its own DICT_SIZE bytes over the thread's life)
 MIN_GAIN = 0.15
 SAMPLE_MAX = 8192  # larger rows (segments) are not sampled
+#: what one sampler keeps at most: rows this large make a dictionary ready early
+SAMPLE_BYTES = 64 * 1024
 LEVELS = (1, 9)  # small rows, large rows: as for the fixed dictionary (see ``_codec``)
 SMALL_MAX = 16_384
 
@@ -115,18 +117,25 @@ class ThreadDict:
 class Sampler:
     """Rows of one thread and namespace, kept until a dictionary can be trained."""
 
-    __slots__ = ("rows", "declined")
+    __slots__ = ("rows", "size", "declined")
 
     def __init__(self) -> None:
         self.rows: list[bytes] = []
+        self.size = 0
         self.declined = False
 
     def take(self, data: bytes) -> None:
-        if len(self.rows) < TRAIN_ROWS and len(data) <= SAMPLE_MAX:
-            self.rows.append(data)  # list.append is atomic: puts and writes run apart
+        if (len(self.rows) < TRAIN_ROWS and self.size < SAMPLE_BYTES
+                and len(data) <= SAMPLE_MAX):
+            # puts and task writes may sample side by side: list.append is atomic, and a
+            # size a little off does no harm
+            self.rows.append(data)
+            self.size += len(data)
 
     def ready(self) -> bool:
-        return not self.declined and len(self.rows) >= TRAIN_ROWS
+        return not self.declined and (
+            len(self.rows) >= TRAIN_ROWS
+            or (self.size >= SAMPLE_BYTES and len(self.rows) >= 2 * HOLDOUT))
 
 
 def train(rows: Sequence[bytes], fixed_size: Any) -> bytes | None:
@@ -231,7 +240,7 @@ class Dictionaries:
             if td is None:
                 if s is not None:
                     s.declined = True
-                    s.rows = []
+                    s.rows, s.size = [], 0
                 return
             self._samplers.pop((thread_id, ns))
             self._dicts.put((thread_id, td.dict_id), td)
