@@ -216,3 +216,17 @@ def test_a_dictionary_that_does_not_pay_is_not_kept() -> None:
     td = ThreadDict(data)
     assert td.decompress(td.compress(alike[0])) == alike[0]
     assert frame_dict_id(td.compress(alike[0])) == td.dict_id
+
+
+def test_deleting_runs_keeps_the_dictionary_until_the_thread_is_empty(saver) -> None:
+    g = chat_graph(40).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "runs"}}
+    g.invoke(_start(), {**cfg, "metadata": {"run_id": "run-1"}})
+    g.invoke({"count": 20}, {**cfg, "metadata": {"run_id": "run-2"}})
+    saver.delete_for_runs(["run-1"])
+    assert len(_types(saver.engine, "runs")["dicts"]) == 1
+    fresh = chat_graph(40).compile(checkpointer=SQLAlchemySaver(saver.engine))
+    assert fresh.get_state(cfg).values == g.get_state(cfg).values
+    saver.delete_for_runs(["run-2"])
+    assert _types(saver.engine, "runs") == {"checkpoints": [], "frames": [], "writes": [],
+                                            "dicts": []}

@@ -127,9 +127,9 @@ def gc_blobs(saver: BaseSQLAlchemySaver, thread_ids: Sequence[str]) -> Op:
                 keep.update((r[0], r[1], r[2], r[3]) for r in got)
         have = yield sa.select(b.c.thread_id, b.c.checkpoint_ns, b.c.version, b.c.part).where(
             b.c.thread_id == tid)
-        # the thread's dictionaries stay as long as the thread: rows still use them
+        # the thread's dictionaries stay as long as it has a checkpoint: rows use them
         drop = [tuple(r) for r in have if tuple(r) not in keep
-                and not (r[1] == "" and parse_dict_version(r[2]) is not None)]
+                and not (rows and r[1] == "" and parse_dict_version(r[2]) is not None)]
         for batch in _batches(drop):
             # (version, part) pairs within one thread: a primary-key range per row
             yield sa.delete(b).where(b.c.thread_id == tid, sa.or_(*(

@@ -85,23 +85,31 @@ class ThreadDict:
         if not self.dict_id:
             raise ValueError("a thread dictionary needs an id")
         self._ddict = d
-        cdicts = []
-        for level in LEVELS:
-            c = zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_FULLDICT)
-            c.precompute_compress(level=level)
-            cdicts.append(c)
-        self._cdicts = tuple(cdicts)
+        # built on the first compression: a process that only reads never needs them
+        self._cdicts: tuple[Any, ...] | None = None
         # (de)compressors are not thread-safe: free lists, as in ``_codec``
         self._free: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+
+    def _make(self, which: int) -> Any:
+        if which == 2:
+            return zstandard.ZstdDecompressor(dict_data=self._ddict)
+        if self._cdicts is None:  # two threads may both build them: harmless
+            cdicts = []
+            for level in LEVELS:
+                c = zstandard.ZstdCompressionDict(self.data,
+                                                  dict_type=zstandard.DICT_TYPE_FULLDICT)
+                c.precompute_compress(level=level)
+                cdicts.append(c)
+            self._cdicts = tuple(cdicts)
+        return zstandard.ZstdCompressor(dict_data=self._cdicts[which], write_dict_id=True,
+                                        write_content_size=True, write_checksum=False)
 
     def _run(self, which: int, fn: str, data: bytes) -> bytes:
         free = self._free[which]
         try:
             z = free.pop()
         except IndexError:
-            z = (zstandard.ZstdDecompressor(dict_data=self._ddict) if which == 2 else
-                 zstandard.ZstdCompressor(dict_data=self._cdicts[which], write_dict_id=True,
-                                          write_content_size=True, write_checksum=False))
+            z = self._make(which)
         try:
             return getattr(z, fn)(data)  # type: ignore[no-any-return]
         finally:
