@@ -5,6 +5,7 @@
 #   make lint    ruff on src, tests and bench; mypy on src
 #   make bench   the checkpointer benchmark (prints a table; takes minutes)
 #   make bench-async   the async savers under ainvoke (a minute or two)
+#   make bench-dictionaries   thread dictionaries on and off (BENCH_ARGS="--db postgres")
 
 PYTHON := .venv/bin/python
 PYTEST_ARGS ?=
@@ -16,7 +17,7 @@ TEST_ENV := PYTHONDONTWRITEBYTECODE=1 TMPDIR=$(CURDIR)/.venv/.tmp \
 	JUPYTER_RUNTIME_DIR=.venv/.jupyter/runtime \
 	IPYTHONDIR=.venv/.ipython
 
-.PHONY: demo test lint bench bench-async
+.PHONY: demo test lint bench bench-async bench-dictionaries
 
 $(PYTHON):
 	python3 -m venv .venv
@@ -38,3 +39,6 @@ bench: $(PYTHON)
 
 bench-async: $(PYTHON)
 	$(PYTHON) bench/bench_async.py $(BENCH_ARGS)
+
+bench-dictionaries: $(PYTHON)
+	$(PYTHON) bench/bench_dictionaries.py $(BENCH_ARGS)

@@ -7,6 +7,7 @@ stores exactly the same states.
 from __future__ import annotations
 
 import functools
+import importlib
 import random
 from typing import Annotated, Any
 
@@ -27,13 +28,40 @@ WORDS = (
 AGENTS = ("researcher", "analyst", "critic")
 
 
-def _text(rng: random.Random, n_words: int) -> str:
+def _vocab_text(rng: random.Random, n_words: int) -> str:
     words = [rng.choice(WORDS) for _ in range(n_words)]
     for i in range(0, n_words, rng.randint(9, 14)):
         words[i] = words[i].capitalize()
     if rng.random() < 0.5:
         words.append(f"#{rng.randint(10000, 99999)}")
     return " ".join(words) + "."
+
+
+@functools.cache
+def _prose_pool() -> str:
+    """Real English prose: the docstrings of some standard-library modules (~150 kB,
+    ~5,800 distinct words; what they say differs a little between Python versions)."""
+    texts: dict[str, None] = {}
+    for name in ("collections", "argparse", "asyncio.tasks", "json", "logging", "subprocess",
+                 "unittest.case", "email.message", "http.client", "tarfile", "zipfile",
+                 "pathlib", "typing", "dataclasses", "functools", "itertools", "threading",
+                 "socket", "ssl", "decimal"):
+        mod = importlib.import_module(name)
+        for attr in dir(mod):
+            doc = getattr(getattr(mod, attr, None), "__doc__", None)
+            if isinstance(doc, str) and len(doc) > 200:
+                texts[" ".join(doc.split())] = None
+    return " ".join(texts)
+
+
+def _prose_text(rng: random.Random, n_words: int) -> str:
+    """An excerpt of real prose, about as long as ``n_words`` of the vocabulary text."""
+    pool = _prose_pool()
+    start = rng.randrange(0, len(pool) - 8 * n_words)
+    return pool[start:start + 7 * n_words]
+
+
+TEXTS = {"vocab": _vocab_text, "prose": _prose_text}
 
 
 class BenchState(TypedDict, total=False):
@@ -54,7 +82,7 @@ class DeltaBenchState(TypedDict, total=False):
     target: int
 
 
-def _agent(name: str):
+def _agent(name: str, _text: Any = _vocab_text):
     def node(state: dict) -> dict:
         n = state.get("count", 0) + 1
         rng = random.Random(f"{name}-{n}")
@@ -73,10 +101,12 @@ def _agent(name: str):
     return node
 
 
-def build(delta: bool = False) -> StateGraph:
+def build(delta: bool = False, text: str = "vocab") -> StateGraph:
+    """The workload graph. ``text``: ``"vocab"`` (words drawn from ~110, the default) or
+    ``"prose"`` (excerpts of real English prose)."""
     b = StateGraph(DeltaBenchState if delta else BenchState)
     for name in AGENTS:
-        b.add_node(name, _agent(name))
+        b.add_node(name, _agent(name, TEXTS[text]))
     b.add_edge(START, AGENTS[0])
     b.add_edge(AGENTS[0], AGENTS[1])
     b.add_edge(AGENTS[1], AGENTS[2])
