@@ -23,6 +23,7 @@ from relaygraph.checkpointers._tdict import (
     DICT_VERSION,
     TAG,
     TRAIN_ROWS,
+    Dictionaries,
     Sampler,
     ThreadDict,
     frame_dict_id,
@@ -230,3 +231,18 @@ def test_deleting_runs_keeps_the_dictionary_until_the_thread_is_empty(saver) -> 
     saver.delete_for_runs(["run-2"])
     assert _types(saver.engine, "runs") == {"checkpoints": [], "frames": [], "writes": [],
                                             "dicts": []}
+
+
+def test_reads_across_more_threads_than_memory_holds_dictionaries_for(saver) -> None:
+    """A read pins the dictionaries its rows name: the saver's bounded map may drop
+    them meanwhile, as it does here holding two of four."""
+    g = chat_graph(40).compile(checkpointer=saver)
+    for i in range(4):
+        g.invoke(_start(), {"configurable": {"thread_id": f"many-{i}"}})
+    small = SQLAlchemySaver(saver.engine)
+    small._dicts = Dictionaries(size=2)
+    everything = list(small.list(None))
+    assert len(everything) == len(list(saver.list(None)))
+    for i in range(4):
+        cfg = {"configurable": {"thread_id": f"many-{i}"}}
+        assert small.get_tuple(cfg).checkpoint == saver.get_tuple(cfg).checkpoint

@@ -86,8 +86,10 @@ from relaygraph.checkpointers._serde import RelaygraphSerializer, default_serde
 from relaygraph.checkpointers._tdict import (
     DICT_TYPE,
     DICT_VERSION,
+    NO_DICTS,
     TAG,
     Dictionaries,
+    Pinned,
     Sampler,
     ThreadDict,
     dict_version,
@@ -285,25 +287,24 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         self._dicts.forget_threads(thread_ids)
 
     def _op_dicts(self, rows: Any) -> Op:
-        """Load the thread dictionaries that ``(thread id, type, blob)`` rows name."""
+        """The thread dictionaries that ``(thread id, type, blob)`` rows name, as a
+        :class:`Pinned` to decode them with (those not in memory are fetched)."""
         wanted = [(tid, frame_dict_id(blob)) for tid, type_, blob in rows
                   if type_ and type_.endswith(TAG) and blob]
         if not wanted:
-            return None
-        missing = self._dicts.missing(wanted)
-        if not missing:
-            return None
+            return NO_DICTS
+        pinned, missing = self._dicts.pin(wanted)
         b = S.blobs
-        by_thread: dict[str, builtins.list[str]] = defaultdict(builtins.list)
-        for tid, dict_id in missing:
-            by_thread[tid].append(dict_version(dict_id))
-        for tid, versions in by_thread.items():
-            got = yield sa.select(b.c.blob).where(
-                b.c.thread_id == tid, b.c.checkpoint_ns == "", b.c.version.in_(versions),
-                b.c.part == 0)
+        for batch in _batches(missing):
+            # one query for any number of threads: a dictionary's id is random, so the
+            # pairs the IN lists also allow are not there
+            got = yield sa.select(b.c.thread_id, b.c.blob).where(
+                b.c.checkpoint_ns == "", b.c.part == 0,
+                b.c.thread_id.in_(sorted({tid for tid, _ in batch})),
+                b.c.version.in_(sorted({dict_version(i) for _, i in batch})))
             for r in got:
-                self._load_dict(tid, r.blob)
-        return None
+                pinned.add(r.thread_id, self._load_dict(r.thread_id, r.blob))
+        return pinned
 
     def _load_dict(self, thread_id: str, data: bytes) -> ThreadDict:
         try:
@@ -345,9 +346,9 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             return None
         return str(tid), str(conf.get("checkpoint_ns") or ""), str(cid)
 
-    def _load_checkpoint(self, row: Any) -> Checkpoint:
+    def _load_checkpoint(self, row: Any, dicts: Pinned = NO_DICTS) -> Checkpoint:
         try:
-            body = load(self.serde, row.type, row.checkpoint, self._dicts, row.thread_id)
+            body = load(self.serde, row.type, row.checkpoint, dicts, row.thread_id)
         except CorruptCheckpointError:
             raise
         except Exception as exc:
@@ -457,10 +458,10 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         for (tid, ns), versions in _group_keys(keys).items():
             for batch in _batches(versions):
                 rows = yield self._chain_query(tid, ns, batch)
-                yield from self._op_dicts((r.thread_id, r.type, r.blob) for r in rows)
+                dicts = yield from self._op_dicts((r.thread_id, r.type, r.blob) for r in rows)
                 for r in rows:
                     entries = unpack(r.type, r.blob, f"frame {r.version!r}", r.thread_id,
-                                     self._dicts)
+                                     dicts)
                     key = (r.thread_id, r.checkpoint_ns, r.version)
                     got[key][r.part] = Part(r.base, entries)
                     if r.type.startswith(FRAME_REFS):
@@ -518,12 +519,12 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             for batch in _batches(ids):
                 slots, params = self._in_list("ids", batch)
                 rows = yield R(self._writes_for(slots), {"t": tid, "ns": ns, **params})
-                yield from self._op_dicts((r.thread_id, r.type, r.blob) for r in rows)
+                dicts = yield from self._op_dicts((r.thread_id, r.type, r.blob) for r in rows)
                 for r in rows:
                     into[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)].append(
                         (r.task_id, r.task_path,
                          unpack(r.type, r.blob, f"writes of task {r.task_id!r}", r.thread_id,
-                                self._dicts)))
+                                dicts)))
         return into
 
     def _writes_for(self, slots: int | None) -> Any:
@@ -548,9 +549,10 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         return [pw for _, pw in sorted(out, key=lambda x: x[0])]
 
     def _decode_writes(self, thread_id: str, task_id: str, task_path: str, type_: str,
-                       blob: bytes, channels: set[str] | None = None,
+                       blob: bytes, dicts: Pinned = NO_DICTS,
+                       channels: set[str] | None = None,
                        ) -> list[tuple[tuple[str, str, int], PendingWrite]]:
-        items = unpack(type_, blob, f"writes of task {task_id!r}", thread_id, self._dicts)
+        items = unpack(type_, blob, f"writes of task {task_id!r}", thread_id, dicts)
         return self._decode_items(thread_id, task_id, task_path, items, channels)
 
     def _decode_items(self, thread_id: str, task_id: str, task_path: str, items: list[Any],
@@ -625,21 +627,21 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         if not rows:
             return None
         row = rows[0]
-        yield from self._op_dicts([(thread_id, row.type, row.checkpoint),
-                                   *((thread_id, r.w_type, r.w_blob) for r in rows
-                                     if r.task_id is not None)])
+        dicts = yield from self._op_dicts([(thread_id, row.type, row.checkpoint),
+                                           *((thread_id, r.w_type, r.w_blob) for r in rows
+                                             if r.task_id is not None)])
         pending = sorted((w for r in rows if r.task_id is not None
                           for w in self._decode_writes(thread_id, r.task_id, r.task_path,
-                                                       r.w_type, r.w_blob)),
+                                                       r.w_type, r.w_blob, dicts)),
                          key=lambda x: x[0])
-        checkpoint = self._load_checkpoint(row)
+        checkpoint = self._load_checkpoint(row, dicts)
         keys = [(thread_id, ns, str(v)) for v in checkpoint["channel_versions"].values()]
         frames = (yield from self._op_frames(keys)) if keys else {}
         mat = Materializer(self.serde, frames, shared=False)
         values = self._values(mat, row, checkpoint)
         tails = [(k, t) for k, t in mat.tails]
         versions = dict(checkpoint["channel_versions"])
-        used = (self._dicts.get(thread_id, frame_dict_id(row.checkpoint))
+        used = (dicts.get(thread_id, frame_dict_id(row.checkpoint))
                 if row.type.endswith(TAG) else None)
 
         def remember() -> None:
@@ -691,8 +693,9 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                 if remaining is not None and len(picked) >= remaining:
                     break
             if picked:
-                yield from self._op_dicts((r.thread_id, r.type, r.checkpoint) for r, _ in picked)
-                decoded = [(row, md, self._load_checkpoint(row)) for row, md in picked]
+                dicts = yield from self._op_dicts(
+                    (r.thread_id, r.type, r.checkpoint) for r, _ in picked)
+                decoded = [(row, md, self._load_checkpoint(row, dicts)) for row, md in picked]
                 keys = [(row.thread_id, row.checkpoint_ns, str(v))
                         for row, _, cp in decoded for v in cp["channel_versions"].values()]
                 # these checkpoints' writes: their pending writes, and mostly also the
@@ -898,9 +901,9 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         # special ones (errors, interrupts, resumes) replace theirs.
         w = S.writes
         rows = yield sa.select(w.c.type, w.c.blob).where(*(w.c[k] == v for k, v in key.items()))
-        yield from self._op_dicts((thread_id, r.type, r.blob) for r in rows)
+        dicts = yield from self._op_dicts((thread_id, r.type, r.blob) for r in rows)
         merged: dict[int, list[Any]] = {int(it[0]): it for it in unpack(
-            rows[0].type, rows[0].blob, "writes", thread_id, self._dicts)} if rows else {}
+            rows[0].type, rows[0].blob, "writes", thread_id, dicts)} if rows else {}
         special = all(wr[0] in WRITES_IDX_MAP for wr in writes)
         for it in items:
             idx = int(it[0])

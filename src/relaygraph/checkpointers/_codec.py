@@ -40,7 +40,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from relaygraph.checkpointers._errors import CorruptCheckpointError
 from relaygraph.checkpointers._lru import Lru
 from relaygraph.checkpointers._refs import WriteCache
-from relaygraph.checkpointers._tdict import TAG, Dictionaries, Sampler, ThreadDict, frame_dict_id
+from relaygraph.checkpointers._tdict import TAG, Pinned, Sampler, ThreadDict, frame_dict_id
 from relaygraph.checkpointers._zdict import ZDICT_V1, ZDICT_ZS_V1
 
 FULL, DELTA, SEGMENT, EMPTY, SLICE = 0, 1, 2, 3, 4
@@ -125,7 +125,7 @@ def _compress(type_: str, data: bytes, compress: bool, z: Squeeze = None) -> tup
     return type_, data
 
 
-def _decompress(type_: str, data: bytes | None, dicts: Dictionaries | None = None,
+def _decompress(type_: str, data: bytes | None, dicts: Pinned | None = None,
                 thread_id: str = "") -> tuple[str, bytes]:
     if type_.endswith(_ZS):
         return type_[: -len(_ZS)], _zstd(2, "decompress", data or b"")
@@ -154,7 +154,7 @@ def dump(serde: SerializerProtocol, value: Any, compress: bool,
 
 
 def load(serde: SerializerProtocol, type_: str, data: bytes | None,
-         dicts: Dictionaries | None = None, thread_id: str = "") -> Any:
+         dicts: Pinned | None = None, thread_id: str = "") -> Any:
     """Inverse of :func:`dump`. Never unpickles: the serde decides what may load."""
     return serde.loads_typed(_decompress(type_, data, dicts, thread_id))
 
@@ -165,7 +165,7 @@ def pack(obj: Any, compress: bool, kind: str = FRAME, z: Squeeze = None) -> tupl
 
 
 def unpack(type_: str, data: bytes | None, where: str, thread_id: str,
-           dicts: Dictionaries | None = None) -> Any:
+           dicts: Pinned | None = None) -> Any:
     try:
         kind, raw = _decompress(type_, data, dicts, thread_id)
         if kind != FRAME and kind != FRAME_REFS:

@@ -45,14 +45,14 @@ def delta_history(saver: BaseSQLAlchemySaver, config: RunnableConfig,
     lateral = saver._dialect.name == "postgresql"
     rows = yield R(saver._cached("delta_ancestors", lambda: _build_ancestors(lateral)),
                    {"t": thread_id, "ns": ns, "cid": cid, "depth": max_depth})
-    yield from saver._op_dicts((r.thread_id, r.type, r.checkpoint) for r in rows[1:])
+    dicts = yield from saver._op_dicts((r.thread_id, r.type, r.checkpoint) for r in rows[1:])
     ancestors = []
     seen: set[str] = set()
     for r in rows[1:]:  # the target's own writes and value are not part of the contract
         if r.checkpoint_id in seen:
             break
         seen.add(r.checkpoint_id)
-        ancestors.append((r.checkpoint_id, saver._load_checkpoint(r)["channel_versions"]))
+        ancestors.append((r.checkpoint_id, saver._load_checkpoint(r, dicts)["channel_versions"]))
     # 2. the frames of those ancestors' versions: which hold a stored value
     frames = yield from saver._op_frames(list(
         {(thread_id, ns, str(cv[ch])) for _, cv in ancestors for ch in channels

@@ -72,17 +72,17 @@ def inline_refs(saver: BaseSQLAlchemySaver, tid: str, ns: str, doomed: set[str])
     rows = yield sa.select(b.c.version, b.c.part, b.c.channel, b.c.base, b.c.type,
                            b.c.blob).where(b.c.thread_id == tid, b.c.checkpoint_ns == ns,
                                            b.c.type.startswith(FRAME_REFS))
-    yield from saver._op_dicts((tid, r.type, r.blob) for r in rows)
+    dicts = yield from saver._op_dicts((tid, r.type, r.blob) for r in rows)
     parts = []
     for r in rows:
-        entries = unpack(r.type, r.blob, f"frame {r.version!r}", tid, saver._dicts)
+        entries = unpack(r.type, r.blob, f"frame {r.version!r}", tid, dicts)
         if any(e[0] in REFS and ref_checkpoint(e) in doomed for e in entries.values()):
             parts.append(((tid, ns, r.version), entries, r))
     if not parts:
         return None
     yield from saver._op_resolve_refs([(key, entries) for key, entries, _ in parts])
     # the rewritten frames keep a dictionary the thread already uses, if any
-    z = next((saver._dicts.get(tid, frame_dict_id(r.blob)) for _, _, r in parts
+    z = next((dicts.get(tid, frame_dict_id(r.blob)) for _, _, r in parts
               if r.type.endswith(TAG)), None)
     for (_, _, version), entries, r in parts:
         where = (b.c.thread_id == tid, b.c.checkpoint_ns == ns, b.c.version == version)
@@ -114,10 +114,10 @@ def gc_blobs(saver: BaseSQLAlchemySaver, thread_ids: Sequence[str]) -> Op:
     c, b = S.checkpoints, S.blobs
     for tid in thread_ids:
         rows = yield sa.select(*saver._ckpt_cols).where(c.c.thread_id == tid)
-        yield from saver._op_dicts((tid, r.type, r.checkpoint) for r in rows)
+        dicts = yield from saver._op_dicts((tid, r.type, r.checkpoint) for r in rows)
         wanted: list[Key3] = []
         for row in rows:
-            cp = saver._load_checkpoint(row)
+            cp = saver._load_checkpoint(row, dicts)
             wanted.extend((tid, row.checkpoint_ns, str(v))
                           for v in cp["channel_versions"].values())
         keep: set[tuple[str, str, str, int]] = set()

@@ -168,6 +168,25 @@ def train(rows: Sequence[bytes], fixed_size: Any) -> bytes | None:
     return data if mine <= fixed * (1 - MIN_GAIN) else None
 
 
+class Pinned:
+    """The dictionaries one operation's rows name, held while it decodes them (the
+    saver's map may drop them meanwhile: other operations run beside this one)."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, d: dict[tuple[str, int], ThreadDict] | None = None) -> None:
+        self._d = d if d is not None else {}
+
+    def get(self, thread_id: str, dict_id: int) -> ThreadDict | None:
+        return self._d.get((thread_id, dict_id))
+
+    def add(self, thread_id: str, td: ThreadDict) -> None:
+        self._d[(thread_id, td.dict_id)] = td
+
+
+NO_DICTS = Pinned()  # for rows that name no dictionary (never added to)
+
+
 class Dictionaries:
     """A saver's thread dictionaries: loaded ones, samplers, and which checkpoint used which.
 
@@ -200,9 +219,19 @@ class Dictionaries:
             self._dicts.put((thread_id, td.dict_id), td)
             return td
 
-    def missing(self, wanted: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+    def pin(self, wanted: Iterable[tuple[str, int]],
+            ) -> tuple[Pinned, list[tuple[str, int]]]:
+        """The ``wanted`` dictionaries in memory, and the keys of those that are not."""
+        found: dict[tuple[str, int], ThreadDict] = {}
+        missing = []
         with self._lock:
-            return [k for k in dict.fromkeys(wanted) if self._dicts.get(k) is None]
+            for k in dict.fromkeys(wanted):
+                td = self._dicts.get(k)
+                if td is None:
+                    missing.append(k)
+                else:
+                    found[k] = td
+        return Pinned(found), missing
 
     # -- writing ------------------------------------------------------------------------
 
