@@ -190,6 +190,21 @@ def short_once(res: Result, kind: str, delta: bool, tmp: Path) -> None:
         res.short.append(SHORT_THREADS * SHORT_STEPS / timed(short))
 
 
+def grow(g: Any, cfg: Any, after_chunk: Callable[[], Any] | None = None) -> float:
+    """Grow the thread to ``LONG`` steps, ``CHUNK`` per invoke, after a collection; the
+    seconds the invokes took (``after_chunk`` runs untimed after each)."""
+    elapsed = 0.0
+    settle()
+    for target in range(CHUNK, LONG + 1, CHUNK):
+        inp: dict[str, Any] = {"target": target}
+        if target == CHUNK:
+            inp.update(messages=[HumanMessage("start", id="start")], count=0)
+        elapsed += timed(lambda g=g, inp=inp, cfg=cfg: g.invoke(inp, cfg))
+        if after_chunk is not None:
+            after_chunk()
+    return elapsed
+
+
 def long_once(res: Result, kind: str, delta: bool, tmp: Path,
               keep: contextlib.ExitStack | None) -> Callable[[], None] | None:
     """Steps/s and bytes on one thread growing to 300 steps, on a fresh database.
@@ -205,15 +220,8 @@ def long_once(res: Result, kind: str, delta: bool, tmp: Path,
     cfg = {"configurable": {"thread_id": "long"}, "recursion_limit": 10_000}
     base = db_bytes(kind, db) if kind != "memory" else 0
     sizes = [base]
-    elapsed = 0.0
-    settle()
-    for target in range(CHUNK, LONG + 1, CHUNK):
-        inp: dict[str, Any] = {"target": target}
-        if target == CHUNK:
-            inp.update(messages=[HumanMessage("start", id="start")], count=0)
-        elapsed += timed(lambda g=g, inp=inp, cfg=cfg: g.invoke(inp, cfg))
-        if kind != "memory":
-            sizes.append(db_bytes(kind, db))
+    elapsed = grow(g, cfg, after_chunk=None if kind == "memory"
+                   else lambda: sizes.append(db_bytes(kind, db)))
     res.long.append(LONG / elapsed)
     if kind != "memory":
         res.bytes_total = (sizes[-1] - sizes[0]) / LONG

@@ -25,12 +25,12 @@ from langchain_core.messages import HumanMessage
 sys.path.insert(0, str(Path(__file__).parent))
 from _workload import build  # noqa: E402
 from bench_checkpointers import (  # noqa: E402
-    CHUNK,
     LONG,
     SHORT_STEPS,
     SHORT_THREADS,
     db_bytes,
     fresh_db,
+    grow,
     settle,
 )
 
@@ -45,15 +45,7 @@ def long_run(kind: str, tmp: Path, on: bool, text: str) -> tuple[float, float]:
         g = build(text=text).compile(checkpointer=saver)
         cfg: Any = {"configurable": {"thread_id": "long"}, "recursion_limit": 10_000}
         base = db_bytes(kind, db)
-        elapsed = 0.0
-        settle()
-        for target in range(CHUNK, LONG + 1, CHUNK):
-            inp: dict[str, Any] = {"target": target}
-            if target == CHUNK:
-                inp.update(messages=[HumanMessage("start", id="start")], count=0)
-            t = time.perf_counter()
-            g.invoke(inp, cfg)
-            elapsed += time.perf_counter() - t
+        elapsed = grow(g, cfg)
         return LONG / elapsed, (db_bytes(kind, db) - base) / LONG
 
 
