@@ -142,7 +142,12 @@ def test_a_thread_deleted_elsewhere_and_started_again_never_points_at_the_old_di
     cfg = {"configurable": {"thread_id": "again"}}
     a.invoke(_start(), cfg)
     (old,) = _types(saver.engine, "again")["dicts"]
+    assert isinstance(saver._dicts.for_writes("again", "", "unknown"), ThreadDict)
     SQLAlchemySaver(saver.engine).delete_thread("again")  # another process
+    # the next run starts by reading the thread: it is empty, so even task writes stored
+    # before the run's first put has begun use no dictionary of the old thread
+    assert saver.get_tuple(cfg) is None
+    assert not isinstance(saver._dicts.for_writes("again", "", "unknown"), ThreadDict)
     a.invoke(_start(), cfg)
     (new,) = _types(saver.engine, "again")["dicts"]
     assert new != old

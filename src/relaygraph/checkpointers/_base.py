@@ -625,6 +625,10 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             rows = yield R(self._cached("head_latest", lambda: self._build_head(True)),
                            {"t": thread_id, "ns": ns})
         if not rows:
+            if not cid:
+                # the thread is empty (perhaps deleted by another process): the task
+                # writes of its next run must not use a dictionary it had before
+                yield After(lambda: self._dicts.mark_empty(thread_id, ns))
             return None
         row = rows[0]
         dicts = yield from self._op_dicts([(thread_id, row.type, row.checkpoint),

@@ -270,6 +270,11 @@ class Dictionaries:
             self._lineage.put(key, td if td is not None else False)
             self._current.put(key[:2], td if td is not None else False)
 
+    def mark_empty(self, thread_id: str, ns: str) -> None:
+        """The thread (and namespace) was read and holds no checkpoint."""
+        with self._lock:
+            self._current.put((thread_id, ns), False)
+
     def installed(self, thread_id: str, ns: str, td: ThreadDict | None) -> None:
         """A dictionary for (thread, ns) is in the database (``None``: none is wanted)."""
         with self._lock:
