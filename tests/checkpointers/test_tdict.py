@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 from typing import Any
 
@@ -251,3 +252,23 @@ def test_reads_across_more_threads_than_memory_holds_dictionaries_for(saver) -> 
     for i in range(4):
         cfg = {"configurable": {"thread_id": f"many-{i}"}}
         assert small.get_tuple(cfg).checkpoint == saver.get_tuple(cfg).checkpoint
+
+
+def test_threads_written_side_by_side_each_get_their_own_dictionary(saver) -> None:
+    g = chat_graph(40).compile(checkpointer=saver)
+    ref = chat_graph(40).compile(checkpointer=InMemorySaver())
+    tids = [f"side-{i}" for i in range(4)]
+
+    def run(graph: Any, tid: str) -> None:
+        cfg = {"configurable": {"thread_id": tid}}
+        graph.invoke(_start(), cfg)
+        graph.invoke({"count": 20}, cfg)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda tid: run(g, tid), tids))
+    fresh = chat_graph(40).compile(checkpointer=SQLAlchemySaver(saver.engine))
+    for tid in tids:
+        run(ref, tid)
+        cfg = {"configurable": {"thread_id": tid}}
+        assert len(_types(saver.engine, tid)["dicts"]) == 1
+        assert _hist(fresh, cfg) == _hist(ref, cfg)
