@@ -51,7 +51,7 @@ MIN_GAIN = 0.15
 SAMPLE_MAX = 8192  # larger rows (segments) are not sampled
 #: what one sampler keeps at most: rows this large make a dictionary ready early
 SAMPLE_BYTES = 64 * 1024
-LEVELS = (1, 9)  # small rows, large rows: as for the fixed dictionary (see ``_codec``)
+LEVELS = (1, 5)  # small rows, large rows: as for the fixed dictionary (see ``_codec``)
 SMALL_MAX = 16_384
 
 
