@@ -41,7 +41,7 @@ from relaygraph.checkpointers._errors import CorruptCheckpointError
 from relaygraph.checkpointers._lru import Lru
 from relaygraph.checkpointers._refs import WriteCache
 from relaygraph.checkpointers._tdict import TAG, Pinned, Sampler, ThreadDict, frame_dict_id
-from relaygraph.checkpointers._zdict import ZDICT_V1, ZDICT_ZS_V1
+from relaygraph.checkpointers._zdict import LEVELS, SMALL_MAX, ZDICT_V1, ZDICT_ZS_V1
 
 FULL, DELTA, SEGMENT, EMPTY, SLICE = 0, 1, 2, 3, 4
 # 5 is ``_refs.REF`` (stored); a REF entry reads back as a delta of this kind, which a
@@ -55,11 +55,6 @@ FRAME_REFS = "rg1r"  # a frame part holding references to task writes (see ``_re
 # Rows from 64 bytes are tried (and kept compressed when that saves an eighth): a step's
 # row of references is mostly framing and channel names, which the dictionary holds.
 COMPRESS_MIN = 64
-# Small rows (a step's delta) compress as well at level 1 as at 9, twice as fast; large
-# ones (segments, written every ``segment_every`` steps) gain ~6% at 5, and only ~1%
-# more at 9, which takes three times as long (~0.8 ms for a 24 kB segment). Either way
-# smaller than zlib -6 with the same dictionary, and ~3x faster to read.
-ZSTD_FAST, ZSTD_SMALL_MAX, ZSTD_STRONG = 1, 16_384, 5
 # Deltas need versions that sort as strings: the saver's own fixed-width format.
 _DELTA_VERSION = re.compile(r"^\d{12}\.[0-9a-f]{6}$")
 
@@ -70,7 +65,7 @@ def _zstd_dict(level: int) -> zstandard.ZstdCompressionDict:
     return d
 
 
-_ZSTD_DICTS = (_zstd_dict(ZSTD_FAST), _zstd_dict(ZSTD_STRONG))
+_ZSTD_DICTS = (_zstd_dict(LEVELS[0]), _zstd_dict(LEVELS[1]))
 # zstandard (de)compressors are not thread-safe, and making one costs far more than a
 # small row's compression (LangGraph runs puts on short-lived threads): a free list hands
 # each caller one at a time. list.pop/append are atomic, so no lock is needed.
@@ -120,7 +115,7 @@ def _compress(type_: str, data: bytes, compress: bool, z: Squeeze = None) -> tup
                 return type_ + TAG, zt
         elif z is not None:
             z.take(data)
-        zs = _zstd(0 if len(data) <= ZSTD_SMALL_MAX else 1, "compress", data)
+        zs = _zstd(0 if len(data) <= SMALL_MAX else 1, "compress", data)
         if len(zs) <= len(data) - (len(data) >> 3):
             return type_ + _ZS, zs
     return type_, data

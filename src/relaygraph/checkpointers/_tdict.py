@@ -34,6 +34,7 @@ from typing import Any
 import zstandard
 
 from relaygraph.checkpointers._lru import Lru
+from relaygraph.checkpointers._zdict import LEVELS, SMALL_MAX
 
 TAG = "|zt"
 #: blobs.version of a dictionary row is this plus the id in 8 hex digits
@@ -51,8 +52,6 @@ MIN_GAIN = 0.15
 SAMPLE_MAX = 8192  # larger rows (segments) are not sampled
 #: what one sampler keeps at most: rows this large make a dictionary ready early
 SAMPLE_BYTES = 64 * 1024
-LEVELS = (1, 5)  # small rows, large rows: as for the fixed dictionary (see ``_codec``)
-SMALL_MAX = 16_384
 
 
 def dict_version(dict_id: int) -> str:

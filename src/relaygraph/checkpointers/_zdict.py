@@ -1,9 +1,19 @@
-"""A fixed preset dictionary for stored values (format tags ``|zs`` zstd, ``|zd`` zlib).
+"""A fixed preset dictionary for stored values (format tags ``|zs`` zstd, ``|zd`` zlib),
+and the zstd levels every row is compressed at.
 
-It holds the msgpack framing LangGraph's serializer writes for LangChain messages and
+The dictionary holds the msgpack framing LangGraph's serializer writes for LangChain messages and
 channel maps, so that small rows (one message, one step's writes) compress well. It is
 part of the storage format: never change these bytes; add a new tag instead.
 """
+
+#: zstd levels, with the fixed dictionary and with a thread's alike: rows up to
+#: ``SMALL_MAX`` bytes (a step's rows) at the first, larger ones (segments, written every
+#: ``segment_every`` steps) at the second. Small rows compress as well at level 1 as at
+#: 9, twice as fast; segments gain ~6% at 5, and only ~1% more at 9, which takes three
+#: times as long (~0.8 ms for a 24 kB segment). Either way smaller than zlib -6 with the
+#: same dictionary, and ~3x faster to read. (Levels are not part of the stored format.)
+LEVELS = (1, 5)
+SMALL_MAX = 16_384
 
 ZDICT_V1 = (
     b'\x91\xc8\x01.\x05\x94\xbalangchain_core.me'
