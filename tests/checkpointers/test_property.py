@@ -125,42 +125,29 @@ def _check(ops, url: str, warmup: int = 0) -> None:
     engine.dispose()
 
 
+@pytest.fixture(params=["plain", "dictionary"])
+def warmup(request, monkeypatch) -> int:
+    """Steps run before the random operations. ``dictionary``: thread dictionaries are
+    trained after a dozen rows and always kept, and the warm-up trains one, so that the
+    random histories run on rows compressed with it."""
+    if request.param == "plain":
+        return 0
+    monkeypatch.setattr(_tdict, "TRAIN_ROWS", 12)
+    monkeypatch.setattr(_tdict, "HOLDOUT", 4)
+    monkeypatch.setattr(_tdict, "MIN_GAIN", -1.0)
+    return 8
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[
     HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(ops=OPS)
-def test_random_histories_match_inmemory_sqlite(sqlite_backend, ops) -> None:
-    _check(ops, sqlite_backend.url)
+def test_random_histories_match_inmemory_sqlite(sqlite_backend, warmup, ops) -> None:
+    _check(ops, sqlite_backend.url, warmup)
 
 
 @pytest.mark.postgres
 @settings(max_examples=10, deadline=None, suppress_health_check=[
     HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(ops=OPS)
-def test_random_histories_match_inmemory_postgres(pg_backend, ops) -> None:
-    _check(ops, pg_backend.url)
-
-
-@pytest.fixture
-def early_dictionaries(monkeypatch) -> None:
-    """Thread dictionaries trained after a dozen rows, and always kept: the random
-    histories then run on rows compressed with one."""
-    monkeypatch.setattr(_tdict, "TRAIN_ROWS", 12)
-    monkeypatch.setattr(_tdict, "HOLDOUT", 4)
-    monkeypatch.setattr(_tdict, "MIN_GAIN", -1.0)
-
-
-@settings(max_examples=15, deadline=None, suppress_health_check=[
-    HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(ops=OPS)
-def test_random_histories_with_a_thread_dictionary_match_inmemory_sqlite(
-        sqlite_backend, early_dictionaries, ops) -> None:
-    _check(ops, sqlite_backend.url, warmup=8)
-
-
-@pytest.mark.postgres
-@settings(max_examples=8, deadline=None, suppress_health_check=[
-    HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(ops=OPS)
-def test_random_histories_with_a_thread_dictionary_match_inmemory_postgres(
-        pg_backend, early_dictionaries, ops) -> None:
-    _check(ops, pg_backend.url, warmup=8)
+def test_random_histories_match_inmemory_postgres(pg_backend, warmup, ops) -> None:
+    _check(ops, pg_backend.url, warmup)
