@@ -1,251 +1,231 @@
-"""The HTTP app: LangServe routes per graph, thread and review endpoints, a review inbox."""
+"""The HTTP app: one router per resource, auth and tenants as dependencies, one error map."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from decimal import Decimal
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import pkgutil
+import socket
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.responses import HTMLResponse
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.types import StateSnapshot
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
-from relaygraph._errors import ConfigurationError
-from relaygraph.serve._inbox import render_inbox
-from relaygraph.serve._reviews import (
-    InvalidReviewDecision,
-    NotWaitingForReview,
-    ReviewDecision,
-    asubmit_review,
-    is_review_request,
+from relaygraph._errors import ConfigurationError, RelaygraphError
+from relaygraph.serve._auth import (
+    Authenticator,
+    Principal,
+    api_key_authenticator,
+    keys_from_env,
 )
-from relaygraph.serve._threads import (
-    GRAPH_ID_KEY,
-    ahistory_steps,
-    alist_threads,
-    athread_graph_id,
-    interrupt_dicts,
-    thread_config,
-)
+from relaygraph.serve._context import LocalLeaseStore, ServerContext, ServerSettings
+from relaygraph.serve._errors import detail, status_for
+from relaygraph.serve._index import ThreadIndex
+from relaygraph.serve._json import to_json
+from relaygraph.serve._loader import check_graph_name
 
-_CONFIG_PASSTHROUGH = ("thread_id", "checkpoint_id", "checkpoint_ns")
+log = logging.getLogger("relaygraph.serve")
 
-
-def to_json(value: Any) -> Any:
-    """Make state values JSON-ready (messages and contracts become dicts, decimals strings)."""
-    return jsonable_encoder(value, custom_encoder={Decimal: str, bytes: lambda b: b.hex()})
+__all__ = ["create_app", "to_json"]
 
 
-def _json_default(obj: Any) -> Any:
-    from pydantic import BaseModel
-
-    if isinstance(obj, BaseModel):
-        return obj.model_dump(mode="json")
-    if isinstance(obj, Decimal):
-        return str(obj)
-    if isinstance(obj, set | frozenset):
-        return sorted(obj, key=repr)
-    raise TypeError(f"cannot serialize {type(obj).__name__} to JSON")
-
-
-def _langserve_serializer() -> Any:
-    import orjson
-    from langserve.serialization import WellKnownLCSerializer
-
-    class StateSerializer(WellKnownLCSerializer):
-        """LangServe's serializer, plus contracts with decimals, dates and enums."""
-
-        def dumps(self, obj: Any) -> bytes:
-            return orjson.dumps(obj, default=_json_default)
-
-    return StateSerializer()
+def _resolve_auth(auth: Authenticator | Mapping[str, Principal] | None) -> Authenticator:
+    if auth is None:
+        return api_key_authenticator(keys_from_env())
+    if isinstance(auth, Mapping):
+        return api_key_authenticator(auth)
+    if not callable(auth):
+        raise ConfigurationError(
+            f"auth must be a callable(request) -> Principal | None or a mapping of API keys "
+            f"to Principal, got {type(auth).__name__}")
+    return auth
 
 
-def _thread_config_modifier(graph_id: str) -> Any:
-    async def modify(config: dict[str, Any], request: Request) -> dict[str, Any]:
-        # LangServe keeps only the runnable's declared configurable fields; a checkpointed
-        # graph also needs the thread id, so copy it from the raw request body.
-        try:
-            body = await request.json()
-        except ValueError:
-            body = {}
-        sent = body.get("config") if isinstance(body, dict) else None
-        sent_conf = sent.get("configurable") if isinstance(sent, dict) else None
-        conf = dict(config.get("configurable") or {})
-        if isinstance(sent_conf, dict):
-            for key in _CONFIG_PASSTHROUGH:
-                if key in sent_conf and sent_conf[key] is not None:
-                    conf[key] = str(sent_conf[key])
-        metadata = {**(config.get("metadata") or {}), GRAPH_ID_KEY: graph_id}
-        return {**config, "configurable": conf, "metadata": metadata}
-
-    return modify
+def default_leases(checkpointer: Any, settings: ServerSettings) -> Any:
+    """`relaygraph.durable.LeaseStore` on the saver's database, or in-process leases."""
+    if getattr(checkpointer, "engine", None) is None:
+        return LocalLeaseStore(ttl=settings.lease_ttl)
+    try:
+        from relaygraph.durable import LeaseStore
+    except ImportError:  # pragma: no cover - durable ships with relaygraph
+        log.warning("relaygraph.durable is not available: leases are in-process only")
+        return LocalLeaseStore(ttl=settings.lease_ttl)
+    return LeaseStore.from_saver(checkpointer, ttl=settings.lease_ttl)
 
 
-def _state_json(snap: StateSnapshot, graph_id: str | None) -> dict[str, Any]:
-    return {
-        "thread_id": snap.config["configurable"].get("thread_id"),
-        "graph_id": graph_id,
-        "checkpoint_id": snap.config["configurable"].get("checkpoint_id"),
-        "step": (snap.metadata or {}).get("step"),
-        "created_at": snap.created_at,
-        "next": list(snap.next),
-        "interrupts": to_json(interrupt_dicts(snap.interrupts)),
-        "values": to_json(snap.values),
-    }
+def route_modules() -> list[Any]:
+    """The modules of ``relaygraph.serve._routes`` that expose a ``router``."""
+    from relaygraph.serve import _routes
+
+    found = []
+    for info in sorted(pkgutil.iter_modules(_routes.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{_routes.__name__}.{info.name}")
+        if getattr(module, "router", None) is not None:
+            found.append(module)
+    return found
 
 
 def create_app(
     graphs: Mapping[str, Any],
     *,
-    checkpointer: BaseCheckpointSaver,
+    checkpointer: Any,
     title: str = "relaygraph",
     langserve_routes: bool = True,
     app: FastAPI | None = None,
+    auth: Authenticator | Mapping[str, Principal] | None = None,
+    settings: ServerSettings | None = None,
+    leases: Any = None,
+    index: ThreadIndex | None = None,
 ) -> FastAPI:
-    """Serve compiled graphs with LangServe, plus thread, review and inbox endpoints.
+    """Serve compiled graphs: LangServe routes, LangGraph's client protocol, reviews.
 
-    Routes:
-        * ``/graphs/{name}/invoke``, ``/stream``, ... : LangServe, per graph. Pass the thread
-          in ``config.configurable.thread_id``; it is recorded with the graph id.
-        * ``GET /threads``: threads, newest first, with status.
-        * ``GET /threads/{thread_id}``: the current state.
-        * ``GET /threads/{thread_id}/history``: steps, oldest first.
-        * ``GET /threads/{thread_id}/timeline``: the run timeline (``relaygraph.observe``).
-        * ``GET /reviews``: threads paused on a human review.
-        * ``POST /reviews/{thread_id}``: submit a decision (422 malformed, 409 not waiting).
-        * ``GET /inbox``: a review inbox page for browsers.
+    Routes (each resource is a router in ``relaygraph.serve._routes``):
+        * ``/graphs/{name}/invoke``, ``/stream``, ... : LangServe, per graph.
+        * ``/assistants``, ``/threads``, ``/threads/{id}/runs``: LangGraph's client protocol
+          (``langgraph_sdk``, ``RemoteGraph``).
+        * ``GET /threads``: the caller's threads, newest first, paginated.
+        * ``GET /reviews`` and ``POST /reviews/{thread_id}``: pending reviews and decisions.
+        * ``GET /health``, ``GET /ready``.
+
+    Every route except ``/health`` and ``/ready`` needs an API key (``x-api-key``); a tenant
+    sees only its own threads.
 
     Args:
-        graphs: compiled graphs by name (the name is the URL segment and the graph id).
-        checkpointer: the saver every graph was compiled with; it must implement the async
-            methods (``AsyncSQLAlchemySaver`` or ``InMemorySaver``).
+        graphs: compiled graphs by name, compiled with ``checkpointer`` (see
+            `relaygraph.serve.compile_on` for users' graphs).
+        checkpointer: the saver every graph uses; it must implement the async methods
+            (``AsyncSQLAlchemySaver``, ``SQLAlchemySaver`` or ``InMemorySaver``).
         title: the app title.
         langserve_routes: add LangServe routes (needs the ``serve`` extra).
         app: add the routes to this app instead of a new one.
+        auth: an authenticator callable (OIDC, your own scheme) or ``{api_key: Principal}``;
+            default: the keys in ``RELAYGRAPH_API_KEYS``.
+        settings: limits, retention and timeouts.
+        leases: the lease store (default: `relaygraph.durable.LeaseStore` on the saver's
+            database).
+        index: the thread index (default: a table in the saver's database).
 
     Raises:
-        ConfigurationError: no graphs, a name that is not URL-safe, or a graph compiled
-            without a checkpointer.
+        ConfigurationError: no graphs, a name that is not URL-safe, a graph compiled
+            without a checkpointer, or no API keys.
 
     Example::
 
-        app = create_app({"refund": graph}, checkpointer=saver)
+        app = create_app({"refund": graph}, checkpointer=saver,
+                         auth={"k3y-of-at-least-16-chars": Principal("acme", "ana")})
     """
     if not graphs:
         raise ConfigurationError("create_app needs at least one graph, got an empty mapping")
     for name, graph in graphs.items():
-        if not name or not all(c.isalnum() or c in "-_" for c in name):
-            raise ConfigurationError(
-                f"graph names are used in URLs and must be letters, digits, '-' or '_', "
-                f"got {name!r}")
+        check_graph_name(name)
         if getattr(graph, "checkpointer", None) is None:
             raise ConfigurationError(
                 f"graph {name!r} has no checkpointer; compile it with "
                 f"builder.compile(checkpointer=saver) using the saver passed to create_app")
-    graphs = dict(graphs)
-    app = app or FastAPI(title=title)
+    settings = settings or ServerSettings()
+    ctx = ServerContext(
+        graphs=dict(graphs), checkpointer=checkpointer,
+        leases=leases if leases is not None else default_leases(checkpointer, settings),
+        auth=_resolve_auth(auth), settings=settings,
+        threads=index or ThreadIndex(getattr(checkpointer, "engine", None)),
+        holder=f"{socket.gethostname()}:{os.getpid()}",
+    )
 
+    app = app or FastAPI(title=title, docs_url=None, redoc_url=None)
+    app.state.relaygraph = ctx
+    _install_lifespan(app, ctx)
+    _install_error_handlers(app)
+
+    from relaygraph.serve._limits import BodyLimitMiddleware
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+
+    for module in route_modules():
+        app.include_router(module.router)
     if langserve_routes:
-        try:
-            from langserve import add_routes
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            from relaygraph._errors import MissingDependencyError
+        from relaygraph.serve._langserve import add_langserve_routes
 
-            raise MissingDependencyError("langserve", "serve", "create_app") from exc
-        serializer = _langserve_serializer()
-        for name, graph in graphs.items():
-            add_routes(app, graph, path=f"/graphs/{name}", input_type=dict[str, Any],
-                       output_type=dict[str, Any],
-                       disabled_endpoints=["batch", "config_hashes"], serializer=serializer,
-                       per_req_config_modifier=_thread_config_modifier(name))
-
-    async def resolve(thread_id: str) -> tuple[str, Any]:
-        try:
-            gid = await athread_graph_id(checkpointer, thread_id)
-        except KeyError:
-            raise HTTPException(404, f"thread {thread_id!r} not found") from None
-        if gid is None and len(graphs) == 1:
-            gid = next(iter(graphs))
-        if gid not in graphs:
-            raise HTTPException(404, f"thread {thread_id!r} belongs to graph {gid!r}, which "
-                                f"this server does not serve ({', '.join(sorted(graphs))})")
-        return gid, graphs[gid]
-
-    async def pending_reviews() -> list[dict[str, Any]]:
-        out = []
-        for th in await alist_threads(checkpointer, graphs):
-            for intr in th.interrupts:
-                if is_review_request(intr["value"]):
-                    out.append({"thread_id": th.thread_id, "graph_id": th.graph_id,
-                                "interrupt_id": intr["id"], "updated_at": th.updated_at,
-                                "request": to_json(intr["value"])})
-        return out
-
-    @app.get("/threads", tags=["threads"])
-    async def list_threads_route(
-        graph: str | None = None, limit: int = Query(100, ge=1, le=10_000),
-    ) -> list[dict[str, Any]]:
-        """Threads, newest first, with their status."""
-        threads = await alist_threads(checkpointer, graphs,
-                                      limit=limit if graph is None else None)
-        rows = [t.as_dict() for t in threads if graph is None or t.graph_id == graph]
-        return to_json(rows[:limit])
-
-    @app.get("/threads/{thread_id}", tags=["threads"])
-    async def get_thread(thread_id: str) -> dict[str, Any]:
-        """The thread's current state, next nodes and open interrupts."""
-        gid, g = await resolve(thread_id)
-        return _state_json(await g.aget_state(thread_config(thread_id)), gid)
-
-    @app.get("/threads/{thread_id}/history", tags=["threads"])
-    async def get_history(thread_id: str) -> list[dict[str, Any]]:
-        """What ran, step by step, oldest first."""
-        _, g = await resolve(thread_id)
-        return to_json(await ahistory_steps(g, thread_config(thread_id)))
-
-    @app.get("/threads/{thread_id}/timeline", tags=["threads"])
-    async def get_timeline(thread_id: str) -> Any:
-        """The run timeline: steps, handoffs, guard decisions, reviews, tokens and cost."""
-        _, g = await resolve(thread_id)
-        return to_json(await _timeline(g, thread_id))
-
-    @app.get("/reviews", tags=["reviews"])
-    async def list_reviews() -> list[dict[str, Any]]:
-        """Threads paused on a human review, newest first."""
-        return await pending_reviews()
-
-    @app.post("/reviews/{thread_id}", tags=["reviews"])
-    async def submit_review(thread_id: str, decision: ReviewDecision,
-                            interrupt_id: str | None = None) -> dict[str, Any]:
-        """Resume a thread paused on a human review with a decision.
-
-        The body is ``{"action": "approve"}``, ``{"action": "edit", "edits": {...}}`` or
-        ``{"action": "reject", "reason": "..."}``, with optional ``reviewer`` and
-        ``comment``. A thread waiting on several reviews needs ``?interrupt_id=``.
-        """
-        gid, g = await resolve(thread_id)
-        config = thread_config(thread_id, gid)
-        try:
-            await asubmit_review(g, config, decision, interrupt_id=interrupt_id)
-        except NotWaitingForReview as exc:
-            raise HTTPException(409, str(exc)) from None
-        except InvalidReviewDecision as exc:
-            raise HTTPException(422, [{"loc": ["body"], "msg": str(exc),
-                                       "type": "invalid_review_decision"}]) from None
-        return _state_json(await g.aget_state(config), gid)
-
-    @app.get("/inbox", response_class=HTMLResponse, tags=["reviews"])
-    async def inbox() -> HTMLResponse:
-        """A review inbox for browsers: pending reviews with approve / edit / reject."""
-        return HTMLResponse(render_inbox(await pending_reviews(), title=title))
-
+        add_langserve_routes(app, ctx)
     return app
 
 
-async def _timeline(graph: Any, thread_id: str) -> Any:
-    from relaygraph.observe import atimeline
+def _install_lifespan(app: FastAPI, ctx: ServerContext) -> None:
+    inner = app.router.lifespan_context
 
-    return (await atimeline(graph, thread_config(thread_id))).to_dict()
+    @contextlib.asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[Any]:
+        await ctx.threads.asetup()
+        setup = getattr(ctx.leases, "asetup", None)
+        if setup is not None:
+            await setup()
+        from relaygraph.serve._sweeper import run_sweeper
+
+        sweeper = asyncio.create_task(run_sweeper(ctx)) if ctx.settings.retention else None
+        try:
+            async with inner(a) as state:
+                yield state
+        finally:
+            await drain(ctx)
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+
+    app.router.lifespan_context = lifespan
+
+
+async def drain(ctx: ServerContext) -> None:
+    """Stop taking runs; give running ones ``drain_timeout`` to reach a step boundary."""
+    ctx.draining = True
+    for control in list(ctx.controls.values()):
+        control.request_drain("shutdown")
+    runs = [t for t in ctx.active_runs if not t.done()]
+    if not runs:
+        return
+    log.info("draining: waiting for %d run(s) to reach a step boundary", len(runs))
+    _, pending = await asyncio.wait(runs, timeout=ctx.settings.drain_timeout)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=5)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def relaygraph_error(request: Request, exc: Exception) -> JSONResponse:
+        status = status_for(exc)
+        if status is None:
+            log.exception("server error on %s %s", request.method, request.url.path,
+                          exc_info=exc)
+            return JSONResponse({"detail": "internal server error"}, status_code=500)
+        return JSONResponse({"detail": detail(exc)}, status_code=status)
+
+    async def bad_text(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": f"the request is not valid UTF-8 text: {exc}"},
+                            status_code=400)
+
+    async def validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return JSONResponse({"detail": to_json(_clean_errors(exc.errors()))}, status_code=422)
+
+    app.add_exception_handler(RelaygraphError, relaygraph_error)
+    app.add_exception_handler(UnicodeDecodeError, bad_text)
+    app.add_exception_handler(RequestValidationError, validation)
+
+
+def _clean_errors(errors: Any) -> Any:
+    # pydantic puts the offending input in each error; bytes that are not UTF-8 would make
+    # the error response itself fail to encode
+    out = []
+    for err in errors:
+        err = dict(err)
+        if isinstance(err.get("input"), bytes):
+            err["input"] = err["input"].decode("utf-8", "replace")
+        out.append(err)
+    return out

@@ -1,0 +1,81 @@
+"""Request limits: a body size cap (413) enforced before the body reaches a route."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+Scope = dict[str, Any]
+
+
+class BodyLimitMiddleware:
+    """Answer 413 to bodies over ``max_bytes``, by ``Content-Length`` or while streaming.
+
+    A chunked body is counted as it arrives; the route never sees more than the limit.
+    """
+
+    def __init__(self, app: Any, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _reply(send, 400, "Content-Length is not a number")
+                    return
+                if declared > self.max_bytes:
+                    await _reply(send, 413, self._too_large(declared))
+                    return
+        seen = 0
+        started = False
+        refused = False
+
+        async def limited_receive() -> Any:
+            nonlocal seen, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    refused = True
+                    raise _TooLarge()
+            return message
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _reply(send, 413, self._too_large(seen))
+        except Exception:
+            if refused and not started:
+                await _reply(send, 413, self._too_large(seen))
+                return
+            raise
+
+    def _too_large(self, size: int) -> str:
+        return (f"request body too large: {size} bytes, the limit is {self.max_bytes} "
+                f"(server setting max_body_bytes)")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _reply(send: Any, status: int, message: str) -> None:
+    body = json.dumps({"detail": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})

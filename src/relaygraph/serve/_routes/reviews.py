@@ -1,0 +1,181 @@
+"""Thread listings and human reviews: ``GET /threads``, ``GET /reviews``, decisions.
+
+Listings read the thread index (`relaygraph.serve._index`): paginated by an opaque
+``cursor``, never decoding state, so a page costs the same at any number of threads and
+one unreadable thread is an ``error`` row, not a failed page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from relaygraph.serve._auth import Principal, require_principal
+from relaygraph.serve._context import ServerContext, get_context
+from relaygraph.serve._errors import BadRequest
+from relaygraph.serve._index import IndexRow
+from relaygraph.serve._json import to_json
+from relaygraph.serve._reviews import ReviewDecision, adecide
+from relaygraph.serve._runner import thread_config
+from relaygraph.serve._tenancy import ThreadNotFound, external_thread_id, internal_thread_id
+
+router = APIRouter(tags=["reviews"])
+
+
+class ThreadRow(BaseModel):
+    thread_id: str
+    graph_id: str | None
+    status: str = Field(description="running, waiting, interrupted, finished, failed or error")
+    created_at: str
+    updated_at: str
+    next: list[str] = []
+    interrupts: list[dict[str, Any]] = []
+    error: str | None = None
+
+
+class ThreadPage(BaseModel):
+    items: list[ThreadRow]
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page")
+
+
+class ReviewRow(BaseModel):
+    thread_id: str
+    graph_id: str | None
+    interrupt_id: str
+    node: str | None
+    updated_at: str
+    request: Any
+
+
+class ReviewPage(BaseModel):
+    items: list[ReviewRow]
+    next_cursor: str | None = None
+
+
+class DecisionResult(BaseModel):
+    thread_id: str
+    graph_id: str
+    status: str
+    next: list[str]
+    interrupts: list[dict[str, Any]]
+    values: dict[str, Any]
+
+
+async def resolve_thread(ctx: ServerContext, principal: Principal, thread_id: str
+                         ) -> tuple[str, str]:
+    """``(internal id, graph id)`` of the caller's thread; 404 if it has none by that id."""
+    internal = internal_thread_id(principal, thread_id)
+    row = await ctx.threads.aget(internal)
+    gid = row.graph_id if row is not None else None
+    if gid is None:
+        tup = await ctx.checkpointer.aget_tuple(thread_config(internal))
+        if tup is None:
+            raise ThreadNotFound(f"thread {thread_id!r} not found")
+        gid = (tup.metadata or {}).get("graph_id")
+        if gid is None and len(ctx.graphs) == 1:
+            gid = next(iter(ctx.graphs))
+    if gid not in ctx.graphs:
+        raise ThreadNotFound(f"thread {thread_id!r} belongs to graph {gid!r}, which this "
+                             f"server does not serve")
+    return internal, str(gid)
+
+
+def _limit(ctx: ServerContext, limit: int | None) -> int:
+    if limit is None:
+        return ctx.settings.page_size
+    if not 1 <= limit <= ctx.settings.max_page_size:
+        raise BadRequest(f"limit must be in [1, {ctx.settings.max_page_size}], got {limit}")
+    return limit
+
+
+def _thread_row(principal: Principal, row: IndexRow) -> ThreadRow:
+    return ThreadRow(**row.as_dict(external_thread_id(principal, row.thread_id)))
+
+
+async def _page(ctx: ServerContext, principal: Principal, *, limit: int, cursor: str | None,
+                **filters: Any) -> Any:
+    try:
+        return await ctx.threads.apage(principal.tenant, limit=limit, cursor=cursor, **filters)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+@router.get("/threads", response_model=ThreadPage, tags=["threads"])
+async def list_threads(
+    graph: str | None = None,
+    status: str | None = None,
+    limit: int | None = Query(None, description="page size"),
+    cursor: str | None = Query(None, max_length=2000),
+    ctx: ServerContext = Depends(get_context),
+    principal: Principal = Depends(require_principal),
+) -> ThreadPage:
+    """The caller's threads, most recently updated first, one page at a time."""
+    page = await _page(ctx, principal, limit=_limit(ctx, limit), cursor=cursor,
+                       graph_id=graph, status=status)
+    return ThreadPage(items=[_thread_row(principal, r) for r in page.rows],
+                      next_cursor=page.next_cursor)
+
+
+@router.get("/reviews", response_model=ReviewPage)
+async def list_reviews(
+    graph: str | None = None,
+    limit: int | None = Query(None, description="page size (threads)"),
+    cursor: str | None = Query(None, max_length=2000),
+    ctx: ServerContext = Depends(get_context),
+    principal: Principal = Depends(require_principal),
+) -> ReviewPage:
+    """Reviews waiting for a decision in the caller's tenant, newest first."""
+    page = await _page(ctx, principal, limit=_limit(ctx, limit), cursor=cursor,
+                       graph_id=graph, review_only=True)
+    items = []
+    for row in page.rows:
+        tid = external_thread_id(principal, row.thread_id)
+        updated = row.as_dict(tid)["updated_at"]
+        for intr in row.summary.get("interrupts", []):
+            if intr.get("review"):
+                items.append(ReviewRow(thread_id=tid, graph_id=row.graph_id,
+                                       interrupt_id=intr["id"], node=intr.get("node"),
+                                       updated_at=updated, request=intr.get("value")))
+    return ReviewPage(items=items, next_cursor=page.next_cursor)
+
+
+@router.post("/reviews/{thread_id}", response_model=DecisionResult)
+async def decide(
+    thread_id: str,
+    decision: ReviewDecision,
+    request: Request,
+    interrupt_id: str | None = Query(None, max_length=200),
+    ctx: ServerContext = Depends(get_context),
+    principal: Principal = Depends(require_principal),
+) -> DecisionResult:
+    """Decide a pending review: ``{"action": "approve" | "edit" | "reject", ...}``.
+
+    The reviewer recorded is the caller's identity. The decision applies exactly once:
+    a thread that is running, or a review already decided, gets 409.
+    """
+    internal, gid = await resolve_thread(ctx, principal, thread_id)
+    snap = await adecide(ctx, gid, internal, decision.root.model_dump(),
+                         reviewer=principal.reviewer, interrupt_id=interrupt_id)
+    row = await ctx.threads.aget(internal)
+    return DecisionResult(
+        thread_id=thread_id, graph_id=gid, status=row.status if row else "unknown",
+        next=list(snap.next),
+        interrupts=to_json([{"id": i.id, "value": i.value} for i in snap.interrupts]),
+        values=to_json(snap.values))
+
+
+@router.get("/threads/{thread_id}/timeline", tags=["threads"])
+async def timeline(
+    thread_id: str,
+    ctx: ServerContext = Depends(get_context),
+    principal: Principal = Depends(require_principal),
+) -> Any:
+    """The run timeline: steps, handoffs, guard decisions, reviews, tokens and cost."""
+    from relaygraph.observe import atimeline
+
+    internal, gid = await resolve_thread(ctx, principal, thread_id)
+    data = (await atimeline(ctx.graph(gid), thread_config(internal))).to_dict()
+    data["thread_id"] = thread_id
+    return to_json(data)

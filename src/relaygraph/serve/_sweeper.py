@@ -1,0 +1,49 @@
+"""Thread retention: delete (or prune) threads not updated within their graph's TTL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+log = logging.getLogger("relaygraph.serve")
+
+
+async def sweep_once(ctx: Any, *, batch: int = 500) -> int:
+    """Apply each graph's retention once; returns how many threads were deleted/pruned.
+
+    A thread currently leased (a run in progress) is skipped and retried next sweep.
+    """
+    settings = ctx.settings
+    done = 0
+    for graph_id, ttl in settings.retention.items():
+        cutoff = ctx.threads.clock() - ttl
+        for internal in await ctx.threads.aexpired(graph_id, cutoff, limit=batch):
+            if await ctx.leases.acurrent(internal) is not None:
+                continue
+            if settings.retention_strategy == "delete":
+                await ctx.checkpointer.adelete_thread(internal)
+                await ctx.threads.adelete(internal)
+            else:
+                await ctx.checkpointer.aprune([internal], strategy="keep_latest")
+                # a pruned thread keeps its row, but is not pruned again until it changes
+                row = await ctx.threads.aget(internal)
+                if row is not None:
+                    await ctx.threads.aput(internal, row.tenant, row.graph_id, row.status,
+                                           row.summary, review=row.review)
+            done += 1
+    return done
+
+
+async def run_sweeper(ctx: Any) -> None:
+    """Sweep every ``sweep_interval`` seconds until cancelled; errors are logged, not fatal."""
+    while True:
+        try:
+            n = await sweep_once(ctx)
+            if n:
+                log.info("retention: %d expired thread(s) removed", n)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a failed sweep must not stop the server
+            log.exception("retention sweep failed")
+        await asyncio.sleep(ctx.settings.sweep_interval)
