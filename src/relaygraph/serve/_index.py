@@ -154,6 +154,23 @@ class ThreadIndex:
 
         await self._run(go)
 
+    async def amark_running(self, thread_id: str, tenant: str, graph_id: str | None) -> None:
+        """Show a thread as running (a run took its lease); its summary is kept."""
+        now = self.clock()
+        t = threads_table
+
+        def go(conn: sa.Connection) -> None:
+            done = conn.execute(t.update().where(t.c.thread_id == thread_id).values(
+                status="running", updated_at=now)).rowcount
+            if not done:
+                conn.execute(upsert(conn.dialect, t, {
+                    "thread_id": thread_id, "tenant": tenant, "graph_id": graph_id,
+                    "status": "running", "review": 0, "created_at": now, "updated_at": now,
+                    "summary": json.dumps({"next": [], "interrupts": []})},
+                    keys=["thread_id"], update=["status", "updated_at"]))
+
+        await self._run(go)
+
     async def aget(self, thread_id: str) -> IndexRow | None:
         def go(conn: sa.Connection) -> Any:
             return conn.execute(sa.select(threads_table).where(

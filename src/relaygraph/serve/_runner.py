@@ -91,6 +91,7 @@ async def hold_thread(ctx: Any, internal: str, *, graph_id: str | None,
         ctx.active_runs.add(task)
     ctx.controls[internal] = held.control
     try:
+        await ctx.threads.amark_running(internal, tenant_of(internal), graph_id)
         yield held
     finally:
         if timer is not None:
