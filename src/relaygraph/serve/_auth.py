@@ -21,7 +21,7 @@ from fastapi import HTTPException, Request
 from relaygraph._errors import ConfigurationError
 
 API_KEYS_ENV = "RELAYGRAPH_API_KEYS"
-"""Environment variable holding ``tenant:key`` (or ``tenant:reviewer:key``) pairs, comma-separated."""
+"""``tenant:key`` (or ``tenant:reviewer:key``) entries, comma-separated."""
 
 _NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 _MIN_KEY_CHARS = 16

@@ -83,7 +83,12 @@ def status_for(exc: BaseException) -> int | None:
 
 
 def detail(exc: BaseException) -> Any:
-    return str(exc) or type(exc).__name__
+    """The message for the client; stored thread ids are shown as the client's ids."""
+    text = str(exc) or type(exc).__name__
+    internal = getattr(exc, "thread_id", None)
+    if isinstance(internal, str) and "/" in internal:
+        text = text.replace(internal, internal.split("/", 1)[1])
+    return text
 
 
 class ThreadWaiting(RelaygraphError):

@@ -157,7 +157,8 @@ class ServedGraph(Runnable[Any, Any]):
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None,
                       **kwargs: Any) -> Any:
         async with self._run(input, config) as (graph_input, cfg, held):
-            return await self.graph.ainvoke(graph_input, cfg, control=held.control)
+            return await self.graph.ainvoke(graph_input, held.config(cfg),
+                                         control=held.control)
 
     def stream(self, input: Any, config: RunnableConfig | None = None,
                **kwargs: Any) -> Iterator[Any]:
@@ -166,7 +167,8 @@ class ServedGraph(Runnable[Any, Any]):
     async def astream(self, input: Any, config: RunnableConfig | None = None,
                       **kwargs: Any) -> AsyncIterator[Any]:
         async with self._run(input, config) as (graph_input, cfg, held):
-            async for chunk in self.graph.astream(graph_input, cfg, control=held.control):
+            async for chunk in self.graph.astream(graph_input, held.config(cfg),
+                                                   control=held.control):
                 yield chunk
 
 

@@ -92,7 +92,7 @@ async def adecide(ctx: Any, graph_id: str, internal: str, decision: Any, *, revi
             external = internal.split("/", 1)[-1]
             raise type(exc)(str(exc).replace(repr(internal), repr(external))) from None
         try:
-            await graph.ainvoke(command, config, control=held.control)
+            await graph.ainvoke(command, held.config(config), control=held.control)
         except GraphDrained as exc:
             raise RunStopped(internal, exc.reason,
                              timeout=ctx.settings.run_timeout) from None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,6 +36,16 @@ class HeldThread:
     thread_id: str
     lease: Any
     control: RunControl = field(default_factory=RunControl)
+
+    def config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """``config`` with the lease as the checkpoint write fence (a write after another
+        process took the thread over is refused, not silently forked)."""
+        from relaygraph.checkpointers._fence import FENCE_KEY
+
+        if not hasattr(self.lease, "fence_statement"):
+            return dict(config)
+        return {**config, "configurable": {**(config.get("configurable") or {}),
+                                           FENCE_KEY: self.lease}}
 
     @property
     def stop_reason(self) -> str | None:
@@ -90,12 +100,16 @@ async def hold_thread(ctx: Any, internal: str, *, graph_id: str | None,
     if task is not None:
         ctx.active_runs.add(task)
     ctx.controls[internal] = held.control
+    watch = getattr(ctx.leases, "_watch", None)  # a cancel from this process: at once
+    unwatch = watch(internal, lambda: held.control.request_drain("cancelled")) if watch else None
     try:
         await ctx.threads.amark_running(internal, tenant_of(internal), graph_id)
         yield held
     finally:
         if timer is not None:
             timer.cancel()
+        if unwatch is not None:
+            unwatch()
         renewer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await renewer
@@ -120,7 +134,8 @@ async def _renew(ctx: Any, held: HeldThread) -> None:
             held.control.request_drain("lease lost")
             return
         cancelled = getattr(ctx.leases, "cancel_requested", None)
-        if cancelled is not None and cancelled(held.thread_id):
+        if getattr(held.lease, "cancel_requested", False) or (
+                cancelled is not None and cancelled(held.thread_id)):
             held.control.request_drain("cancelled")
             return
 

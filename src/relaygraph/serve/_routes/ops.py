@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
 
 from relaygraph.serve._context import ServerContext, get_context
 
+Ctx = Annotated[ServerContext, Depends(get_context)]
 router = APIRouter(tags=["ops"])
 
 
@@ -18,7 +19,7 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready")
-async def ready(ctx: ServerContext = Depends(get_context)) -> dict[str, Any]:
+async def ready(ctx: Ctx) -> dict[str, Any]:
     """Readiness: the database answers and the server is not draining (else 503)."""
     if ctx.draining:
         raise HTTPException(503, "draining: the server is shutting down")

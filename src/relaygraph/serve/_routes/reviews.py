@@ -1,43 +1,28 @@
-"""Thread listings and human reviews: ``GET /threads``, ``GET /reviews``, decisions.
+"""Human reviews: ``GET /reviews`` (pending, paginated) and ``POST /reviews/{thread_id}``.
 
-Listings read the thread index (`relaygraph.serve._index`): paginated by an opaque
+The listing reads the thread index (`relaygraph.serve._index`): paginated by an opaque
 ``cursor``, never decoding state, so a page costs the same at any number of threads and
 one unreadable thread is an ``error`` row, not a failed page.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from relaygraph.serve._auth import Principal, require_principal
 from relaygraph.serve._context import ServerContext, get_context
 from relaygraph.serve._errors import BadRequest
-from relaygraph.serve._index import IndexRow
 from relaygraph.serve._json import to_json
 from relaygraph.serve._reviews import ReviewDecision, adecide
 from relaygraph.serve._runner import thread_config
 from relaygraph.serve._tenancy import ThreadNotFound, external_thread_id, internal_thread_id
 
+Caller = Annotated[Principal, Depends(require_principal)]
+Ctx = Annotated[ServerContext, Depends(get_context)]
 router = APIRouter(tags=["reviews"])
-
-
-class ThreadRow(BaseModel):
-    thread_id: str
-    graph_id: str | None
-    status: str = Field(description="running, waiting, interrupted, finished, failed or error")
-    created_at: str
-    updated_at: str
-    next: list[str] = []
-    interrupts: list[dict[str, Any]] = []
-    error: str | None = None
-
-
-class ThreadPage(BaseModel):
-    items: list[ThreadRow]
-    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page")
 
 
 class ReviewRow(BaseModel):
@@ -50,8 +35,8 @@ class ReviewRow(BaseModel):
 
 
 class ReviewPage(BaseModel):
-    items: list[ReviewRow]
-    next_cursor: str | None = None
+    reviews: list[ReviewRow]
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page")
 
 
 class DecisionResult(BaseModel):
@@ -90,10 +75,6 @@ def _limit(ctx: ServerContext, limit: int | None) -> int:
     return limit
 
 
-def _thread_row(principal: Principal, row: IndexRow) -> ThreadRow:
-    return ThreadRow(**row.as_dict(external_thread_id(principal, row.thread_id)))
-
-
 async def _page(ctx: ServerContext, principal: Principal, *, limit: int, cursor: str | None,
                 **filters: Any) -> Any:
     try:
@@ -102,29 +83,13 @@ async def _page(ctx: ServerContext, principal: Principal, *, limit: int, cursor:
         raise BadRequest(str(exc)) from None
 
 
-@router.get("/threads", response_model=ThreadPage, tags=["threads"])
-async def list_threads(
-    graph: str | None = None,
-    status: str | None = None,
-    limit: int | None = Query(None, description="page size"),
-    cursor: str | None = Query(None, max_length=2000),
-    ctx: ServerContext = Depends(get_context),
-    principal: Principal = Depends(require_principal),
-) -> ThreadPage:
-    """The caller's threads, most recently updated first, one page at a time."""
-    page = await _page(ctx, principal, limit=_limit(ctx, limit), cursor=cursor,
-                       graph_id=graph, status=status)
-    return ThreadPage(items=[_thread_row(principal, r) for r in page.rows],
-                      next_cursor=page.next_cursor)
-
-
 @router.get("/reviews", response_model=ReviewPage)
 async def list_reviews(
+    ctx: Ctx,
+    principal: Caller,
     graph: str | None = None,
-    limit: int | None = Query(None, description="page size (threads)"),
-    cursor: str | None = Query(None, max_length=2000),
-    ctx: ServerContext = Depends(get_context),
-    principal: Principal = Depends(require_principal),
+    limit: Annotated[int | None, Query(description="page size (threads)")] = None,
+    cursor: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> ReviewPage:
     """Reviews waiting for a decision in the caller's tenant, newest first."""
     page = await _page(ctx, principal, limit=_limit(ctx, limit), cursor=cursor,
@@ -138,17 +103,16 @@ async def list_reviews(
                 items.append(ReviewRow(thread_id=tid, graph_id=row.graph_id,
                                        interrupt_id=intr["id"], node=intr.get("node"),
                                        updated_at=updated, request=intr.get("value")))
-    return ReviewPage(items=items, next_cursor=page.next_cursor)
+    return ReviewPage(reviews=items, next_cursor=page.next_cursor)
 
 
 @router.post("/reviews/{thread_id}", response_model=DecisionResult)
 async def decide(
     thread_id: str,
     decision: ReviewDecision,
-    request: Request,
-    interrupt_id: str | None = Query(None, max_length=200),
-    ctx: ServerContext = Depends(get_context),
-    principal: Principal = Depends(require_principal),
+    ctx: Ctx,
+    principal: Caller,
+    interrupt_id: Annotated[str | None, Query(max_length=200)] = None,
 ) -> DecisionResult:
     """Decide a pending review: ``{"action": "approve" | "edit" | "reject", ...}``.
 
@@ -164,18 +128,3 @@ async def decide(
         next=list(snap.next),
         interrupts=to_json([{"id": i.id, "value": i.value} for i in snap.interrupts]),
         values=to_json(snap.values))
-
-
-@router.get("/threads/{thread_id}/timeline", tags=["threads"])
-async def timeline(
-    thread_id: str,
-    ctx: ServerContext = Depends(get_context),
-    principal: Principal = Depends(require_principal),
-) -> Any:
-    """The run timeline: steps, handoffs, guard decisions, reviews, tokens and cost."""
-    from relaygraph.observe import atimeline
-
-    internal, gid = await resolve_thread(ctx, principal, thread_id)
-    data = (await atimeline(ctx.graph(gid), thread_config(internal))).to_dict()
-    data["thread_id"] = thread_id
-    return to_json(data)
