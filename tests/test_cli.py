@@ -86,7 +86,7 @@ def test_demo_pause_then_resume_in_a_new_process_state(tmp_path: Path, capsys) -
     assert "status: finished, approved" in out
     assert main(["threads", "--db", db]) == 0
     out = capsys.readouterr().out
-    assert "t-pause" in out and "done" in out
+    assert "t-pause" in out and "finished" in out
     assert main(["timeline", "t-pause", "--db", db]) == 0
     out = capsys.readouterr().out
     assert "resolver" in out and "status: finished, approved" in out
@@ -204,4 +204,4 @@ def test_demo_pause_resume_and_threads_on_every_database(backend, capsys) -> Non
     assert "status: finished, approved" in out
     assert main(["threads", "--db", backend.url]) == 0
     out = capsys.readouterr().out
-    assert "t-db" in out and "done" in out
+    assert "t-db" in out and "finished" in out

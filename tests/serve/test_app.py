@@ -115,7 +115,7 @@ def test_review_flow_validation_conflict_and_approve(client: TestClient) -> None
     assert again.status_code == 409
     assert "not waiting" in again.json()["detail"]
     assert client.get("/reviews").json() == []
-    assert client.get("/threads").json()[0]["status"] == "done"
+    assert client.get("/threads").json()[0]["status"] == "finished"
 
 
 def test_unknown_thread_is_404(client: TestClient) -> None:
@@ -194,4 +194,4 @@ async def test_async_saver_end_to_end(tmp_path: Path) -> None:
             r = await c.post("/reviews/a1", json={"action": "reject", "reason": "duplicate"})
             assert r.status_code == 200, r.text
             assert r.json()["values"]["reviews"][-1]["decision"] == "reject"
-            assert (await c.get("/threads")).json()[0]["status"] == "done"
+            assert (await c.get("/threads")).json()[0]["status"] == "finished"

@@ -16,6 +16,13 @@ from relaygraph.observe._pricing import (
     run_cost,
     tokens_by_agent,
 )
+from relaygraph.observe._status import (
+    StatusReport,
+    ThreadStatus,
+    aget_thread_status,
+    get_thread_status,
+    thread_status,
+)
 from relaygraph.observe._timeline import Timeline, TimelineStep, atimeline, timeline
 
 __all__ = [
@@ -23,13 +30,18 @@ __all__ = [
     "DEFAULT_PRICES_AS_OF",
     "ModelPrice",
     "Pricing",
+    "StatusReport",
+    "ThreadStatus",
     "Timeline",
     "TimelineStep",
+    "aget_thread_status",
     "annotate_guard_decision",
     "annotate_run",
     "atimeline",
     "cost_by_agent",
+    "get_thread_status",
     "run_cost",
+    "thread_status",
     "timeline",
     "tokens_by_agent",
 ]

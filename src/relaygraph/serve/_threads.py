@@ -14,10 +14,13 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.types import Interrupt, StateSnapshot
 
+from relaygraph.observe import ThreadStatus as _Status
+from relaygraph.observe import thread_status
+
 GRAPH_ID_KEY = "graph_id"
 """Checkpoint metadata key naming the graph a thread belongs to (set from the run config)."""
 
-ThreadStatus = Literal["waiting", "done", "pending", "unknown"]
+ThreadStatus = _Status | Literal["unknown"]
 
 
 @dataclass(frozen=True)
@@ -30,10 +33,10 @@ class ThreadSummary:
         step: the latest step number.
         updated_at: ISO time of the latest checkpoint.
         checkpoints: how many checkpoints the thread has (root namespace).
-        status: ``waiting`` (paused on an interrupt), ``done`` (nothing left to run),
-            ``pending`` (next nodes scheduled but not run: a crash or an in-flight run) or
-            ``unknown`` (the graph is not known here).
-        next: nodes that run next.
+        status: as decided by `relaygraph.observe.thread_status` (``running``,
+            ``waiting``, ``interrupted``, ``finished``, ``failed``), or ``unknown`` when
+            the graph is not known here.
+        next: nodes whose work is pending.
         interrupts: open interrupts as ``{"id", "value"}`` dicts.
     """
 
@@ -136,15 +139,9 @@ def _summary(tid: str, acc: _Acc, snapshot: StateSnapshot | None) -> ThreadSumma
     gid = _meta_graph_id(acc.latest)
     if snapshot is None:
         return ThreadSummary(tid, gid, step, acc.latest.checkpoint.get("ts"), acc.count)
-    status: ThreadStatus
-    if snapshot.interrupts:
-        status = "waiting"
-    elif snapshot.next:
-        status = "pending"
-    else:
-        status = "done"
-    return ThreadSummary(tid, gid, step, acc.latest.checkpoint.get("ts"), acc.count, status,
-                         tuple(snapshot.next), interrupt_dicts(snapshot.interrupts))
+    report = thread_status(snapshot)
+    return ThreadSummary(tid, gid, step, acc.latest.checkpoint.get("ts"), acc.count,
+                         report.status, report.next, interrupt_dicts(snapshot.interrupts))
 
 
 def _graph_for(graphs: Mapping[str, Any], graph_id: str | None) -> Any | None:
