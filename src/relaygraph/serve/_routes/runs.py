@@ -1,0 +1,333 @@
+"""Runs (LangGraph's client protocol): create, wait, stream, join, get, list, cancel.
+
+A run on a busy thread follows its ``multitask_strategy`` (see `relaygraph.serve._runs`).
+Resuming an interrupt is a run with ``command={"resume": ...}``; on a thread that is not
+waiting it is a 409. Stateless runs (``/runs/...``) execute on a throwaway thread.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal
+from urllib.parse import quote
+
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi.responses import StreamingResponse
+
+from relaygraph.serve._errors import BadRequest, ServerDraining, ThreadNotWaiting
+from relaygraph.serve._json import json_default, to_json
+from relaygraph.serve._protocol import Caller, CallerDep, RunCreate, RunOut, run_out
+from relaygraph.serve._routes.threads import ThreadRef, find_thread, require_thread
+from relaygraph.serve._runs import RunHandle, RunManager, RunSpec, get_manager
+from relaygraph.serve._runstore import RunRecord
+
+router = APIRouter(tags=["runs"])
+
+_STATELESS_PREFIX = "stateless-"
+
+
+def _location(external: str, run_id: str) -> str:
+    return f"/threads/{quote(external, safe='')}/runs/{run_id}"
+
+
+def _check_input(body: RunCreate) -> None:
+    """Refuse input the graph would choke on (unknown message types) with a 422."""
+    if isinstance(body.input, dict) and isinstance(body.input.get("messages"), list):
+        from langchain_core.messages import convert_to_messages
+
+        try:
+            convert_to_messages(body.input["messages"])
+        except (ValueError, TypeError, NotImplementedError, KeyError) as exc:
+            raise BadRequest(f"input.messages: {exc}") from None
+    if body.input is not None and body.command is not None:
+        raise BadRequest("send either input or command, not both")
+
+
+async def _resume_value(caller: Caller, ref: ThreadRef, resume: Any) -> Any:
+    """Check the thread waits on an interrupt; a review decision records the caller."""
+    from relaygraph.nodes._review import parse_decision
+    from relaygraph.serve._reviews import is_review_request
+
+    if ref.graph is None:
+        raise ThreadNotWaiting(f"thread {ref.external!r} is not waiting on an interrupt")
+    snap = await ref.graph.aget_state(ref.config())
+    pending = list(snap.interrupts)
+    if not pending:
+        raise ThreadNotWaiting(
+            f"thread {ref.external!r} is not waiting on an interrupt (next: "
+            f"{list(snap.next) or 'nothing'}); nothing to resume")
+    by_id = {i.id: i for i in pending}
+    if isinstance(resume, Mapping) and resume and set(resume) <= set(by_id):
+        return {k: _review(caller, by_id[k].value, v, parse_decision, is_review_request)
+                for k, v in resume.items()}
+    if len(pending) == 1:
+        return _review(caller, pending[0].value, resume, parse_decision, is_review_request)
+    return resume
+
+
+def _review(caller: Caller, request: Any, value: Any, parse: Any, is_review: Any) -> Any:
+    if not is_review(request) or not isinstance(value, Mapping):
+        return value
+    decision = parse(value)  # InvalidReviewDecision → 422
+    out = decision.to_resume()
+    out["reviewer"] = caller.principal.reviewer  # the authenticated identity, not a field
+    return out
+
+
+async def _prepare(caller: Caller, manager: RunManager, thread_id: str | None,
+                   body: RunCreate) -> tuple[ThreadRef, RunSpec]:
+    if caller.ctx.draining:
+        raise ServerDraining("the server is shutting down and takes no new runs")
+    graph = caller.graph(body.assistant_id)
+    _check_input(body)
+    stateless = thread_id is None
+    external = thread_id if thread_id is not None else f"{_STATELESS_PREFIX}{uuid.uuid4()}"
+    ref = await find_thread(caller, external, manager)
+    if ref is None:
+        if not stateless and body.if_not_exists != "create":
+            raise HTTPException(404, f"thread {external!r} not found; create it first or "
+                                     f"pass if_not_exists='create'")
+        meta = await manager.store.aput_thread(caller.internal(external), caller.tenant,
+                                               body.assistant_id, {})
+        ref = ThreadRef(external, meta.thread_id, meta, body.assistant_id, graph)
+    elif ref.graph_id is None:
+        ref.meta = await manager.store.aput_thread(ref.internal, caller.tenant,
+                                                   body.assistant_id, {})
+        ref.graph_id, ref.graph = body.assistant_id, graph
+    elif ref.graph_id != body.assistant_id:
+        raise HTTPException(409, f"thread {external!r} belongs to graph {ref.graph_id!r}, "
+                                 f"not {body.assistant_id!r}")
+    command = body.command.model_dump(exclude_none=True) if body.command else None
+    strategy = body.multitask_strategy or "reject"
+    if command is not None and "resume" in command:
+        busy = await caller.ctx.leases.acurrent(ref.internal) is not None
+        if not busy or strategy == "reject":
+            command["resume"] = await _resume_value(caller, ref, command["resume"])
+    checkpoint_id = body.checkpoint_id or (body.checkpoint.checkpoint_id
+                                           if body.checkpoint else None)
+    spec = RunSpec(
+        graph_id=body.assistant_id, input=body.input, command=command, config=body.config,
+        context=body.context, metadata=dict(body.metadata or {}), stream_mode=body.modes(),
+        stream_subgraphs=body.stream_subgraphs, interrupt_before=body.interrupt_before,
+        interrupt_after=body.interrupt_after, checkpoint_id=checkpoint_id,
+        checkpoint_ns=body.checkpoint.checkpoint_ns if body.checkpoint else None,
+        multitask_strategy=strategy, after_seconds=body.after_seconds)
+    return ref, spec
+
+
+async def _start(caller: Caller, thread_id: str | None, body: RunCreate
+                 ) -> tuple[RunManager, ThreadRef, RunHandle]:
+    manager = await get_manager(caller.ctx)
+    ref, spec = await _prepare(caller, manager, thread_id, body)
+    handle = await manager.start(thread_id=ref.internal, tenant=caller.tenant, spec=spec)
+    await manager.store.aput_thread(ref.internal, caller.tenant, spec.graph_id, {})
+    return manager, ref, handle
+
+
+async def _output(caller: Caller, manager: RunManager, ref: ThreadRef, run_id: str) -> Any:
+    """What ``wait`` and ``join`` return: the thread's values (``__interrupt__`` if paused),
+    or ``__error__`` when the run failed."""
+    rec = await manager.store.aget_run(run_id)
+    if rec is not None and rec.status in ("error", "timeout"):
+        local = manager.handles.get(run_id)
+        err = local.error if local is not None else None
+        return {"__error__": {"error": type(err).__name__ if err else rec.status,
+                              "message": str(err) if err else (rec.error or rec.status)}}
+    if ref.graph is None:
+        return {}
+    snap = await ref.graph.aget_state(ref.config())
+    out = to_json(snap.values)
+    if snap.interrupts and isinstance(out, dict):
+        from relaygraph.serve._protocol import interrupt_json
+
+        out["__interrupt__"] = [interrupt_json(i) for i in snap.interrupts]
+    return out
+
+
+async def _discard_stateless(caller: Caller, manager: RunManager, ref: ThreadRef,
+                             body: RunCreate) -> None:
+    if body.on_completion == "keep":
+        return
+    await caller.ctx.checkpointer.adelete_thread(ref.internal)
+    await manager.store.adelete_thread(ref.internal)
+    await caller.ctx.threads.adelete(ref.internal)
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return (b"event: " + event.encode() + b"\ndata: "
+            + orjson.dumps(data, default=json_default) + b"\n\n")
+
+
+def _stream_response(caller: Caller, manager: RunManager, ref: ThreadRef, handle: RunHandle,
+                     body: RunCreate | None, *, stateless: bool,
+                     cancel_on_disconnect: bool) -> StreamingResponse:
+    async def events() -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            async for event, data in handle.follow():
+                yield _sse(event, data)
+            finished = True
+        finally:
+            if not finished and cancel_on_disconnect and not handle.done.is_set():
+                rec = await manager.store.aget_run(handle.record.run_id)
+                if rec is not None:
+                    await manager.cancel(rec)
+            if stateless and body is not None and handle.done.is_set():
+                await _discard_stateless(caller, manager, ref, body)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={
+        "Content-Location": _location(ref.external, handle.record.run_id),
+        "Cache-Control": "no-store"})
+
+
+async def _record(caller: Caller, manager: RunManager, thread_id: str, run_id: str
+                  ) -> tuple[ThreadRef, RunRecord]:
+    ref = await require_thread(caller, thread_id, manager)
+    rec = await manager.store.aget_run(run_id)
+    if rec is None or rec.thread_id != ref.internal or rec.tenant != caller.tenant:
+        raise HTTPException(404, f"run {run_id!r} not found on thread {thread_id!r}")
+    return ref, rec
+
+
+# ----------------------------------------------------------------------- runs on a thread
+
+
+@router.post("/threads/{thread_id}/runs", response_model=RunOut)
+async def create_run(thread_id: str, body: RunCreate, response: Response,
+                     *, caller: CallerDep) -> RunOut:
+    """Start a run in the background."""
+    manager, ref, handle = await _start(caller, thread_id, body)
+    response.headers["Content-Location"] = _location(ref.external, handle.record.run_id)
+    rec = await manager.store.aget_run(handle.record.run_id) or handle.record
+    return run_out(rec, ref.external)
+
+
+@router.post("/threads/{thread_id}/runs/wait")
+async def wait_run(thread_id: str, body: RunCreate, response: Response,
+                   *, caller: CallerDep) -> Any:
+    """Run and answer with the thread's values when it ends (or pauses)."""
+    manager, ref, handle = await _start(caller, thread_id, body)
+    response.headers["Content-Location"] = _location(ref.external, handle.record.run_id)
+    await handle.done.wait()
+    return await _output(caller, manager, ref, handle.record.run_id)
+
+
+@router.post("/threads/{thread_id}/runs/stream")
+async def stream_run(thread_id: str, body: RunCreate, *, caller: CallerDep
+                     ) -> StreamingResponse:
+    """Run and stream its events (SSE: ``metadata``, then one event per stream mode)."""
+    manager, ref, handle = await _start(caller, thread_id, body)
+    return _stream_response(caller, manager, ref, handle, body, stateless=False,
+                            cancel_on_disconnect=body.on_disconnect == "cancel")
+
+
+@router.get("/threads/{thread_id}/runs", response_model=list[RunOut])
+async def list_runs(thread_id: str, limit: int = Query(10, ge=1, le=1000),
+                    offset: int = Query(0, ge=0),
+                    status: Literal["pending", "running", "error", "success", "timeout",
+                                    "interrupted"] | None = None,
+                    *, caller: CallerDep) -> list[RunOut]:
+    manager = await get_manager(caller.ctx)
+    ref = await require_thread(caller, thread_id, manager)
+    runs = await manager.store.alist_runs(ref.internal, limit=limit, offset=offset,
+                                          status=status)
+    return [run_out(r, ref.external) for r in runs]
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}", response_model=RunOut)
+async def get_run(thread_id: str, run_id: str, *, caller: CallerDep) -> RunOut:
+    manager = await get_manager(caller.ctx)
+    ref, rec = await _record(caller, manager, thread_id, run_id)
+    return run_out(rec, ref.external)
+
+
+@router.delete("/threads/{thread_id}/runs/{run_id}", status_code=204)
+async def delete_run(thread_id: str, run_id: str, *, caller: CallerDep
+                     ) -> Response:
+    manager = await get_manager(caller.ctx)
+    _, rec = await _record(caller, manager, thread_id, run_id)
+    if not rec.terminal:
+        raise HTTPException(409, f"run {run_id!r} is {rec.status}; cancel it first")
+    await manager.store.adelete_run(run_id)
+    return Response(status_code=204)
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/cancel")
+async def cancel_run(thread_id: str, run_id: str, wait: bool = False,
+                     action: Literal["interrupt", "rollback"] = "interrupt",
+                     *, caller: CallerDep) -> Any:
+    """Stop the run at its next step boundary; ``rollback`` also deletes what it wrote."""
+    manager = await get_manager(caller.ctx)
+    ref, rec = await _record(caller, manager, thread_id, run_id)
+    if rec.terminal and action != "rollback":
+        raise HTTPException(409, f"run {run_id!r} already ended ({rec.status})")
+    await manager.cancel(rec, action=action)
+    if wait and action != "rollback":
+        await manager.wait_done(run_id, limit=caller.ctx.settings.enqueue_wait)
+    return None
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/join")
+async def join_run(thread_id: str, run_id: str, *, caller: CallerDep) -> Any:
+    """Wait for the run to end (here or on another server process); the thread's values."""
+    manager = await get_manager(caller.ctx)
+    ref, rec = await _record(caller, manager, thread_id, run_id)
+    await manager.wait_done(run_id, limit=None)
+    return await _output(caller, manager, ref, run_id)
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/stream")
+async def join_stream(thread_id: str, run_id: str, cancel_on_disconnect: bool = False,
+                      *, caller: CallerDep) -> StreamingResponse:
+    """Follow a run's events; a run executing in another process streams its final values."""
+    manager = await get_manager(caller.ctx)
+    ref, rec = await _record(caller, manager, thread_id, run_id)
+    local = manager.handles.get(run_id)
+    if local is not None:
+        return _stream_response(caller, manager, ref, local, None, stateless=False,
+                                cancel_on_disconnect=cancel_on_disconnect)
+
+    async def remote() -> AsyncIterator[bytes]:
+        yield _sse("metadata", {"run_id": run_id, "attempt": 1})
+        await manager.wait_done(run_id, limit=None)
+        out = await _output(caller, manager, ref, run_id)
+        if "__error__" in out:
+            yield _sse("error", out["__error__"])
+        else:
+            yield _sse("values", out)
+
+    return StreamingResponse(remote(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store"})
+
+
+# ------------------------------------------------------------------------ stateless runs
+
+
+@router.post("/runs", response_model=RunOut)
+async def create_stateless_run(body: RunCreate, response: Response,
+                               *, caller: CallerDep) -> RunOut:
+    """A background run on a new thread (kept: read it back with the thread id returned)."""
+    body = body.model_copy(update={"on_completion": body.on_completion or "keep"})
+    manager, ref, handle = await _start(caller, None, body)
+    response.headers["Content-Location"] = _location(ref.external, handle.record.run_id)
+    return run_out(handle.record, ref.external)
+
+
+@router.post("/runs/wait")
+async def wait_stateless_run(body: RunCreate, *, caller: CallerDep) -> Any:
+    manager, ref, handle = await _start(caller, None, body)
+    await handle.done.wait()
+    try:
+        return await _output(caller, manager, ref, handle.record.run_id)
+    finally:
+        await _discard_stateless(caller, manager, ref, body)
+
+
+@router.post("/runs/stream")
+async def stream_stateless_run(body: RunCreate, *, caller: CallerDep
+                               ) -> StreamingResponse:
+    manager, ref, handle = await _start(caller, None, body)
+    return _stream_response(caller, manager, ref, handle, body, stateless=True,
+                            cancel_on_disconnect=body.on_disconnect == "cancel")
