@@ -2,18 +2,45 @@
 
 - Leases: one writer per thread (:class:`LeaseStore`, :func:`leased`), with fencing
   tokens checked where checkpoints are written.
+- Effects: :func:`effect` makes a node's side effect happen once per call site across
+  crashes, resumes and retries, recorded in an :class:`EffectLedger`.
 """
 
+from relaygraph.durable._effect import (
+    Effect,
+    EffectError,
+    EffectInDoubtError,
+    EffectReviewDecision,
+    InDoubtCall,
+    InvalidEffectDecision,
+    Resolved,
+    derive_key,
+    effect,
+)
 from relaygraph.durable._errors import LeaseLostError, RunCancelledError, ThreadBusyError
 from relaygraph.durable._lease import Lease, LeaseStore
-from relaygraph.durable._tables import leases_table, metadata
+from relaygraph.durable._ledger import EffectLedger, EffectLedgerError, EffectRecord
+from relaygraph.durable._tables import effects_table, leases_table, metadata
 
 __all__ = [
+    "Effect",
+    "EffectError",
+    "EffectInDoubtError",
+    "EffectLedger",
+    "EffectLedgerError",
+    "EffectRecord",
+    "EffectReviewDecision",
+    "InDoubtCall",
+    "InvalidEffectDecision",
     "Lease",
     "LeaseLostError",
     "LeaseStore",
+    "Resolved",
     "RunCancelledError",
     "ThreadBusyError",
+    "derive_key",
+    "effect",
+    "effects_table",
     "leases_table",
     "metadata",
 ]

@@ -7,6 +7,10 @@ shows a repair). A confidence guard lets confident cases through, sends unsure o
 intake once and escalates the rest to a human. The resolver sees only the brief, proposes a
 resolution, and a human approves it before it is issued.
 
+Issuing writes one row to the ``crm_refunds`` table in the workflow's own database through
+`relaygraph.durable.effect` (``transactional=True``): the row and the effect ledger's record
+commit together, so a crash, a resume or a retry never issues the refund twice.
+
 Everything is deterministic and offline (scripted models), so the workflow runs in tests
 and in ``relaygraph demo``. Swap the scripted models for real ones
 (``init_chat_model("provider:model")``) to run it for real.
@@ -14,18 +18,25 @@ and in ``relaygraph demo``. Swap the scripted models for real ones
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
+import weakref
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
+import sqlalchemy as sa
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.graph import StateGraph
 from langgraph.graph.message import add_messages
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from relaygraph._clock import Clock, system_clock
+from relaygraph._sql import acreate_tables, create_tables
+from relaygraph.durable import EffectLedger, effect
 from relaygraph.graphs._pipeline import Agent, Guard, Handoff, Review, pipeline
 from relaygraph.graphs.examples._data import REFUND_TRANSCRIPT
 from relaygraph.graphs.examples._util import fresh_id as _fresh_id
@@ -70,11 +81,95 @@ class Resolution(BaseModel):
 
 
 class RefundState(HandoffState, total=False):
-    """The chat, the handoff contract and the proposed resolution."""
+    """The chat, the handoff contract, the proposed resolution and what the CRM recorded."""
 
     messages: Annotated[list[AnyMessage], add_messages]
     case: RefundCase | None
     resolution: Resolution | None
+    issued: dict[str, Any] | None
+
+
+# -- the CRM ------------------------------------------------------------------------------
+
+crm_metadata = sa.MetaData()
+"""The example CRM's tables (apart from relaygraph's own ``metadata``)."""
+
+crm_refunds = sa.Table(
+    "crm_refunds",
+    crm_metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    # deliberately not unique: one row per refund is the effect ledger's doing, and the
+    # crash-resume suite counts rows to prove it
+    sa.Column("idempotency_key", sa.String(64), nullable=False),
+    sa.Column("thread_id", sa.String(255), nullable=False),
+    sa.Column("order_id", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("amount", sa.String(32), nullable=False),  # the Decimal, exactly as text
+    sa.Column("customer_email", sa.String(255), nullable=True),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Index("crm_refunds_thread", "thread_id"),
+)
+"""One row per refund (or replacement, or store credit) the workflow issued."""
+
+
+def _write_crm_row(thread_id: str, resolution: Resolution, email: str | None,
+                   created_at: float, *, key: str, conn: sa.Connection) -> dict[str, Any]:
+    conn.execute(crm_refunds.insert().values(
+        idempotency_key=key, thread_id=thread_id, order_id=resolution.order_id,
+        action=resolution.action, amount=str(resolution.amount), customer_email=email,
+        created_at=created_at))
+    return {"crm_key": key, "order_id": resolution.order_id, "action": resolution.action,
+            "amount": str(resolution.amount)}
+
+
+_ready: weakref.WeakKeyDictionary[EffectLedger, bool] = weakref.WeakKeyDictionary()
+_memory: weakref.WeakKeyDictionary[Any, EffectLedger] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def crm_ledger(checkpointer: Any) -> EffectLedger:
+    """The effect ledger the refund is issued through: the checkpointer's database.
+
+    A graph compiled on a saver without a database of its own (``InMemorySaver``) gets an
+    in-memory SQLite database for its CRM and ledger, as short-lived as its checkpoints.
+    """
+    if isinstance(getattr(checkpointer, "engine", None), sa.Engine | AsyncEngine):
+        return EffectLedger.for_checkpointer(checkpointer)
+    with _lock:
+        ledger = _memory.get(checkpointer)
+        if ledger is None:
+            engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool,
+                                      connect_args={"check_same_thread": False})
+            ledger = _memory[checkpointer] = EffectLedger(engine)
+    return ledger
+
+
+def setup_crm(ledger: EffectLedger) -> None:
+    """Create the ledger's table and ``crm_refunds`` in its database (once per ledger)."""
+    if not _ready.get(ledger):
+        ledger.ensure_setup()
+        create_tables(ledger._sync_engine(), [crm_refunds])
+        _ready[ledger] = True
+
+
+async def asetup_crm(ledger: EffectLedger) -> None:
+    """Async twin of `setup_crm`."""
+    if not _ready.get(ledger):
+        if not ledger.is_async:
+            await asyncio.to_thread(setup_crm, ledger)
+            return
+        await ledger.aensure_setup()
+        await acreate_tables(ledger.engine, [crm_refunds])
+        _ready[ledger] = True
+
+
+def crm_rows(engine: sa.Engine, thread_id: str | None = None) -> list[dict[str, Any]]:
+    """The CRM's refund rows (of one thread), oldest first."""
+    q = sa.select(crm_refunds).order_by(crm_refunds.c.id)
+    if thread_id is not None:
+        q = q.where(crm_refunds.c.thread_id == thread_id)
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
 
 
 def transcript_messages() -> list[AnyMessage]:
@@ -130,7 +225,8 @@ def _resolver_model() -> ScriptedChatModel:
 
 def build_refund_graph(*, confidence: float = 0.92, threshold: float = 0.8,
                        policy: AutonomyPolicy | None = None,
-                       clock: Clock = system_clock) -> StateGraph:
+                       clock: Clock = system_clock,
+                       ledger: EffectLedger | None = None) -> StateGraph:
     """Build (not compile) the refund workflow with `pipeline`.
 
     Args:
@@ -141,6 +237,9 @@ def build_refund_graph(*, confidence: float = 0.92, threshold: float = 0.8,
             once the resolver has earned trust, some refunds skip the human. Without one,
             every refund is reviewed.
         clock: time source for every record.
+        ledger: the `EffectLedger` the refund is issued through; its database holds the
+            ``crm_refunds`` table. Default: the database of the checkpointer the graph is
+            compiled with (see `crm_ledger`); both tables are created on first use.
 
     Returns:
         A ``StateGraph`` over `RefundState`; compile it with a checkpointer.
@@ -164,6 +263,37 @@ def build_refund_graph(*, confidence: float = 0.92, threshold: float = 0.8,
                                      amount=case.amount, note=str(reply.content)),
         }
 
+    def _issue_effect(lg: EffectLedger) -> Any:
+        return effect(_write_crm_row, ledger=lg, name="refund.issue", transactional=True)
+
+    def _to_issue(state: RefundState) -> Resolution | None:
+        resolution = state.get("resolution")
+        return None if resolution is None or resolution.action == "deny" else resolution
+
+    def _email(state: RefundState) -> str | None:
+        case = state.get("case")
+        return case.customer_email if case is not None else None
+
+    def issue(state: RefundState, config: RunnableConfig) -> dict[str, Any]:
+        resolution = _to_issue(state)
+        if resolution is None:
+            return {"issued": None}
+        conf = config.get("configurable", {})
+        lg = ledger or crm_ledger(conf.get("__pregel_checkpointer"))
+        setup_crm(lg)
+        return {"issued": _issue_effect(lg)(str(conf.get("thread_id", "")), resolution,
+                                             _email(state), clock())}
+
+    async def aissue(state: RefundState, config: RunnableConfig) -> dict[str, Any]:
+        resolution = _to_issue(state)
+        if resolution is None:
+            return {"issued": None}
+        conf = config.get("configurable", {})
+        lg = ledger or crm_ledger(conf.get("__pregel_checkpointer"))
+        await asetup_crm(lg)
+        return {"issued": await _issue_effect(lg).acall(
+            str(conf.get("thread_id", "")), resolution, _email(state), clock())}
+
     return pipeline(
         Agent("intake", intake, options={"pricing": PRICING, "clock": clock}),
         Handoff("to_resolver", RefundCase, source="messages", target="case",
@@ -173,6 +303,7 @@ def build_refund_graph(*, confidence: float = 0.92, threshold: float = 0.8,
         Agent("resolver", resolver, options={"pricing": PRICING, "clock": clock}),
         Review("review", subject="resolution", contract=Resolution, kind="refund",
                policy=policy, clock=clock),
+        Agent("issue", RunnableLambda(issue, afunc=aissue, name="issue"), track=False),
         state_schema=RefundState,
         review_options={"clock": clock},
     )
