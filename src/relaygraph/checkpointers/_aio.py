@@ -351,6 +351,10 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                    metadata: CheckpointMetadata, new_versions: ChannelVersions) -> RunnableConfig:
         # autocommitted outside SQLite: see SQLAlchemySaver.put
         await self._cache.writes.await_idle(self._writes_key(config))
+        fence = self._fence(config)
+        if fence is not None:  # one transaction, see SQLAlchemySaver.put
+            return await self._run(self._op_fenced, fence, self._op_put, config, checkpoint,
+                                   metadata, new_versions, write=True)
         return await self._run(self._op_put, config, checkpoint, metadata, new_versions,
                                write=self._sqlite)
 

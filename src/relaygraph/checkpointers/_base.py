@@ -60,6 +60,7 @@ from relaygraph.checkpointers._codec import (
     unpack,
 )
 from relaygraph.checkpointers._errors import CorruptCheckpointError, SchemaVersionError
+from relaygraph.checkpointers._fence import FENCE_KEY, WriteFence
 from relaygraph.checkpointers._ids import check_filter, check_key
 from relaygraph.checkpointers._protocol import (
     CONFLICT,
@@ -863,6 +864,19 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         yield After(remember)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns,
                                  "checkpoint_id": cid}}
+
+    @staticmethod
+    def _fence(config: RunnableConfig) -> WriteFence | None:
+        """The write fence a run put in its config (see ``_fence``), if any."""
+        conf = config.get("configurable")
+        return conf.get(FENCE_KEY) if conf else None
+
+    def _op_fenced(self, fence: WriteFence, make: Any, *args: Any) -> Op:
+        """``make(*args)`` behind ``fence``: its statement runs first, in the same
+        transaction, and holds its lock until the op's writes are committed."""
+        stmt, params = fence.fence_statement()
+        fence.fence_check((yield R(stmt, params)))
+        return (yield from make(*args))
 
     # -- put_writes -------------------------------------------------------------------
 

@@ -256,6 +256,12 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         # fewer round trips than a transaction, and a failure leaves only unreferenced rows.
         # The parent's writes still being stored are waited for: deltas point at them.
         self._cache.writes.wait(self._writes_key(config))
+        fence = self._fence(config)
+        if fence is not None:
+            # a fenced put is one transaction: the fence's lock is held until the
+            # checkpoint row is committed (see ``_fence``)
+            return self._run(self._op_fenced, fence, self._op_put, config, checkpoint,
+                             metadata, new_versions, write=True)
         return self._run(self._op_put, config, checkpoint, metadata, new_versions,
                          write=self._write_lock is not None)
 
