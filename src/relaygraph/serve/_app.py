@@ -8,7 +8,9 @@ import importlib
 import logging
 import os
 import pkgutil
+import signal
 import socket
+import threading
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -168,10 +170,12 @@ def _install_lifespan(app: FastAPI, ctx: ServerContext) -> None:
         from relaygraph.serve._sweeper import run_sweeper
 
         sweeper = asyncio.create_task(run_sweeper(ctx)) if ctx.settings.retention else None
+        restore = _drain_on_sigterm(ctx)
         try:
             async with inner(a) as state:
                 yield state
         finally:
+            restore()
             await drain(ctx)
             if sweeper is not None:
                 sweeper.cancel()
@@ -181,11 +185,46 @@ def _install_lifespan(app: FastAPI, ctx: ServerContext) -> None:
     app.router.lifespan_context = lifespan
 
 
-async def drain(ctx: ServerContext) -> None:
-    """Stop taking runs; give running ones ``drain_timeout`` to reach a step boundary."""
+def begin_drain(ctx: ServerContext) -> None:
+    """Take no new runs; ask running ones to stop at their next step boundary.
+
+    Safe to call from a signal handler: it only sets flags (LangGraph's ``RunControl``
+    drain request is a single attribute write).
+    """
     ctx.draining = True
     for control in list(ctx.controls.values()):
         control.request_drain("shutdown")
+
+
+def _drain_on_sigterm(ctx: ServerContext) -> Any:
+    """Chain a drain in front of the server's own SIGTERM handler.
+
+    uvicorn waits for in-flight requests before it runs the lifespan shutdown; the runs
+    must be asked to stop first, or a long run would hold the shutdown until it finished.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        begin_drain(ctx)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    def restore() -> None:
+        if signal.getsignal(signal.SIGTERM) is on_sigterm:
+            signal.signal(signal.SIGTERM, previous)
+
+    return restore
+
+
+async def drain(ctx: ServerContext) -> None:
+    """Stop taking runs; give running ones ``drain_timeout`` to reach a step boundary."""
+    begin_drain(ctx)
     runs = [t for t in ctx.active_runs if not t.done()]
     if not runs:
         return

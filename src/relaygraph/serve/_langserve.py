@@ -81,7 +81,7 @@ class ServedGraph(Runnable[Any, Any]):
 
     @property
     def InputType(self) -> Any:  # noqa: N802 - Runnable's API
-        return dict[str, Any]
+        return dict[str, Any] | None
 
     @property
     def OutputType(self) -> Any:  # noqa: N802 - Runnable's API
@@ -212,7 +212,8 @@ def add_langserve_routes(app: FastAPI, ctx: Any) -> None:
     serializer = _serializer()
     for name, graph in ctx.graphs.items():
         add_routes(app, ServedGraph(ctx, name, graph), path=f"/graphs/{name}",
-                   input_type=dict[str, Any], output_type=dict[str, Any],
+                   input_type=dict[str, Any] | None,  # type: ignore[arg-type]
+                   output_type=dict[str, Any],
                    config_keys=("configurable",),
                    disabled_endpoints=["config_hashes"], serializer=serializer,
                    per_req_config_modifier=_config_modifier(name),

@@ -48,6 +48,13 @@ class BodyLimitMiddleware:
 
         async def tracking_send(message: Any) -> None:
             nonlocal started
+            if refused:
+                # the app caught the overflow as a body error (FastAPI answers 400):
+                # answer 413 instead, and drop the app's own response
+                if not started:
+                    started = True
+                    await _reply(send, 413, self._too_large(seen))
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
