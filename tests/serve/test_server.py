@@ -167,11 +167,11 @@ def test_resuming_a_thread_that_is_not_waiting_is_409(acme: httpx.Client) -> Non
 
 
 def test_two_decisions_at_once_give_one_200_and_one_409(live: Live, acme: httpx.Client) -> None:
+    bodies = [{"action": "approve"}, {"action": "reject", "reason": "duplicate"}]
+    keys = [KEY_ACME, KEY_ACME_BOB]
     for i in range(3):
         thread = f"race-{i}"
         start_review(acme, thread)
-        bodies = [{"action": "approve"}, {"action": "reject", "reason": "duplicate"}]
-        keys = [KEY_ACME, KEY_ACME_BOB]
 
         def decide(n: int, thread: str = thread) -> httpx.Response:
             with live.client(keys[n]) as c:
