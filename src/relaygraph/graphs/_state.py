@@ -13,7 +13,9 @@ show up as JSON in LangServe responses and survive a strict msgpack allowlist.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NotRequired
+
+from typing_extensions import TypedDict
 
 
 class GuardDecision(TypedDict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -25,6 +26,17 @@ from relaygraph.guards._paths import PathError, check_path
 from relaygraph.guards._scorers import ScoringError, as_score, as_score_config, to_scorer
 
 Outcome = Literal["pass", "retry", "escalate", "halt"]
+
+
+def _schema_keys(schema: Any) -> set[str] | None:
+    """The top-level keys of a state schema, or None when they cannot be read."""
+    fields = getattr(schema, "model_fields", None)  # pydantic
+    if isinstance(fields, dict):
+        return set(fields)
+    try:
+        return set(typing.get_type_hints(schema))
+    except Exception:  # noqa: BLE001 - an exotic schema: nothing to check against
+        return None
 
 
 def _describe(exc: BaseException) -> str:
@@ -56,9 +68,10 @@ class ConfidenceGuard(GuardNode):
     [0, 1], is recorded as a failure and routed the same way; the run never crashes on
     it. Every verdict appends a `GuardDecision` to ``guard_log``; the node returns
     ``Command(goto=…, update=…)``, so it works in any ``StateGraph`` whose state has the
-    ``guard_log`` and ``guard_feedback`` keys of `relaygraph.graphs.RelayState` (without a
-    ``guard_log`` channel LangGraph drops the decisions and retries are never counted;
-    `validate_guards` reports that before ``compile()``).
+    ``guard_log`` and ``guard_feedback`` keys of `relaygraph.graphs.RelayState`. Retries are
+    counted from ``guard_log``: a guard that can retry refuses a state without it, when
+    given ``schema=``, in `validate_guards`, and at run time at the latest (a clear
+    `ConfigurationError` instead of retrying until the recursion limit).
 
     As its own node the guard costs one graph step (and checkpoint) per verdict;
     ``guard.wrap(agent)`` (`GuardedAgent`) runs it inside the agent's step instead.
@@ -153,9 +166,20 @@ class ConfidenceGuard(GuardNode):
     def _channels(self) -> tuple[str, ...]:
         return ("guard_log", "guard_feedback") if self.on_retry else ("guard_log",)
 
+    def _counted_channels(self) -> tuple[str, ...]:
+        return ("guard_log",) if self.on_retry is not None and self.max_retries else ()
+
     def _validate_schema(self, schema: Any, label: str) -> None:
         if schema is None:
             return
+        keys = _schema_keys(schema)
+        for key in self._counted_channels():
+            if keys is not None and key not in keys:
+                raise ConfigurationError(
+                    f"{label}: state schema {getattr(schema, '__name__', schema)} has no "
+                    f"{key!r} key, so the guard could not count its retries and would retry "
+                    "forever; add relaygraph.graphs.RelayState to its bases"
+                )
         sources: list[tuple[str, Any]] = [("score", self.scorer)]
         sources += [(f"check {check_name(c)!r}", c) for c in self.checks]
         for what, src in sources:

@@ -27,6 +27,11 @@ from relaygraph._errors import ConfigurationError
 
 T = TypeVar("T")
 
+# LangGraph passes every node a reader of the graph's channels under this configurable key
+# (langgraph._internal._constants.CONFIG_KEY_READ); reading a key with no channel raises
+# KeyError, which is how a guard learns at run time that its writes would be dropped.
+_CONFIG_KEY_READ = "__pregel_read"
+
 
 def check_route(param: str, value: Any, *, allow_end: bool = True) -> str:
     """Validate one route parameter (a node name or ``END``)."""
@@ -162,13 +167,32 @@ class GuardNode(Runnable[Any, Command]):
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Command:
         """Score the state and return the routing `Command`."""
+        self._check_counted_channels(config)
         return self._run(input, config)
 
     async def ainvoke(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Command:
         """Async twin of `invoke`: async scorers, checks and stores are awaited."""
+        self._check_counted_channels(config)
         return await self._arun(input, config)
+
+    def _counted_channels(self) -> tuple[str, ...]:
+        """State keys this guard counts its retries from: without them it would loop."""
+        return ()
+
+    def _check_counted_channels(self, config: RunnableConfig | None) -> None:
+        # A graph whose state lacks guard_log silently drops the guard's decisions, so
+        # the retry budget would never be spent and the guard would send the agent back
+        # until LangGraph's recursion limit. Refuse to run instead of looping.
+        missing = missing_channels(config, self._counted_channels())
+        if missing:
+            label = f"{type(self).__name__} {self.label(config)}"
+            raise ConfigurationError(
+                f"{label}: the graph's state has no {missing[0]!r} channel, so the guard "
+                "cannot count its retries and would retry forever; add "
+                "relaygraph.graphs.RelayState to the state schema's bases"
+            )
 
     def _run(self, state: Any, config: RunnableConfig | None) -> Command:
         raise NotImplementedError
@@ -200,6 +224,25 @@ def _guard_specs(items: Iterable[tuple[str, Any]]) -> Iterable[tuple[str, GuardN
         runnable = getattr(spec, "runnable", spec)
         if isinstance(runnable, GuardNode):
             yield node, runnable
+
+
+def missing_channels(config: RunnableConfig | None, keys: Iterable[str]) -> list[str]:
+    """The ``keys`` that the running graph has no state channel for.
+
+    Empty outside a graph run (a guard invoked directly has nothing to compare with).
+    """
+    read = ((config or {}).get("configurable") or {}).get(_CONFIG_KEY_READ)
+    if not callable(read):
+        return []
+    missing = []
+    for key in keys:
+        try:
+            read(key, False)
+        except KeyError:
+            missing.append(key)
+        except Exception:  # noqa: BLE001 - an unexpected reader: do not block the run
+            continue
+    return missing
 
 
 def state_get(state: Any, key: str, default: Any = None) -> Any:

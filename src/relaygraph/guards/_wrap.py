@@ -136,6 +136,9 @@ class GuardedAgent(GuardNode):
     def _channels(self) -> tuple[str, ...]:
         return self.guard._channels()
 
+    def _counted_channels(self) -> tuple[str, ...]:
+        return self.guard._counted_channels()
+
     def _args(self, state: Any, config: RunnableConfig | None) -> tuple[Any, ...]:
         return (state, config) if self._takes_config else (state,)
 
