@@ -6,7 +6,7 @@ import relaygraph.graphs.examples
 
 def test_graphs_exports() -> None:
     assert sorted(relaygraph.graphs.__all__) == sorted([
-        "Agent", "AgentRun", "Guard", "GuardDecision", "Handoff", "HandoffReport",
+        "Agent", "AgentRun", "Budget", "Guard", "GuardDecision", "Handoff", "HandoffReport",
         "RelayState", "Review", "ReviewRecord", "Stage", "Usage", "UsageTable",
         "VerbatimCheck", "append_records", "examples", "merge_dicts", "merge_usage",
         "pipeline",

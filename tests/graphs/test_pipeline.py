@@ -189,7 +189,7 @@ def test_tracked_agents_record_usage() -> None:
         ((Agent("a", _triage), Agent("a", _triage)), "both be called 'a'"),
         ((Agent("x_review", _triage), Guard("x", score="s", threshold=0.5)), "x_review"),
         ((Guard("g", score="ticket.confidence", threshold=0.5),), "no agent before it"),
-        (("not a stage",), "stages are Agent, Handoff, Guard or Review"),
+        (("not a stage",), "stages are Agent, Handoff, Guard, Budget or Review"),
         ((Agent("__end__", _triage),), "invalid stage name"),
     ],
 )

@@ -6,7 +6,7 @@ imported on first use.
 
 from typing import Any
 
-from relaygraph.graphs._pipeline import Agent, Guard, Handoff, Review, Stage, pipeline
+from relaygraph.graphs._pipeline import Agent, Budget, Guard, Handoff, Review, Stage, pipeline
 from relaygraph.graphs._state import (
     AgentRun,
     GuardDecision,
@@ -24,6 +24,7 @@ from relaygraph.graphs._state import (
 __all__ = [
     "Agent",
     "AgentRun",
+    "Budget",
     "Guard",
     "GuardDecision",
     "Handoff",

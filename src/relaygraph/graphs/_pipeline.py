@@ -25,13 +25,15 @@ Every relaygraph record (guard decisions, handoff reports, reviews, usage) lands
 from __future__ import annotations
 
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypedDict
+from types import UnionType
+from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict
 
 from relaygraph._errors import ConfigurationError
 from relaygraph.graphs._state import RelayState
@@ -92,6 +94,10 @@ class Guard:
     ``on_escalate`` this stage's human review, unless given explicitly. Every other
     argument (``score``, ``threshold``, ``max_retries``, ``breaker``, ``checks``,
     ``on_halt``, ...) is passed through.
+
+    With ``breaker=``, the agent the guard retries also gets a `BreakerGate`
+    (``<agent>_gate``) in front of it: while the breaker is open the agent is skipped and
+    a human fills its output in (``<agent>_gate_review``: edit or reject).
     """
 
     name: str
@@ -101,6 +107,27 @@ class Guard:
         if "on_pass" in options:
             raise ConfigurationError(
                 f"Guard {name!r}: on_pass is wired by pipeline() to the next stage; remove it")
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "options", dict(options))
+
+
+@dataclass(frozen=True, init=False)
+class Budget:
+    """A budget stage: ``relaygraph.guards.BudgetGuard(**options)``.
+
+    Placed before an expensive stage, it lets the run continue while the run's tokens and
+    cost (``usage``) stay within ``max_tokens`` / ``max_cost``. Over budget, the run goes
+    to this stage's human review (``<name>_review``, which may approve the extra spend or
+    end the run), unless ``on_escalate`` or ``on_halt`` is given.
+    """
+
+    name: str
+    options: Mapping[str, Any]
+
+    def __init__(self, name: str, **options: Any) -> None:
+        if "on_pass" in options:
+            raise ConfigurationError(
+                f"Budget {name!r}: on_pass is wired by pipeline() to the next stage; remove it")
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "options", dict(options))
 
@@ -127,7 +154,7 @@ class Review:
         object.__setattr__(self, "options", dict(options))
 
 
-Stage = Agent | Handoff | Guard | Review
+Stage = Agent | Handoff | Guard | Budget | Review
 
 
 def _default_schema(stages: list[Stage]) -> type:
@@ -141,6 +168,8 @@ def _default_schema(stages: list[Stage]) -> type:
             fields[st.target] = st.contract | None
         elif isinstance(st, Review):
             fields.setdefault(st.subject, Any)
+        elif isinstance(st, Guard) and (root := _guard_subject(st)):
+            fields.setdefault(root, Any)
     return TypedDict("PipelineState", fields, total=False)  # type: ignore[operator]
 
 
@@ -161,6 +190,16 @@ def _check_schema(schema: type, stages: list[Stage]) -> None:
         raise ConfigurationError(
             f"state_schema {schema.__name__} lacks the keys {missing}; subclass {base} and "
             "declare each handoff target")
+    from relaygraph.nodes import HandoffState
+
+    bookkeeping = set(typing.get_type_hints(HandoffState))
+    known = ", ".join(sorted(k for k in hints if k not in bookkeeping))
+    for st in stages:
+        if isinstance(st, Review) and st.subject not in hints:
+            # a review of a key no node can write would ask a human to approve None
+            raise ConfigurationError(
+                f"Review {st.name!r}: subject {st.subject!r} is not a key of "
+                f"{schema.__name__} (keys: {known}); fix the subject or declare the key")
 
 
 def _validate(stages: list[Stage]) -> None:
@@ -168,9 +207,9 @@ def _validate(stages: list[Stage]) -> None:
         raise ConfigurationError("pipeline() needs at least one stage, got none")
     names: set[str] = set()
     for st in stages:
-        if not isinstance(st, Agent | Handoff | Guard | Review):
+        if not isinstance(st, Agent | Handoff | Guard | Budget | Review):
             raise ConfigurationError(
-                "pipeline() stages are Agent, Handoff, Guard or Review, got "
+                "pipeline() stages are Agent, Handoff, Guard, Budget or Review, got "
                 f"{type(st).__name__}: {st!r}")
         if not st.name or st.name in (START, END):
             raise ConfigurationError(f"invalid stage name {st.name!r}")
@@ -178,7 +217,7 @@ def _validate(stages: list[Stage]) -> None:
             if n in names:
                 raise ConfigurationError(f"two stages would both be called {n!r}; rename one")
         names.add(st.name)
-        if isinstance(st, Handoff | Guard):
+        if isinstance(st, Handoff | Guard | Budget):
             names.add(f"{st.name}_review")
         if isinstance(st, Handoff) and not st.target:
             raise ConfigurationError(f"Handoff {st.name!r} needs target='<state key>'")
@@ -188,6 +227,17 @@ def _validate(stages: list[Stage]) -> None:
             raise ConfigurationError(
                 f"Guard {st.name!r} has no agent before it to retry; add one or pass "
                 "on_retry=")
+        if isinstance(st, Guard) and st.options.get("breaker") is not None:
+            gated = _gated_agent(stages, i)
+            if gated is None:
+                raise ConfigurationError(
+                    f"Guard {st.name!r} has a breaker but no agent stage to gate; the "
+                    "breaker protects the agent the guard retries")
+            for n in (f"{gated}_gate", f"{gated}_gate_review"):
+                if n in names:
+                    raise ConfigurationError(
+                        f"two stages would both be called {n!r}; rename one")
+                names.add(n)
 
 
 def pipeline(
@@ -198,7 +248,7 @@ def pipeline(
     """Build the graph ``stage 1 → stage 2 → …`` with human review as the fallback.
 
     Args:
-        *stages: `Agent`, `Handoff`, `Guard` and `Review` stages, in order.
+        *stages: `Agent`, `Handoff`, `Guard`, `Budget` and `Review` stages, in order.
         state_schema: the graph state; it must include ``RelayState`` (and
             ``HandoffState`` plus every handoff target when there are handoffs). Default:
             a state with ``messages`` and those keys.
@@ -211,10 +261,11 @@ def pipeline(
 
     Raises:
         ConfigurationError: no stages, duplicate names, a guard with no agent to retry, a
-            state schema without the relaygraph keys, or an argument the underlying node
-            refuses.
+            state schema without the relaygraph keys, a guard score path or a review
+            subject that the state schema does not have, or an argument the underlying
+            node refuses.
     """
-    from relaygraph.guards import ConfidenceGuard
+    from relaygraph.guards import BreakerGate, BudgetGuard, ConfidenceGuard
     from relaygraph.nodes import HumanReview, handoff, track_agent
 
     items = list(stages)
@@ -226,14 +277,34 @@ def pipeline(
     builder: StateGraph = StateGraph(state_schema)
     fallback_opts = dict(review_options or {})
 
+    # an agent protected by a guard's breaker is entered through its gate
+    gates: dict[str, Any] = {}
+    for i, st in enumerate(items):
+        if isinstance(st, Guard) and st.options.get("breaker") is not None:
+            gated = _gated_agent(items, i)
+            assert gated is not None  # _validate checked it
+            gates[gated] = (st, i)
+
+    def entry(name: str) -> str:
+        return f"{name}_gate" if name in gates else name
+
     def next_of(i: int) -> str:
-        return items[i + 1].name if i + 1 < len(items) else END
+        return entry(items[i + 1].name) if i + 1 < len(items) else END
 
     def agent_before(i: int) -> str | None:
         for st in reversed(items[:i]):
             if isinstance(st, Agent):
                 return st.name
         return None
+
+    def after_reviews_of(i: int, subject: str) -> str:
+        # A human who approved (or edited) an escalated draft has reviewed that draft: the
+        # Review stages right after the guard that would ask about the same key are skipped.
+        j = i + 1
+        while j < len(items) and isinstance(items[j], Review) and \
+                typing.cast(Review, items[j]).subject == subject:
+            j += 1
+        return entry(items[j].name) if j < len(items) else END
 
     for i, st in enumerate(items):
         nxt = next_of(i)
@@ -258,19 +329,74 @@ def pipeline(
             retry = opts.pop("on_retry", None) or agent_before(i)
             escalate = opts.pop("on_escalate", None) or f"{st.name}_review"
             halt = opts.get("on_halt")
+            opts.setdefault("schema", state_schema)
             guard = ConfidenceGuard(name=opts.pop("name", st.name), on_pass=nxt,
                                     on_retry=retry, on_escalate=escalate, **opts)
             dests = tuple(d for d in (nxt, retry, escalate, halt) if d)
             builder.add_node(st.name, guard, destinations=dests)
+            subject = _guard_subject(st) or _last_target(items[:i]) or "messages"
             if escalate == f"{st.name}_review":
-                subject = _guard_subject(st) or _last_target(items[:i]) or "messages"
-                _add_review(builder, HumanReview, escalate, subject, nxt,
+                _add_review(builder, HumanReview, escalate, subject,
+                            after_reviews_of(i, subject),
                             {"agent": retry or st.name, **fallback_opts})
+        elif isinstance(st, Budget):
+            opts = dict(st.options)
+            escalate = opts.pop("on_escalate", None)
+            if escalate is None and "on_halt" not in opts:
+                escalate = f"{st.name}_review"
+            budget = BudgetGuard(name=opts.pop("name", st.name), on_pass=nxt,
+                                 on_escalate=escalate, **opts)
+            builder.add_node(st.name, budget, destinations=budget.destinations)
+            if escalate == f"{st.name}_review":
+                # the reviewer approves the extra spend (the run continues) or ends the run
+                _add_review(builder, HumanReview, escalate, "usage", nxt,
+                            {"agent": agent_before(i) or st.name,
+                             "actions": ("approve", "reject"), "kind": "budget",
+                             **fallback_opts})
         else:
             opts = {"agent": agent_before(i) or st.name, **st.options}
             _add_review(builder, HumanReview, st.name, st.subject, nxt, opts)
-    builder.add_edge(START, items[0].name)
+    for agent, (guard_stage, gi) in gates.items():
+        gate, review = f"{agent}_gate", f"{agent}_gate_review"
+        builder.add_node(gate, BreakerGate(guard_stage.options["breaker"], on_allow=agent,
+                                           on_block=review, name=gate),
+                         destinations=(agent, review))
+        # the agent is skipped: a human writes its output (edit) or stops the run (reject),
+        # and the run continues after the guard that would have checked the agent
+        subject = _guard_subject(guard_stage) or _last_target(items[:gi]) or "messages"
+        gate_opts: dict[str, Any] = {"agent": agent, "actions": ("edit", "reject")}
+        contract = _contract_of(state_schema, subject)
+        if contract is not None:
+            gate_opts["contract"] = contract
+        _add_review(builder, HumanReview, review, subject, next_of(gi),
+                    {**gate_opts, **fallback_opts})
+    builder.add_edge(START, entry(items[0].name))
     return builder
+
+
+def _contract_of(schema: Any, key: str) -> type | None:
+    """The pydantic model a state key holds (``Draft | None`` → ``Draft``), if any."""
+    from pydantic import BaseModel
+
+    try:
+        hint = typing.get_type_hints(schema).get(key)
+    except Exception:  # noqa: BLE001 - unreadable annotations: no contract to validate with
+        return None
+    alts = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, UnionType) \
+        else (hint,)
+    models = [a for a in alts if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if len(models) == 1 else None
+
+
+def _gated_agent(stages: Sequence[Stage], i: int) -> str | None:
+    """The agent a guard's breaker protects: its ``on_retry``, else the agent before it."""
+    st = stages[i]
+    assert isinstance(st, Guard)
+    named = st.options.get("on_retry")
+    for cand in reversed(stages[:i]):
+        if isinstance(cand, Agent) and (named is None or cand.name == named):
+            return cand.name
+    return None
 
 
 def _guard_subject(st: Guard) -> str | None:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
+    AIMessage,
     BaseMessage,
     HumanMessage,
     SystemMessage,
@@ -28,7 +29,13 @@ from pydantic import BaseModel, ValidationError
 
 from relaygraph._clock import Clock, iso, system_clock
 from relaygraph._errors import ConfigurationError, RelaygraphError
-from relaygraph.graphs._state import HandoffReport, RelayState, VerbatimCheck, merge_dicts
+from relaygraph.graphs._state import (
+    HandoffReport,
+    RelayState,
+    Usage,
+    VerbatimCheck,
+    merge_dicts,
+)
 from relaygraph.nodes._brief import brief_message, render_brief
 from relaygraph.nodes._contract import Contract, _field_verbatim
 from relaygraph.nodes._recall import (
@@ -40,6 +47,9 @@ from relaygraph.nodes._recall import (
 )
 from relaygraph.nodes._tokens import TokenCounter, default_counter, message_text
 from relaygraph.nodes._verbatim import SourceIndex
+from relaygraph.observe._pricing import Pricing
+
+_DEFAULT_PRICING = Pricing()
 
 MESSAGE_OVERHEAD_TOKENS = 4
 """Tokens counted per source message for role and separators (as chat APIs bill them)."""
@@ -280,6 +290,7 @@ class HandoffNode(RunnableLambda):
         tokenizer: TokenCounter | None,
         clock: Clock,
         name: str | None,
+        pricing: Pricing | None = None,
     ) -> None:
         if not (isinstance(contract, type) and issubclass(contract, Contract)):
             raise ConfigurationError(
@@ -319,6 +330,10 @@ class HandoffNode(RunnableLambda):
         self.tokens = tokenizer or default_counter()
         self.clock = clock
         self.node_name = name or f"handoff:{target}"
+        if pricing is not None and not isinstance(pricing, Pricing):
+            raise ConfigurationError(
+                f"pricing must be a relaygraph.observe.Pricing, got {type(pricing).__name__}")
+        self.pricing = pricing or _DEFAULT_PRICING
         self.compressor = compressor
         self.compressor_label = _describe_compressor(compressor)
         self._instructions = contract_instructions(contract)
@@ -582,10 +597,13 @@ class HandoffNode(RunnableLambda):
         return {SOURCES_KEY: {self.target: ref}}, key
 
     def _finish(self, src: _Source, attempt: _Attempt, repairs: int, started: float,
-                failure: str | None) -> Any:
+                failure: str | None, usage: dict[str, Usage] | None = None) -> Any:
         update, ref = self._archive(src)
         report = self._report(src, attempt, repairs, started, failure, ref)
         update["handoffs"] = [report]
+        if usage:
+            # the compressor is a model call like any agent's: it counts in cost per run
+            update["usage"] = {self.node_name: usage}
         if failure is None:
             assert attempt.contract is not None
             update[self.target] = attempt.contract
@@ -623,15 +641,37 @@ class HandoffNode(RunnableLambda):
             return self._finish(src, _Attempt(errors=pre[1]), 0, started, pre[0])
         feedback: HandoffFeedback | None = None
         attempt = _Attempt()
+        usage: dict[str, Usage] = {}
         for n in range(self.max_repairs + 1):
             ok, out = yield src, feedback
+            if ok:
+                self._count(out, usage)
             # the compressor's failure is data, not a crash
             attempt = self._evaluate(out, src) if ok else self._failed_call(out)
             if attempt.contract is not None:
-                return self._finish(src, attempt, n, started, None)
+                return self._finish(src, attempt, n, started, None, usage)
             feedback = HandoffFeedback(n + 1, dict(attempt.errors), attempt.draft)
         return self._finish(src, attempt, self.max_repairs, started,
-                            self._failure_text(attempt, self.max_repairs + 1))
+                            self._failure_text(attempt, self.max_repairs + 1), usage)
+
+    def _count(self, out: Any, usage: dict[str, Usage]) -> None:
+        """Add one compressor call's model usage (a chat model's message) to ``usage``."""
+        msg = out.get("raw") if isinstance(out, Mapping) and "raw" in out else out
+        if not isinstance(msg, AIMessage):
+            return  # a plain callable: no model call to count
+        meta = msg.usage_metadata
+        model = (msg.response_metadata or {}).get("model_name") or \
+            (msg.response_metadata or {}).get("model")
+        if meta is None and not model:
+            return
+        model = str(model or "unknown")
+        tin = int(meta["input_tokens"]) if meta else 0
+        tout = int(meta["output_tokens"]) if meta else 0
+        cur = usage.setdefault(model, Usage(calls=0, input_tokens=0, output_tokens=0, cost=0.0))
+        cur["calls"] += 1
+        cur["input_tokens"] += tin
+        cur["output_tokens"] += tout
+        cur["cost"] += self.pricing.cost(model, tin, tout)
 
     def _run(self, state: Any) -> Any:
         loop = self._attempts(state)
@@ -686,6 +726,7 @@ def handoff(
     tokenizer: TokenCounter | None = None,
     clock: Clock = system_clock,
     name: str | None = None,
+    pricing: Pricing | None = None,
 ) -> HandoffNode:
     """Build a graph node that hands a source over as a validated contract.
 
@@ -735,6 +776,8 @@ def handoff(
             else the documented approximation.
         clock: Time source for report timestamps.
         name: Node name in reports (default ``handoff:<target>``).
+        pricing: Price table for the compressor's model calls, which are added to
+            ``usage[name][model]`` like any agent's (default: the built-in prices).
 
     Returns:
         A :class:`HandoffNode`, usable directly in ``StateGraph.add_node``.
@@ -747,5 +790,6 @@ def handoff(
         on_success=on_success, on_failure=on_failure, max_repairs=max_repairs,
         timeout=timeout, archive=archive, brief_to=brief_to,
         max_source_tokens=max_source_tokens, tokenizer=tokenizer, clock=clock, name=name,
+        pricing=pricing,
     )
 
