@@ -1,99 +1,249 @@
-"""The review inbox page: server-rendered HTML with a little inline JavaScript, no CDN."""
+"""The review inbox's list: a tenant's pending reviews as cards, filtered and paginated.
+
+Cards come from the server's thread index (one small row per thread, kept by the server
+whenever a run starts, pauses or resumes), so the list never decodes checkpoint state.
+The review page (`relaygraph.serve._inbox_review`) reads the real state and is the one
+that notices a card whose thread has moved on.
+"""
 
 from __future__ import annotations
 
-import json
-from html import escape
-from typing import Any
-from urllib.parse import quote
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#222}
-h1{font-size:1.4rem} .empty{color:#666}
-.card{border:1px solid #ccc;border-radius:6px;padding:1rem;margin:1rem 0}
-.meta{color:#555;font-size:.85rem} pre{background:#f6f6f6;padding:.6rem;overflow:auto}
-textarea,input{width:100%;box-sizing:border-box;margin:.2rem 0;font:inherit}
-button{margin-right:.5rem;padding:.3rem .9rem} .err{color:#b00;white-space:pre-wrap}
-.ok{color:#070} dl{display:grid;grid-template-columns:10rem 1fr;margin:.5rem 0}
-dt{color:#555} dd{margin:0}
-"""
+from relaygraph.serve._auth import Principal
+from relaygraph.serve._reviews import is_review_request
+from relaygraph.serve._tenancy import external_thread_id, owns
 
-_SCRIPT = """
-async function decide(button, action) {
-  const card = button.closest('.card');
-  const out = card.querySelector('.result');
-  const body = {action: action,
-                reviewer: card.querySelector('[name=reviewer]').value || null,
-                comment: card.querySelector('[name=comment]').value || null};
-  if (action === 'edit') {
-    try { body.edits = JSON.parse(card.querySelector('[name=edits]').value || '{}'); }
-    catch (e) { out.className = 'result err'; out.textContent = 'edits: ' + e; return; }
-  }
-  let url = 'reviews/' + encodeURIComponent(card.dataset.thread);
-  if (card.dataset.interrupt) url += '?interrupt_id=' + encodeURIComponent(card.dataset.interrupt);
-  const resp = await fetch(url, {
-    method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)});
-  const data = await resp.json().catch(() => ({}));
-  if (resp.ok) {
-    out.className = 'result ok'; out.textContent = action + ' recorded';
-    card.querySelectorAll('button').forEach(b => b.disabled = true);
-  } else {
-    out.className = 'result err';
-    out.textContent = resp.status + ': ' + JSON.stringify(data.detail ?? data, null, 2);
-  }
+Reason = Literal["guard_escalation", "failed_handoff", "policy_sample", "full_review"]
+REASONS: dict[str, str] = {
+    "guard_escalation": "guard escalation",
+    "failed_handoff": "failed handoff",
+    "policy_sample": "policy sample",
+    "full_review": "full review",
 }
-"""
+"""Why a review is waiting, by filter key."""
+
+AGES: dict[str, tuple[str, float, float]] = {
+    "lt1h": ("under an hour", 0.0, 3600.0),
+    "1h-1d": ("1 hour to 1 day", 3600.0, 86400.0),
+    "gt1d": ("over a day", 86400.0, math.inf),
+    "gt7d": ("over a week", 7 * 86400.0, math.inf),
+}
+"""How long a review has waited, by filter key: ``(label, at least, less than)`` seconds."""
+
+ORDERS = ("newest", "oldest")
+
+SCAN_LIMIT = 10_000
+"""The most index rows one listing reads (pending reviews of one tenant)."""
 
 
-_FACTS = (("under review", "subject"), ("agent", "agent"), ("contract", "contract"),
-          ("confidence", "confidence"), ("guard", "guard_reason"),
-          ("failed checks", "failed_checks"), ("why asked", "policy_reason"),
-          ("previous answer refused", "error"))
+@dataclass(frozen=True)
+class Card:
+    """One pending review as the inbox lists it.
+
+    Attributes:
+        thread_id: the client's thread id (tenant prefix removed).
+        interrupt_id: the interrupt the decision answers.
+        graph_id: the graph that ran the thread.
+        node: the review node.
+        agent, kind: the agent under review and the decision kind (autonomy policy keys).
+        contract: the contract class under review, if any.
+        reason: a `REASONS` key; ``why`` says it in words (the guard's reason, the
+            handoff failure, or the policy's reason).
+        waiting_since: epoch seconds of the index row's last update.
+        fields: a few ``(name, value)`` pairs of the output under review.
+        attempt: 2+ when an earlier answer was refused.
+    """
+
+    thread_id: str
+    interrupt_id: str
+    graph_id: str | None
+    node: str
+    agent: str
+    kind: str
+    contract: str | None
+    reason: str
+    why: str
+    waiting_since: float
+    fields: list[tuple[str, str]] = field(default_factory=list)
+    attempt: int = 1
+
+    @property
+    def reason_label(self) -> str:
+        return REASONS.get(self.reason, self.reason)
 
 
-def _card(review: dict[str, Any]) -> str:
-    request = review.get("request") or {}
-    if isinstance(request, dict):
-        shown = request.get("value")
-        facts = [(label, request.get(key)) for label, key in _FACTS
-                 if request.get(key) not in (None, "", [])]
-    else:
-        shown, facts = request, []
-    facts_html = "".join(f"<dt>{escape(label)}</dt><dd>{escape(str(value))}</dd>"
-                         for label, value in facts)
-    actions = request.get("actions") if isinstance(request, dict) else None
-    actions = actions or ["approve", "edit", "reject"]
-    buttons = "".join(
-        f'<button type="button" onclick="decide(this, {escape(json.dumps(a))})">'
-        f"{escape(a.capitalize())}</button>"
-        for a in actions if a in ("approve", "edit", "reject"))
-    edits = ('<label>edits (JSON, for Edit)<textarea name="edits" rows="2">{}</textarea>'
-             "</label>") if "edit" in actions else ""
-    hint = ('<div class="meta">Reject uses the comment as its reason.</div>'
-            if "reject" in actions else "")
-    return (
-        f'<div class="card" data-thread="{escape(str(review["thread_id"]))}" '
-        f'data-interrupt="{escape(str(review.get("interrupt_id") or ""))}">'
-        f'<div class="meta">thread <b>{escape(str(review["thread_id"]))}</b> · graph '
-        f'{escape(str(review.get("graph_id") or "-"))} · '
-        f'{escape(str(review.get("updated_at") or ""))} · '
-        f'<a href="threads/{quote(str(review["thread_id"]), safe="")}/timeline">timeline</a>'
-        f"</div>"
-        f"<dl>{facts_html}</dl>"
-        f"<pre>{escape(json.dumps(shown, indent=2, default=str))}</pre>"
-        f'<label>reviewer<input name="reviewer"></label>'
-        f'<label>comment<input name="comment"></label>{edits}'
-        f'{hint}<div>{buttons}</div><div class="result"></div></div>'
-    )
+def _short(value: Any, width: int = 80) -> str:
+    text = value if isinstance(value, str) else ("—" if value is None else str(value))
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def render_inbox(reviews: list[dict[str, Any]], *, title: str = "relaygraph") -> str:
-    """The inbox page for a list of pending reviews (as returned by ``GET /reviews``)."""
-    cards = "".join(_card(r) for r in reviews) or \
-        '<p class="empty">No reviews are waiting.</p>'
-    return (
-        "<!doctype html><html><head><meta charset=\"utf-8\">"
-        f"<title>{escape(title)} · review inbox</title><style>{_STYLE}</style></head><body>"
-        f"<h1>Review inbox <small>({len(reviews)} waiting)</small></h1>{cards}"
-        f"<script>{_SCRIPT}</script></body></html>"
-    )
+def _routes_into(graph: Any, node: str) -> tuple[bool, bool]:
+    """``(a guard escalates to node, a handoff fails over to node)`` in ``graph``."""
+    nodes = getattr(getattr(graph, "builder", None), "nodes", None) or {}
+    guard = handoff = False
+    for spec in nodes.values():
+        runnable = getattr(spec, "runnable", None)
+        if getattr(runnable, "on_escalate", None) == node:
+            guard = True
+        if getattr(runnable, "on_failure", None) == node and hasattr(runnable, "contract"):
+            handoff = True
+    return guard, handoff
+
+
+def classify(request: Mapping[str, Any], graph: Any = None) -> tuple[str, str]:
+    """``(reason key, why in words)`` for a review request.
+
+    A failed handoff shows the handoff's own failure text (``order_id 'unknown' does not
+    appear in the source``); a guard escalation the guard's score, threshold and reason;
+    anything else is a review the autonomy policy asked for, with its reason: a sample
+    once the agent has earned autonomy, a full review before that.
+    """
+    handoff = request.get("handoff") if isinstance(request.get("handoff"), Mapping) else None
+    failure = (handoff or {}).get("failure")
+    node = str(request.get("node") or "")
+    by_guard, by_handoff = _routes_into(graph, node) if graph is not None else (True, True)
+    if failure and by_handoff:
+        return "failed_handoff", str(failure)
+    if request.get("guard_route") == "escalate" and by_guard:
+        score = request.get("confidence")
+        why = str(request.get("guard_reason") or "")
+        if isinstance(score, int | float) and "score" not in why:
+            why = f"score {score:.2f}" + (f"; {why}" if why else "")
+        return "guard_escalation", f"{request.get('guard') or 'guard'} escalated" + (
+            f": {why}" if why else "")
+    policy = str(request.get("policy_reason") or "review requested")
+    # the autonomy policy's reasons start "review: sampled ..." once the agent has earned
+    # sampling, "review: full review ..." (or "no autonomy policy") before that
+    if policy.startswith("review: sampled"):
+        return "policy_sample", policy
+    return "full_review", policy
+
+
+def _fields(value: Any, limit: int = 4) -> list[tuple[str, str]]:
+    if isinstance(value, Mapping):
+        return [(str(k), _short(v, 60)) for k, v in list(value.items())[:limit]]
+    if value is None:
+        return []
+    return [("value", _short(value, 120))]
+
+
+def cards_from_row(principal: Principal, internal_id: str, graph_id: str | None,
+                   updated_at: float, summary: Mapping[str, Any],
+                   graphs: Mapping[str, Any]) -> list[Card]:
+    """The cards of one thread-index row (one per pending review interrupt)."""
+    if not owns(principal, internal_id):
+        return []
+    out = []
+    for intr in summary.get("interrupts") or []:
+        if not isinstance(intr, Mapping):
+            continue
+        value = intr.get("value")
+        if not is_review_request(value) or not isinstance(value, Mapping):
+            continue
+        reason, why = classify(value, graphs.get(graph_id or ""))
+        out.append(Card(
+            thread_id=external_thread_id(principal, internal_id),
+            interrupt_id=str(intr.get("id") or ""),
+            graph_id=graph_id,
+            node=str(value.get("node") or intr.get("node") or ""),
+            agent=str(value.get("agent") or ""),
+            kind=str(value.get("decision_kind") or "default"),
+            contract=value.get("contract") if isinstance(value.get("contract"), str) else None,
+            reason=reason, why=why, waiting_since=float(updated_at),
+            fields=_fields(value.get("value")),
+            attempt=int(value.get("attempt") or 1) if str(value.get("attempt") or "1"
+                                                          ).isdigit() else 1,
+        ))
+    return out
+
+
+async def acollect(ctx: Any, principal: Principal) -> list[Card]:
+    """Every pending review of the caller's tenant, newest first."""
+    index = getattr(ctx, "threads", None)
+    cards: list[Card] = []
+    if index is None:
+        return cards
+    cursor: str | None = None
+    seen = 0
+    while seen < SCAN_LIMIT:
+        page = await index.apage(principal.tenant, limit=500, cursor=cursor,
+                                 review_only=True)
+        for row in page.rows:
+            cards.extend(cards_from_row(principal, row.thread_id, row.graph_id,
+                                        row.updated_at, row.summary, ctx.graphs))
+        seen += len(page.rows)
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return cards
+
+
+@dataclass(frozen=True)
+class InboxQuery:
+    """The list's filters, order and page (all from the query string, all validated)."""
+
+    graph: str | None = None
+    agent: str | None = None
+    reason: str | None = None
+    age: str | None = None
+    order: str = "newest"
+    page: int = 1
+
+    def params(self, **changes: Any) -> dict[str, str]:
+        """Query parameters for a link to this query with ``changes``."""
+        data = {"graph": self.graph, "agent": self.agent, "reason": self.reason,
+                "age": self.age, "order": self.order, "page": self.page, **changes}
+        return {k: str(v) for k, v in data.items()
+                if v not in (None, "") and not (k == "order" and v == "newest")
+                and not (k == "page" and v == 1)}
+
+
+@dataclass(frozen=True)
+class InboxPage:
+    """One page of the filtered list, with what the filter menus offer."""
+
+    cards: list[Card]
+    total: int
+    waiting: int
+    page: int
+    pages: int
+    graphs: list[str]
+    agents: list[str]
+
+
+def select(cards: Iterable[Card], query: InboxQuery, *, now: float, page_size: int
+           ) -> InboxPage:
+    """Filter, order and paginate ``cards``."""
+    every = list(cards)
+    agents = sorted({c.agent for c in every if c.agent})
+    graphs = sorted({c.graph_id for c in every if c.graph_id})
+    chosen = [c for c in every
+              if (query.graph is None or c.graph_id == query.graph)
+              and (query.agent is None or c.agent == query.agent)
+              and (query.reason is None or c.reason == query.reason)]
+    if query.age is not None:
+        _, lo, hi = AGES[query.age]
+        chosen = [c for c in chosen if lo <= now - c.waiting_since < hi]
+    chosen.sort(key=lambda c: (c.waiting_since, c.thread_id, c.interrupt_id),
+                reverse=query.order == "newest")
+    pages = max(1, math.ceil(len(chosen) / page_size))
+    page = min(query.page, pages)
+    start = (page - 1) * page_size
+    return InboxPage(chosen[start:start + page_size], len(chosen), len(every), page, pages,
+                     graphs, agents)
+
+
+def age_text(seconds: float) -> str:
+    """``"3 min"``, ``"2 h"``, ``"5 d"``: how long something has waited."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h"
+    return f"{int(seconds // 86400)} d"
