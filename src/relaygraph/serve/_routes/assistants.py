@@ -28,8 +28,7 @@ _STARTED = time.time()
 def _assistant(name: str, graph: Any) -> AssistantOut:
     from relaygraph.serve._runstore import iso
 
-    doc = (getattr(graph, "description", None) or getattr(graph.builder, "__doc__", None)
-           if hasattr(graph, "builder") else None)
+    doc = getattr(graph, "description", None)
     return AssistantOut(assistant_id=name, graph_id=name, created_at=iso(_STARTED),
                         updated_at=iso(_STARTED), metadata={"created_by": "system"},
                         name=name, description=doc if isinstance(doc, str) else None)
