@@ -195,7 +195,9 @@ def scripted_compressor(confidence: float = 0.92):  # noqa: ANN201 - returns a c
         text = "\n".join(str(m.content) for m in messages)
         order = re.search(r"\b[A-Z]-\d{4,}\b", text)
         amount = re.search(r"\$(\d+(?:\.\d{2})?)", text)
-        email = re.search(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", text)
+        # the local part starts where a run of its characters starts: without the
+        # lookbehind every position of a long run is retried, quadratic on 100 kB of text
+        email = re.search(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+", text)
         paid = amount.group(1) if amount else "0"
         if feedback is None and amount:
             paid = paid.split(".")[0] + ".00"  # the distortion the verbatim check catches
