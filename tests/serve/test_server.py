@@ -334,3 +334,58 @@ def test_examples_served_when_no_graph_is_named(tmp_path: Path) -> None:
             server.client() as c:
         assert c.get("/ready").json()["graphs"] == sorted(EXAMPLES)
         assert os.path.exists(tmp_path / "e.db")
+
+
+def test_remote_runnable_pauses_at_review_and_command_resumes(live: Live) -> None:
+    from langchain_core.messages import HumanMessage
+    from langgraph.types import Command
+    from langserve import RemoteRunnable
+
+    remote = RemoteRunnable(f"{live.url}/graphs/refund", headers={"x-api-key": KEY_ACME_BOB},
+                            timeout=60)
+    try:
+        _remote_flow(live, remote, Command, HumanMessage)
+    finally:
+        remote.sync_client.close()
+
+
+def _remote_flow(live: Live, remote: Any, Command: Any, HumanMessage: Any) -> None:  # noqa: N803
+    config = {"configurable": {"thread_id": "remote-1"}}
+    out = remote.invoke(EXAMPLES["refund"].make_input(), config=config)
+    assert out["resolution"]["order_id"] == "A-10293"
+    assert out["__interrupt__"][0]["value"]["kind"] == "human_review"
+    # new input on the waiting thread is refused, not a silent restart
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        remote.invoke({"messages": [HumanMessage("start over")]}, config=config)
+    assert refused.value.response.status_code == 409
+    # Command(resume=...) resumes the waiting run, through the review path
+    done = remote.invoke(Command(resume={"action": "approve", "comment": "ok"}), config=config)
+    assert "__interrupt__" not in done
+    assert [r["decision"] for r in done["reviews"]] == ["approve"]
+    assert done["reviews"][-1]["reviewer"] == "bob"
+    with live.client(KEY_ACME) as c:
+        steps = [step["node"] for step in c.get("/threads/remote-1/history").json()]
+    assert steps.count("intake") == 1  # the run was resumed, never restarted
+    # a stream of a resumed run, and batch over two threads
+    chunks = list(remote.stream(EXAMPLES["refund"].make_input(),
+                                config={"configurable": {"thread_id": "remote-2"}}))
+    assert chunks and "__interrupt__" in chunks[-1]
+    outs = remote.batch([EXAMPLES["refund"].make_input()] * 2,
+                        config=[{"configurable": {"thread_id": "remote-3"}},
+                                {"configurable": {"thread_id": "remote-4"}}])
+    assert all(o["resolution"]["order_id"] == "A-10293" for o in outs)
+    with pytest.raises(httpx.HTTPStatusError) as wrong:
+        remote.invoke(Command(resume={"action": "approve"}),
+                      config={"configurable": {"thread_id": "never-started"}})
+    assert wrong.value.response.status_code == 409
+
+
+def test_playground_and_schemas_declare_the_thread(live: Live) -> None:
+    with live.client() as c:
+        schema = c.get("/graphs/refund/config_schema").json()
+        assert "thread_id" in schema["$defs"]["Configurable"]["properties"]
+        assert c.get("/graphs/refund/input_schema").status_code == 200
+        assert c.get("/graphs/refund/output_schema").status_code == 200
+        page = c.get("/graphs/refund/playground/")
+        assert page.status_code == 200
+        assert "cdn" not in page.text.lower()
