@@ -42,6 +42,7 @@ from relaygraph.serve._inbox_timeline import atimeline_view
 from relaygraph.serve._reviews import InvalidReviewDecision, NotWaitingForReview, adecide
 from relaygraph.serve._routes.reviews import resolve_thread
 from relaygraph.serve._runner import thread_config
+from relaygraph.serve._tenancy import ThreadNotFound
 
 log = logging.getLogger("relaygraph.serve.inbox")
 
@@ -290,6 +291,8 @@ async def _load(request: Request, ctx: ServerContext, principal: Principal, thre
     internal, gid = await resolve_thread(ctx, principal, thread_id)
     graph = ctx.graph(gid)
     snapshot = await graph.aget_state(thread_config(internal))
+    if (snapshot.config.get("configurable") or {}).get("checkpoint_id") is None:
+        raise ThreadNotFound(f"thread {thread_id!r} not found")  # indexed, but no state
     return await aload_review(graph, gid, thread_id, internal, interrupt_id, snapshot)
 
 
