@@ -12,7 +12,6 @@ from relaygraph.durable._effect import (
     EffectInDoubtError,
     EffectReviewDecision,
     InDoubtCall,
-    InvalidEffectDecision,
     Resolved,
     derive_key,
     effect,
@@ -20,9 +19,11 @@ from relaygraph.durable._effect import (
 from relaygraph.durable._errors import LeaseLostError, RunCancelledError, ThreadBusyError
 from relaygraph.durable._lease import Lease, LeaseStore
 from relaygraph.durable._ledger import EffectLedger, EffectLedgerError, EffectRecord
+from relaygraph.durable._run import Drain, LeasedGraph, drain_on_sigterm, leased
 from relaygraph.durable._tables import effects_table, leases_table, metadata
 
 __all__ = [
+    "Drain",
     "Effect",
     "EffectError",
     "EffectInDoubtError",
@@ -31,16 +32,18 @@ __all__ = [
     "EffectRecord",
     "EffectReviewDecision",
     "InDoubtCall",
-    "InvalidEffectDecision",
     "Lease",
+    "LeasedGraph",
     "LeaseLostError",
     "LeaseStore",
     "Resolved",
     "RunCancelledError",
     "ThreadBusyError",
     "derive_key",
+    "drain_on_sigterm",
     "effect",
     "effects_table",
+    "leased",
     "leases_table",
     "metadata",
 ]

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from relaygraph._clock import iso
 from relaygraph._errors import ConfigurationError, RelaygraphError
@@ -40,7 +41,6 @@ from relaygraph.durable._ledger import (
     EffectLedger,
     EffectRecord,
     begin_write,
-    op_claim,
     op_finish,
     op_forget,
     op_get,
@@ -87,10 +87,6 @@ class EffectInDoubtError(RelaygraphError):
         self.key = key
         self.started_at = started_at
         self.attempts = attempts
-
-
-class InvalidEffectDecision(RelaygraphError, ValueError):
-    """A human's answer to an in-doubt effect review has the wrong shape."""
 
 
 # -- reconciling and reviewing in-doubt calls -------------------------------------------------
@@ -164,26 +160,33 @@ def derive_key(thread_id: str, checkpoint_ns: str, task_id: str, name: str, inde
     return "rg-" + hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
-# Call counters per task attempt. LangGraph builds a scratchpad for every attempt at a task
-# and shares it with everything that runs inside (helpers, nested runnables): its
-# ``get_null_resume`` closure is a weak-referenceable object unique to the attempt, so the
-# counters start from 0 on each execution (a retry, a resume) and are dropped with it.
-_counters: weakref.WeakKeyDictionary[Any, dict[str, int]] = weakref.WeakKeyDictionary()
+# Call counters per task attempt. LangGraph builds a scratchpad for every execution of a
+# task and shares it with everything that runs inside (helpers, nested runnables); its
+# ``get_null_resume`` closure is a weak-referenceable object that lives as long as that
+# execution (retries under a RetryPolicy share it, and count their attempts in the
+# runtime's ``execution_info.node_attempt``). So the counters start from 0 on every
+# execution and every attempt (a resume, a retry), and are dropped with the execution.
+_counters: weakref.WeakKeyDictionary[Any, dict[tuple[Any, str], int]] = (
+    weakref.WeakKeyDictionary())
 _counters_lock = threading.Lock()
+_RUNTIME = "__pregel_runtime"
 
 
-def _next_index(scratchpad: Any, name: str) -> int:
+def _next_index(conf: dict[str, Any], scratchpad: Any, name: str) -> int:
     anchor = getattr(scratchpad, "get_null_resume", None)
     if anchor is None:
         raise EffectError(
             "this LangGraph version keeps no per-task scratchpad where relaygraph expects "
             "it; pass key= explicitly")
+    info = getattr(conf.get(_RUNTIME), "execution_info", None)
+    attempt = getattr(info, "node_attempt", None)
+    slot = (attempt if attempt is not None else id(scratchpad), name)
     with _counters_lock:
         counts = _counters.get(anchor)
         if counts is None:
             counts = _counters[anchor] = {}
-        i = counts.get(name, 0)
-        counts[name] = i + 1
+        i = counts.get(slot, 0)
+        counts[slot] = i + 1
     return i
 
 
@@ -220,7 +223,7 @@ def _locate(name: str, key: str | None) -> _Call:
             "not survive a restart; compile the graph with a checkpointer and run it with "
             "config={'configurable': {'thread_id': ...}}")
     ns = str(conf.get("checkpoint_ns") or "")
-    index = _next_index(scratchpad, name)
+    index = _next_index(conf, scratchpad, name)
     site = CallSite(name, derive_key(str(thread_id), ns, str(task_id), name, index),
                     str(thread_id), ns, str(task_id), index)
     return _Call(site, True, conf.get(_CHECKPOINTER))
@@ -283,11 +286,13 @@ class Effect:
     def _ledger_for(self, call: _Call, *, sync: bool) -> EffectLedger:
         ledger = self.ledger
         if ledger is None:
-            if call.checkpointer is None:
+            if not isinstance(getattr(call.checkpointer, "engine", None),
+                              sa.Engine | AsyncEngine):
                 raise EffectError(
                     f"effect {self.name!r} has no ledger=, so it records calls in the "
-                    "database of the graph's checkpointer, and there is none here; pass "
-                    "ledger=EffectLedger(engine)")
+                    "database of the graph's checkpointer, and this graph's checkpointer "
+                    f"({type(call.checkpointer).__name__}) has none; compile the graph "
+                    "with a relaygraph SQL saver or pass ledger=EffectLedger(engine)")
             ledger = EffectLedger.for_checkpointer(call.checkpointer)
             if sync:
                 ledger.ensure_setup()
@@ -309,7 +314,7 @@ class Effect:
         if self.transactional:
             return self._transact_sync(ledger, call, args, kwargs)
         site = call.site
-        found = ledger.run(op_claim, site, ledger.clock())
+        found = ledger.claim(site)
         attempts = 1
         if found is not None:
             if found.status == "done":
@@ -391,7 +396,7 @@ class Effect:
         if self.transactional:
             return await self._transact_async(ledger, call, args, kwargs)
         site = call.site
-        found = await ledger.arun(op_claim, site, ledger.clock())
+        found = await ledger.aclaim(site)
         attempts = 1
         if found is not None:
             if found.status == "done":
@@ -427,8 +432,6 @@ class Effect:
             import asyncio
 
             return await asyncio.to_thread(self._transact_sync, ledger, call, args, kwargs)
-        from sqlalchemy.ext.asyncio import AsyncEngine
-
         site = call.site
         engine = ledger.engine
         assert isinstance(engine, AsyncEngine)
@@ -475,26 +478,14 @@ class Effect:
     def _review(self, call: _Call, found: EffectRecord) -> Resolved:
         if not call.in_graph:
             raise EffectInDoubtError(self.name, found.key, found.started_at, found.attempts)
-        from langgraph.types import interrupt
-
-        answer = interrupt(review_request(found))
-        try:
-            decision = EffectReviewDecision.model_validate(answer)
-        except ValidationError as exc:
-            raise InvalidEffectDecision(
-                f"the answer to the in-doubt review of effect {self.name!r} must be "
-                "{'action': 'done', 'result': ...} or {'action': 'run_again'}, got "
-                f"{answer!r}") from exc
-        return Resolved(decision.action, decision.result)
+        return _ask(found)
 
     def _replay(self, ledger: EffectLedger, call: _Call, found: EffectRecord) -> Any:
         if found.resolved_by == "review" and call.in_graph:
             # the node asked a human about this call in an earlier execution: take that
-            # interrupt's slot again (it returns the stored answer) so that the node's
+            # interrupt's slots again (they return the stored answers) so that the node's
             # later interrupts keep their own answers
-            from langgraph.types import interrupt
-
-            interrupt(review_request(found))
+            _ask(found)
         return ledger.loads(found)
 
     def _after_race(self, ledger: EffectLedger, call: _Call, found: EffectRecord | None) -> Any:
@@ -504,6 +495,27 @@ class Effect:
             f"effect {self.name!r} call {call.site.key} is being made by another execution "
             "of the same task at this moment (two workers on one thread?); run graphs under "
             "relaygraph.durable.leased() so that one worker drives a thread")
+
+
+def _ask(found: EffectRecord) -> Resolved:
+    """Ask a human (an interrupt) until the answer has the right shape.
+
+    A wrong answer is not an error of the run: LangGraph keeps a resume value for the
+    task's interrupt, so the question is asked again, as the task's next interrupt.
+    """
+    from langgraph.types import interrupt
+
+    request = review_request(found)
+    while True:
+        answer = interrupt(request)
+        try:
+            decision = EffectReviewDecision.model_validate(answer)
+        except ValidationError:
+            request = {**request, "error": (
+                "the answer must be {'action': 'done', 'result': ...} or "
+                f"{{'action': 'run_again'}}, got {answer!r}")}
+            continue
+        return Resolved(decision.action, decision.result)
 
 
 def review_request(found: EffectRecord) -> dict[str, Any]:

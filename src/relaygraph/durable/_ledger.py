@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from relaygraph._clock import Clock, system_clock
 from relaygraph._errors import ConfigurationError, RelaygraphError
-from relaygraph._sql import acreate_tables, create_tables, upsert
+from relaygraph._sql import acreate_tables, create_tables
 from relaygraph.durable._tables import effects_table as T
 
 Status = Literal["started", "done"]
@@ -112,18 +112,20 @@ def op_get(conn: sa.Connection, name: str, key: str) -> EffectRecord | None:
 
 def op_claim(conn: sa.Connection, site: CallSite, now: float) -> EffectRecord | None:
     """Insert a ``started`` row for a new call; ``None`` when it was inserted, else the row
-    already there (done, or in doubt)."""
-    row = {"effect_name": site.name, "effect_key": site.key, "thread_id": site.thread_id,
-           "checkpoint_ns": site.checkpoint_ns, "task_id": site.task_id,
-           "call_index": site.call_index, "status": "started", "attempts": 1,
-           "started_at": now}
-    if conn.execute(upsert(conn.dialect, T, row, keys=("effect_name", "effect_key"))
-                    ).rowcount == 1:
-        return None
+    already there (done, or in doubt). A concurrent claim of the same call makes the insert
+    fail with ``IntegrityError`` (see `EffectLedger.claim`)."""
     found = op_get(conn, site.name, site.key)
-    if found is None:  # deleted between the two statements: claim again
-        return op_claim(conn, site, now)
-    return found
+    if found is not None:
+        return found
+    conn.execute(_INSERT, {
+        "effect_name": site.name, "effect_key": site.key, "thread_id": site.thread_id,
+        "checkpoint_ns": site.checkpoint_ns, "task_id": site.task_id,
+        "call_index": site.call_index, "status": "started", "attempts": 1,
+        "started_at": now})
+    return None
+
+
+_INSERT = sa.insert(T)
 
 
 def op_reclaim(conn: sa.Connection, name: str, key: str, attempts: int, now: float) -> bool:
@@ -345,6 +347,20 @@ class EffectLedger:
                 f"{self.engine.url.render_as_string(hide_password=True)}; run "
                 "ledger.setup() (or await ledger.asetup()) once")
         return exc
+
+    def claim(self, site: CallSite) -> EffectRecord | None:
+        """Start a new call (``None``) or return the record already there."""
+        try:
+            return self.run(op_claim, site, self.clock())
+        except sa.exc.IntegrityError:  # claimed at the same moment by another execution
+            return self.run(op_get, site.name, site.key)
+
+    async def aclaim(self, site: CallSite) -> EffectRecord | None:
+        """Async twin of `claim`."""
+        try:
+            return await self.arun(op_claim, site, self.clock())
+        except sa.exc.IntegrityError:
+            return await self.arun(op_get, site.name, site.key)
 
     # -- values -----------------------------------------------------------------------------
 
