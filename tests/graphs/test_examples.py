@@ -106,3 +106,28 @@ def test_refund_reviews_relax_with_an_autonomy_policy_and_return_after_a_rejecti
     policy.record("resolver", "refund", "reject")  # one rejection restores full review
     graph.invoke(refund.refund_input(), _cfg("p9"))
     assert graph.get_state(_cfg("p9")).next == ("review",)
+
+
+def test_refund_is_issued_once_into_the_crm_table_of_the_workflows_database(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    with SQLAlchemySaver.from_conn_string(url, serde=examples.serde()) as saver:
+        saver.setup()
+        graph = EXAMPLES["refund"].build().compile(checkpointer=saver)
+        graph.invoke(refund.refund_input(), _cfg("crm"))
+        assert refund.crm_rows(saver.engine, "crm") == []  # nothing before the approval
+        submit_review(graph, _cfg("crm"), {"action": "approve", "reviewer": "ana"})
+        (row,) = refund.crm_rows(saver.engine, "crm")
+        assert (row["order_id"], row["amount"], row["action"], row["customer_email"]) == (
+            "A-10293", "249.99", "refund", "dana.k@example.com")
+        issued = graph.get_state(_cfg("crm")).values["issued"]
+        assert issued["crm_key"] == row["idempotency_key"]
+        graph.invoke(None, _cfg("crm"))  # a finished thread issues nothing more
+        assert len(refund.crm_rows(saver.engine)) == 1
+
+        # a denied refund writes nothing
+        graph.invoke(refund.refund_input(), _cfg("deny"))
+        submit_review(graph, _cfg("deny"), {"action": "edit", "edits": {"action": "deny"},
+                                            "reviewer": "ana"})
+        assert graph.get_state(_cfg("deny")).values["issued"] is None
+        assert refund.crm_rows(saver.engine, "deny") == []

@@ -164,7 +164,9 @@ async def asetup_crm(ledger: EffectLedger) -> None:
 
 
 def crm_rows(engine: sa.Engine, thread_id: str | None = None) -> list[dict[str, Any]]:
-    """The CRM's refund rows (of one thread), oldest first."""
+    """The CRM's refund rows (of one thread), oldest first (none before the first refund)."""
+    if not sa.inspect(engine).has_table(crm_refunds.name):
+        return []
     q = sa.select(crm_refunds).order_by(crm_refunds.c.id)
     if thread_id is not None:
         q = q.where(crm_refunds.c.thread_id == thread_id)
