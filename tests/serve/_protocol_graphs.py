@@ -14,6 +14,8 @@ class CounterState(TypedDict, total=False):
 
 
 async def _tick(state: CounterState) -> CounterState:
+    if state.get("stop", 0) < 0:
+        raise ValueError(f"stop must be >= 0, got {state['stop']}")
     await asyncio.sleep(0.01)  # paces the loop so a run stays busy; no test waits on it
     return {"n": state.get("n", 0) + 1}
 
@@ -27,7 +29,7 @@ def counter_graph() -> StateGraph:
 
     A run with a large ``stop`` keeps the thread busy until it is cancelled; a run with
     ``stop = 0`` ticks once on top of whatever state it finds, so ``n`` tells which earlier
-    checkpoints a run started from.
+    checkpoints a run started from. A negative ``stop`` makes ``tick`` fail.
     """
     b = StateGraph(CounterState)
     b.add_node("tick", _tick)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -411,3 +412,51 @@ async def test_cancel_with_rollback_action(client: Any) -> None:
     await client.runs.cancel(tid, busy["run_id"], action="rollback")
     assert (await client.threads.get_state(tid))["values"]["n"] == 2
     assert await refused(client.runs.get(tid, busy["run_id"]), 404)
+
+
+async def test_a_failing_run_shows_as_error(client: Any) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    with pytest.raises(Exception, match="stop must be >= 0"):
+        await client.runs.wait(tid, "counter", input={"stop": -1})
+    (run,) = await client.runs.list(tid)
+    assert run["status"] == "error" and "stop must be" in run["error"]
+    assert (await client.threads.get(tid))["status"] == "error"
+    parts = [p async for p in client.runs.stream(tid, "counter", input={"stop": -1})]
+    assert parts[-1].event == "error"
+    assert parts[-1].data == {"error": "ValueError", "message": "stop must be >= 0, got -1"}
+    assert await client.threads.search(status="error", ids=[tid]) != []
+    # a good run afterwards recovers the thread
+    assert (await client.runs.wait(tid, "counter", input={"stop": 2}))["n"] == 2
+    assert (await client.threads.get(tid))["status"] == "idle"
+
+
+async def test_search_by_status_and_paging(client: Any) -> None:
+    tag = {"suite": str(uuid.uuid4())}
+    waiting = (await client.threads.create(metadata=tag))["thread_id"]
+    await client.runs.wait(waiting, "refund", input=refund_json())
+    done = []
+    for _ in range(3):
+        tid = (await client.threads.create(metadata=tag))["thread_id"]
+        await client.runs.wait(tid, "counter", input={"stop": 1})
+        done.append(tid)
+    found = await client.threads.search(metadata=tag, status="interrupted")
+    assert [t["thread_id"] for t in found] == [waiting]
+    idle = await client.threads.search(metadata=tag, status="idle", limit=2)
+    rest = await client.threads.search(metadata=tag, status="idle", limit=2, offset=2)
+    assert [t["thread_id"] for t in idle + rest] == done[::-1]  # newest first
+    assert await client.threads.count(metadata=tag) == 4
+    assert await client.threads.count(metadata=tag, status="interrupted") == 1
+
+
+async def test_join_stream_and_stateless_wait(client: Any) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    run = await client.runs.create(tid, "counter", input={"stop": 3},
+                                   stream_mode=["values", "updates"])
+    parts = [p async for p in client.runs.join_stream(tid, run["run_id"])]
+    assert parts[0].event == "metadata" and parts[0].data["run_id"] == run["run_id"]
+    assert [p.data for p in parts if p.event == "values"][-1] == {"n": 3, "stop": 3}
+    assert [p.data for p in parts if p.event == "updates"] == [
+        {"tick": {"n": 1}}, {"tick": {"n": 2}}, {"tick": {"n": 3}}]
+    out = await client.runs.wait(None, "counter", input={"stop": 2})
+    assert out == {"n": 2, "stop": 2}
+    assert (await client.threads.get(tid))["values"] == {"n": 3, "stop": 3}

@@ -45,6 +45,7 @@ _GRAPH_MODE: dict[str, str | None] = {
 STREAM_MODES = tuple(_GRAPH_MODE)
 
 _KEEP_FINISHED = 256  # finished runs whose events this process keeps for join_stream
+_KEEP_EVENTS = 2000  # events a run keeps for clients that follow it late
 
 
 def _busy_types() -> tuple[type[BaseException], ...]:
@@ -89,6 +90,7 @@ class RunHandle:
     record: RunRecord
     spec: RunSpec
     events: list[tuple[str, Any]] = field(default_factory=list)
+    dropped: int = 0  # events before ``events[0]`` (only the newest are kept)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     admitted: asyncio.Future[None] = field(
@@ -101,24 +103,29 @@ class RunHandle:
 
     def publish(self, event: str, data: Any) -> None:
         self.events.append((event, data))
+        if len(self.events) > _KEEP_EVENTS:  # a long run: keep the newest, and the first
+            del self.events[1:1 + _KEEP_EVENTS // 2]
+            self.dropped += _KEEP_EVENTS // 2
         self.changed.set()
 
-    async def follow(self, modes: Sequence[str] | None = None
-                     ) -> AsyncIterator[tuple[str, Any]]:
-        """The run's events from the first, then live until it ends."""
-        i = 0
+    async def follow(self) -> AsyncIterator[tuple[str, Any]]:
+        """The run's events from the first kept, then live until it ends."""
+        seen = 0  # events delivered, counting dropped ones
         while True:
-            while i < len(self.events):
-                event, data = self.events[i]
-                i += 1
-                if modes is None or event.split("|")[0] in modes or event in (
-                        "metadata", "error"):
-                    yield event, data
-            if self.done.is_set() and i >= len(self.events):
+            while True:
+                # events[0] (metadata) is never dropped; the rest start at ``dropped + 1``
+                if seen == 0 and self.events:
+                    index = 0
+                else:
+                    index = max(seen, self.dropped + 1) - self.dropped
+                if index >= len(self.events):
+                    break
+                event, data = self.events[index]
+                seen = index + self.dropped + 1 if index else 1
+                yield event, data
+            if self.done.is_set():
                 return
             self.changed.clear()
-            if i < len(self.events) or self.done.is_set():
-                continue
             await self.changed.wait()
 
 
