@@ -119,9 +119,11 @@ class ThreadIndex:
         self.engine = engine
         self.clock = clock
         self._async = hasattr(engine, "sync_engine")
-        self._lock = asyncio.Lock() if not self._async else None
+        self._ready = False
 
     async def _run(self, fn: Callable[[sa.Connection], Any]) -> Any:
+        if not self._ready:  # apps mounted without a lifespan still get the table
+            await self.asetup()
         if self._async:
             async with self.engine.begin() as conn:
                 return await conn.run_sync(fn)
@@ -138,6 +140,7 @@ class ThreadIndex:
             await acreate_tables(self.engine, [threads_table])
         else:
             await asyncio.to_thread(create_tables, self.engine, [threads_table])
+        self._ready = True
 
     async def aput(self, thread_id: str, tenant: str, graph_id: str | None, status: str,
                    summary: dict[str, Any], *, review: bool = False) -> None:
