@@ -19,6 +19,7 @@ from relaygraph.checkpointers import (
     DatabaseUnavailableError,
     InvalidFilterError,
     InvalidKeyError,
+    RelaygraphSerializer,
     SetupRequiredError,
     SQLAlchemySaver,
 )
@@ -208,18 +209,28 @@ class Secret(BaseModel):
     code: str
 
 
-def test_type_outside_the_allowlist_comes_back_as_plain_data(sqlite_backend, caplog) -> None:
-    """The documented safe fallback: a blocked class is never constructed, its data is."""
+def test_type_outside_the_allowlist_is_refused_naming_thread_and_checkpoint(
+        sqlite_backend) -> None:
+    """A blocked class is never constructed, and never handed back as its raw data."""
     engine = sa.create_engine(sqlite_backend.url)
     permissive = SQLAlchemySaver(engine, serde=JsonPlusSerializer(allowed_msgpack_modules=True))
     permissive.setup()
     cfg = _put(permissive, "blocked", values={"v": Secret(code="x1")})
     strict = SQLAlchemySaver(engine)
-    value = strict.get_tuple(cfg).checkpoint["channel_values"]["v"]
-    assert value == {"code": "x1"} and not isinstance(value, Secret)
-    assert "Blocked deserialization" in caplog.text
+    with pytest.raises(CorruptCheckpointError) as err:
+        strict.get_tuple(cfg)
+    text = str(err.value)
+    assert "'blocked'" in text and "Secret" in text and "allow(Secret)" in text
+    assert err.value.thread_id == "blocked" and err.value.channel == "v"
+    assert err.value.checkpoint_id == cfg["configurable"]["checkpoint_id"]
+    with pytest.raises(CorruptCheckpointError, match="allow"):
+        list(strict.list(cfg))
     allowed = strict.with_allowlist([(Secret.__module__, "Secret")])
     assert isinstance(allowed.get_tuple(cfg).checkpoint["channel_values"]["v"], Secret)
+    # LangGraph's own fallback, for whoever asks for it
+    plain = SQLAlchemySaver(engine, serde=RelaygraphSerializer(on_blocked="plain"))
+    value = plain.get_tuple(cfg).checkpoint["channel_values"]["v"]
+    assert value == {"code": "x1"} and not isinstance(value, Secret)
     engine.dispose()
 
 

@@ -18,7 +18,12 @@ from langchain_core.messages import (
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from relaygraph.checkpointers import SQLAlchemySaver, default_serde
+from relaygraph.checkpointers import (
+    BlockedTypeError,
+    RelaygraphSerializer,
+    SQLAlchemySaver,
+    default_serde,
+)
 from relaygraph.checkpointers._codec import _decompress, dump, load, pack, unpack
 from relaygraph.checkpointers._zdict import ZDICT_V1
 
@@ -101,8 +106,12 @@ def test_a_wrong_type_tag_is_not_trusted() -> None:
     assert type(msg) is type(ref) and msg == ref
 
 
-def test_unknown_classes_still_fall_back_to_plain_data() -> None:
-    (val,) = default_serde().loads_typed(
+def test_unknown_classes_are_refused_not_called() -> None:
+    with pytest.raises(BlockedTypeError, match="os.system"):
+        default_serde().loads_typed(
+            ("msgpack", _ext("os", "system", {"command": "echo hacked"})))
+    # LangGraph's fallback on request: the raw data, still never called
+    (val,) = RelaygraphSerializer(on_blocked="plain").loads_typed(
         ("msgpack", _ext("os", "system", {"command": "echo hacked"})))
     assert val == {"command": "echo hacked"}
 

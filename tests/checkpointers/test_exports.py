@@ -8,7 +8,7 @@ import relaygraph.checkpointers as checkpointers
 
 def test_checkpointers_exports() -> None:
     assert sorted(checkpointers.__all__) == sorted([
-        "AsyncSQLAlchemySaver", "BaseSQLAlchemySaver", "CheckpointerError",
+        "AsyncSQLAlchemySaver", "BaseSQLAlchemySaver", "BlockedTypeError", "CheckpointerError",
         "CorruptCheckpointError", "DatabaseUnavailableError", "InvalidFilterError",
         "InvalidKeyError", "RelaygraphSerializer", "SQLAlchemySaver", "SchemaVersionError",
         "SetupRequiredError",

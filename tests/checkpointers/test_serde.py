@@ -9,7 +9,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from relaygraph.checkpointers import SQLAlchemySaver, allow, default_serde
+import pytest
+
+from relaygraph.checkpointers import BlockedTypeError, SQLAlchemySaver, allow, default_serde
 
 SCRIPT = textwrap.dedent("""
     import sys
@@ -50,7 +52,8 @@ class Unregistered(BaseModel):
 def test_other_classes_need_allow(sqlite_backend) -> None:
     serde = default_serde()
     data = serde.dumps_typed(Unregistered(x=1))
-    assert serde.loads_typed(data) == {"x": 1}  # blocked: plain data, never constructed
+    with pytest.raises(BlockedTypeError, match="allow\\(Unregistered\\)"):
+        serde.loads_typed(data)  # blocked: never constructed, never raw data either
     allow(Unregistered)
     assert serde.loads_typed(data) == Unregistered(x=1)
 

@@ -14,6 +14,7 @@ from relaygraph.checkpointers._base import (
     default_serde,
 )
 from relaygraph.checkpointers._errors import (
+    BlockedTypeError,
     CheckpointerError,
     CorruptCheckpointError,
     DatabaseUnavailableError,
@@ -28,6 +29,7 @@ __all__ = [
     "AsyncSQLAlchemySaver",
     "RelaygraphSerializer",
     "BaseSQLAlchemySaver",
+    "BlockedTypeError",
     "CheckpointerError",
     "CorruptCheckpointError",
     "DatabaseUnavailableError",

@@ -59,6 +59,7 @@ from relaygraph.checkpointers._codec import (
     static_size,
     unpack,
 )
+from relaygraph.checkpointers._corrupt import load_metadata, reading
 from relaygraph.checkpointers._errors import CorruptCheckpointError, SchemaVersionError
 from relaygraph.checkpointers._fence import FENCE_KEY, WriteFence
 from relaygraph.checkpointers._ids import check_filter, check_key
@@ -365,8 +366,8 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         return body  # type: ignore[return-value]
 
     @staticmethod
-    def _load_metadata(row: Any) -> CheckpointMetadata:
-        return json.loads(row.metadata) if row.metadata else {}
+    def _load_metadata(row: Any) -> Any:
+        return load_metadata(row.metadata, row.thread_id, row.checkpoint_id)
 
     def _cached(self, name: str, build: Any) -> Any:
         stmt = self._stmts.get(name)
@@ -525,7 +526,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                     into[(r.thread_id, r.checkpoint_ns, r.checkpoint_id)].append(
                         (r.task_id, r.task_path,
                          unpack(r.type, r.blob, f"writes of task {r.task_id!r}", r.thread_id,
-                                dicts)))
+                                dicts, writes=True)))
         return into
 
     def _writes_for(self, slots: int | None) -> Any:
@@ -553,7 +554,8 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                        blob: bytes, dicts: Pinned = NO_DICTS,
                        channels: set[str] | None = None,
                        ) -> list[tuple[tuple[str, str, int], PendingWrite]]:
-        items = unpack(type_, blob, f"writes of task {task_id!r}", thread_id, dicts)
+        items = unpack(type_, blob, f"writes of task {task_id!r}", thread_id, dicts,
+                       writes=True)
         return self._decode_items(thread_id, task_id, task_path, items, channels)
 
     def _decode_items(self, thread_id: str, task_id: str, task_path: str, items: list[Any],
@@ -632,6 +634,11 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                 yield After(lambda: self._dicts.mark_empty(thread_id, ns))
             return None
         row = rows[0]
+        with reading(thread_id, row.checkpoint_id):
+            return (yield from self._op_decode_head(thread_id, ns, rows))
+
+    def _op_decode_head(self, thread_id: str, ns: str, rows: Sequence[Any]) -> Op:
+        row = rows[0]
         dicts = yield from self._op_dicts([(thread_id, row.type, row.checkpoint),
                                            *((thread_id, r.w_type, r.w_blob) for r in rows
                                              if r.task_id is not None)])
@@ -700,22 +707,29 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             if picked:
                 dicts = yield from self._op_dicts(
                     (r.thread_id, r.type, r.checkpoint) for r, _ in picked)
-                decoded = [(row, md, self._load_checkpoint(row, dicts)) for row, md in picked]
+                decoded: list[tuple[Any, CheckpointMetadata, Checkpoint]] = []
+                for row, meta in picked:
+                    with reading(row.thread_id, row.checkpoint_id):
+                        decoded.append((row, meta, self._load_checkpoint(row, dicts)))
                 keys = [(row.thread_id, row.checkpoint_ns, str(v))
                         for row, _, cp in decoded for v in cp["channel_versions"].values()]
                 # these checkpoints' writes: their pending writes, and mostly also the
                 # items of the deltas their children's versions point at
-                pending = yield from self._op_writes(
-                    [(r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r, _, _ in decoded],
-                    known=known)
-                need = [k for k in dict.fromkeys(keys) if k not in complete]
-                if need:
-                    for k, parts in (yield from self._op_frames(need, known)).items():
-                        frames[k].update(parts)
-                    complete.update(need)
+                first = decoded[0][0]
+                with reading(first.thread_id, None if len(decoded) > 1 else first.checkpoint_id):
+                    pending = yield from self._op_writes(
+                        [(r.thread_id, r.checkpoint_ns, r.checkpoint_id) for r, _, _ in decoded],
+                        known=known)
+                    need = [k for k in dict.fromkeys(keys) if k not in complete]
+                    if need:
+                        for k, parts in (yield from self._op_frames(need, known)).items():
+                            frames[k].update(parts)
+                        complete.update(need)
                 for row, meta, cp in decoded:
+                    with reading(row.thread_id, row.checkpoint_id):
+                        values = self._values(mat, row, cp)
                     yield Emit(self._tuple(
-                        row, cp, self._values(mat, row, cp), meta,
+                        row, cp, values, meta,
                         pending.get((row.thread_id, row.checkpoint_ns, row.checkpoint_id), [])))
                 if remaining is not None:
                     remaining -= len(picked)
@@ -921,7 +935,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         rows = yield sa.select(w.c.type, w.c.blob).where(*(w.c[k] == v for k, v in key.items()))
         dicts = yield from self._op_dicts((thread_id, r.type, r.blob) for r in rows)
         merged: dict[int, list[Any]] = {int(it[0]): it for it in unpack(
-            rows[0].type, rows[0].blob, "writes", thread_id, dicts)} if rows else {}
+            rows[0].type, rows[0].blob, "writes", thread_id, dicts, writes=True)} if rows else {}
         special = all(wr[0] in WRITES_IDX_MAP for wr in writes)
         for it in items:
             idx = int(it[0])
@@ -983,5 +997,4 @@ def _run_id(md: CheckpointMetadata) -> str | None:
     if rid is None:
         return None
     return check_key(rid, "run_id")
-
 

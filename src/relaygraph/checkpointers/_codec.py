@@ -39,7 +39,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from relaygraph.checkpointers._errors import CorruptCheckpointError
 from relaygraph.checkpointers._lru import Lru
-from relaygraph.checkpointers._refs import WriteCache
+from relaygraph.checkpointers._refs import REFS, WriteCache
 from relaygraph.checkpointers._tdict import TAG, Pinned, Sampler, ThreadDict, frame_dict_id
 from relaygraph.checkpointers._zdict import LEVELS, SMALL_MAX, ZDICT_V1, ZDICT_ZS_V1
 
@@ -57,6 +57,24 @@ FRAME_REFS = "rg1r"  # a frame part holding references to task writes (see ``_re
 COMPRESS_MIN = 64
 # Deltas need versions that sort as strings: the saver's own fixed-width format.
 _DELTA_VERSION = re.compile(r"^\d{12}\.[0-9a-f]{6}$")
+#: A stored row is never decompressed to more than ``MAX_EXPANSION`` times its size (or
+#: ``EXPANSION_FLOOR`` bytes for small rows): a row of random bytes or a zstd bomb is
+#: refused from its frame header, before anything is allocated. The writer keeps to the
+#: same bound (a value that would compress further is stored uncompressed), so every row
+#: the saver wrote reads back; zlib, which older versions wrote, never exceeds ~1032x.
+MAX_EXPANSION = 2048
+EXPANSION_FLOOR = 1 << 20
+
+
+def expansion_limit(size: int) -> int:
+    """The most bytes a stored row of ``size`` bytes may decompress to."""
+    return max(EXPANSION_FLOOR, size * MAX_EXPANSION)
+
+
+def _fits(raw: bytes, packed: bytes) -> bool:
+    """``packed`` saves an eighth of ``raw`` and stays within the read bound."""
+    return len(packed) <= len(raw) - (len(raw) >> 3) and len(raw) <= expansion_limit(
+        len(packed))
 
 
 def _zstd_dict(level: int) -> zstandard.ZstdCompressionDict:
@@ -87,9 +105,48 @@ def _zstd(which: int, fn: str, data: bytes) -> bytes:
     except IndexError:
         z = _make(which)
     try:
+        if which == 2:
+            return bounded_decompress(z, data)
         return getattr(z, fn)(data)  # type: ignore[no-any-return]
     finally:
         free.append(z)
+
+
+class RowTooLargeError(ValueError):
+    """A stored row would decompress beyond :func:`expansion_limit`."""
+
+
+def bounded_decompress(dctx: Any, data: bytes) -> bytes:
+    """One zstd frame, decompressed only if it stays within :func:`expansion_limit`.
+
+    The size a frame declares is checked before any output is allocated; a frame that
+    declares none is decompressed with the limit as its output bound.
+    """
+    limit = expansion_limit(len(data))
+    declared = zstandard.frame_content_size(data)
+    if declared > limit:
+        raise RowTooLargeError(
+            f"a row of {len(data)} bytes declares {declared} bytes of content, beyond the "
+            f"{limit}-byte bound (rows expand at most {MAX_EXPANSION}x): not decompressed")
+    try:
+        return dctx.decompress(  # type: ignore[no-any-return]
+            data, max_output_size=limit if declared < 0 else 0, allow_extra_data=False)
+    except zstandard.ZstdError as exc:
+        if declared < 0 and "full frame" in str(exc):
+            raise RowTooLargeError(
+                f"a row of {len(data)} bytes decompresses to more than {limit} bytes "
+                f"(rows expand at most {MAX_EXPANSION}x): stopped there") from exc
+        raise
+
+
+def _zlib(data: bytes, zdict: bytes | None = None) -> bytes:
+    limit = expansion_limit(len(data))
+    do = zlib.decompressobj(zdict=zdict) if zdict is not None else zlib.decompressobj()
+    out = do.decompress(data, limit + 1)
+    if len(out) > limit or do.unconsumed_tail:
+        raise RowTooLargeError(f"a row of {len(data)} bytes decompresses to more than "
+                               f"{limit} bytes: stopped there")
+    return out + do.flush()
 
 
 def is_saver_version(version: str) -> bool:
@@ -111,12 +168,12 @@ def _compress(type_: str, data: bytes, compress: bool, z: Squeeze = None) -> tup
     if compress and len(data) >= COMPRESS_MIN:
         if isinstance(z, ThreadDict):
             zt = z.compress(data)
-            if len(zt) <= len(data) - (len(data) >> 3):
+            if _fits(data, zt):
                 return type_ + TAG, zt
         elif z is not None:
             z.take(data)
         zs = _zstd(0 if len(data) <= SMALL_MAX else 1, "compress", data)
-        if len(zs) <= len(data) - (len(data) >> 3):
+        if _fits(data, zs):
             return type_ + _ZS, zs
     return type_, data
 
@@ -128,6 +185,8 @@ def _decompress(type_: str, data: bytes | None, dicts: Pinned | None = None,
     if type_.endswith(TAG):
         raw = data or b""
         dict_id = frame_dict_id(raw)
+        if not dict_id:
+            raise ValueError("the row is not a zstd frame compressed with a thread dictionary")
         td = dicts.get(thread_id, dict_id) if dicts is not None else None
         if td is None:
             raise CorruptCheckpointError(
@@ -135,10 +194,9 @@ def _decompress(type_: str, data: bytes | None, dicts: Pinned | None = None,
                 f"missing (a row compressed with it cannot be read)", thread_id=thread_id)
         return type_[: -len(TAG)], td.decompress(raw)
     if type_.endswith(_ZD):
-        do = zlib.decompressobj(zdict=ZDICT_V1)
-        return type_[: -len(_ZD)], do.decompress(data or b"") + do.flush()
+        return type_[: -len(_ZD)], _zlib(data or b"", ZDICT_V1)
     if type_.endswith(_Z):
-        return type_[: -len(_Z)], zlib.decompress(data or b"")
+        return type_[: -len(_Z)], _zlib(data or b"")
     return type_, data if data is not None else b""
 
 
@@ -161,17 +219,65 @@ def pack(obj: Any, compress: bool, kind: str = FRAME, z: Squeeze = None) -> tupl
 
 
 def unpack(type_: str, data: bytes | None, where: str, thread_id: str,
-           dicts: Pinned | None = None) -> Any:
+           dicts: Pinned | None = None, *, writes: bool = False) -> Any:
+    """Inverse of :func:`pack`: a frame (``{channel: entry}``) or, with ``writes``, a
+    task's writes (``[[idx, channel, type, payload], ...]``), checked for that shape."""
     try:
         kind, raw = _decompress(type_, data, dicts, thread_id)
         if kind != FRAME and kind != FRAME_REFS:
             raise ValueError(f"unknown row format {type_!r}")
-        return ormsgpack.unpackb(raw)
+        obj = ormsgpack.unpackb(raw)
+        problem = _writes_problem(obj) if writes else _frame_problem(obj)
+        if problem:
+            raise ValueError(f"not a {'task writes' if writes else 'frame'} row: {problem}")
+        return obj
     except CorruptCheckpointError:
         raise
     except Exception as exc:
         raise CorruptCheckpointError(f"cannot read {where} of thread {thread_id!r}: {exc}",
                                      thread_id=thread_id) from exc
+
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int
+
+
+def _frame_problem(obj: Any) -> str | None:
+    if type(obj) is not dict:
+        return f"decoded a {type(obj).__name__}, not a map"
+    for ch, e in obj.items():
+        if type(ch) is not str:
+            return f"a channel name is a {type(ch).__name__}"
+        if type(e) is not list or len(e) != 3 or not _is_int(e[0]) or type(e[1]) is not str:
+            return f"channel {ch!r} has a malformed entry"
+        kind, payload = e[0], e[2]
+        if kind in (FULL, DELTA, SEGMENT, DELTA_OF_WRITES):
+            ok = type(payload) is bytes
+        elif kind == SLICE:
+            ok = _is_int(payload) and payload >= 0
+        elif kind == EMPTY:
+            ok = True
+        elif kind in REFS:
+            ok = (type(payload) is list and len(payload) == 2
+                  and type(payload[0]) in (str, bytes) and type(payload[1]) is list
+                  and all(type(r) is list and len(r) == 2 and type(r[0]) in (str, bytes)
+                          and _is_int(r[1]) for r in payload[1]))
+        else:
+            return f"channel {ch!r} has an entry of unknown kind {kind}"
+        if not ok:
+            return f"channel {ch!r} has a malformed entry of kind {kind}"
+    return None
+
+
+def _writes_problem(obj: Any) -> str | None:
+    if type(obj) is not list:
+        return f"decoded a {type(obj).__name__}, not a list"
+    for it in obj:
+        if (type(it) is not list or len(it) != 4 or not _is_int(it[0])
+                or type(it[1]) is not str or type(it[2]) is not str
+                or type(it[3]) is not bytes):
+            return "a write is malformed"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,6 @@ number of queries (ancestor walk, their frames, their writes)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -14,6 +13,7 @@ from langgraph.checkpoint.base import DeltaChannelHistory
 from relaygraph._sql import recursive_step
 from relaygraph.checkpointers import _schema as S
 from relaygraph.checkpointers._codec import EMPTY, Key4, Materializer
+from relaygraph.checkpointers._corrupt import load_metadata
 from relaygraph.checkpointers._protocol import Op, R
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def delta_history(saver: BaseSQLAlchemySaver, config: RunnableConfig,
     cid = got[0].checkpoint_id
     # LangGraph counts the supersteps since each delta channel's last snapshot; the
     # walk never needs to go further back than that (plus one for the snapshot).
-    md = json.loads(got[0].metadata) if got[0].metadata else {}
+    md = load_metadata(got[0].metadata, thread_id, cid)
     counters = md.get("counters_since_delta_snapshot") or {}
     spans = [int(counters[ch][1]) for ch in channels
              if isinstance(counters.get(ch), list | tuple) and len(counters[ch]) > 1]

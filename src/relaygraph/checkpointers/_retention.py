@@ -6,7 +6,6 @@ classes bind them as methods.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ import sqlalchemy as sa
 
 from relaygraph.checkpointers import _schema as S
 from relaygraph.checkpointers._codec import DELTA, DELTA_OF_WRITES, FRAME_REFS, Key3, pack, unpack
+from relaygraph.checkpointers._corrupt import load_metadata
 from relaygraph.checkpointers._ids import check_key
 from relaygraph.checkpointers._protocol import After, Op, _batches, _group_keys
 from relaygraph.checkpointers._refs import REFS, ref_checkpoint
@@ -175,14 +175,14 @@ def prune(saver: BaseSQLAlchemySaver, thread_ids: Sequence[str], strategy: str,
         doomed: list[tuple[str, str, str]] = []
         for ns, items in by_ns.items():
             kept = {r.checkpoint_id for r in items[:keep_last]}
-            kept |= _delta_ancestors(items, items[:keep_last])
+            kept |= _delta_ancestors(tid, items, items[:keep_last])
             doomed.extend((tid, ns, r.checkpoint_id) for r in items
                           if r.checkpoint_id not in kept)
         yield from delete_checkpoints(saver, doomed)
     yield After(lambda: saver._forget(tids))
 
 
-def _delta_ancestors(items: Sequence[Any], kept: Sequence[Any]) -> set[str]:
+def _delta_ancestors(thread_id: str, items: Sequence[Any], kept: Sequence[Any]) -> set[str]:
     """Ancestors a kept checkpoint's DeltaChannel values are rebuilt from.
 
     LangGraph's ``DeltaChannel`` stores values as writes replayed from the nearest
@@ -192,7 +192,7 @@ def _delta_ancestors(items: Sequence[Any], kept: Sequence[Any]) -> set[str]:
     by_id = {r.checkpoint_id: r for r in items}
     out: set[str] = set()
     for r in kept:
-        md = json.loads(r.metadata) if r.metadata else {}
+        md = load_metadata(r.metadata, thread_id, r.checkpoint_id)
         counters = md.get("counters_since_delta_snapshot") or {}
         depth = max((int(v[1]) for v in counters.values() if isinstance(v, list | tuple)),
                     default=0)

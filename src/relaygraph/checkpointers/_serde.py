@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 import ormsgpack
 from langchain_core import messages as lc_messages
@@ -11,6 +12,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from relaygraph import _allowlist
+from relaygraph.checkpointers._errors import BlockedTypeError
 
 # LangGraph's msgpack extension codes: a pydantic v2 model ([module, name, kwargs,
 # method]) and a DeltaChannel snapshot (the channel's value, usually a message list)
@@ -29,6 +31,73 @@ _OPTS = ormsgpack.OPT_NON_STR_KEYS
 # faster. Anything else (older shapes, subclasses, chunks) takes LangGraph's own path.
 _FAST_MESSAGES = ("AIMessage", "HumanMessage", "SystemMessage", "ToolMessage",
                   "ChatMessage", "FunctionMessage", "RemoveMessage")
+
+
+# the extension codes LangGraph writes (0-7); any other code is not a stored value
+_KNOWN_EXT = frozenset(range(8))
+
+# LangGraph reports each class its decoder blocks as a serde event, and then hands back
+# the object's raw data. The strict hook collects the events raised while it decodes one
+# value (on this thread) and raises instead.
+_sinks = threading.local()
+
+
+def _on_serde_event(event: Any) -> None:
+    sink = getattr(_sinks, "sink", None)
+    if sink is not None and event.get("kind") in ("msgpack_blocked", "msgpack_method_blocked"):
+        sink.append(event)
+
+
+try:
+    from langgraph.checkpoint.serde.event_hooks import register_serde_event_listener
+
+    register_serde_event_listener(_on_serde_event)
+    _EVENTS = True
+except ImportError:  # pragma: no cover - a LangGraph without serde events
+    _EVENTS = False
+
+
+def _strict_hook(fallback: Callable[[int, bytes], Any]) -> Callable[[int, bytes], Any]:
+    """``fallback`` that raises :class:`BlockedTypeError` where it would return raw data,
+    and refuses extension codes LangGraph never writes (it would return None)."""
+
+    def hook(code: int, data: bytes) -> Any:
+        if code not in _KNOWN_EXT:
+            raise _refuse(ValueError(
+                f"msgpack extension type {code} is not one LangGraph writes"))
+        outer = getattr(_sinks, "sink", None)
+        sink: list[Any] = []
+        _sinks.sink = sink
+        try:
+            value = fallback(code, data)
+        finally:
+            _sinks.sink = outer
+        if sink:
+            first = sink[0]
+            raise _refuse(BlockedTypeError(str(first.get("module")), str(first.get("name")),
+                                           first.get("method")))
+        return value
+
+    return hook
+
+
+def _refuse(exc: Exception) -> Exception:
+    # ormsgpack replaces what an ext hook raises with ValueError("ext_hook failed"):
+    # the real reason waits here for ``loads_typed`` to raise it instead
+    _sinks.refused = exc
+    return exc
+
+
+def _unpack(data: bytes, hook: Callable[[int, bytes], Any]) -> Any:
+    _sinks.refused = None
+    try:
+        return ormsgpack.unpackb(data, ext_hook=hook, option=_OPTS)
+    except ValueError as exc:
+        refused = getattr(_sinks, "refused", None)
+        if refused is not None:
+            _sinks.refused = None
+            raise refused from exc
+        raise
 
 
 Builder = Callable[[dict[str, Any]], Any]
@@ -112,14 +181,21 @@ class RelaygraphSerializer(JsonPlusSerializer):
     usual; other classes load only when allowlisted: every relaygraph ``Contract``
     subclass registers itself, :func:`relaygraph.checkpointers.allow` adds more, and
     ``with_msgpack_allowlist`` (which LangGraph calls under ``LANGGRAPH_STRICT_MSGPACK``)
-    extends a copy. Anything else comes back as plain data (dicts), with a logged warning.
+    extends a copy. Anything else is refused: reading it raises :class:`BlockedTypeError`
+    (the saver reports a ``CorruptCheckpointError`` naming the thread and checkpoint),
+    never a value silently replaced by its raw data. ``on_blocked="plain"`` restores
+    LangGraph's own fallback (the raw data, with a logged warning).
 
     LangChain messages stored in their current shape are rebuilt without re-validation
     (they were validated when created); this halves the cost of reading long threads.
     """
 
-    def __init__(self, extra: Iterable[tuple[str, ...]] = ()) -> None:
+    def __init__(self, extra: Iterable[tuple[str, ...]] = (), *,
+                 on_blocked: Literal["raise", "plain"] = "raise") -> None:
         super().__init__(pickle_fallback=False, allowed_msgpack_modules=None)
+        if on_blocked not in ("raise", "plain"):
+            raise ValueError(f"on_blocked must be 'raise' or 'plain', got {on_blocked!r}")
+        self.on_blocked = on_blocked
         self._extra = frozenset(tuple(e) for e in extra)
         self._seen_generation = -1
         self._inner: JsonPlusSerializer | None = None
@@ -133,6 +209,8 @@ class RelaygraphSerializer(JsonPlusSerializer):
             inner = JsonPlusSerializer(pickle_fallback=False,
                                        allowed_msgpack_modules=allowed or None)
             fallback = getattr(inner, "_unpack_ext_hook", None)
+            if callable(fallback) and self.on_blocked == "raise" and _EVENTS:
+                fallback = _strict_hook(fallback)
             self._hook = _fast_hook(fallback) if callable(fallback) else None
             self._inner, self._seen_generation = inner, gen
         return inner
@@ -144,7 +222,7 @@ class RelaygraphSerializer(JsonPlusSerializer):
         inner = self._current()
         hook = self._hook
         if hook is not None and data[0] == "msgpack":
-            return ormsgpack.unpackb(data[1], ext_hook=hook, option=_OPTS)
+            return _unpack(data[1], hook)
         return inner.loads_typed(data)
 
     def with_msgpack_allowlist(self, extra_allowlist: Iterable[Any]) -> RelaygraphSerializer:
@@ -152,7 +230,7 @@ class RelaygraphSerializer(JsonPlusSerializer):
                for c in extra_allowlist}
         if add <= self._extra:
             return self
-        return RelaygraphSerializer(self._extra | add)
+        return RelaygraphSerializer(self._extra | add, on_blocked=self.on_blocked)
 
 
 def default_serde() -> SerializerProtocol:

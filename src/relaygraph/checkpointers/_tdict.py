@@ -68,8 +68,11 @@ def parse_dict_version(version: str) -> int | None:
 
 
 def frame_dict_id(data: bytes) -> int:
-    """The dictionary id a zstd frame names (0 when it names none)."""
-    return int(zstandard.get_frame_parameters(data).dict_id)
+    """The dictionary id a zstd frame names (0 when it names none or is no zstd frame)."""
+    try:
+        return int(zstandard.get_frame_parameters(data).dict_id)
+    except zstandard.ZstdError:
+        return 0
 
 
 class ThreadDict:
@@ -118,7 +121,17 @@ class ThreadDict:
         return self._run(0 if len(data) <= SMALL_MAX else 1, "compress", data)
 
     def decompress(self, data: bytes) -> bytes:
-        return self._run(2, "decompress", data)
+        from relaygraph.checkpointers._codec import bounded_decompress
+
+        free = self._free[2]
+        try:
+            z = free.pop()
+        except IndexError:
+            z = self._make(2)
+        try:
+            return bounded_decompress(z, data)
+        finally:
+            free.append(z)
 
 
 class Sampler:
