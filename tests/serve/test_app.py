@@ -345,3 +345,16 @@ def test_configuration_errors_at_construction() -> None:
                    auth=KEYS)
     with pytest.raises(ConfigurationError, match="max_body_bytes"):
         ServerSettings(max_body_bytes=10)
+
+
+def test_docs_are_served_from_local_assets(client: TestClient) -> None:
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200
+    urls = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert urls and all(u.startswith("/docs/assets/") for u in urls), urls
+    assert "http" not in page.text
+    for url in urls:
+        assert client.get(url).status_code == 200
+    assert client.get("/openapi.json").status_code == 200

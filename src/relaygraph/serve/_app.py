@@ -151,11 +151,46 @@ def create_app(
 
     for module in route_modules():
         app.include_router(module.router)
+    _install_docs(app, title)
     if langserve_routes:
         from relaygraph.serve._langserve import add_langserve_routes
 
         add_langserve_routes(app, ctx)
     return app
+
+
+DOCS_ASSETS = "/docs/assets"
+
+
+def _install_docs(app: FastAPI, title: str) -> None:
+    """Swagger UI at ``/docs`` from the assets the ``swagger-ui-bundle-v2`` package ships.
+
+    Nothing comes from a CDN: without the package there is no ``/docs`` (the schema stays
+    at ``/openapi.json``). ReDoc is left out, as no package ships its assets.
+    """
+    if app.docs_url is not None or any(getattr(r, "path", None) == "/docs"
+                                       for r in app.routes):
+        return  # the caller's own app already has docs
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
+              name="docs-assets")
+    openapi_url = app.openapi_url or "/openapi.json"
+
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi_url, title=f"{title} · API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
+
+    app.add_api_route("/docs", docs, include_in_schema=False, response_class=HTMLResponse)
 
 
 def _install_lifespan(app: FastAPI, ctx: ServerContext) -> None:
