@@ -116,11 +116,12 @@ def classify(request: Mapping[str, Any], graph: Any = None) -> tuple[str, str]:
         return "guard_escalation", f"{request.get('guard') or 'guard'} escalated" + (
             f": {why}" if why else "")
     policy = str(request.get("policy_reason") or "review requested")
+    shown = policy.removeprefix("review: ")
     # the autonomy policy's reasons start "review: sampled ..." once the agent has earned
     # sampling, "review: full review ..." (or "no autonomy policy") before that
     if policy.startswith("review: sampled"):
-        return "policy_sample", policy
-    return "full_review", policy
+        return "policy_sample", shown
+    return "full_review", shown
 
 
 def _fields(value: Any, limit: int = 4) -> list[tuple[str, str]]:
@@ -235,6 +236,21 @@ def select(cards: Iterable[Card], query: InboxQuery, *, now: float, page_size: i
     start = (page - 1) * page_size
     return InboxPage(chosen[start:start + page_size], len(chosen), len(every), page, pages,
                      graphs, agents)
+
+
+def when_text(value: object) -> str:
+    """An ISO-8601 time as ``2026-01-01 12:00:05 UTC`` (anything else as it is)."""
+    from datetime import UTC, datetime
+
+    if not isinstance(value, str):
+        return "" if value is None else str(value)
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(UTC)
+    return stamp.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if stamp.tzinfo else "")
 
 
 def age_text(seconds: float) -> str:

@@ -25,7 +25,16 @@ from relaygraph._errors import RelaygraphError
 from relaygraph.serve._auth import Principal
 from relaygraph.serve._context import ServerContext, get_context
 from relaygraph.serve._errors import detail, status_for
-from relaygraph.serve._inbox import AGES, ORDERS, REASONS, InboxQuery, acollect, age_text, select
+from relaygraph.serve._inbox import (
+    AGES,
+    ORDERS,
+    REASONS,
+    InboxQuery,
+    acollect,
+    age_text,
+    select,
+    when_text,
+)
 from relaygraph.serve._inbox_forms import PREFIX
 from relaygraph.serve._inbox_review import MovedOn, ReviewView, aload_review
 from relaygraph.serve._inbox_session import (
@@ -59,6 +68,7 @@ _env = jinja2.Environment(
 )
 _env.filters["q"] = lambda value: quote(str(value), safe="")
 _env.filters["age"] = age_text
+_env.filters["when"] = when_text
 templates = Jinja2Templates(env=_env)
 
 SECURITY_HEADERS = {
