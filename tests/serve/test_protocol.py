@@ -460,3 +460,27 @@ async def test_join_stream_and_stateless_wait(client: Any) -> None:
     out = await client.runs.wait(None, "counter", input={"stop": 2})
     assert out == {"n": 2, "stop": 2}
     assert (await client.threads.get(tid))["values"] == {"n": 3, "stop": 3}
+
+
+async def test_a_long_run_keeps_its_first_and_newest_events() -> None:
+    from relaygraph.serve import _runs
+    from relaygraph.serve._runstore import RunRecord
+
+    rec = RunRecord("r", "acme/t", "acme", "counter", "running", "reject", 0.0, 0.0, None, {})
+    handle = _runs.RunHandle(record=rec, spec=_runs.RunSpec(graph_id="counter"))
+    handle.publish("metadata", {"run_id": "r"})
+    early = handle.follow()
+    assert await anext(early) == ("metadata", {"run_id": "r"})
+    total = 3 * _runs._KEEP_EVENTS
+    for i in range(total):
+        handle.publish("values", {"i": i})
+        if i == 10:
+            assert await anext(early) == ("values", {"i": 0})  # reads as they come
+    handle.done.set()
+    assert len(handle.events) <= _runs._KEEP_EVENTS + 1
+    late = [e async for e in handle.follow()]
+    assert late[0] == ("metadata", {"run_id": "r"})
+    seq = [d["i"] for _, d in late[1:]]
+    assert seq == list(range(seq[0], total))  # no gaps, ends with the last event
+    rest = [d["i"] async for _, d in early]
+    assert rest == sorted(set(rest)) and rest[-1] == total - 1  # skipped only what was dropped

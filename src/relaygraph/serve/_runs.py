@@ -203,12 +203,18 @@ class RunManager:
             async with hold_thread(self.ctx, rec.thread_id, graph_id=spec.graph_id,
                                    strategy=spec.multitask_strategy) as held:
                 h.control = held.control
-                if await self._admit(h) and h.stop_reason is None:
+                admitted = await self._admit(h)
+                if admitted:
                     if victims:
                         await self.rollback(rec.thread_id, victims)
                     await self._stream(h, held)
-            status = _drained_status(held.stop_reason) if held.stop_reason else "success"
-            if held.stop_reason:
+            if not admitted:
+                status = "interrupted"
+            elif held.stop_reason:
+                status = _drained_status(held.stop_reason)
+            else:
+                status = "success"
+            if admitted and held.stop_reason:
                 h.publish("error", {"error": "RunDrained", "message":
                                     f"the run stopped at a step boundary: {held.stop_reason}"})
         except GraphDrained as exc:
