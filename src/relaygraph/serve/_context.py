@@ -19,7 +19,7 @@ from relaygraph._errors import ConfigurationError
 
 if TYPE_CHECKING:
     from relaygraph.serve._auth import Authenticator
-    from relaygraph.serve._threads import ThreadIndex
+    from relaygraph.serve._index import ThreadIndex
 
 
 @dataclass(frozen=True)

@@ -276,13 +276,14 @@ def summarize(snapshot: Any, *, running: bool = False) -> tuple[str, dict[str, A
 
 
 def _status(snapshot: Any, *, running: bool, error: str | None, interrupts: bool) -> str:
+    status_of: Any = None
     try:
-        from relaygraph.observe import thread_status  # type: ignore[attr-defined]
+        from relaygraph.observe import thread_status as status_of
     except ImportError:
-        thread_status = None
-    if thread_status is not None:
+        pass
+    if status_of is not None:
         try:
-            return str(thread_status(snapshot, running=running).status)
+            return str(status_of(snapshot, running=running).status)
         except Exception:  # noqa: BLE001 - fall back to the local rule below
             pass
     if running:
