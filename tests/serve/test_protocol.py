@@ -484,3 +484,33 @@ async def test_a_long_run_keeps_its_first_and_newest_events() -> None:
     assert seq == list(range(seq[0], total))  # no gaps, ends with the last event
     rest = [d["i"] async for _, d in early]
     assert rest == sorted(set(rest)) and rest[-1] == total - 1  # skipped only what was dropped
+
+
+async def test_in_process_on_an_in_memory_saver() -> None:
+    """``create_app`` on an ``InMemorySaver`` (in-process leases), through the SDK over ASGI."""
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph_sdk.client import LangGraphClient
+
+    from relaygraph.graphs import examples
+    from relaygraph.graphs.examples import EXAMPLES
+    from relaygraph.serve import create_app
+    from relaygraph.serve._auth import Principal
+
+    saver = InMemorySaver(serde=examples.serde())
+    graph = EXAMPLES["refund"].build().compile(checkpointer=saver)
+    app = create_app({"refund": graph}, checkpointer=saver, langserve_routes=False,
+                     auth={KEY_ACME: Principal("acme", "ana")})
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://relaygraph.test",
+            headers={"x-api-key": KEY_ACME}) as http:
+        client = LangGraphClient(http)
+        tid = (await client.threads.create())["thread_id"]
+        paused = await client.runs.wait(tid, "refund", input=refund_json())
+        assert paused["__interrupt__"][0]["value"]["kind"] == "human_review"
+        assert (await client.threads.get(tid))["status"] == "interrupted"
+        parts = [p async for p in client.runs.stream(
+            tid, "refund", command={"resume": {"action": "approve"}}, stream_mode="updates")]
+        assert any(p.event == "updates" and "review" in p.data for p in parts)
+        state = await client.threads.get_state(tid)
+        assert state["next"] == [] and state["values"]["reviews"][-1]["reviewer"] == "ana"
+        assert [r["status"] for r in await client.runs.list(tid)] == ["success", "success"]
