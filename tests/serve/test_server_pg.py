@@ -87,3 +87,50 @@ def test_a_thread_running_on_one_server_is_busy_on_the_other(
         assert r.status_code == 409 and "busy" in r.text, r.text
         gate.touch()
         assert running.result(timeout=60).status_code == 200
+
+
+def _fill_index(url: str, n: int, *, tenant: str = "acme") -> None:
+    """``n`` thread rows in the index (a third waiting on a review), as runs would leave."""
+    import json
+
+    import sqlalchemy as sa
+
+    from relaygraph.serve._index import metadata, threads_table
+
+    engine = sa.create_engine(url)
+    metadata.create_all(engine, tables=[threads_table])
+    summary = json.dumps({"next": ["review"], "interrupts": [
+        {"id": "i", "node": "review", "value": {"kind": "human_review"}, "review": True}]})
+    rows = [{"thread_id": f"{tenant}/bulk-{i:05d}", "tenant": tenant, "graph_id": "refund",
+             "status": "waiting" if i % 3 == 0 else "finished", "review": int(i % 3 == 0),
+             "created_at": 1e9 + i, "updated_at": 1e9 + i, "summary": summary}
+            for i in range(n)]
+    with engine.begin() as conn:
+        conn.execute(threads_table.insert(), rows)
+        conn.execute(sa.text("ANALYZE relaygraph_serve_threads"))
+    engine.dispose()
+
+
+def test_listing_pages_use_the_index_at_10000_threads(pg_backend: Any) -> None:
+    import sqlalchemy as sa
+
+    from relaygraph.serve._index import threads_table as t
+
+    _fill_index(pg_backend.url, 10_000)
+    engine = sa.create_engine(pg_backend.url)
+    pages = {
+        "reviews": sa.select(t).where(t.c.tenant == "acme", t.c.review == 1),
+        "threads": sa.select(t).where(t.c.tenant == "acme"),
+        "threads, later page": sa.select(t).where(
+            t.c.tenant == "acme", sa.or_(t.c.updated_at < 1e9 + 5000, sa.and_(
+                t.c.updated_at == 1e9 + 5000, t.c.thread_id < "acme/bulk-05000"))),
+    }
+    with engine.connect() as conn:
+        for name, q in pages.items():
+            q = q.order_by(t.c.updated_at.desc(), t.c.thread_id.desc()).limit(51)
+            sql = str(q.compile(engine, compile_kwargs={"literal_binds": True}))
+            plan = "\n".join(r[0] for r in conn.execute(sa.text("EXPLAIN " + sql)))
+            # an index walk that stops after the page: no scan and sort of every row
+            assert "Index Scan" in plan and "Seq Scan" not in plan, (name, plan)
+            assert "Sort" not in plan, (name, plan)
+    engine.dispose()
