@@ -514,3 +514,26 @@ async def test_in_process_on_an_in_memory_saver() -> None:
         state = await client.threads.get_state(tid)
         assert state["next"] == [] and state["values"]["reviews"][-1]["reviewer"] == "ana"
         assert [r["status"] for r in await client.runs.list(tid)] == ["success", "success"]
+
+
+async def test_batch_cancel_many_and_prune(client: Any) -> None:
+    first, second = [(await client.threads.create())["thread_id"] for _ in range(2)]
+    runs = await client.runs.create_batch([
+        {"thread_id": first, "assistant_id": "counter", "input": {"stop": 2}},
+        {"thread_id": second, "assistant_id": "counter", "input": {"stop": 3}}])
+    assert [r["thread_id"] for r in runs] == [first, second]
+    assert (await client.runs.join(first, runs[0]["run_id"]))["n"] == 2
+    assert (await client.runs.join(second, runs[1]["run_id"]))["n"] == 3
+
+    busy = await _busy_run(client, first)
+    await client.runs.cancel_many(thread_id=first, status="running")
+    await client.runs.join(first, busy["run_id"])
+    assert (await client.runs.get(first, busy["run_id"]))["status"] == "interrupted"
+
+    assert len(await client.threads.get_history(second, limit=100)) > 1
+    assert await client.threads.prune([second], strategy="keep_latest") == {
+        "pruned_count": 1}
+    (latest,) = await client.threads.get_history(second, limit=100)
+    assert latest["values"] == {"n": 3, "stop": 3}
+    assert await client.threads.prune([first]) == {"pruned_count": 1}
+    assert await refused(client.threads.get(first), 404)

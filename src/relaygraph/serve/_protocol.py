@@ -147,6 +147,21 @@ class RunCreate(_Body):
             self.stream_mode)
 
 
+class RunBatchItem(RunCreate):
+    thread_id: str | None = None
+
+
+class RunCancelMany(_Body):
+    thread_id: str | None = None
+    run_ids: list[str] | None = None
+    status: Literal["pending", "running", "all"] | None = None
+
+
+class ThreadPrune(_Body):
+    thread_ids: list[str] = Field(min_length=1, max_length=1000)
+    strategy: Literal["delete", "keep_latest"] = "delete"
+
+
 class AssistantSearch(_Body):
     metadata: dict[str, Any] | None = None
     graph_id: str | None = None

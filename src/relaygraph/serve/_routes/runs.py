@@ -18,7 +18,15 @@ from fastapi.responses import StreamingResponse
 
 from relaygraph.serve._errors import BadRequest, ServerDraining, ThreadNotWaiting
 from relaygraph.serve._json import json_default, to_json
-from relaygraph.serve._protocol import Caller, CallerDep, RunCreate, RunOut, run_out
+from relaygraph.serve._protocol import (
+    Caller,
+    CallerDep,
+    RunBatchItem,
+    RunCancelMany,
+    RunCreate,
+    RunOut,
+    run_out,
+)
 from relaygraph.serve._routes.threads import ThreadRef, find_thread, require_thread
 from relaygraph.serve._runs import RunHandle, RunManager, RunSpec, get_manager
 from relaygraph.serve._runstore import RunRecord
@@ -331,3 +339,43 @@ async def stream_stateless_run(body: RunCreate, *, caller: CallerDep
     manager, ref, handle = await _start(caller, None, body)
     return _stream_response(caller, manager, ref, handle, body, stateless=True,
                             cancel_on_disconnect=body.on_disconnect == "cancel")
+
+
+@router.post("/runs/batch", response_model=list[RunOut])
+async def create_runs_batch(body: list[RunBatchItem], *, caller: CallerDep) -> list[RunOut]:
+    """Start several background runs (each on its thread, or stateless and kept)."""
+    out = []
+    for item in body:
+        run = RunCreate.model_validate(item.model_dump(exclude={"thread_id"}))
+        if item.thread_id is None:
+            run = run.model_copy(update={"on_completion": run.on_completion or "keep"})
+        manager, ref, handle = await _start(caller, item.thread_id, run)
+        out.append(run_out(handle.record, ref.external))
+    return out
+
+
+@router.post("/runs/cancel", status_code=204)
+async def cancel_runs(body: RunCancelMany,
+                      action: Literal["interrupt", "rollback"] = "interrupt", *,
+                      caller: CallerDep) -> Response:
+    """Cancel runs by id, or a thread's pending / running runs."""
+    manager = await get_manager(caller.ctx)
+    if body.run_ids is None and body.thread_id is None:
+        raise BadRequest("name the runs: run_ids, or a thread_id (with status)")
+    records: list[RunRecord] = []
+    if body.run_ids is not None:
+        for run_id in body.run_ids:
+            rec = await manager.store.aget_run(run_id)
+            if rec is None or rec.tenant != caller.tenant:
+                raise HTTPException(404, f"run {run_id!r} not found")
+            records.append(rec)
+    else:
+        assert body.thread_id is not None
+        ref = await require_thread(caller, body.thread_id, manager)
+        records = await manager.store.aactive_runs(ref.internal)
+    wanted = {"pending": {"pending"}, "running": {"running"}}.get(
+        body.status or "all", {"pending", "running"})
+    for rec in records:
+        if rec.status in wanted:
+            await manager.cancel(rec, action=action)
+    return Response(status_code=204)

@@ -27,6 +27,7 @@ from relaygraph.serve._protocol import (
     ThreadCreate,
     ThreadOut,
     ThreadPatch,
+    ThreadPrune,
     ThreadSearch,
     ThreadStateOut,
     UpdateStateOut,
@@ -229,6 +230,30 @@ async def copy_thread(thread_id: str, *, caller: CallerDep) -> ThreadOut:
     new = ThreadRef(new_id, internal, meta, ref.graph_id, ref.graph)
     await manager.refresh_index(internal, ref.graph_id)
     return await thread_json(caller, new, manager)
+
+
+@router.post("/threads/prune")
+async def prune_threads(body: ThreadPrune, *, caller: CallerDep) -> dict[str, int]:
+    """Delete threads, or keep only their latest checkpoint (``keep_latest``)."""
+    manager = await get_manager(caller.ctx)
+    refs = [await require_thread(caller, tid, manager) for tid in body.thread_ids]
+    for ref in refs:
+        if await caller.ctx.leases.acurrent(ref.internal) is not None:
+            raise HTTPException(409, f"thread {ref.external!r} is busy: a run is executing")
+    saver = caller.ctx.checkpointer
+    if body.strategy == "keep_latest":
+        prune = getattr(saver, "aprune", None)
+        if prune is None:
+            raise HTTPException(422, "this server's saver cannot prune threads")
+        await prune([r.internal for r in refs], strategy="keep_latest")
+        for ref in refs:
+            await manager.refresh_index(ref.internal, ref.graph_id)
+    else:
+        for ref in refs:
+            await saver.adelete_thread(ref.internal)
+            await manager.store.adelete_thread(ref.internal)
+            await caller.ctx.threads.adelete(ref.internal)
+    return {"pruned_count": len(refs)}
 
 
 # ----------------------------------------------------------------------- protocol: state
