@@ -20,7 +20,9 @@ def _db(tmp_path: Path) -> str:
 def test_parser_has_every_command() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert set(sub.choices) == {"demo", "threads", "timeline", "serve", "setup"}  # type: ignore[arg-type]
+    assert set(sub.choices) == {  # type: ignore[arg-type]
+        "demo", "threads", "timeline", "reviews", "review", "resume", "costs", "db", "serve",
+        "setup"}
     args = parser.parse_args(["serve", "--db", "sqlite:///x.db"])
     assert (args.host, args.port) == ("127.0.0.1", 8000)
     assert parser.parse_args(["demo"]).db == "sqlite:///relaygraph-demo.db"
@@ -58,9 +60,7 @@ def test_demo_low_confidence_retries_escalates_and_reviews_twice(tmp_path: Path,
 
 
 def test_demo_rejects_a_confidence_outside_0_1(capsys) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["demo", "--confidence", "1.5"])
-    assert exc.value.code == 2
+    assert main(["demo", "--confidence", "1.5"]) == 2
     assert "expected a number in [0, 1], got 1.5" in capsys.readouterr().err
 
 
@@ -76,7 +76,7 @@ def test_demo_pause_then_resume_in_a_new_process_state(tmp_path: Path, capsys) -
     db = _db(tmp_path)
     assert main(["demo", "--db", db, "--thread", "t-pause", "--pause"]) == 0
     out = capsys.readouterr().out
-    assert "resume later" in out
+    assert "relaygraph review t-pause approve" in out
     assert main(["threads", "--db", db]) == 0
     out = capsys.readouterr().out
     assert "t-pause" in out and "waiting" in out
@@ -139,7 +139,7 @@ def test_database_without_tables_says_how_to_create_them(tmp_path: Path, capsys)
     assert main(["threads", "--db", db]) == 1
     err = capsys.readouterr().err
     assert err == (f"relaygraph: error: {db} has no relaygraph tables; create them with: "
-                   f"relaygraph setup --db {db}\n")
+                   f"relaygraph db upgrade --db {db}\n")
 
 
 def test_tables_of_an_older_schema_say_how_to_upgrade(tmp_path: Path, capsys) -> None:
@@ -157,7 +157,7 @@ def test_tables_of_an_older_schema_say_how_to_upgrade(tmp_path: Path, capsys) ->
     err = capsys.readouterr().err
     assert err == (f"relaygraph: error: {db} holds relaygraph tables of schema version 2, "
                    f"this relaygraph uses {LATEST}; upgrade them with: "
-                   f"relaygraph setup --db {db}\n")
+                   f"relaygraph db upgrade --db {db}\n")
     assert main(["setup", "--db", db]) == 0
     assert main(["threads", "--db", db]) == 0
 
@@ -180,19 +180,23 @@ def test_module_entry_point_has_no_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_serve_builds_the_app_for_every_example(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_serve_hands_graphs_config_and_database_to_the_server(tmp_path: Path, monkeypatch,
+                                                              capsys) -> None:
     seen: dict = {}
 
-    def fake_run(app, host: str, port: int, log_level: str) -> None:
-        seen.update(app=app, host=host, port=port)
+    def fake_run(specs, config_path, **kw) -> None:
+        seen.update(specs=specs, config=config_path, **kw)
 
-    monkeypatch.setattr("uvicorn.run", fake_run)
-    assert main(["serve", "--db", _db(tmp_path), "--port", "8123"]) == 0
-    assert (seen["host"], seen["port"]) == ("127.0.0.1", 8123)
-    paths = {getattr(r, "path", "") for r in seen["app"].routes}
-    assert {"/inbox", "/reviews", "/threads", "/graphs/refund/invoke",
-            "/graphs/research/invoke"} <= paths
+    monkeypatch.setattr("relaygraph.serve._server.run_server", fake_run)
+    assert main(["serve", "mine=pkg.mod:graph", "--graph", "other=pkg.mod:other",
+                 "--db", _db(tmp_path), "--port", "8123", "--workers", "2"]) == 0
+    assert seen["specs"] == ["mine=pkg.mod:graph", "other=pkg.mod:other"]
+    assert (seen["host"], seen["port"], seen["workers"]) == ("127.0.0.1", 8123, 2)
+    assert seen["database_url"] == _db(tmp_path) and seen["config"] is None
     assert "review inbox: /inbox" in capsys.readouterr().out
+    assert main(["serve", "not-a-spec"]) == 2
+    assert main(["serve", "--workers", "0"]) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err
 
 
 def test_demo_pause_resume_and_threads_on_every_database(backend, capsys) -> None:

@@ -6,6 +6,7 @@ Example:
     >>> tl.cost, tl.cost_by_agent                                   # doctest: +SKIP
 """
 
+from relaygraph.observe._costs import CostReport, cost_report
 from relaygraph.observe._langsmith import annotate_guard_decision, annotate_run
 from relaygraph.observe._pricing import (
     DEFAULT_PRICES,
@@ -26,6 +27,7 @@ from relaygraph.observe._status import (
 from relaygraph.observe._timeline import Timeline, TimelineStep, atimeline, timeline
 
 __all__ = [
+    "CostReport",
     "DEFAULT_PRICES",
     "DEFAULT_PRICES_AS_OF",
     "ModelPrice",
@@ -39,6 +41,7 @@ __all__ = [
     "annotate_run",
     "atimeline",
     "cost_by_agent",
+    "cost_report",
     "get_thread_status",
     "run_cost",
     "thread_status",

@@ -67,6 +67,54 @@ def _rows(tl: Timeline) -> list[list[str]]:
     return rows
 
 
+def _money(value: float) -> str:
+    from relaygraph.observe._costs import money
+
+    return money(value)
+
+
+def record_tables(values: Any) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The handoff, guard and review records in ``values`` as ``(title, headers, rows)``.
+
+    The CLI's ``timeline`` and the notebook view show the same tables.
+    """
+    values = values if isinstance(values, dict) else {}
+    out: list[tuple[str, list[str], list[list[str]]]] = []
+    handoffs = [h for h in values.get("handoffs") or [] if isinstance(h, dict)]
+    if handoffs:
+        rows = []
+        for h in handoffs:
+            checks = ", ".join(
+                f"{k} {'ok' if isinstance(v, dict) and v.get('passed') else 'FAILED'}"
+                for k, v in (h.get("verbatim") or {}).items())
+            rows.append([str(h.get("contract", "?")),
+                         f"{h.get('source_tokens')} → {h.get('brief_tokens')}",
+                         f"{float(h.get('ratio') or 0):.0%}", checks or "-",
+                         str(h.get("repairs", 0)), _short(h.get("failure") or "-", 60)])
+        out.append(("handoffs", ["contract", "tokens", "ratio", "verbatim checks", "repairs",
+                                 "failure"], rows))
+    guards = [g for g in values.get("guard_log") or [] if isinstance(g, dict)]
+    if guards:
+        rows = []
+        for g in guards:
+            score = g.get("score")
+            rows.append([str(g.get("guard", "?")),
+                         "-" if not isinstance(score, int | float) else f"{score:.2f}",
+                         str(g.get("threshold")),
+                         str(g.get("route", "?")) + (f" → {g['goto']}" if g.get("goto") else ""),
+                         str(g.get("breaker_state") or "-"),
+                         ", ".join(g.get("failed_checks") or []) or "-"])
+        out.append(("guard decisions", ["guard", "score", "threshold", "route", "breaker",
+                                        "failed checks"], rows))
+    reviews = [r for r in values.get("reviews") or [] if isinstance(r, dict)]
+    if reviews:
+        rows = [[str(r.get("node", "?")), str(r.get("decision")), str(r.get("reviewer") or "-"),
+                 _short(r.get("comment") or r.get("reason") or "-", 40),
+                 _short(r.get("policy_reason") or "-", 40)] for r in reviews]
+        out.append(("reviews", ["node", "decision", "reviewer", "comment", "policy"], rows))
+    return out
+
+
 HEADERS = ["step", "node", "status", "received", "wrote", "decisions", "tokens in/out",
            "cost", "duration"]
 
@@ -93,7 +141,15 @@ def rich_timeline(tl: Timeline) -> Any:
                           str(u.get("output_tokens", 0)), f"{float(u.get('cost', 0.0)):.6f}")
     costs.add_row("total", "", "", str(tl.input_tokens), str(tl.output_tokens),
                   f"{tl.cost:.6f}", style="bold")
-    parts: list[Any] = [steps, costs]
+    parts: list[Any] = [steps]
+    for title, headers, rows in record_tables(tl.values):
+        table = Table(title=title, title_justify="left")
+        for h in headers:
+            table.add_column(h, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        parts.append(table)
+    parts.append(costs)
     if tl.next:
         parts.append(Text(f"next: {', '.join(tl.next)}", style="yellow"))
     return Group(*parts)
@@ -111,10 +167,16 @@ def html_timeline(tl: Timeline) -> str:
         f"<td>{float(u.get('cost', 0.0)):.6f}</td></tr>"
         for agent, models in sorted(tl.usage.items()) for model, u in sorted(models.items()))
     as_of = f" (prices as of {escape(str(tl.pricing_as_of))})" if tl.pricing_as_of else ""
+    records = "".join(
+        f"<p>{escape(title)}</p><table><thead><tr>"
+        + "".join(f"<th>{escape(h)}</th>" for h in headers) + "</tr></thead><tbody>"
+        + "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
+                  for row in rows) + "</tbody></table>"
+        for title, headers, rows in record_tables(tl.values))
     return (
         f'<div class="relaygraph-timeline"><p><b>thread {escape(str(tl.thread_id))}</b> · '
         f"{escape(tl.status)} · total ${tl.cost:.6f}</p>"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{records}"
         f"<p>cost per agent{as_of}</p><table><thead><tr><th>agent</th><th>model</th>"
         f"<th>calls</th><th>input tok</th><th>output tok</th><th>cost (USD)</th></tr></thead>"
         f"<tbody>{cost_rows}<tr><td><b>total</b></td><td></td><td></td>"

@@ -1,0 +1,105 @@
+"""The ``relaygraph`` command line, on any graph.
+
+Commands::
+
+    relaygraph threads    [--status S] [--limit N]          threads and their status
+    relaygraph timeline   THREAD                            steps, handoffs, guards, reviews, cost
+    relaygraph reviews                                      pending reviews across threads
+    relaygraph review     THREAD approve|edit|reject [field=value ...] [--reason R]
+    relaygraph resume     THREAD [--approve]                continue a stopped or crashed run
+    relaygraph costs      [--graph NAME] [--since DATE] [--per-day N]
+    relaygraph db         upgrade|prune|stats
+    relaygraph serve      [NAME=module:attr ...] [--workers N]
+    relaygraph demo       [--crash-after NODE] [--pause] [--interactive]
+
+Every command takes ``--db URL`` (a SQLAlchemy URL: ``sqlite:///relaygraph.db``,
+``postgresql+psycopg://user@host/db``, ``mysql+pymysql://user@host/db``) or ``--config FILE``
+(the server's TOML file: its database and graphs), and ``--graph NAME=module:attr``
+(repeatable) for the user's graphs; without any, the built-in examples. A thread's graph is
+read from its checkpoint metadata (``graph_id``). ``--json`` prints JSON for scripts.
+
+Exit status: 0 ok, 1 failed (one line on stderr), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from relaygraph._errors import RelaygraphError
+from relaygraph.cli import _costs, _db, _reviews, _runs, _serve, _threads
+from relaygraph.cli._common import CLIError, UsageError, make_console
+
+__all__ = ["CLIError", "UsageError", "build_parser", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``relaygraph: error: ...``) and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"relaygraph: error: {message} (see: {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``relaygraph`` command."""
+    parser = _Parser(
+        prog="relaygraph",
+        description="Multi-agent LangGraph workflows that hold up in production.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
+    for module in (_threads, _reviews, _runs, _costs, _db, _serve):
+        module.register(sub)
+    return parser
+
+
+def _db_of(args: argparse.Namespace) -> str:
+    return str(getattr(args, "db", None) or "the database")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status.
+
+    Args:
+        argv: arguments without the program name (default: ``sys.argv[1:]``).
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) and usage errors (2)
+        return int(exc.code or 0)
+    console = make_console()
+    from relaygraph.checkpointers import SchemaVersionError, SetupRequiredError
+
+    def fail(message: str, status: int = 1) -> int:
+        print(f"relaygraph: error: {message}", file=sys.stderr)
+        return status
+
+    try:
+        return int(args.func(args, console))
+    except UsageError as exc:
+        return fail(_one_line(exc), 2)
+    except SchemaVersionError as exc:
+        hint = (f"upgrade them with: relaygraph db upgrade --db {_db_of(args)}"
+                if exc.found < exc.needed else "upgrade relaygraph")
+        return fail(f"{_db_of(args)} holds relaygraph tables of schema version {exc.found}, "
+                    f"this relaygraph uses {exc.needed}; {hint}")
+    except SetupRequiredError:
+        return fail(f"{_db_of(args)} has no relaygraph tables; create them with: "
+                    f"relaygraph db upgrade --db {_db_of(args)}")
+    except (RelaygraphError, sa.exc.SQLAlchemyError) as exc:
+        return fail(_one_line(exc))
+    except KeyboardInterrupt:
+        print("relaygraph: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
