@@ -5,7 +5,8 @@ from __future__ import annotations
 import relaygraph.durable as durable
 from relaygraph._errors import RelaygraphError
 
-LEASE_NAMES = {"Lease", "LeaseLostError", "LeaseStore", "RunCancelledError",
+LEASE_NAMES = {"Drain", "Lease", "LeaseLostError", "LeaseStore", "LeasedGraph",
+               "RunCancelledError", "drain_on_sigterm", "leased",
                "ThreadBusyError", "leases_table", "metadata"}
 
 

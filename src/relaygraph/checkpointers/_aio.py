@@ -363,6 +363,11 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         key = self._writes_key(config)
         self._cache.writes.begin(key)
         try:
+            fence = self._fence(config)
+            if fence is not None:  # see SQLAlchemySaver.put_writes
+                await self._run(self._op_fenced, fence, self._op_put_writes, config, writes,
+                                task_id, task_path, True, write=True)
+                return
             if not self._sqlite and await self._run(
                     self._op_put_writes, config, writes, task_id, task_path,
                     False, writes_lane=True) is not CONFLICT:

@@ -270,6 +270,11 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         key = self._writes_key(config)
         self._cache.writes.begin(key)
         try:
+            fence = self._fence(config)
+            if fence is not None:  # behind the fence in one transaction, as a fenced put
+                self._run(self._op_fenced, fence, self._op_put_writes, config, writes,
+                          task_id, task_path, True, write=True)
+                return
             # one autocommitted INSERT; a task that already stored writes here is merged
             # in a transaction (SQLite always takes the one-writer path)
             if self._write_lock is None and self._run(

@@ -19,9 +19,11 @@ from relaygraph.durable._effect import (
 from relaygraph.durable._errors import LeaseLostError, RunCancelledError, ThreadBusyError
 from relaygraph.durable._lease import Lease, LeaseStore
 from relaygraph.durable._ledger import EffectLedger, EffectLedgerError, EffectRecord
+from relaygraph.durable._run import Drain, LeasedGraph, drain_on_sigterm, leased
 from relaygraph.durable._tables import effects_table, leases_table, metadata
 
 __all__ = [
+    "Drain",
     "Effect",
     "EffectError",
     "EffectInDoubtError",
@@ -31,14 +33,17 @@ __all__ = [
     "EffectReviewDecision",
     "InDoubtCall",
     "Lease",
+    "LeasedGraph",
     "LeaseLostError",
     "LeaseStore",
     "Resolved",
     "RunCancelledError",
     "ThreadBusyError",
     "derive_key",
+    "drain_on_sigterm",
     "effect",
     "effects_table",
+    "leased",
     "leases_table",
     "metadata",
 ]
