@@ -527,3 +527,33 @@ def test_the_server_checks_edits_against_the_contract_itself() -> None:
     assert errors == {"order_id": "Value error, order ids start with A-"}
     edits, errors = parse_form(fields, {"f.order_id": "A-7", "f.amount": "2.5"}, current, Case)
     assert (edits, errors) == ({"order_id": "A-7"}, {})  # 2.5 == 2.50: not an edit
+
+
+def test_trust_page_shows_standing_and_resets_an_agent(client: TestClient) -> None:
+    start(client, "acme", "t-1")
+    start(client, "acme", "t-2")
+    sign_in(client)
+    for tid in ("t-1", "t-2"):
+        _, hidden = review_form(client, tid)
+        assert client.post(f"/inbox/reviews/{tid}", data={**hidden, "action": "approve"},
+                           follow_redirects=False).status_code == 303
+    page = client.get("/inbox/trust")
+    assert page.status_code == 200
+    row = re.search(r'<tr id="trust-0">(.*?)</tr>', page.text, re.S)
+    assert row is not None
+    assert "<b>resolver</b> · refund" in row.group(1)
+    assert "2 of 2" in row.group(1)
+    assert "2 more approvals in a row" in row.group(1)  # 4/4 reaches the 0.5 target
+    resp = client.post("/inbox/trust/reset", data={"csrf_token": csrf(page.text),
+                                                   "target": "refund:review"},
+                       follow_redirects=False)
+    assert resp.status_code == 303
+    after = client.get(resp.headers["location"]).text
+    assert "resolver · refund is back under full review" in after
+    assert "last reset: reset to full review by ana" in after
+    assert "3 more approvals in a row" in after  # 5/5 reaches 0.5; 3 in a row needed
+    assert client.post("/inbox/trust/reset", data={"csrf_token": csrf(page.text),
+                                                   "target": "refund:nope"}
+                       ).status_code == 404
+    assert client.post("/inbox/trust/reset", data={"target": "refund:review"}
+                       ).status_code == 403

@@ -467,4 +467,46 @@ async def thread_timeline(thread_id: str, request: Request) -> Response:
     }, session=session)
 
 
+# --------------------------------------------------------------------------- trust
+
+
+@router.get("/trust")
+async def trust(request: Request) -> Response:
+    """Each governed agent's standing with its autonomy policy, with a reset."""
+    from relaygraph.serve._inbox_trust import atrust_rows
+
+    try:
+        session, _ = _signed_in(request)
+    except _Page as stop:
+        return stop.response
+    rows = await atrust_rows(get_context(request).graphs)
+    reset = request.query_params.get("reset")
+    return _render(request, "trust.html", {
+        "title": "Trust", "rows": rows,
+        "reset": f"{reset[:200]} is back under full review." if reset else None,
+    }, session=session)
+
+
+@router.post("/trust/reset")
+async def trust_reset(request: Request) -> Response:
+    """Reset one agent (and decision kind) to full review."""
+    from relaygraph.serve._inbox_trust import areset
+
+    try:
+        session, principal = _signed_in(request)
+        form = await _form(request, session)
+    except _Page as stop:
+        return stop.response
+    target = form.get("target")
+    gid, _, node = target.partition(":") if isinstance(target, str) else ("", "", "")
+    standing = await areset(get_context(request).graphs, gid, node, principal.reviewer,
+                            options(request).clock())
+    if standing is None:
+        return _error(request, 404, "Not found",
+                      f"no review node with an autonomy policy is called {str(target)[:80]!r}",
+                      session)
+    return RedirectResponse(f"{_base(request)}/trust?" + urlencode(
+        {"reset": f"{standing.agent} · {standing.kind}"}), status_code=303)
+
+
 __all__ = ["PREFIX", "router"]
