@@ -112,9 +112,12 @@ async def test_refund_pauses_at_review_shows_the_interrupt_and_resumes(client: A
     assert [i["id"] for i in got["interrupts"][task["id"]]] == [pending["id"]]
     assert got["values"]["case"]["order_id"] == "A-10293"
 
-    # the decision records the authenticated reviewer, whatever the body claims
-    done = await client.runs.wait(
-        tid, "refund", command={"resume": {"action": "approve", "reviewer": "mallory"}})
+    # the decision records the authenticated reviewer; the body cannot name another one
+    mallory = {"resume": {"action": "approve", "reviewer": "mallory"}}
+    assert await refused(client.runs.wait(tid, "refund", command=mallory), 422, "reviewer")
+    edits = {"resume": {"action": "edit", "edits": {"amount": "lots"}}}
+    assert await refused(client.runs.wait(tid, "refund", command=edits), 422, "amount")
+    done = await client.runs.wait(tid, "refund", command={"resume": {"action": "approve"}})
     assert "__interrupt__" not in done
     assert done["reviews"][-1]["decision"] == "approve"
     assert done["reviews"][-1]["reviewer"] == "ana"

@@ -54,10 +54,8 @@ def _check_input(body: RunCreate) -> None:
 
 
 async def _resume_value(caller: Caller, ref: ThreadRef, resume: Any) -> Any:
-    """Check the thread waits on an interrupt; a review decision records the caller."""
-    from relaygraph.nodes._review import parse_decision
-    from relaygraph.serve._reviews import is_review_request
-
+    """Check the thread waits on an interrupt; a review decision is validated against its
+    request and records the authenticated reviewer (as ``POST /reviews`` does)."""
     if ref.graph is None:
         raise ThreadNotWaiting(f"thread {ref.external!r} is not waiting on an interrupt")
     snap = await ref.graph.aget_state(ref.config())
@@ -68,20 +66,21 @@ async def _resume_value(caller: Caller, ref: ThreadRef, resume: Any) -> Any:
             f"{list(snap.next) or 'nothing'}); nothing to resume")
     by_id = {i.id: i for i in pending}
     if isinstance(resume, Mapping) and resume and set(resume) <= set(by_id):
-        return {k: _review(caller, by_id[k].value, v, parse_decision, is_review_request)
-                for k, v in resume.items()}
+        return {k: _review(caller, ref, snap, by_id[k], v) for k, v in resume.items()}
     if len(pending) == 1:
-        return _review(caller, pending[0].value, resume, parse_decision, is_review_request)
+        return _review(caller, ref, snap, pending[0], resume)
     return resume
 
 
-def _review(caller: Caller, request: Any, value: Any, parse: Any, is_review: Any) -> Any:
-    if not is_review(request) or not isinstance(value, Mapping):
+def _review(caller: Caller, ref: ThreadRef, snap: Any, intr: Any, value: Any) -> Any:
+    from relaygraph.serve._reviews import is_review_request, review_command
+
+    if not is_review_request(intr.value) or not isinstance(value, Mapping):
         return value
-    decision = parse(value)  # InvalidReviewDecision → 422
-    out = decision.to_resume()
-    out["reviewer"] = caller.principal.reviewer  # the authenticated identity, not a field
-    return out
+    # InvalidReviewDecision (422): a malformed decision, bad edits, another reviewer's name
+    command = review_command(ref.graph, snap, {"configurable": {"thread_id": ref.external}},
+                             value, caller.principal.reviewer, intr.id)
+    return command.resume[intr.id]  # type: ignore[index]
 
 
 async def _prepare(caller: Caller, manager: RunManager, thread_id: str | None,
