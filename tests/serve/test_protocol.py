@@ -357,7 +357,9 @@ async def test_reject_is_the_default_and_answers_409(client: Any) -> None:
     assert [r["run_id"] for r in await client.runs.list(tid)] == [busy["run_id"]]
     await client.runs.cancel(tid, busy["run_id"], wait=True)
     assert (await client.runs.get(tid, busy["run_id"]))["status"] == "interrupted"
-    assert (await client.threads.get(tid))["status"] == "idle"
+    stopped = await client.threads.get(tid)  # not running, with the next tick pending
+    assert stopped["status"] == "interrupted" and stopped["next"] == ["tick"]
+    assert stopped["relaygraph_status"] == "interrupted"
 
 
 async def test_enqueue_waits_for_the_running_run(client: Any) -> None:
@@ -540,3 +542,26 @@ async def test_batch_cancel_many_and_prune(client: Any) -> None:
     assert latest["values"] == {"n": 3, "stop": 3}
     assert await client.threads.prune([first]) == {"pruned_count": 1}
     assert await refused(client.threads.get(first), 404)
+
+
+async def test_breakpoints_and_time_travel(client: Any) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    paused = await client.runs.wait(tid, "counter", input={"stop": 3},
+                                    interrupt_before=["tick"])
+    assert paused == {"stop": 3}
+    thread = await client.threads.get(tid)
+    assert thread["status"] == "interrupted" and thread["next"] == ["tick"]
+    assert (await client.runs.wait(tid, "counter", input=None))["n"] == 3  # continue
+    # fork from the checkpoint where n was 1: the new run ticks once from there
+    history = await client.threads.get_history(tid, limit=100)
+    at_one = next(h for h in history if h["values"].get("n") == 1)
+    forked = await client.runs.wait(tid, "counter", input={"stop": 0},
+                                    checkpoint_id=at_one["checkpoint"]["checkpoint_id"])
+    assert forked == {"n": 2, "stop": 0}
+    past = await client.threads.get_state(tid, checkpoint_id=at_one["checkpoint"][
+        "checkpoint_id"])
+    assert past["values"] == {"n": 1, "stop": 3}
+    assert await refused(client.threads.get_state(tid, checkpoint_id="1f0-not-there"), 404)
+    ordered = await client.threads.search(ids=[tid, (await client.threads.create())[
+        "thread_id"]], sort_by="created_at", sort_order="asc")
+    assert ordered[0]["thread_id"] == tid

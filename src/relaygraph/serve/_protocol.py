@@ -26,15 +26,18 @@ SdkThreadStatus = Literal["idle", "busy", "interrupted", "error"]
 StreamModeName = Literal["values", "messages", "updates", "events", "tasks", "checkpoints",
                          "debug", "custom", "messages-tuple", "tools", "lifecycle"]
 
-# relaygraph's thread status (relaygraph.observe.thread_status) → the SDK's
+# relaygraph's thread status (relaygraph.observe.thread_status) → the SDK's. The SDK's
+# "interrupted" covers both a pause (an interrupt or a breakpoint: relaygraph's "waiting")
+# and work left by a run that stopped (relaygraph's "interrupted"); the Thread carries
+# relaygraph's own status as ``relaygraph_status``.
 _SDK_STATUS: dict[str, SdkThreadStatus] = {
-    "running": "busy", "waiting": "interrupted", "failed": "error", "interrupted": "idle",
-    "finished": "idle",
+    "running": "busy", "waiting": "interrupted", "interrupted": "interrupted",
+    "failed": "error", "error": "error", "finished": "idle",
 }
 # and back, for search filters
 SDK_TO_RELAYGRAPH: dict[str, list[str]] = {
-    "busy": ["running"], "interrupted": ["waiting"], "error": ["failed", "error"],
-    "idle": ["finished", "interrupted", "unknown"],
+    "busy": ["running"], "interrupted": ["waiting", "interrupted"],
+    "error": ["failed", "error"], "idle": ["finished", "unknown"],
 }
 
 

@@ -267,8 +267,10 @@ class RunStore:
                               statuses: Sequence[str] | None = None,
                               limit: int = 10, offset: int = 0,
                               order: Literal["asc", "desc"] = "desc",
-                              count: bool = False) -> Any:
+                              sort_by: str | None = None, count: bool = False) -> Any:
         """A tenant's threads, newest update first, filtered by exact metadata values.
+
+        ``sort_by`` is ``updated_at`` (default), ``created_at`` or ``thread_id``.
 
         ``statuses`` filters on the thread index's status column (``relaygraph_serve_threads``),
         which every run updates. With ``count=True`` returns the number of matches.
@@ -288,9 +290,11 @@ class RunStore:
         if count:
             cq = sa.select(sa.func.count()).select_from(q.subquery())
             return await self._tx(lambda c: int(c.execute(cq).scalar_one()))
-        by = (t.c.updated_at.desc(), t.c.thread_id.desc()) if order == "desc" else (
-            t.c.updated_at.asc(), t.c.thread_id.asc())
-        q = q.order_by(*by).limit(limit).offset(offset)
+        column = {"created_at": t.c.created_at, "thread_id": t.c.thread_id}.get(
+            sort_by or "", t.c.updated_at)
+        by = [column, t.c.thread_id] if column is not t.c.thread_id else [column]
+        q = q.order_by(*(c.desc() if order == "desc" else c.asc() for c in by))
+        q = q.limit(limit).offset(offset)
         return [_meta(r) for r in await self._tx(lambda c: list(c.execute(q)))]
 
 

@@ -157,7 +157,7 @@ async def search_threads(body: ThreadSearch, *, caller: CallerDep
     statuses = SDK_TO_RELAYGRAPH[body.status] if body.status else None
     metas = await manager.store.asearch_threads(
         caller.tenant, meta=body.metadata, ids=ids, statuses=statuses, limit=body.limit,
-        offset=body.offset, order=body.sort_order or "desc")
+        offset=body.offset, order=body.sort_order or "desc", sort_by=body.sort_by)
     out = []
     for meta in metas:
         ref = ThreadRef(caller.external(meta.thread_id), meta.thread_id, meta, meta.graph_id,
