@@ -6,6 +6,8 @@
 #   make bench   the checkpointer benchmark (prints a table; takes minutes)
 #   make bench-async   the async savers under ainvoke (a minute or two)
 #   make bench-dictionaries   thread dictionaries on and off (BENCH_ARGS="--db postgres")
+#   make bench-inbox   the review inbox's pages with 10,000 threads in PostgreSQL
+#   make screenshots   the review inbox in headless Chromium, saved under docs/img/
 
 PYTHON := .venv/bin/python
 PYTEST_ARGS ?=
@@ -17,7 +19,7 @@ TEST_ENV := PYTHONDONTWRITEBYTECODE=1 TMPDIR=$(CURDIR)/.venv/.tmp \
 	JUPYTER_RUNTIME_DIR=.venv/.jupyter/runtime \
 	IPYTHONDIR=.venv/.ipython
 
-.PHONY: demo test lint bench bench-async bench-dictionaries
+.PHONY: demo test lint bench bench-async bench-dictionaries bench-inbox screenshots
 
 $(PYTHON):
 	python3 -m venv .venv
@@ -42,3 +44,9 @@ bench-async: $(PYTHON)
 
 bench-dictionaries: $(PYTHON)
 	$(PYTHON) bench/bench_dictionaries.py $(BENCH_ARGS)
+
+bench-inbox: $(PYTHON)
+	$(PYTHON) bench/bench_inbox.py $(BENCH_ARGS)
+
+screenshots: $(PYTHON)
+	RELAYGRAPH_SHOTS=docs/img $(PYTHON) -m pytest -p no:cacheprovider -q tests/serve/test_inbox_browser.py

@@ -8,6 +8,7 @@ that notices a card whose thread has moved on.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Any, Literal
 from relaygraph.serve._auth import Principal
 from relaygraph.serve._reviews import is_review_request
 from relaygraph.serve._tenancy import external_thread_id, owns
+
+log = logging.getLogger("relaygraph.serve.inbox")
 
 Reason = Literal["guard_escalation", "failed_handoff", "policy_sample", "full_review"]
 REASONS: dict[str, str] = {
@@ -54,7 +57,7 @@ class Card:
         reason: a `REASONS` key; ``why`` says it in words (the guard's reason, the
             handoff failure, or the policy's reason).
         waiting_since: epoch seconds of the index row's last update.
-        fields: a few ``(name, value)`` pairs of the output under review.
+        preview: the output under review (JSON data); `fields` shows a few of its keys.
         attempt: 2+ when an earlier answer was refused.
     """
 
@@ -68,12 +71,17 @@ class Card:
     reason: str
     why: str
     waiting_since: float
-    fields: list[tuple[str, str]] = field(default_factory=list)
+    preview: Any = field(default=None, repr=False)
     attempt: int = 1
 
     @property
     def reason_label(self) -> str:
         return REASONS.get(self.reason, self.reason)
+
+    @property
+    def fields(self) -> list[tuple[str, str]]:
+        """A few ``(name, value)`` pairs of the output under review (only drawn cards)."""
+        return _fields(self.preview)
 
 
 def _short(value: Any, width: int = 80) -> str:
@@ -94,7 +102,8 @@ def _routes_into(graph: Any, node: str) -> tuple[bool, bool]:
     return guard, handoff
 
 
-def classify(request: Mapping[str, Any], graph: Any = None) -> tuple[str, str]:
+def classify(request: Mapping[str, Any], graph: Any = None,
+             routes: dict[tuple[int, str], tuple[bool, bool]] | None = None) -> tuple[str, str]:
     """``(reason key, why in words)`` for a review request.
 
     A failed handoff shows the handoff's own failure text (``order_id 'unknown' does not
@@ -105,7 +114,15 @@ def classify(request: Mapping[str, Any], graph: Any = None) -> tuple[str, str]:
     handoff = request.get("handoff") if isinstance(request.get("handoff"), Mapping) else None
     failure = (handoff or {}).get("failure")
     node = str(request.get("node") or "")
-    by_guard, by_handoff = _routes_into(graph, node) if graph is not None else (True, True)
+    if graph is None:
+        by_guard, by_handoff = True, True
+    elif routes is None:
+        by_guard, by_handoff = _routes_into(graph, node)
+    else:  # one graph walk per (graph, node) for a whole listing
+        key = (id(graph), node)
+        if key not in routes:
+            routes[key] = _routes_into(graph, node)
+        by_guard, by_handoff = routes[key]
     if failure and by_handoff:
         return "failed_handoff", str(failure)
     if request.get("guard_route") == "escalate" and by_guard:
@@ -134,7 +151,9 @@ def _fields(value: Any, limit: int = 4) -> list[tuple[str, str]]:
 
 def cards_from_row(principal: Principal, internal_id: str, graph_id: str | None,
                    updated_at: float, summary: Mapping[str, Any],
-                   graphs: Mapping[str, Any]) -> list[Card]:
+                   graphs: Mapping[str, Any],
+                   routes: dict[tuple[int, str], tuple[bool, bool]] | None = None
+                   ) -> list[Card]:
     """The cards of one thread-index row (one per pending review interrupt)."""
     if not owns(principal, internal_id):
         return []
@@ -145,7 +164,7 @@ def cards_from_row(principal: Principal, internal_id: str, graph_id: str | None,
         value = intr.get("value")
         if not is_review_request(value) or not isinstance(value, Mapping):
             continue
-        reason, why = classify(value, graphs.get(graph_id or ""))
+        reason, why = classify(value, graphs.get(graph_id or ""), routes)
         out.append(Card(
             thread_id=external_thread_id(principal, internal_id),
             interrupt_id=str(intr.get("id") or ""),
@@ -155,7 +174,7 @@ def cards_from_row(principal: Principal, internal_id: str, graph_id: str | None,
             kind=str(value.get("decision_kind") or "default"),
             contract=value.get("contract") if isinstance(value.get("contract"), str) else None,
             reason=reason, why=why, waiting_since=float(updated_at),
-            fields=_fields(value.get("value")),
+            preview=value.get("value"),
             attempt=int(value.get("attempt") or 1) if str(value.get("attempt") or "1"
                                                           ).isdigit() else 1,
         ))
@@ -170,12 +189,16 @@ async def acollect(ctx: Any, principal: Principal) -> list[Card]:
         return cards
     cursor: str | None = None
     seen = 0
+    routes: dict[tuple[int, str], tuple[bool, bool]] = {}
     while seen < SCAN_LIMIT:
         page = await index.apage(principal.tenant, limit=500, cursor=cursor,
                                  review_only=True)
         for row in page.rows:
-            cards.extend(cards_from_row(principal, row.thread_id, row.graph_id,
-                                        row.updated_at, row.summary, ctx.graphs))
+            try:
+                cards.extend(cards_from_row(principal, row.thread_id, row.graph_id,
+                                            row.updated_at, row.summary, ctx.graphs, routes))
+            except Exception:  # noqa: BLE001 - one odd row must not take the list down
+                log.warning("inbox: cannot list thread %s", row.thread_id, exc_info=True)
         seen += len(page.rows)
         cursor = page.next_cursor
         if not cursor:
