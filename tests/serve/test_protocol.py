@@ -215,7 +215,11 @@ async def test_stream_modes_values_updates_messages_and_events(client: Any) -> N
     for p in parts:
         by_event.setdefault(p.event, []).append(p.data)
     assert parts[0].event == "metadata"
-    assert set(by_event) == {"metadata", "values", "updates", "messages"}  # events: none
+    assert set(by_event) == {"metadata", "values", "updates", "messages", "events"}
+    kinds = {e["event"] for e in by_event["events"]}
+    assert {"on_chain_start", "on_chain_end", "on_chat_model_start"} <= kinds
+    assert "on_chain_stream" not in {e["event"] for e in by_event["events"]
+                                     if not e.get("parent_ids")}
     message, meta = by_event["messages"][0]
     assert message["type"] in ("ai", "AIMessageChunk") and meta["langgraph_node"] == "intake"
     assert [list(u) for u in by_event["updates"]][:3] == [["intake"], ["to_resolver"],

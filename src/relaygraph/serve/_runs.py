@@ -42,6 +42,8 @@ _GRAPH_MODE: dict[str, str | None] = {
     "messages": "messages", "custom": "custom", "debug": "debug", "tasks": "tasks",
     "checkpoints": "checkpoints", "events": None, "tools": None, "lifecycle": None,
 }
+# "events" is LangChain's event stream (astream_events v2); "tools" and "lifecycle" are
+# accepted and send nothing
 STREAM_MODES = tuple(_GRAPH_MODE)
 
 _KEEP_FINISHED = 256  # finished runs whose events this process keeps for join_stream
@@ -278,8 +280,22 @@ class RunManager:
         if spec.command is not None:
             graph_input = Command(**{k: v for k, v in spec.command.items()
                                      if k in ("resume", "update", "goto")})
-        async for ns, mode, chunk in graph.astream(graph_input, config, **kwargs):
-            self._emit(h, ns, mode, chunk)
+        if "events" not in spec.stream_mode:
+            async for ns, mode, chunk in graph.astream(graph_input, config, **kwargs):
+                self._emit(h, ns, mode, chunk)
+            return
+        # "events": LangChain's event stream (v2); the graph's own chunks ride on the root
+        # run's on_chain_stream events
+        root: str | None = None
+        async for event in graph.astream_events(graph_input, config, version="v2", **kwargs):
+            if root is None and not event.get("parent_ids"):
+                root = event.get("run_id")
+            if event.get("event") == "on_chain_stream" and event.get("run_id") == root:
+                chunk = (event.get("data") or {}).get("chunk")
+                if isinstance(chunk, tuple) and len(chunk) == 3:
+                    self._emit(h, *chunk)
+                continue
+            h.publish("events", _event_json(event))
 
     async def rollback(self, thread_id: str, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints these runs wrote on the thread, and the runs."""
@@ -376,6 +392,14 @@ class RunManager:
         from relaygraph.serve._runner import refresh
 
         await refresh(self.ctx, thread_id, graph_id)
+
+
+def _event_json(event: Mapping[str, Any]) -> Any:
+    try:
+        return to_json(event)
+    except Exception:  # noqa: BLE001 - an event with an object JSON cannot show: its repr
+        return {k: (to_json(v) if k not in ("data",) else repr(v)[:2000])
+                for k, v in event.items()}
 
 
 def _is_uuid(value: str) -> bool:
