@@ -35,8 +35,10 @@ def register(sub: Any) -> None:
         description="Understand the cost per workflow execution before scaling: reads the "
         "usage recorded in every thread's latest checkpoint (one thread = one run).")
     common_options(costs, graphs=False)
-    costs.add_argument("--graph", dest="graph_id", metavar="NAME",
-                       help="only runs of this graph id")
+    costs.add_argument("--graph", action="append", default=[], dest="graph_filter",
+                       metavar="NAME[=module:attr]",
+                       help="only runs of this graph id (repeatable); with =module:attr the "
+                       "graph is also loaded, so that its state classes are read back")
     costs.add_argument("--since", type=_date, metavar="DATE",
                        help="only runs checkpointed since DATE (ISO 8601, UTC by default)")
     costs.add_argument("--per-day", type=non_negative_int, metavar="N",
@@ -48,16 +50,18 @@ def register(sub: Any) -> None:
 def cmd_costs(args: argparse.Namespace, console: Console) -> int:
     from relaygraph.observe import cost_report
 
+    names = [g.partition("=")[0].strip() for g in args.graph_filter]
+    args.graph_specs = [g for g in args.graph_filter if "=" in g]
     ws = workspace(args)
     check_database(ws.db, must_exist=True)
     with open_saver(ws.db, setup=False) as saver:
         ws.compile(saver)  # lets the serializer rebuild the graphs' state classes
-        report = cost_report(saver, graph=args.graph_id, since=args.since, limit=args.limit)
+        report = cost_report(saver, graph=names or None, since=args.since, limit=args.limit)
     if args.json:
         print_json(report.as_dict(per_day=args.per_day))
         return 0
     if not report.runs:
-        console.print("no runs match" + (f" graph {args.graph_id!r}" if args.graph_id else "")
+        console.print("no runs match" + (f" graph {', '.join(names)}" if names else "")
                       + (f" since {args.since:%Y-%m-%d %H:%M}" if args.since else ""))
         return 0
     console.print(f"{len(report.runs)} run(s) (one thread = one workflow execution)")

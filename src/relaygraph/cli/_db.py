@@ -27,7 +27,7 @@ def register(sub: Any) -> None:
     common_options(up, graphs=False)
     up.set_defaults(func=cmd_upgrade)
     prune = dsub.add_parser("prune", help="drop old checkpoints of finished threads")
-    common_options(prune, graphs=False)
+    common_options(prune)
     prune.add_argument("--keep-last", type=non_negative_int, default=1,
                        help="checkpoints to keep per thread (1); 0 deletes the threads")
     prune.add_argument("--thread", action="append", default=[], dest="threads",

@@ -159,7 +159,10 @@ def cmd_review(args: argparse.Namespace, console: Console) -> int:
             raise CLIError(str(exc)) from None
         except InvalidReviewDecision as exc:
             raise CLIError(f"review refused: {exc}") from None
+        except Exception:  # noqa: BLE001 - a node of the resumed run raised: status "failed"
+            pass  # the decision was recorded with the run; the failure is reported below
         report = status_of(graph, args.thread, Leases(saver))
+        values = graph.get_state(config).values
     if args.json:
         print_json({"thread_id": args.thread, "graph_id": gid, "decision": decision,
                     **report.as_dict()})
@@ -167,5 +170,5 @@ def cmd_review(args: argparse.Namespace, console: Console) -> int:
     from relaygraph.cli._threads import render_status
 
     console.print(f"{args.action} recorded for thread {args.thread}; the run continued")
-    render_status(console, report, args.thread, ws.db)
+    render_status(console, report, args.thread, ws.db, values)
     return 0 if report.status != "failed" else 1

@@ -109,7 +109,10 @@ def cmd_resume(args: argparse.Namespace, console: Console) -> int:
                 snap = graph.get_state(config)
         except ThreadBusyError:
             raise CLIError(f"thread {args.thread!r} is running in another process") from None
+        except Exception:  # noqa: BLE001 - a node raised: the thread is "failed", shown below
+            pass
         after = status_of(graph, args.thread, Leases(saver))
+        values = graph.get_state(config).values
     if args.json:
         print_json({"thread_id": args.thread, "graph_id": gid, "was": before.status,
                     "approved": len(decisions), **after.as_dict()})
@@ -120,7 +123,7 @@ def cmd_resume(args: argparse.Namespace, console: Console) -> int:
                       + (f" before {', '.join(before.next)}" if before.next else "")
                       + "; resumed from its last checkpoint"
                       + (f", {len(decisions)} review(s) approved" if decisions else ""))
-        render_status(console, after, args.thread, ws.db)
+        render_status(console, after, args.thread, ws.db, values)
     return 1 if after.status == "failed" else 0
 
 

@@ -229,13 +229,14 @@ def _usage_rows(usage: Any) -> Iterable[tuple[str, str, Mapping[str, Any]]]:
                     yield str(agent), str(model), u
 
 
-def cost_report(checkpointer: Any, *, graph: str | None = None,
+def cost_report(checkpointer: Any, *, graph: str | Iterable[str] | None = None,
                 since: datetime | None = None, limit: int | None = None) -> CostReport:
     """Cost per workflow execution over the threads a relaygraph saver holds.
 
     Args:
         checkpointer: a relaygraph `SQLAlchemySaver` (threads are listed in SQL).
-        graph: only threads whose checkpoint metadata names this ``graph_id``.
+        graph: only threads whose checkpoint metadata names this ``graph_id`` (or one of
+            these).
         since: only threads checkpointed at or after this time (timezone-aware, or UTC).
         limit: only the newest ``limit`` threads.
 
@@ -244,6 +245,8 @@ def cost_report(checkpointer: Any, *, graph: str | None = None,
     """
     from datetime import UTC
 
+    graphs_wanted = None if graph is None else (
+        {graph} if isinstance(graph, str) else set(graph))
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     runs: list[RunCost] = []
@@ -257,7 +260,7 @@ def cost_report(checkpointer: Any, *, graph: str | None = None,
             continue
         gid = (tup.metadata or {}).get(GRAPH_ID_KEY)
         gid = gid if isinstance(gid, str) else None
-        if graph is not None and gid != graph:
+        if graphs_wanted is not None and gid not in graphs_wanted:
             continue
         ts = tup.checkpoint.get("ts")
         when = _parse_ts(ts)
@@ -299,7 +302,7 @@ def cost_report(checkpointer: Any, *, graph: str | None = None,
          for (g, agent, model), a in per_agent.items()),
         key=lambda a: (-a.cost, a.graph_id, a.agent, a.model))
     rate = total_cost / total_tokens if total_tokens and total_cost else None
-    filters = {"graph": graph, "since": since.isoformat() if since else None, "limit": limit}
+    filters = {"graph": sorted(graphs_wanted) if graphs_wanted else None, "since": since.isoformat() if since else None, "limit": limit}
     return CostReport(runs=runs, graphs=graphs, agents=agents, handoffs=handoffs,
                       saved_tokens=saved, saved_cost=saved * rate if rate else None,
                       filters=filters)
