@@ -302,7 +302,8 @@ def cost_report(checkpointer: Any, *, graph: str | Iterable[str] | None = None,
          for (g, agent, model), a in per_agent.items()),
         key=lambda a: (-a.cost, a.graph_id, a.agent, a.model))
     rate = total_cost / total_tokens if total_tokens and total_cost else None
-    filters = {"graph": sorted(graphs_wanted) if graphs_wanted else None, "since": since.isoformat() if since else None, "limit": limit}
+    filters = {"graph": sorted(graphs_wanted) if graphs_wanted else None,
+               "since": since.isoformat() if since else None, "limit": limit}
     return CostReport(runs=runs, graphs=graphs, agents=agents, handoffs=handoffs,
                       saved_tokens=saved, saved_cost=saved * rate if rate else None,
                       filters=filters)
