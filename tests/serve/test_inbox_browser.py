@@ -181,7 +181,7 @@ def test_review_a_refund_end_to_end(page: Any, server: str, shots: Path) -> None
     expect(order).to_contain_text("A-10293")
     expect(amount).to_contain_text("$249.99")
     expect(page.locator("#guard-score")).to_have_text("0.92")
-    page.screenshot(path=str(shots / "review.png"), full_page=True)
+    page.screenshot(path=str(shots / "inbox-review.png"), full_page=True)
 
     # an invalid amount is refused inline, before anything is sent
     posts: list[str] = []
@@ -194,7 +194,7 @@ def test_review_a_refund_end_to_end(page: Any, server: str, shots: Path) -> None
     expect(page.locator("#err-amount")).to_be_visible()
     assert "/inbox/reviews/refund-1041" in page.url
     assert posts == []  # the browser refused it; the server was not asked
-    page.screenshot(path=str(shots / "review-invalid.png"), full_page=True)
+    page.screenshot(path=str(shots / "inbox-review-invalid.png"), full_page=True)
 
     # a valid one, approved with the keyboard: an edit under the signed-in reviewer
     page.fill("#in-amount", "200.00")
@@ -208,7 +208,7 @@ def test_review_a_refund_end_to_end(page: Any, server: str, shots: Path) -> None
     expect(page.locator(".record.review")).to_contain_text("review edit by ana")
     expect(page.locator('svg.graph g.node.on[data-node="review"]')).to_have_count(1)
     expect(page.locator('svg.graph g.node.on[data-node="__end__"]')).to_have_count(1)
-    page.screenshot(path=str(shots / "timeline.png"), full_page=True)
+    page.screenshot(path=str(shots / "inbox-timeline.png"), full_page=True)
 
     # the inbox now counts one fewer
     page.goto(f"{server}/inbox")
