@@ -569,3 +569,34 @@ async def test_breakpoints_and_time_travel(client: Any) -> None:
     ordered = await client.threads.search(ids=[tid, (await client.threads.create())[
         "thread_id"]], sort_by="created_at", sort_order="asc")
     assert ordered[0]["thread_id"] == tid
+
+
+async def test_a_run_over_its_time_limit_stops_at_a_step_boundary() -> None:
+    from _protocol_graphs import counter_graph
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph_sdk.client import LangGraphClient
+
+    from relaygraph.serve import create_app
+    from relaygraph.serve._auth import Principal
+    from relaygraph.serve._context import ServerSettings
+
+    saver = InMemorySaver()
+    app = create_app({"counter": counter_graph().compile(checkpointer=saver)},
+                     checkpointer=saver, langserve_routes=False,
+                     auth={KEY_ACME: Principal("acme", "ana")},
+                     settings=ServerSettings(run_timeout=0.3))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://relaygraph.test",
+            headers={"x-api-key": KEY_ACME}) as http:
+        client = LangGraphClient(http)
+        tid = (await client.threads.create())["thread_id"]
+        out = await client.runs.wait(tid, "counter", input={"stop": FOREVER}, config=LONG,
+                                     raise_error=False)
+        assert out["__error__"]["error"] == "timeout"
+        assert "step boundary (timeout)" in out["__error__"]["message"]
+        (run,) = await client.runs.list(tid)
+        assert run["status"] == "timeout"
+        state = await client.threads.get_state(tid)
+        assert state["next"] == ["tick"] and state["values"]["n"] > 0  # kept, resumable
+        n = state["values"]["n"]
+        assert (await client.runs.wait(tid, "counter", input={"stop": 0}))["n"] == n + 1

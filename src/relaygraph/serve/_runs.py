@@ -220,8 +220,9 @@ class RunManager:
                 h.publish("error", {"error": "RunDrained", "message":
                                     f"the run stopped at a step boundary: {held.stop_reason}"})
         except GraphDrained as exc:
-            reason = str(exc.args[0]) if exc.args else "cancelled"
+            reason = str(getattr(exc, "reason", None) or "cancelled")
             status = _drained_status(reason)
+            h.stop_reason = reason
             h.publish("error", {"error": "RunDrained",
                                 "message": f"the run stopped at a step boundary: {reason}"})
         except _busy_types() as exc:
@@ -241,9 +242,12 @@ class RunManager:
         h.status = status
         if not h.admitted.done():
             h.admitted.set_result(None)
+        error = str(h.error) if h.error else None
+        if status in ("timeout", "interrupted") and h.stop_reason:
+            error = f"the run stopped at a step boundary ({h.stop_reason}); the thread keeps " \
+                    f"its last checkpoint"
         with contextlib.suppress(Exception):
-            await self.store.aset_status(rec.run_id, status,
-                                         error=str(h.error) if h.error else None)
+            await self.store.aset_status(rec.run_id, status, error=error)
         h.done.set()
         h.changed.set()
         self._finished.append(rec.run_id)
