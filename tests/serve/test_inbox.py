@@ -557,3 +557,27 @@ def test_trust_page_shows_standing_and_resets_an_agent(client: TestClient) -> No
                        ).status_code == 404
     assert client.post("/inbox/trust/reset", data={"target": "refund:review"}
                        ).status_code == 403
+
+
+def test_a_thread_whose_state_cannot_be_read_breaks_only_its_own_pages(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    start(client, "acme", "t-1")
+    start(client, "acme", "poisoned")
+    graph = client.app.state.relaygraph.graphs["refund"]  # type: ignore[attr-defined]
+    real = graph.aget_state
+
+    async def aget_state(config: Any, **kw: Any) -> Any:
+        if config["configurable"]["thread_id"] == "acme/poisoned":
+            raise ValueError("blocked type in checkpoint")
+        return await real(config, **kw)
+
+    monkeypatch.setattr(graph, "aget_state", aget_state)
+    sign_in(client)
+    page = client.get("/inbox/reviews/poisoned")
+    assert page.status_code == 500
+    assert page.headers["content-type"].startswith("text/html")
+    assert "ValueError: blocked type in checkpoint" in page.text
+    listing = client.get("/inbox")
+    assert listing.status_code == 200
+    assert {c.split(":")[0] for c in cards(listing.text)} == {"t-1", "poisoned"}
+    assert client.get("/inbox/reviews/t-1").status_code == 200

@@ -148,6 +148,16 @@ def _relaygraph_error(request: Request, exc: RelaygraphError, session: Session |
                   session)
 
 
+def _broken(request: Request, thread_id: str, exc: Exception, session: Session | None
+            ) -> Response:
+    """One thread whose state cannot be read: its own page says so; nothing else breaks."""
+    log.error("inbox: thread %r cannot be shown", thread_id, exc_info=exc)
+    return _error(request, 500, "This thread cannot be shown",
+                  f"Its state could not be read ({type(exc).__name__}: {str(exc)[:300]}). "
+                  f"Other threads are not affected; an operator can inspect it with "
+                  f"`relaygraph threads`.", session)
+
+
 def _safe_next(value: object, base: str) -> str:
     if isinstance(value, str) and value.startswith(base) and "//" not in value \
             and "\\" not in value and len(value) < 2000:
@@ -344,6 +354,8 @@ async def _review_page(request: Request, session: Session, principal: Principal,
         view = await _load(request, ctx, principal, thread_id, interrupt_id)
     except RelaygraphError as exc:
         return _relaygraph_error(request, exc, session)
+    except Exception as exc:  # noqa: BLE001 - see _broken
+        return _broken(request, thread_id, exc, session)
     if isinstance(view, MovedOn):
         return _render(request, "moved_on.html", {"title": "Moved on", "gone": view},
                        409 if status != 200 else 200, session)
@@ -385,6 +397,8 @@ async def decide(thread_id: str, request: Request) -> Response:
         view = await _load(request, ctx, principal, thread_id, interrupt_id)
     except RelaygraphError as exc:
         return _relaygraph_error(request, exc, session)
+    except Exception as exc:  # noqa: BLE001 - see _broken
+        return _broken(request, thread_id, exc, session)
     if isinstance(view, MovedOn):
         return _render(request, "moved_on.html", {"title": "Moved on", "gone": view}, 409,
                        session)
@@ -460,6 +474,8 @@ async def thread_timeline(thread_id: str, request: Request) -> Response:
         view = await atimeline_view(ctx.graph(gid), gid, thread_id, internal)
     except RelaygraphError as exc:
         return _relaygraph_error(request, exc, session)
+    except Exception as exc:  # noqa: BLE001 - see _broken
+        return _broken(request, thread_id, exc, session)
     decided = request.query_params.get("decided")
     return _render(request, "timeline.html", {
         "title": f"Timeline · {thread_id}", "tl": view,
