@@ -581,3 +581,20 @@ def test_a_thread_whose_state_cannot_be_read_breaks_only_its_own_pages(
     assert listing.status_code == 200
     assert {c.split(":")[0] for c in cards(listing.text)} == {"t-1", "poisoned"}
     assert client.get("/inbox/reviews/t-1").status_code == 200
+
+
+def test_workers_sharing_keys_share_the_session_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    from relaygraph.serve._inbox_session import default_secret
+
+    monkeypatch.delenv("RELAYGRAPH_SESSION_SECRET", raising=False)
+    monkeypatch.setenv("RELAYGRAPH_API_KEYS", "acme:acme-key-0123456789")
+    first = default_secret()
+    assert first == default_secret()  # every worker derives the same one
+    assert "acme-key-0123456789" not in first
+    monkeypatch.setenv("RELAYGRAPH_API_KEYS", "acme:rotated-key-0123456789")
+    assert default_secret() != first  # rotating the keys ends the sessions
+    monkeypatch.setenv("RELAYGRAPH_SESSION_SECRET", "explicit")
+    assert default_secret() == "explicit"
+    monkeypatch.delenv("RELAYGRAPH_SESSION_SECRET")
+    monkeypatch.delenv("RELAYGRAPH_API_KEYS")
+    assert default_secret() != default_secret()  # random per process

@@ -5,13 +5,15 @@ A reviewer signs in with their API key; the key goes through the app's own authe
 returned, a CSRF token and the time it was issued, signed with the session secret
 (``itsdangerous``), so a tampered or expired cookie is simply not a session.
 
-Set ``RELAYGRAPH_SESSION_SECRET`` (or ``InboxOptions.session_secret``) when running several
-workers: each process otherwise makes up its own secret, and a session signed by one
-worker is not valid on another.
+The secret is ``RELAYGRAPH_SESSION_SECRET`` (or ``InboxOptions.session_secret``). Without
+it, workers that share ``RELAYGRAPH_API_KEYS`` derive the same secret from those keys (so a
+session signed by one worker is valid on the others, and rotating the keys ends every
+session); with neither, each process makes up a random one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import secrets
@@ -45,13 +47,25 @@ class InboxOptions:
         secure_cookie: mark the cookie ``Secure`` (default: when the request is HTTPS).
     """
 
-    session_secret: str = field(default_factory=lambda: os.environ.get(SESSION_SECRET_ENV)
-                                or secrets.token_urlsafe(32))
+    session_secret: str = field(default_factory=lambda: default_secret())
     session_max_age: int = 12 * 3600
     page_size: int = 20
     count_refresh_s: int = 15
     clock: Callable[[], float] = time.time
     secure_cookie: bool | None = None
+
+
+def default_secret() -> str:
+    """``RELAYGRAPH_SESSION_SECRET``, else one derived from ``RELAYGRAPH_API_KEYS``, else random."""
+    from relaygraph.serve._auth import API_KEYS_ENV
+
+    explicit = os.environ.get(SESSION_SECRET_ENV)
+    if explicit:
+        return explicit
+    keys = os.environ.get(API_KEYS_ENV, "").strip()
+    if keys:
+        return hmac.new(keys.encode(), b"relaygraph-inbox-session", hashlib.sha256).hexdigest()
+    return secrets.token_urlsafe(32)
 
 
 def options(request: Request) -> InboxOptions:
