@@ -5,6 +5,7 @@ Each bad request gets its 4xx with a reason, and the listing pages stay 200 afte
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import os
 import signal
@@ -370,6 +371,17 @@ def _remote_flow(live: Live, remote: Any, Command: Any, HumanMessage: Any) -> No
     chunks = list(remote.stream(EXAMPLES["refund"].make_input(),
                                 config={"configurable": {"thread_id": "remote-2"}}))
     assert chunks and "__interrupt__" in chunks[-1]
+    async def collect() -> list[Any]:
+        try:
+            return [e async for e in remote.astream_events(
+                EXAMPLES["refund"].make_input(), version="v2",
+                config={"configurable": {"thread_id": "remote-5"}})]
+        finally:
+            await remote.async_client.aclose()
+
+    events = asyncio.run(collect())
+    assert any(e["event"] == "on_chain_stream" for e in events)
+    assert events[-1]["event"] == "on_chain_end"
     outs = remote.batch([EXAMPLES["refund"].make_input()] * 2,
                         config=[{"configurable": {"thread_id": "remote-3"}},
                                 {"configurable": {"thread_id": "remote-4"}}])
