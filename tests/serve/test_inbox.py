@@ -598,3 +598,20 @@ def test_workers_sharing_keys_share_the_session_secret(monkeypatch: pytest.Monke
     monkeypatch.delenv("RELAYGRAPH_SESSION_SECRET")
     monkeypatch.delenv("RELAYGRAPH_API_KEYS")
     assert default_secret() != default_secret()  # random per process
+
+
+def test_saving_the_contract_of_a_failed_handoff_continues_the_run(client: TestClient) -> None:
+    start(client, "acme", "no-order", inp=UNREADABLE_ORDER)
+    sign_in(client)
+    page, hidden = review_form(client, "no-order")
+    assert 'value="unknown"' in page  # the draft, for the reviewer to fix
+    assert 'id="btn-approve"' in page and 'value="edit" class="primary"' in page
+    resp = client.post("/inbox/reviews/no-order", data={
+        **hidden, "action": "edit", "f.order_id": "A-10293", "f.amount": "249.99",
+        "f.customer_email": "", "f.reason": "Broken desk.", "f.wants": "refund",
+        "f.confidence": "0.9"}, follow_redirects=False)
+    assert resp.status_code == 303, resp.text
+    snap = state(client, "acme", "no-order")
+    assert snap.values["case"].order_id == "A-10293"
+    assert snap.values["reviews"][-1]["decision"] == "edit"
+    assert snap.next == ("review",)  # guard passed, resolver ran, the refund waits
