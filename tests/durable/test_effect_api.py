@@ -214,3 +214,46 @@ def test_without_ledger_the_checkpointers_database_is_used_and_set_up(sqlite_bac
     assert EffectLedger.for_checkpointer(saver) is EffectLedger.for_checkpointer(saver)
     assert EffectLedger.for_checkpointer(saver).delete_thread("t") == 1
     engine.dispose()
+
+
+def test_an_effect_waits_until_its_tasks_checkpoint_is_stored(sqlite_backend,
+                                                             monkeypatch) -> None:
+    """Under durability='async' a task can start before the checkpoint it was scheduled
+    from is stored; acting then would not be recognised after a crash (new task ids)."""
+    from relaygraph.durable import _scheduled
+
+    calls = []
+
+    @effect(name="wait")
+    def act(*, key: str) -> str:
+        calls.append(key)
+        return "ok"
+
+    engine = sa.create_engine(sqlite_backend.url)
+    saver = SQLAlchemySaver(engine)
+    saver.setup()
+    graph = _one_node(lambda s: {"out": act()}).compile(checkpointer=saver)
+    answers = iter([False, False, True])
+    checked: list[Any] = []
+    real = _scheduled.stored
+
+    def slow(checkpointer: Any, level: Any) -> bool:
+        checked.append(level)
+        return next(answers) and real(checkpointer, level)
+
+    monkeypatch.setattr(_scheduled, "stored", slow)
+    assert graph.invoke({}, {"configurable": {"thread_id": "w"}})["out"] == "ok"
+    assert len(checked) == 3 and checked[0][0] == "w" and checked[0][1] == ""
+    assert len(calls) == 1
+
+    # never stored: the effect refuses to act, and says why
+    monkeypatch.setattr(_scheduled, "stored", lambda cp, level: False)
+    monkeypatch.setattr(_scheduled, "WAIT_SECONDS", 0.0)
+    with pytest.raises(_scheduled.SchedulingCheckpointMissing, match="still not stored"):
+        graph.invoke({}, {"configurable": {"thread_id": "never"}})
+    assert len(calls) == 1
+
+    # durability='exit' stores nothing until the end: refused up front
+    with pytest.raises(EffectError, match="durability='exit'"):
+        graph.invoke({}, {"configurable": {"thread_id": "exit"}}, durability="exit")
+    engine.dispose()

@@ -47,6 +47,7 @@ from relaygraph.durable._ledger import (
     op_insert_done,
     op_reclaim,
 )
+from relaygraph.durable._scheduled import await_stored, wait_stored
 
 OnDoubt = Literal["retry", "reconcile", "review"]
 _MODES = ("retry", "reconcile", "review")
@@ -55,6 +56,7 @@ _MODES = ("retry", "reconcile", "review")
 _TASK_ID = "__pregel_task_id"
 _SCRATCHPAD = "__pregel_scratchpad"
 _CHECKPOINTER = "__pregel_checkpointer"
+_DURABILITY = "__pregel_durability"
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -195,6 +197,15 @@ class _Call:
     site: CallSite
     in_graph: bool
     checkpointer: Any
+    conf: dict[str, Any] = field(default_factory=dict)
+
+    def wait_stored(self) -> None:
+        if self.in_graph and self.checkpointer is not None:
+            wait_stored(self.site.name, self.checkpointer, self.conf)
+
+    async def await_stored(self) -> None:
+        if self.in_graph and self.checkpointer is not None:
+            await await_stored(self.site.name, self.checkpointer, self.conf)
 
 
 def _locate(name: str, key: str | None) -> _Call:
@@ -222,11 +233,17 @@ def _locate(name: str, key: str | None) -> _Call:
             f"effect {name!r} was called in a graph run without a thread_id: its key would "
             "not survive a restart; compile the graph with a checkpointer and run it with "
             "config={'configurable': {'thread_id': ...}}")
+    if conf.get(_DURABILITY) == "exit":
+        raise EffectError(
+            f"effect {name!r} was called in a run with durability='exit': nothing is "
+            "stored until the run ends, so after a crash the same call could not be "
+            "recognised; run graphs with effects with durability 'async' (the default) "
+            "or 'sync'")
     ns = str(conf.get("checkpoint_ns") or "")
     index = _next_index(conf, scratchpad, name)
     site = CallSite(name, derive_key(str(thread_id), ns, str(task_id), name, index),
                     str(thread_id), ns, str(task_id), index)
-    return _Call(site, True, conf.get(_CHECKPOINTER))
+    return _Call(site, True, conf.get(_CHECKPOINTER), conf)
 
 
 def _accepts(fn: Callable[..., Any], param: str) -> bool:
@@ -314,6 +331,7 @@ class Effect:
         if self.transactional:
             return self._transact_sync(ledger, call, args, kwargs)
         site = call.site
+        call.wait_stored()
         found = ledger.claim(site)
         attempts = 1
         if found is not None:
@@ -342,6 +360,7 @@ class Effect:
                        kwargs: dict[str, Any]) -> Any:
         site = call.site
         engine = ledger._sync_engine()
+        call.wait_stored()
         try:
             with engine.begin() as conn:
                 begin_write(conn)
@@ -396,6 +415,7 @@ class Effect:
         if self.transactional:
             return await self._transact_async(ledger, call, args, kwargs)
         site = call.site
+        await call.await_stored()
         found = await ledger.aclaim(site)
         attempts = 1
         if found is not None:
@@ -435,6 +455,7 @@ class Effect:
         site = call.site
         engine = ledger.engine
         assert isinstance(engine, AsyncEngine)
+        await call.await_stored()
         try:
             async with engine.begin() as aconn:
                 await aconn.run_sync(begin_write)
