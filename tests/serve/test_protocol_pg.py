@@ -19,7 +19,7 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, Live]]:
+def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import uuid
 
     import sqlalchemy as sa
@@ -32,16 +32,20 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, Live]
                              poolclass=sa.pool.NullPool)
     with admin.connect() as c:
         c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = f"{PG_SERVER}/{name}"
-    tmp = tmp_path_factory.mktemp("protocol-pg")
     try:
-        with live_server(tmp, database_url=url, specs=SPECS, config=CONFIG) as one, \
-                live_server(tmp, database_url=url, specs=SPECS, config=CONFIG) as two:
-            yield one, two
+        yield f"{PG_SERVER}/{name}"
     finally:
         with admin.connect() as c:
             c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator[tuple[Live, Live]]:
+    tmp = tmp_path_factory.mktemp("protocol-pg")
+    with live_server(tmp, database_url=database, specs=SPECS, config=CONFIG) as one, \
+            live_server(tmp, database_url=database, specs=SPECS, config=CONFIG) as two:
+        yield one, two
 
 
 @pytest.fixture
@@ -129,3 +133,24 @@ async def test_concurrent_resumes_on_two_servers_apply_once(clients: tuple[Any, 
     assert sorted(codes) == [200, 409]
     reviews = (await one.threads.get_state(tid))["values"]["reviews"]
     assert len(reviews) == 1
+
+
+async def test_a_run_whose_server_died_ends_as_error_and_frees_the_thread(
+        tmp_path: Any, database: str, clients: tuple[Any, Any]) -> None:
+    one, _ = clients
+    with live_server(tmp_path, database_url=database, specs=SPECS, config=CONFIG) as doomed:
+        async with get_client(url=doomed.url, api_key=KEY_ACME) as three:
+            tid = (await three.threads.create())["thread_id"]
+            busy = await _busy_on(three, tid)
+        doomed.proc.kill()  # no drain, no release: the lease runs out
+        doomed.proc.wait()
+    assert (await one.runs.get(tid, busy["run_id"]))["status"] == "running"
+    out = await one.runs.join(tid, busy["run_id"])
+    assert "stopped" in out["__error__"]["message"]
+    assert (await one.runs.get(tid, busy["run_id"]))["status"] == "error"
+    assert (await one.threads.get(tid))["status"] == "interrupted"  # pending work, no holder
+    # the thread is free again: a new run takes it (reject: no one holds it)
+    resumed = await one.runs.create(tid, "counter", input={"stop": 0})
+    assert (await one.runs.join(tid, resumed["run_id"]))["n"] >= 2
+    assert (await one.runs.get(tid, resumed["run_id"]))["status"] == "success"
+    assert (await one.threads.get(tid))["status"] == "idle"

@@ -382,12 +382,28 @@ class RunManager:
             return await self.store.aget_run(run_id)
         deadline = None if limit is None else self.clock() + limit
         delay = 0.05
+        orphaned_since: float | None = None
         while True:
             rec = await self.store.aget_run(run_id)
             if rec is None or rec.terminal:
                 return rec
             if deadline is not None and self.clock() > deadline:
                 return rec
+            # "running" with nobody holding the thread for a whole lease TTL: the process
+            # that ran it is gone (a finished run writes its status right after releasing)
+            if rec.status == "running" and await self.ctx.leases.acurrent(
+                    rec.thread_id) is None:
+                now = self.clock()
+                if orphaned_since is None:
+                    orphaned_since = now
+                elif now - orphaned_since > self.ctx.settings.lease_ttl:
+                    await self.store.aset_status(
+                        run_id, "error", only_if=["running"],
+                        error="the server process running it stopped; the thread keeps "
+                              "its last checkpoint")
+                    continue
+            else:
+                orphaned_since = None
             await asyncio.sleep(delay)  # another process runs it: poll its row
             delay = min(delay * 2, 1.0)
 
