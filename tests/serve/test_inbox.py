@@ -550,7 +550,7 @@ def test_trust_page_shows_standing_and_resets_an_agent(client: TestClient) -> No
     assert resp.status_code == 303
     after = client.get(resp.headers["location"]).text
     assert "resolver · refund is back under full review" in after
-    assert "last reset: reset to full review by ana" in after
+    assert "streak last broken by: reset to full review by ana" in after
     assert "3 more approvals in a row" in after  # 5/5 reaches 0.5; 3 in a row needed
     assert client.post("/inbox/trust/reset", data={"csrf_token": csrf(page.text),
                                                    "target": "refund:nope"}

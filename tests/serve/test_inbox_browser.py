@@ -214,6 +214,13 @@ def test_review_a_refund_end_to_end(page: Any, server: str, shots: Path) -> None
     page.goto(f"{server}/inbox")
     expect(page.locator("#waiting-count")).to_have_text("3")
 
+    # the resolver's standing: an edit is a review, but not an approval
+    page.click("text=Trust")
+    row = page.locator("#trust-0")
+    expect(row).to_contain_text("resolver · refund")
+    expect(row).to_contain_text("0 of 1")
+    page.screenshot(path=str(shots / "inbox-trust.png"), full_page=True)
+
 
 def test_a_stale_card_is_marked_without_a_reload(page: Any, server: str) -> None:
     import httpx
