@@ -36,3 +36,11 @@ def counter_graph() -> StateGraph:
     b.add_edge(START, "tick")
     b.add_conditional_edges("tick", _again)
     return b
+
+
+def nested_graph() -> StateGraph:
+    """The counter as a subgraph node ``inner`` of an outer graph."""
+    b = StateGraph(CounterState)
+    b.add_node("inner", counter_graph().compile())
+    b.add_edge(START, "inner")
+    return b

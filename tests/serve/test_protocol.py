@@ -22,7 +22,8 @@ from langgraph_sdk import get_client, get_sync_client
 from relaygraph.graphs.examples.refund import refund_input
 
 SPECS = ["refund=relaygraph.graphs.examples.refund:build_refund_graph",
-         "counter=_protocol_graphs:counter_graph"]
+         "counter=_protocol_graphs:counter_graph",
+         "nested=_protocol_graphs:nested_graph"]
 CONFIG = """
 [limits]
 lease_ttl = 1.5
@@ -149,7 +150,7 @@ def test_refund_with_the_sync_client_background_run_join_and_stream(live: Live) 
 def _sync_refund(sync: Any) -> None:
     tid = sync.threads.create()["thread_id"]
     run = sync.runs.create(tid, "refund", input=refund_json())
-    assert run["status"] in ("pending", "running") and run["thread_id"] == tid
+    assert run["status"] in ("pending", "running", "success") and run["thread_id"] == tid
     joined = sync.runs.join(tid, run["run_id"])
     assert joined["__interrupt__"][0]["value"]["kind"] == "human_review"
     assert sync.runs.get(tid, run["run_id"])["status"] == "success"
@@ -233,9 +234,21 @@ async def test_stream_modes_values_updates_messages_and_events(client: Any) -> N
     assert v2[-1]["type"] == "values" and v2[-1]["interrupts"] == []
 
 
+async def test_subgraph_events_only_when_asked(client: Any) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    flat = [p.event async for p in client.runs.stream(
+        tid, "nested", input={"stop": 2}, stream_mode="updates")]
+    assert flat == ["metadata", "updates"]
+    deep = [p async for p in client.runs.stream(
+        tid, "nested", input={"stop": 0}, stream_mode=["updates"], stream_subgraphs=True)]
+    inner = [p for p in deep if p.event.startswith("updates|inner:")]
+    assert [p.data for p in inner] == [{"tick": {"n": 3}}]
+    assert deep[-1].event == "updates" and deep[-1].data["inner"]["n"] == 3
+
+
 async def test_assistants_one_per_graph(client: Any) -> None:
     found = await client.assistants.search()
-    assert sorted(a["assistant_id"] for a in found) == ["counter", "refund"]
+    assert sorted(a["assistant_id"] for a in found) == ["counter", "nested", "refund"]
     refund = await client.assistants.get("refund")
     assert refund["graph_id"] == "refund"
     drawn = await client.assistants.get_graph("refund")

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from langchain_core.messages import BaseMessage, BaseMessageChunk
+from langchain_core.messages import BaseMessageChunk
 from langgraph.types import Command
 
 from relaygraph.serve._context import ServerContext
@@ -44,7 +44,6 @@ _GRAPH_MODE: dict[str, str | None] = {
 }
 # "events" is LangChain's event stream (astream_events v2); "tools" and "lifecycle" are
 # accepted and send nothing
-STREAM_MODES = tuple(_GRAPH_MODE)
 
 _KEEP_FINISHED = 256  # finished runs whose events this process keeps for join_stream
 _KEEP_EVENTS = 2000  # events a run keeps for clients that follow it late
@@ -131,24 +130,14 @@ class RunHandle:
             await self.changed.wait()
 
 
-def _sdk_event(mode: str, requested: Sequence[str]) -> str | None:
-    """The SSE event name of a graph stream mode, or None when the client did not ask."""
-    if mode == "messages":
-        if "messages-tuple" in requested:
-            return "messages"
-        if "messages" in requested:
-            return "messages/partial"
-        return None
-    return mode if mode in requested else None
-
-
 def _message_event(chunk: Any, tuple_mode: bool) -> tuple[str, Any]:
+    """``messages-tuple``: ``[message, metadata]``; ``messages``: the message alone, as a
+    partial (a chunk) or complete message."""
     msg, meta = chunk
     if tuple_mode:
         return "messages", [to_json(msg), to_json(meta)]
     partial = isinstance(msg, BaseMessageChunk)
-    name = "messages/partial" if partial else "messages/complete"
-    return name, [to_json(msg)] if isinstance(msg, BaseMessage) else [to_json(msg)]
+    return "messages/partial" if partial else "messages/complete", [to_json(msg)]
 
 
 class RunManager:
@@ -339,7 +328,9 @@ class RunManager:
     def _emit(self, h: RunHandle, ns: Sequence[str], mode: str, chunk: Any) -> None:
         requested = h.spec.stream_mode
         if ns and not h.spec.stream_subgraphs:
-            return
+            if mode != "messages":
+                return
+            ns = ()  # as a graph streams its subgraphs' model messages without subgraphs=True
         suffix = "|" + "|".join(ns) if ns else ""
         if mode == "messages":
             if "messages-tuple" not in requested and "messages" not in requested:
@@ -347,9 +338,8 @@ class RunManager:
             name, data = _message_event(chunk, "messages-tuple" in requested)
             h.publish(name + suffix, data)
             return
-        event = _sdk_event(mode, requested)
-        if event is not None:
-            h.publish(event + suffix, to_json(chunk))
+        if mode in requested:
+            h.publish(mode + suffix, to_json(chunk))
 
     # -- following and cancelling
 
