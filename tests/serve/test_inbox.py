@@ -615,3 +615,26 @@ def test_saving_the_contract_of_a_failed_handoff_continues_the_run(client: TestC
     assert snap.values["case"].order_id == "A-10293"
     assert snap.values["reviews"][-1]["decision"] == "edit"
     assert snap.next == ("review",)  # guard passed, resolver ran, the refund waits
+
+
+def test_threads_page_lists_the_tenants_threads_with_their_timelines(
+        client: TestClient, clock: Clock) -> None:
+    start(client, "acme", "t-1")
+    clock.now += 1
+    start(client, "acme", "t-2")
+    start(client, "globex", "gx-1")
+    sign_in(client)
+    _, hidden = review_form(client, "t-1")
+    clock.now += 1
+    client.post("/inbox/reviews/t-1", data={**hidden, "action": "approve"})
+    page = client.get("/inbox/threads")  # most recently updated first: t-1 just finished
+    assert page.status_code == 200
+    assert re.findall(r'<a href="/inbox/threads/([^"]+)">', page.text) == ["t-1", "t-2"]
+    assert "gx-1" not in page.text
+    assert re.search(r't-1</a></td>\s*<td class="muted">refund</td>\s*<td><span class="status '
+                     r'status-finished">finished</span>', page.text)
+    waiting = client.get("/inbox/threads", params={"status": "waiting"}).text
+    assert re.findall(r'<a href="/inbox/threads/([^"]+)">', waiting) == ["t-2"]
+    assert 'href="/inbox/reviews/t-2">review</a>' in waiting
+    assert client.get("/inbox/threads", params={"status": "sleeping"}).status_code == 422
+    assert client.get("/inbox/threads", params={"cursor": "garbage"}).status_code == 422

@@ -51,7 +51,7 @@ from relaygraph.serve._inbox_timeline import atimeline_view
 from relaygraph.serve._reviews import InvalidReviewDecision, NotWaitingForReview, adecide
 from relaygraph.serve._routes.reviews import resolve_thread
 from relaygraph.serve._runner import thread_config
-from relaygraph.serve._tenancy import ThreadNotFound
+from relaygraph.serve._tenancy import ThreadNotFound, external_thread_id
 
 log = logging.getLogger("relaygraph.serve.inbox")
 
@@ -69,6 +69,12 @@ _env = jinja2.Environment(
 _env.filters["q"] = lambda value: quote(str(value), safe="")
 _env.filters["age"] = age_text
 _env.filters["when"] = when_text
+
+
+def when_iso(ts: float) -> str:
+    from relaygraph._clock import iso
+
+    return iso(ts)
 templates = Jinja2Templates(env=_env)
 
 SECURITY_HEADERS = {
@@ -459,6 +465,54 @@ def _decision(view: ReviewView, form: Mapping[str, Any]) -> tuple[dict[str, Any]
 
 
 # --------------------------------------------------------------------------- timeline
+
+
+THREAD_STATUSES = ("running", "waiting", "interrupted", "finished", "failed", "error")
+
+
+@router.get("/threads")
+async def threads(request: Request) -> Response:
+    """The tenant's threads, most recently updated first, each linking to its timeline."""
+    try:
+        session, principal = _signed_in(request)
+    except _Page as stop:
+        return stop.response
+    ctx = get_context(request)
+    p = request.query_params
+    graph, status, cursor = p.get("graph") or None, p.get("status") or None, p.get("cursor")
+    problems = []
+    if graph is not None and graph not in ctx.graphs:
+        problems.append(f"graph must be one of {', '.join(sorted(ctx.graphs))}; got "
+                        f"{graph[:60]!r}")
+    if status is not None and status not in THREAD_STATUSES:
+        problems.append(f"status must be one of {', '.join(THREAD_STATUSES)}; got "
+                        f"{status[:60]!r}")
+    if cursor is not None and len(cursor) > 2000:
+        problems.append("cursor is at most 2000 characters")
+    if problems:
+        return _error(request, 422, "Invalid filter", "; ".join(problems), session)
+    try:
+        page = await ctx.threads.apage(principal.tenant, limit=50, cursor=cursor or None,
+                                       graph_id=graph, status=status)
+    except ValueError as exc:
+        return _error(request, 422, "Invalid request", str(exc), session)
+    rows = []
+    for row in page.rows:
+        try:
+            tid = external_thread_id(principal, row.thread_id)
+        except ThreadNotFound:
+            continue
+        rows.append({"thread_id": tid, "graph_id": row.graph_id, "status": row.status,
+                     "next": list(row.summary.get("next") or []),
+                     "updated_at": when_iso(row.updated_at), "review": row.review,
+                     "error": row.summary.get("error")})
+    keep = {k: v for k, v in (("graph", graph), ("status", status)) if v}
+    return _render(request, "threads.html", {
+        "title": "Threads", "rows": rows, "graphs": sorted(ctx.graphs), "graph": graph,
+        "status": status, "statuses": THREAD_STATUSES, "cursor": cursor,
+        "next_cursor": page.next_cursor, "first_params": urlencode(keep),
+        "next_params": urlencode({**keep, "cursor": page.next_cursor or ""}),
+    }, session=session)
 
 
 @router.get("/threads/{thread_id}")
