@@ -342,6 +342,13 @@ async def test_update_state_and_delete(client: Any) -> None:
     assert (await client.threads.get_state(tid))["values"]["n"] == 40
     out = await client.runs.wait(tid, "counter", input={"stop": 0})
     assert out["n"] == 41
+    seeded = await client.threads.create(graph_id="counter", supersteps=[
+        {"updates": [{"values": {"n": 5, "stop": 5}, "as_node": "tick"}]},
+        {"updates": [{"values": {"n": 6}, "as_node": "tick"}]}])
+    assert seeded["values"] == {"n": 6, "stop": 5}
+    assert len(await client.threads.get_history(seeded["thread_id"], limit=10)) == 2
+    assert await refused(client.threads.create(graph_id="counter", supersteps=[
+        {"updates": [{"values": {"n": 1}, "as_node": "nowhere"}]}]), 422, "nowhere")
     patched = await client.threads.update(tid, metadata={"owner": "ana"})
     assert patched["metadata"]["owner"] == "ana"
     await client.threads.delete(tid)

@@ -126,9 +126,6 @@ async def create_thread(body: ThreadCreate, *, caller: CallerDep
                         ) -> ThreadOut:
     """Create a thread (a random id unless one is given)."""
     manager = await get_manager(caller.ctx)
-    if body.supersteps:
-        raise HTTPException(422, "supersteps are not supported by this server; create the "
-                                 "thread, then POST /threads/{thread_id}/state")
     thread_id = body.thread_id or str(uuid.uuid4())
     existing = await find_thread(caller, thread_id, manager)
     metadata = dict(body.metadata or {})
@@ -141,11 +138,39 @@ async def create_thread(body: ThreadCreate, *, caller: CallerDep
             return await thread_json(caller, existing, manager)
         raise HTTPException(409, f"thread {thread_id!r} already exists; pass "
                                  f"if_exists='do_nothing' to get it instead")
-    meta = await manager.store.aput_thread(caller.internal(thread_id), caller.tenant,
-                                           graph_id, metadata)
+    internal = caller.internal(thread_id)
+    if body.supersteps:
+        await _apply_supersteps(caller, internal, graph_id, body.supersteps)
+    meta = await manager.store.aput_thread(internal, caller.tenant, graph_id, metadata)
     ref = ThreadRef(thread_id, meta.thread_id, meta, graph_id,
                     caller.ctx.graphs.get(graph_id or ""))
+    if body.supersteps:
+        await manager.refresh_index(internal, graph_id)
     return await thread_json(caller, ref, manager)
+
+
+async def _apply_supersteps(caller: Caller, internal: str, graph_id: str | None,
+                            supersteps: list[dict[str, Any]]) -> None:
+    """Write a new thread's history: each superstep's updates as if its nodes had run."""
+    from langgraph.errors import InvalidUpdateError
+    from langgraph.types import StateUpdate as Update
+
+    if graph_id is None:
+        raise HTTPException(422, "supersteps need the thread's graph: pass graph_id")
+    steps = []
+    for i, step in enumerate(supersteps):
+        updates = step.get("updates") if isinstance(step, dict) else None
+        if not isinstance(updates, list) or not all(isinstance(u, dict) for u in updates):
+            raise HTTPException(422, f"supersteps[{i}].updates must be a list of "
+                                     f"{{values, as_node}} objects")
+        steps.append([Update(u.get("values"), u.get("as_node")) for u in updates])
+    try:
+        await caller.ctx.graphs[graph_id].abulk_update_state(
+            {"configurable": {"thread_id": internal}, "metadata": {"graph_id": graph_id}},
+            steps)
+    except (InvalidUpdateError, ValueError, TypeError, KeyError) as exc:
+        raise HTTPException(422, f"cannot apply supersteps: {type(exc).__name__}: {exc}"
+                            ) from None
 
 
 @router.post("/threads/search", response_model=list[ThreadOut])
