@@ -620,3 +620,23 @@ async def test_a_run_over_its_time_limit_stops_at_a_step_boundary() -> None:
         assert state["next"] == ["tick"] and state["values"]["n"] > 0  # kept, resumable
         n = state["values"]["n"]
         assert (await client.runs.wait(tid, "counter", input={"stop": 0}))["n"] == n + 1
+
+
+async def test_copy_delete_run_and_remote_update_state(live: Live, client: Any) -> None:
+    tid = (await client.threads.create(metadata={"k": 1}))["thread_id"]
+    run = await client.runs.create(tid, "counter", input={"stop": 2})
+    await client.runs.join(tid, run["run_id"])
+    copy = await client.threads.copy(tid)
+    assert copy["thread_id"] != tid and copy["values"] == {"n": 2, "stop": 2}
+    assert copy["metadata"]["k"] == 1
+    await client.runs.delete(tid, run["run_id"])
+    assert await client.runs.list(tid) == []
+    assert await refused(client.runs.get(tid, run["run_id"]), 404)
+
+    async with get_client(url=live.url, api_key=KEY_ACME) as c:
+        remote = RemoteGraph("counter", client=c)
+        config: Any = {"configurable": {"thread_id": copy["thread_id"]}}
+        new = await remote.aupdate_state(config, {"n": 10}, as_node="tick")
+        assert new["configurable"]["thread_id"] == copy["thread_id"]
+        assert (await remote.aget_state(config)).values == {"n": 10, "stop": 2}
+    assert (await client.threads.get_state(tid))["values"] == {"n": 2, "stop": 2}
