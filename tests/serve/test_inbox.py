@@ -638,3 +638,16 @@ def test_threads_page_lists_the_tenants_threads_with_their_timelines(
     assert 'href="/inbox/reviews/t-2">review</a>' in waiting
     assert client.get("/inbox/threads", params={"status": "sleeping"}).status_code == 422
     assert client.get("/inbox/threads", params={"cursor": "garbage"}).status_code == 422
+
+
+def test_the_live_count_reads_card_ids_holding_commas_and_colons(client: TestClient) -> None:
+    from urllib.parse import quote
+
+    start(client, "acme", "a,b:c")
+    start(client, "acme", "plain")
+    sign_in(client)
+    listed = cards(client.get("/inbox").text)
+    assert sorted(c.rsplit(":", 1)[0] for c in listed) == ["a,b:c", "plain"]
+    sent = ",".join(quote(c, safe="") for c in listed + ["a,b:c:gone-interrupt"])
+    assert client.get("/inbox/count", params={"cards": sent}).json() == {
+        "waiting": 2, "gone": ["a,b:c:gone-interrupt"]}

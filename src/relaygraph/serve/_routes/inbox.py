@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import jinja2
 from fastapi import APIRouter, Request
@@ -295,8 +295,8 @@ async def inbox(request: Request) -> Response:
 async def count(request: Request) -> Response:
     """``{"waiting": n, "gone": [...]}``: the live count, and which listed cards went stale.
 
-    ``?cards=thread_id:interrupt_id,...`` names the cards on the page; ``gone`` lists those
-    that no longer wait.
+    ``?cards=`` names the cards on the page (``thread_id:interrupt_id``, each
+    percent-encoded, comma-separated); ``gone`` lists those that no longer wait.
     """
     session = read_session(request)
     if session is None or session.principal is None:
@@ -304,7 +304,8 @@ async def count(request: Request) -> Response:
     ctx = get_context(request)
     cards = await acollect(ctx, session.principal)
     live = {f"{c.thread_id}:{c.interrupt_id}" for c in cards}
-    asked = [c for c in (request.query_params.get("cards") or "").split(",") if c][:500]
+    asked = [unquote(c) for c in (request.query_params.get("cards") or "").split(",")
+             if c][:500]
     return JSONResponse({"waiting": len(cards), "gone": [c for c in asked if c not in live]},
                         headers={"Cache-Control": "no-store"})
 

@@ -13,7 +13,8 @@
   }
   async function refreshCount() {
     const cards = cardsOnPage().filter(c => !c.classList.contains("stale"));
-    const ids = cards.map(c => c.dataset.card).join(",");
+    // each card is percent-encoded, so thread ids may hold commas and colons
+    const ids = cards.map(c => encodeURIComponent(c.dataset.card)).join(",");
     let resp;
     try {
       resp = await fetch(base + "/count" + (ids ? "?cards=" + encodeURIComponent(ids) : ""),
