@@ -651,3 +651,19 @@ def test_the_live_count_reads_card_ids_holding_commas_and_colons(client: TestCli
     sent = ",".join(quote(c, safe="") for c in listed + ["a,b:c:gone-interrupt"])
     assert client.get("/inbox/count", params={"cards": sent}).json() == {
         "waiting": 2, "gone": ["a,b:c:gone-interrupt"]}
+
+
+def test_guessing_keys_is_slowed_down(client: TestClient, clock: Clock) -> None:
+    page = client.get("/inbox/signin")
+    token = csrf(page.text)
+    for _ in range(10):
+        assert client.post("/inbox/signin", data={"csrf_token": token,
+                                                  "api_key": "guess-0123456789xx"}
+                           ).status_code == 401
+    # even the right key waits now: the address has used up its attempts
+    blocked = client.post("/inbox/signin", data={"csrf_token": token, "api_key": ACME_KEY})
+    assert blocked.status_code == 429
+    assert "Too many failed sign-ins" in blocked.text
+    clock.now += 61
+    assert client.post("/inbox/signin", data={"csrf_token": token, "api_key": ACME_KEY},
+                       follow_redirects=False).status_code == 303

@@ -45,6 +45,8 @@ class InboxOptions:
         count_refresh_s: how often the inbox page refreshes its waiting count.
         clock: seconds since the epoch (injected in tests).
         secure_cookie: mark the cookie ``Secure`` (default: when the request is HTTPS).
+        signin_failures: failed sign-ins one client may make per ``signin_window`` seconds
+            before it gets 429 (keys are long, but guessing should still be slow).
     """
 
     session_secret: str = field(default_factory=lambda: default_secret())
@@ -53,6 +55,25 @@ class InboxOptions:
     count_refresh_s: int = 15
     clock: Callable[[], float] = time.time
     secure_cookie: bool | None = None
+    signin_failures: int = 10
+    signin_window: float = 60.0
+    _failures: dict[str, list[float]] = field(default_factory=dict, repr=False, init=False)
+
+    def signin_blocked(self, client: str) -> bool:
+        """Whether ``client`` has used up its failed sign-ins for now."""
+        now = self.clock()
+        recent = [t for t in self._failures.get(client, []) if now - t < self.signin_window]
+        if recent:
+            self._failures[client] = recent
+        else:
+            self._failures.pop(client, None)
+        return len(recent) >= self.signin_failures
+
+    def signin_failed(self, client: str) -> None:
+        """Count one failed sign-in of ``client``."""
+        if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
+            self._failures.clear()
+        self._failures.setdefault(client, []).append(self.clock())
 
 
 def default_secret() -> str:

@@ -210,12 +210,19 @@ async def signin(request: Request) -> Response:
     except _Page as page:
         return page.response
     nxt = _safe_next(form.get("next"), _base(request))
+    opts = options(request)
+    client = request.client.host if request.client else "unknown"
+    if opts.signin_blocked(client):
+        return _error(request, 429, "Too many attempts",
+                      f"Too many failed sign-ins from this address; wait "
+                      f"{opts.signin_window:.0f} seconds and try again.", session)
     key = form.get("api_key")
     principal = None
     if isinstance(key, str) and 0 < len(key) <= 1000:
         principal = await principal_for_key(request, key.strip())
     if principal is None:
         assert session is not None
+        opts.signin_failed(client)
         return _render(request, "signin.html", {
             "title": "Sign in", "next": nxt,
             "error": "That API key is not valid here. Use the key your administrator gave "
