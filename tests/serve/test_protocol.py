@@ -477,6 +477,23 @@ async def test_search_by_status_and_paging(client: Any) -> None:
     assert await client.threads.count(metadata=tag, status="interrupted") == 1
 
 
+async def test_resumable_stream_ids_and_last_event_id(client: Any) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    parts = [p async for p in client.runs.stream(tid, "counter", input={"stop": 3},
+                                                 stream_mode="updates", stream_resumable=True)]
+    assert [p.id for p in parts] == ["0", "1", "2", "3"]
+    run_id = parts[0].data["run_id"]
+    again = [p async for p in client.runs.join_stream(tid, run_id, last_event_id="1")]
+    assert [(p.id, p.data) for p in again] == [("2", {"tick": {"n": 2}}),
+                                               ("3", {"tick": {"n": 3}})]
+    assert await refused(_drain(client.runs.join_stream(tid, run_id, last_event_id="x")),
+                         422, "Last-Event-ID")
+
+
+async def _drain(stream: Any) -> list[Any]:
+    return [p async for p in stream]
+
+
 async def test_join_stream_and_stateless_wait(client: Any) -> None:
     tid = (await client.threads.create())["thread_id"]
     run = await client.runs.create(tid, "counter", input={"stop": 3},
@@ -499,20 +516,23 @@ async def test_a_long_run_keeps_its_first_and_newest_events() -> None:
     handle = _runs.RunHandle(record=rec, spec=_runs.RunSpec(graph_id="counter"))
     handle.publish("metadata", {"run_id": "r"})
     early = handle.follow()
-    assert await anext(early) == ("metadata", {"run_id": "r"})
+    assert await anext(early) == (0, "metadata", {"run_id": "r"})
     total = 3 * _runs._KEEP_EVENTS
     for i in range(total):
         handle.publish("values", {"i": i})
         if i == 10:
-            assert await anext(early) == ("values", {"i": 0})  # reads as they come
+            assert await anext(early) == (1, "values", {"i": 0})  # reads as they come
     handle.done.set()
     assert len(handle.events) <= _runs._KEEP_EVENTS + 1
     late = [e async for e in handle.follow()]
-    assert late[0] == ("metadata", {"run_id": "r"})
-    seq = [d["i"] for _, d in late[1:]]
+    assert late[0] == (0, "metadata", {"run_id": "r"})
+    seq = [d["i"] for _, _, d in late[1:]]
     assert seq == list(range(seq[0], total))  # no gaps, ends with the last event
-    rest = [d["i"] async for _, d in early]
+    assert all(event_id == d["i"] + 1 for event_id, _, d in late[1:])  # ids are positions
+    rest = [d["i"] async for _, _, d in early]
     assert rest == sorted(set(rest)) and rest[-1] == total - 1  # skipped only what was dropped
+    after = [d["i"] async for _, _, d in handle.follow(after=total - 3)]  # ids > total - 3
+    assert after == [total - 3, total - 2, total - 1]
 
 
 async def test_in_process_on_an_in_memory_saver() -> None:

@@ -109,9 +109,10 @@ class RunHandle:
             self.dropped += _KEEP_EVENTS // 2
         self.changed.set()
 
-    async def follow(self) -> AsyncIterator[tuple[str, Any]]:
-        """The run's events from the first kept, then live until it ends."""
-        seen = 0  # events delivered, counting dropped ones
+    async def follow(self, after: int | None = None) -> AsyncIterator[tuple[int, str, Any]]:
+        """``(id, event, data)``: the run's events from the first kept (or those after the
+        event ``after``), then live until it ends. Ids count from 0, the ``metadata`` event."""
+        seen = 0 if after is None else after + 1  # the next id to deliver
         while True:
             while True:
                 # events[0] (metadata) is never dropped; the rest start at ``dropped + 1``
@@ -123,7 +124,7 @@ class RunHandle:
                     break
                 event, data = self.events[index]
                 seen = index + self.dropped + 1 if index else 1
-                yield event, data
+                yield seen - 1, event, data
             if self.done.is_set():
                 return
             self.changed.clear()

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
 
 from relaygraph.serve._errors import BadRequest, ServerDraining, ThreadNotWaiting
@@ -162,19 +162,21 @@ async def _discard_stateless(caller: Caller, manager: RunManager, ref: ThreadRef
     await caller.ctx.threads.adelete(ref.internal)
 
 
-def _sse(event: str, data: Any) -> bytes:
-    return (b"event: " + event.encode() + b"\ndata: "
+def _sse(event: str, data: Any, event_id: int | None = None) -> bytes:
+    head = b"" if event_id is None else b"id: %d\n" % event_id
+    return (head + b"event: " + event.encode() + b"\ndata: "
             + orjson.dumps(data, default=json_default) + b"\n\n")
 
 
 def _stream_response(caller: Caller, manager: RunManager, ref: ThreadRef, handle: RunHandle,
                      body: RunCreate | None, *, stateless: bool,
-                     cancel_on_disconnect: bool) -> StreamingResponse:
+                     cancel_on_disconnect: bool, after: int | None = None
+                     ) -> StreamingResponse:
     async def events() -> AsyncIterator[bytes]:
         finished = False
         try:
-            async for event, data in handle.follow():
-                yield _sse(event, data)
+            async for event_id, event, data in handle.follow(after):
+                yield _sse(event, data, event_id)
             finished = True
         finally:
             if not finished and cancel_on_disconnect and not handle.done.is_set():
@@ -184,9 +186,25 @@ def _stream_response(caller: Caller, manager: RunManager, ref: ThreadRef, handle
             if stateless and body is not None and handle.done.is_set():
                 await _discard_stateless(caller, manager, ref, body)
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={
-        "Content-Location": _location(ref.external, handle.record.run_id),
-        "Cache-Control": "no-store"})
+    location = _location(ref.external, handle.record.run_id)
+    headers = {"Content-Location": location, "Cache-Control": "no-store"}
+    if body is not None and body.stream_resumable and not stateless:
+        # a client cut off mid-stream reconnects here with Last-Event-ID (same process)
+        headers["Location"] = f"{location}/stream"
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+def _last_event_id(raw: str | None) -> int | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"Last-Event-ID must be an event id this server sent (an integer), "
+                         f"got {raw[:40]!r}") from None
+    if value < 0:
+        raise BadRequest(f"Last-Event-ID must be >= 0, got {value}")
+    return value
 
 
 async def _record(caller: Caller, manager: RunManager, thread_id: str, run_id: str
@@ -287,14 +305,17 @@ async def join_run(thread_id: str, run_id: str, *, caller: CallerDep) -> Any:
 
 @router.get("/threads/{thread_id}/runs/{run_id}/stream")
 async def join_stream(thread_id: str, run_id: str, cancel_on_disconnect: bool = False,
+                      last_event_id: Annotated[str | None, Header()] = None,
                       *, caller: CallerDep) -> StreamingResponse:
-    """Follow a run's events; a run executing in another process streams its final values."""
+    """Follow a run's events (after ``Last-Event-ID``, if sent); a run executing in another
+    process streams its final values."""
     manager = await get_manager(caller.ctx)
     ref, rec = await _record(caller, manager, thread_id, run_id)
+    after = _last_event_id(last_event_id)
     local = manager.handles.get(run_id)
     if local is not None:
         return _stream_response(caller, manager, ref, local, None, stateless=False,
-                                cancel_on_disconnect=cancel_on_disconnect)
+                                cancel_on_disconnect=cancel_on_disconnect, after=after)
 
     async def remote() -> AsyncIterator[bytes]:
         yield _sse("metadata", {"run_id": run_id, "attempt": 1})
