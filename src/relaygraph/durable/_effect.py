@@ -362,7 +362,7 @@ class Effect:
         engine = ledger._sync_engine()
         call.wait_stored()
         try:
-            with engine.begin() as conn:
+            with ledger.turn(), engine.begin() as conn:
                 begin_write(conn)
                 found = op_get(conn, site.name, site.key)
                 if found is not None and found.status == "done":

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -91,10 +92,6 @@ _COLUMNS = (T.c.effect_name, T.c.effect_key, T.c.thread_id, T.c.checkpoint_ns, T
             T.c.resolved_by, T.c.result_type, T.c.result)
 
 
-def _pk(name: str, key: str) -> Any:
-    return sa.and_(T.c.effect_name == name, T.c.effect_key == key)
-
-
 def _record(row: Any) -> EffectRecord:
     return EffectRecord(
         name=row[0], key=row[1], thread_id=row[2], checkpoint_ns=row[3] or "",
@@ -103,11 +100,42 @@ def _record(row: Any) -> EffectRecord:
         result_bytes=bytes(row[12]) if row[12] is not None else None)
 
 
-# -- the statements, once, as functions of a Connection ---------------------------------
+# -- the statements, built once with bound parameters, run as functions of a Connection --
+
+def _p(name: str, column: str) -> Any:
+    return sa.bindparam(name, type_=T.c[column].type)
+
+
+_PK = sa.and_(T.c.effect_name == _p("n", "effect_name"), T.c.effect_key == _p("k", "effect_key"))
+_STARTED = T.c.status == "started"
+_OURS = T.c.attempts == _p("a", "attempts")
+_DONE_VALUES = {"status": "done", "result_type": _p("rt", "result_type"),
+                "result": _p("rb", "result"), "finished_at": _p("now", "finished_at"),
+                "resolved_by": _p("by", "resolved_by")}
+_GET = sa.select(*_COLUMNS).where(_PK)
+_INSERT = sa.insert(T)
+_RECLAIM = sa.update(T).where(_PK, _STARTED, _OURS).values(
+    attempts=_p("a2", "attempts"), started_at=_p("now", "started_at"))
+_FINISH = sa.update(T).where(_PK, _STARTED).values(**_DONE_VALUES)
+_FINISH_OURS = sa.update(T).where(_PK, _STARTED, _OURS).values(**_DONE_VALUES)
+_REPLACE_STARTED = sa.update(T).where(_PK, _STARTED).values(
+    attempts=T.c.attempts + 1, started_at=_p("now", "started_at"), **{
+        **_DONE_VALUES, "finished_at": _p("now", "finished_at")})
+_FORGET = sa.delete(T).where(_PK)
+_FORGET_OURS = sa.delete(T).where(_PK, _STARTED, _OURS)
+
 
 def op_get(conn: sa.Connection, name: str, key: str) -> EffectRecord | None:
-    row = conn.execute(sa.select(*_COLUMNS).where(_pk(name, key))).first()
+    row = conn.execute(_GET, {"n": name, "k": key}).first()
     return _record(row) if row is not None else None
+
+
+def _new_row(site: CallSite, now: float, **values: Any) -> dict[str, Any]:
+    return {"effect_name": site.name, "effect_key": site.key, "thread_id": site.thread_id,
+            "checkpoint_ns": site.checkpoint_ns, "task_id": site.task_id,
+            "call_index": site.call_index, "attempts": 1, "started_at": now,
+            "finished_at": None, "resolved_by": None, "result_type": None, "result": None,
+            **values}
 
 
 def op_claim(conn: sa.Connection, site: CallSite, now: float) -> EffectRecord | None:
@@ -117,70 +145,54 @@ def op_claim(conn: sa.Connection, site: CallSite, now: float) -> EffectRecord | 
     found = op_get(conn, site.name, site.key)
     if found is not None:
         return found
-    conn.execute(_INSERT, {
-        "effect_name": site.name, "effect_key": site.key, "thread_id": site.thread_id,
-        "checkpoint_ns": site.checkpoint_ns, "task_id": site.task_id,
-        "call_index": site.call_index, "status": "started", "attempts": 1,
-        "started_at": now})
+    conn.execute(_INSERT, _new_row(site, now, status="started"))
     return None
-
-
-_INSERT = sa.insert(T)
 
 
 def op_reclaim(conn: sa.Connection, name: str, key: str, attempts: int, now: float) -> bool:
     """Start another attempt of an in-doubt call; ``False`` if someone else did first."""
-    res = conn.execute(
-        sa.update(T).where(_pk(name, key), T.c.status == "started", T.c.attempts == attempts)
-        .values(attempts=attempts + 1, started_at=now))
+    res = conn.execute(_RECLAIM, {"n": name, "k": key, "a": attempts, "a2": attempts + 1,
+                                  "now": now})
     return res.rowcount == 1
 
 
 def op_finish(conn: sa.Connection, name: str, key: str, attempts: int | None,
               typed: tuple[str, bytes], now: float, resolved_by: ResolvedBy) -> bool:
     """Record the result of a started call; ``False`` if it was no longer ours to record."""
-    cond = [_pk(name, key), T.c.status == "started"]
-    if attempts is not None:
-        cond.append(T.c.attempts == attempts)
-    res = conn.execute(sa.update(T).where(*cond).values(
-        status="done", result_type=typed[0], result=typed[1], finished_at=now,
-        resolved_by=resolved_by))
-    return res.rowcount == 1
+    params = {"n": name, "k": key, "rt": typed[0], "rb": typed[1], "now": now,
+              "by": resolved_by}
+    if attempts is None:
+        return conn.execute(_FINISH, params).rowcount == 1
+    return conn.execute(_FINISH_OURS, {**params, "a": attempts}).rowcount == 1
 
 
 def op_insert_done(conn: sa.Connection, site: CallSite, typed: tuple[str, bytes],
                    now: float, *, replace_started: bool) -> None:
     """Record a call made inside the ledger's transaction (raises IntegrityError when a
     concurrent transaction recorded the same call first)."""
-    values = {"status": "done", "result_type": typed[0], "result": typed[1],
-              "finished_at": now, "resolved_by": "call"}
     if replace_started:
-        res = conn.execute(sa.update(T).where(
-            _pk(site.name, site.key), T.c.status == "started").values(
-            attempts=T.c.attempts + 1, started_at=now, **values))
+        res = conn.execute(_REPLACE_STARTED, {"n": site.name, "k": site.key, "rt": typed[0],
+                                              "rb": typed[1], "now": now, "by": "call"})
         if res.rowcount != 1:
             raise sa.exc.IntegrityError("effect row changed underneath", None,
                                         Exception("concurrent record"))
         return
-    conn.execute(sa.insert(T).values(
-        effect_name=site.name, effect_key=site.key, thread_id=site.thread_id,
-        checkpoint_ns=site.checkpoint_ns, task_id=site.task_id, call_index=site.call_index,
-        attempts=1, started_at=now, **values))
+    conn.execute(_INSERT, _new_row(site, now, status="done", finished_at=now,
+                                   resolved_by="call", result_type=typed[0],
+                                   result=typed[1]))
 
 
 def op_forget(conn: sa.Connection, name: str, key: str, attempts: int | None) -> bool:
-    cond = [_pk(name, key)]
-    if attempts is not None:  # only our own unfinished attempt
-        cond += [T.c.status == "started", T.c.attempts == attempts]
-    return conn.execute(sa.delete(T).where(*cond)).rowcount > 0
+    if attempts is None:
+        return conn.execute(_FORGET, {"n": name, "k": key}).rowcount > 0
+    # only our own unfinished attempt
+    return conn.execute(_FORGET_OURS, {"n": name, "k": key, "a": attempts}).rowcount > 0
 
 
 def op_resolve(conn: sa.Connection, name: str, key: str, typed: tuple[str, bytes],
                now: float) -> bool:
-    res = conn.execute(sa.update(T).where(_pk(name, key), T.c.status == "started").values(
-        status="done", result_type=typed[0], result=typed[1], finished_at=now,
-        resolved_by="manual"))
-    return res.rowcount == 1
+    return conn.execute(_FINISH, {"n": name, "k": key, "rt": typed[0], "rb": typed[1],
+                                  "now": now, "by": "manual"}).rowcount == 1
 
 
 def op_list(conn: sa.Connection, thread_id: str, status: Status | None) -> list[EffectRecord]:
@@ -229,7 +241,8 @@ class EffectLedger:
     """
 
     def __init__(self, engine: sa.Engine | AsyncEngine, *,
-                 serde: SerializerProtocol | None = None, clock: Clock = system_clock) -> None:
+                 serde: SerializerProtocol | None = None, clock: Clock = system_clock,
+                 write_lock: Any = None) -> None:
         if isinstance(engine, str):
             raise ConfigurationError(
                 "EffectLedger takes an Engine or AsyncEngine, got a URL string; create one "
@@ -247,6 +260,13 @@ class EffectLedger:
         self.is_async = isinstance(engine, AsyncEngine)
         self._ready = False
         self._ready_lock = threading.Lock()
+        # SQLite has one writer at a time: in-process writers take turns on a lock (the
+        # saver's own, from from_saver) instead of SQLite's busy handler, which sleeps
+        # for milliseconds at a time while a checkpoint is being written
+        if write_lock is None and isinstance(engine, sa.Engine) \
+                and engine.dialect.name == "sqlite":
+            write_lock = _engine_lock(engine)
+        self._write_lock = write_lock
 
     @classmethod
     def from_saver(cls, saver: Any, **kwargs: Any) -> EffectLedger:
@@ -258,6 +278,9 @@ class EffectLedger:
                 f"AsyncSQLAlchemySaver), got {type(saver).__name__}; pass an Engine to "
                 "EffectLedger(engine) instead")
         kwargs.setdefault("serde", getattr(saver, "serde", None))
+        lock = getattr(saver, "_write_lock", None)
+        if isinstance(engine, sa.Engine) and hasattr(lock, "acquire"):
+            kwargs.setdefault("write_lock", lock)
         return cls(engine, **kwargs)
 
     @classmethod
@@ -314,12 +337,28 @@ class EffectLedger:
         assert isinstance(self.engine, sa.Engine)
         return self.engine
 
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """Hold the in-process write turn of a SQLite database (elsewhere: nothing)."""
+        lock = self._write_lock
+        if lock is None:
+            yield
+            return
+        if not lock.acquire(timeout=WRITE_TURN_SECONDS):
+            raise EffectLedgerError(
+                f"the SQLite database was busy for {WRITE_TURN_SECONDS:.0f} s (an effect "
+                "called from inside a transactional effect waits for itself)")
+        try:
+            yield
+        finally:
+            lock.release()
+
     def run(self, op: Callable[..., Any], *args: Any, immediate: bool = False) -> Any:
         """Run ``op(conn, *args)`` in one transaction (sync engines)."""
         engine = self._sync_engine()
         try:
-            with engine.begin() as conn:
-                if immediate:
+            with self.turn(), engine.begin() as conn:
+                if immediate or self._write_lock is not None:
                     begin_write(conn)
                 return op(conn, *args)
         except sa.exc.DBAPIError as exc:
@@ -429,6 +468,19 @@ class EffectLedger:
     async def adelete_thread(self, thread_id: str) -> int:
         """Async twin of `delete_thread`."""
         return await self.arun(op_delete_thread, thread_id)
+
+
+WRITE_TURN_SECONDS = 30.0
+
+_locks: weakref.WeakKeyDictionary[sa.Engine, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+def _engine_lock(engine: sa.Engine) -> threading.Lock:
+    with _shared_lock:
+        lock = _locks.get(engine)
+        if lock is None:
+            lock = _locks[engine] = threading.Lock()
+        return lock
 
 
 _shared: weakref.WeakKeyDictionary[Any, EffectLedger] = weakref.WeakKeyDictionary()
