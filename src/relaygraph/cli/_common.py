@@ -213,7 +213,9 @@ def workspace(args: argparse.Namespace, *, need_db: bool = True) -> Workspace:
 
 def make_console() -> Console:
     # tables need room: when the output is not a terminal, do not wrap at 80 columns
-    return Console(width=None if sys.stdout.isatty() else 140)
+    # no highlighting and no wrapping of plain lines: the commands the CLI prints (resume,
+    # review) must stay copyable, with no colour codes inside paths
+    return Console(width=None if sys.stdout.isatty() else 140, highlight=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:

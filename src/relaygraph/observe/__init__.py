@@ -7,6 +7,7 @@ Example:
 """
 
 from relaygraph.observe._costs import CostReport, cost_report
+from relaygraph.observe._draw import GraphDrawing, draw_graph
 from relaygraph.observe._langsmith import annotate_guard_decision, annotate_run
 from relaygraph.observe._pricing import (
     DEFAULT_PRICES,
@@ -30,6 +31,7 @@ __all__ = [
     "CostReport",
     "DEFAULT_PRICES",
     "DEFAULT_PRICES_AS_OF",
+    "GraphDrawing",
     "ModelPrice",
     "Pricing",
     "StatusReport",
@@ -42,6 +44,7 @@ __all__ = [
     "atimeline",
     "cost_by_agent",
     "cost_report",
+    "draw_graph",
     "get_thread_status",
     "run_cost",
     "thread_status",
