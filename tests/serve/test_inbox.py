@@ -667,3 +667,20 @@ def test_guessing_keys_is_slowed_down(client: TestClient, clock: Clock) -> None:
     clock.now += 61
     assert client.post("/inbox/signin", data={"csrf_token": token, "api_key": ACME_KEY},
                        follow_redirects=False).status_code == 303
+
+
+def test_a_run_started_through_the_protocol_appears_in_the_inbox(client: TestClient) -> None:
+    from relaygraph.graphs.examples._data import REFUND_TRANSCRIPT
+
+    headers = {"x-api-key": ACME_KEY}
+    assert client.post("/threads", json={"thread_id": "via-sdk"}, headers=headers
+                       ).status_code == 200
+    messages = [{"role": "user" if who == "human" else "assistant", "content": text}
+                for who, text in REFUND_TRANSCRIPT]
+    run = client.post("/threads/via-sdk/runs/wait", headers=headers,
+                      json={"assistant_id": "refund", "input": {"messages": messages}})
+    assert run.status_code == 200, run.text
+    sign_in(client)
+    assert [c.split(":")[0] for c in cards(client.get("/inbox").text)] == ["via-sdk"]
+    page, _ = review_form(client, "via-sdk")
+    assert re.search(r'<mark class="prov ok" data-field="order_id"[^>]*>A-10293<sup>', page)
