@@ -47,8 +47,12 @@ class Live:
 @contextlib.contextmanager
 def live_server(tmp: Path, *, database_url: str, specs: Sequence[str] = (),
                 config: str | None = None, workers: int = 1,
-                env: Mapping[str, str] | None = None) -> Iterator[Live]:
-    """Run ``uvicorn --factory relaygraph.serve._server:app_factory`` until the block ends."""
+                env: Mapping[str, str] | None = None, cli: bool = False) -> Iterator[Live]:
+    """Run ``uvicorn --factory relaygraph.serve._server:app_factory`` until the block ends.
+
+    With ``cli=True`` the server is started as users start it: ``relaygraph serve SPEC...
+    --db URL --workers N --host --port [--config FILE]``.
+    """
     import json
 
     port = free_port()
@@ -65,6 +69,14 @@ def live_server(tmp: Path, *, database_url: str, specs: Sequence[str] = (),
     cmd = [sys.executable, "-m", "uvicorn", "--factory", "relaygraph.serve._server:app_factory",
            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
            "--log-level", "warning", "--timeout-graceful-shutdown", "20"]
+    if cli:
+        for name in ("RELAYGRAPH_DATABASE_URL", "RELAYGRAPH_SERVE_GRAPHS",
+                     "RELAYGRAPH_SERVE_CONFIG"):
+            environ.pop(name, None)
+        cmd = [sys.executable, "-m", "relaygraph", "serve", *specs, "--db", database_url,
+               "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port)]
+        if config is not None:
+            cmd += ["--config", str(tmp / f"relaygraph-{port}.toml")]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=environ,
                                 cwd=str(tmp))

@@ -134,3 +134,24 @@ def test_listing_pages_use_the_index_at_10000_threads(pg_backend: Any) -> None:
             assert "Index Scan" in plan and "Seq Scan" not in plan, (name, plan)
             assert "Sort" not in plan, (name, plan)
     engine.dispose()
+
+
+def test_relaygraph_serve_with_two_workers(pg_backend: Any, tmp_path: Path) -> None:
+    """``relaygraph serve NAME=module:attr --db URL --workers 2``, as a user starts it."""
+    with live_server(tmp_path, database_url=pg_backend.url, specs=SPECS[:1], workers=2,
+                     cli=True) as server, server.client() as c:
+        threads = [f"cli-{i}" for i in range(6)]
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            codes = list(pool.map(lambda t: _invoke_closed(server, t), threads))
+        assert codes == [200] * 6
+        pending = {r["thread_id"] for r in c.get("/reviews", params={"limit": 50}).json()[
+            "reviews"]}
+        assert pending == set(threads)
+        for t in threads:
+            assert c.post(f"/reviews/{t}", json={"action": "approve"}).status_code == 200
+        assert c.get("/reviews").json()["reviews"] == []
+
+
+def _invoke_closed(server: Live, thread: str) -> int:
+    with server.client() as c:
+        return invoke(c, "refund", thread, refund_input()).status_code
