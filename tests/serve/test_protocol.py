@@ -400,6 +400,19 @@ async def test_enqueue_waits_for_the_running_run(client: Any) -> None:
     assert (await client.runs.get(tid, busy["run_id"]))["status"] == "interrupted"
 
 
+async def test_queued_runs_take_the_thread_in_order(client: Any) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    busy = await _busy_run(client, tid)
+    queued = [await client.runs.create(tid, "counter", input={"stop": 0},
+                                       multitask_strategy="enqueue") for _ in range(3)]
+    await client.runs.cancel(tid, busy["run_id"])
+    outs = [(await client.runs.join(tid, q["run_id"]))["n"] for q in queued]
+    stopped_at = await _n_written_by(client, tid, busy["run_id"])
+    assert [await _n_written_by(client, tid, q["run_id"]) for q in queued] == [
+        stopped_at + 1, stopped_at + 2, stopped_at + 3]
+    assert outs[-1] == stopped_at + 3
+
+
 async def _n_written_by(client: Any, tid: str, run_id: str) -> int:
     history = await client.threads.get_history(tid, limit=1000,
                                                metadata={"run_id": run_id})

@@ -188,6 +188,8 @@ class RunManager:
         try:
             if spec.after_seconds:
                 await asyncio.sleep(spec.after_seconds)
+            if spec.multitask_strategy == "enqueue":
+                await self._wait_turn(rec)
             # the runs a rollback undoes: those executing when this one was asked for
             victims = ([r.run_id for r in await self.store.aactive_runs(rec.thread_id)
                         if r.run_id != rec.run_id and r.status == "running"]
@@ -243,6 +245,20 @@ class RunManager:
         self._finished.append(rec.run_id)
         while len(self._finished) > _KEEP_FINISHED:
             self.handles.pop(self._finished.pop(0), None)
+
+    async def _wait_turn(self, rec: RunRecord) -> None:
+        """Queued runs take the thread in the order they were asked for: wait until no
+        run queued earlier on the thread is still pending (at most ``enqueue_wait``)."""
+        deadline = self.clock() + self.ctx.settings.enqueue_wait
+        delay = 0.02
+        while self.clock() < deadline:
+            ahead = [r for r in await self.store.aactive_runs(rec.thread_id)
+                     if r.status == "pending" and r.multitask_strategy == "enqueue"
+                     and (r.created_at, r.run_id) < (rec.created_at, rec.run_id)]
+            if not ahead:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     async def _admit(self, h: RunHandle) -> bool:
         """The lease is held: mark the run running (unless it was cancelled meanwhile)."""
