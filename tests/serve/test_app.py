@@ -358,3 +358,38 @@ def test_docs_are_served_from_local_assets(client: TestClient) -> None:
     for url in urls:
         assert client.get(url).status_code == 200
     assert client.get("/openapi.json").status_code == 200
+
+
+async def test_thread_index_pages_by_cursor_on_every_backend(engine: Any) -> None:
+    now = [1000.0]
+    index = ThreadIndex(engine, clock=lambda: now[0])
+    await index.asetup()
+    await index.asetup()  # idempotent
+    for i in range(7):
+        if i % 3 == 0:
+            now[0] += 1  # several rows share an updated_at: the cursor breaks ties by id
+        await index.aput(f"acme/t{i}", "acme", "refund", "waiting" if i % 2 else "finished",
+                         {"next": [], "interrupts": [{"id": f"i{i}", "review": True}]},
+                         review=bool(i % 2))
+    await index.aput("globex/t0", "globex", "refund", "finished", {})
+    seen, cursor = [], None
+    while True:
+        page = await index.apage("acme", limit=3, cursor=cursor)
+        seen += [r.thread_id for r in page.rows]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == ["acme/t6", "acme/t5", "acme/t4", "acme/t3", "acme/t2", "acme/t1", "acme/t0"]
+    reviews = await index.apage("acme", limit=10, review_only=True)
+    assert [r.thread_id for r in reviews.rows] == ["acme/t5", "acme/t3", "acme/t1"]
+    assert reviews.rows[0].summary["interrupts"][0]["id"] == "i5"
+    # an update moves the thread to the top; expiry is by graph and age
+    now[0] += 10
+    await index.aput("acme/t0", "acme", "refund", "finished", {})
+    assert (await index.apage("acme", limit=1)).rows[0].thread_id == "acme/t0"
+    assert set(await index.aexpired("refund", older_than=1005)) == {
+        f"acme/t{i}" for i in range(1, 7)} | {"globex/t0"}
+    await index.adelete("acme/t0")
+    assert await index.aget("acme/t0") is None and await index.acount("acme") == 6
+    with pytest.raises(ValueError, match="invalid cursor"):
+        await index.apage("acme", limit=3, cursor="garbage")
