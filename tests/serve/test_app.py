@@ -393,3 +393,19 @@ async def test_thread_index_pages_by_cursor_on_every_backend(engine: Any) -> Non
     assert await index.aget("acme/t0") is None and await index.acount("acme") == 6
     with pytest.raises(ValueError, match="invalid cursor"):
         await index.apage("acme", limit=3, cursor="garbage")
+
+
+async def test_ready_is_503_when_the_database_is_unreachable() -> None:
+    import sqlalchemy as sa
+
+    saver = InMemorySaver()
+    unreachable = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:9/none",
+                                   connect_args={"connect_timeout": 2})
+    app = create_app({"counter": _counter().compile(checkpointer=saver)}, checkpointer=saver,
+                     auth=KEYS, index=ThreadIndex(unreachable))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as c:
+        assert (await c.get("/health")).status_code == 200
+        r = await c.get("/ready")
+        assert r.status_code == 503 and "database unreachable" in r.text
+    unreachable.dispose()
