@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", ROOT / "docs" / "usage.md"]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "usage.md", ROOT / "docs" / "storage.md"]
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 

@@ -180,11 +180,15 @@ def workspace(args: argparse.Namespace, *, need_db: bool = True) -> Workspace:
         UsageError: no database given anywhere, or a malformed ``--graph`` spec.
         CLIError: a config file or graph module that cannot be loaded.
     """
-    from relaygraph.serve._config import load_config
     from relaygraph.serve._loader import load_graph_spec
 
     config = None
     if getattr(args, "config", None):
+        try:
+            from relaygraph.serve._config import load_config
+        except ImportError as exc:
+            raise CLIError(f"reading a config file needs the 'serve' extra ({exc.name} is "
+                           "missing); install it with: pip install 'relaygraph[serve]'") from None
         config = load_config(args.config)
     db = args.db or (config.database_url if config is not None else None)
     if need_db and not db:
