@@ -202,15 +202,8 @@ class RunManager:
                     if victims:
                         await self.rollback(rec.thread_id, victims)
                     await self._stream(h, held)
-            if not admitted:
-                status = "interrupted"
-            elif held.stop_reason:
-                status = _drained_status(held.stop_reason)
-            else:
-                status = "success"
-            if admitted and held.stop_reason:
-                h.publish("error", {"error": "RunDrained", "message":
-                                    f"the run stopped at a step boundary: {held.stop_reason}"})
+            # a stop asked for after the last step finds nothing left to stop: success
+            status = "success" if admitted else "interrupted"
         except GraphDrained as exc:
             reason = str(getattr(exc, "reason", None) or "cancelled")
             status = _drained_status(reason)
