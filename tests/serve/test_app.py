@@ -409,3 +409,24 @@ async def test_ready_is_503_when_the_database_is_unreachable() -> None:
         r = await c.get("/ready")
         assert r.status_code == 503 and "database unreachable" in r.text
     unreachable.dispose()
+
+
+async def test_the_sweeper_leaves_a_running_thread_alone() -> None:
+    now = [1_000_000.0]
+    saver = InMemorySaver()
+    index = ThreadIndex(clock=lambda: now[0])
+    app = create_app({"counter": _counter().compile(checkpointer=saver)}, checkpointer=saver,
+                     auth=KEYS, settings=ServerSettings(retention={"counter": 60}), index=index)
+    ctx = app.state.relaygraph
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app",
+                                 headers={"x-api-key": KEY_A}) as c:
+        r = await c.post("/graphs/counter/invoke", json={
+            "input": {"n": 1}, "config": {"configurable": {"thread_id": "busy"}}})
+        assert r.status_code == 200
+    now[0] += 3600
+    lease = await ctx.leases.aacquire("a/busy", holder="a run")
+    assert await sweep_once(ctx) == 0  # expired, but held by a run
+    await ctx.leases.arelease(lease)
+    assert await sweep_once(ctx) == 1
+    assert await saver.aget_tuple({"configurable": {"thread_id": "a/busy"}}) is None

@@ -12,26 +12,34 @@ log = logging.getLogger("relaygraph.serve")
 async def sweep_once(ctx: Any, *, batch: int = 500) -> int:
     """Apply each graph's retention once; returns how many threads were deleted/pruned.
 
-    A thread currently leased (a run in progress) is skipped and retried next sweep.
+    Each expired thread is removed under its lease (strategy ``reject``): a thread that is
+    running, or that a run touched since it was listed, is left for a later sweep.
     """
     settings = ctx.settings
     done = 0
     for graph_id, ttl in settings.retention.items():
         cutoff = ctx.threads.clock() - ttl
         for internal in await ctx.threads.aexpired(graph_id, cutoff, limit=batch):
-            if await ctx.leases.acurrent(internal) is not None:
+            try:
+                lease = await ctx.leases.aacquire(internal, holder=ctx.holder, wait=0.0)
+            except Exception:  # noqa: BLE001 - busy (or unreachable): next sweep
                 continue
-            if settings.retention_strategy == "delete":
-                await ctx.checkpointer.adelete_thread(internal)
-                await ctx.threads.adelete(internal)
-            else:
-                await ctx.checkpointer.aprune([internal], strategy="keep_latest")
-                # a pruned thread keeps its row, but is not pruned again until it changes
+            try:
                 row = await ctx.threads.aget(internal)
-                if row is not None:
+                if row is None or row.updated_at >= cutoff:
+                    continue  # a run finished on it since it was listed
+                if settings.retention_strategy == "delete":
+                    await ctx.checkpointer.adelete_thread(internal)
+                    await ctx.threads.adelete(internal)
+                else:
+                    await ctx.checkpointer.aprune([internal], strategy="keep_latest")
+                    # the pruned thread keeps its row, aged anew: not pruned again until
+                    # it has been idle for another TTL
                     await ctx.threads.aput(internal, row.tenant, row.graph_id, row.status,
                                            row.summary, review=row.review)
-            done += 1
+                done += 1
+            finally:
+                await ctx.leases.arelease(lease)
     return done
 
 
