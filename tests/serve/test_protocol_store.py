@@ -72,6 +72,9 @@ async def test_thread_metadata_merges_and_filters_exactly(store: RunStore) -> No
         return [m.thread_id for m in await store.asearch_threads("acme", **kw)]
 
     assert await ids() == ["acme/a", "acme/b"]  # newest update first
+    await store.atouch_thread("acme/b")
+    assert await ids() == ["acme/b", "acme/a"]
+    await store.atouch_thread("acme/a")
     assert await ids(order="asc") == ["acme/b", "acme/a"]
     assert await ids(sort_by="created_at", order="asc") == ["acme/a", "acme/b"]
     assert await ids(meta={"team": "x"}) == ["acme/a", "acme/b"]

@@ -247,6 +247,12 @@ class RunStore:
 
         return await self._tx(go)  # type: ignore[no-any-return]
 
+    async def atouch_thread(self, thread_id: str) -> None:
+        """Mark a thread updated now (a run started on it)."""
+        t = thread_meta_table
+        q = t.update().where(t.c.thread_id == thread_id).values(updated_at=self.clock())
+        await self._tx(lambda c: c.execute(q))
+
     async def aget_thread(self, thread_id: str) -> ThreadMeta | None:
         t = thread_meta_table
         r = await self._tx(lambda c: c.execute(

@@ -129,7 +129,7 @@ async def _start(caller: Caller, thread_id: str | None, body: RunCreate
     manager = await get_manager(caller.ctx)
     ref, spec = await _prepare(caller, manager, thread_id, body)
     handle = await manager.start(thread_id=ref.internal, tenant=caller.tenant, spec=spec)
-    await manager.store.aput_thread(ref.internal, caller.tenant, spec.graph_id, {})
+    await manager.store.atouch_thread(ref.internal)
     return manager, ref, handle
 
 
