@@ -190,7 +190,7 @@ def test_a_run_or_review_on_a_busy_thread_is_409(live: Live, acme: httpx.Client,
                                                  tmp_module: Path) -> None:
     gate = tmp_module / "gate"
     gate.unlink(missing_ok=True)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
         running = pool.submit(invoke_new_client, live, "gate", "busy-1", {"n": 0})
         for _ in range(600):  # until the run holds the thread (the listing says so)
             rows = acme.get("/threads", params={"graph": "gate"}).json()["threads"]
@@ -203,12 +203,20 @@ def test_a_run_or_review_on_a_busy_thread_is_409(live: Live, acme: httpx.Client,
         r = invoke(acme, "gate", "busy-1", {"n": 5})
         assert r.status_code == 409 and "busy" in r.text, r.text
         r = acme.post("/reviews/busy-1", json={"action": "approve"})
-        assert r.status_code == 409, r.text
+        assert r.status_code == 409 and "busy" in r.text, r.text
         assert_listings_ok(live)
-        gate.touch()
-        first = running.result(timeout=60)
+        # enqueue: the decision waits for the run, then finds a question, not a review
+        with live.client(KEY_ACME) as other:
+            queued = pool.submit(other.post, "/reviews/busy-1", json={"action": "approve"},
+                                 params={"multitask_strategy": "enqueue"})
+            concurrent.futures.wait([queued], timeout=0.3)
+            assert not queued.done()
+            gate.touch()
+            first = running.result(timeout=60)
+            late = queued.result(timeout=60)
     assert first.status_code == 200, first.text
     assert first.json()["output"]["n"] == 1  # the second run never ran
+    assert late.status_code == 409 and "not waiting for a review" in late.text, late.text
 
 
 def test_oversized_bodies_are_413(acme: httpx.Client) -> None:

@@ -68,8 +68,11 @@ def review_command(graph: Any, snapshot: Any, config: Mapping[str, Any], decisio
 
 
 async def adecide(ctx: Any, graph_id: str, internal: str, decision: Any, *, reviewer: str,
-                  interrupt_id: str | None = None) -> Any:
+                  interrupt_id: str | None = None, strategy: str = "reject") -> Any:
     """Apply a review decision exactly once; returns the thread's state afterwards.
+
+    ``strategy`` ``reject`` answers a running thread with 409 at once; ``enqueue`` waits for
+    it (up to ``enqueue_wait``) and then decides against the thread as the run left it.
 
     Raises:
         ThreadBusyError: the thread is running or another decision is being applied (409).
@@ -81,7 +84,10 @@ async def adecide(ctx: Any, graph_id: str, internal: str, decision: Any, *, revi
 
     graph = ctx.graph(graph_id)
     config = thread_config(internal, graph_id)
-    async with hold_thread(ctx, internal, graph_id=graph_id, strategy="reject") as held:
+    if strategy not in ("reject", "enqueue"):
+        raise InvalidReviewDecision(
+            f"multitask_strategy for a review is 'reject' or 'enqueue', got {strategy!r}")
+    async with hold_thread(ctx, internal, graph_id=graph_id, strategy=strategy) as held:
         # re-read under the lease: whoever decided first has already moved the thread on
         snapshot = await graph.aget_state(config)
         try:

@@ -7,7 +7,7 @@ one unreadable thread is an ``error`` row, not a failed page.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
@@ -113,15 +113,18 @@ async def decide(
     ctx: Ctx,
     principal: Caller,
     interrupt_id: Annotated[str | None, Query(max_length=200)] = None,
+    multitask_strategy: Literal["reject", "enqueue"] = "reject",
 ) -> DecisionResult:
     """Decide a pending review: ``{"action": "approve" | "edit" | "reject", ...}``.
 
     The reviewer recorded is the caller's identity. The decision applies exactly once:
-    a thread that is running, or a review already decided, gets 409.
+    a review already decided gets 409; a thread that is running gets 409 too, or with
+    ``multitask_strategy=enqueue`` the decision waits (bounded) for the run to finish.
     """
     internal, gid = await resolve_thread(ctx, principal, thread_id)
     snap = await adecide(ctx, gid, internal, decision.root.model_dump(),
-                         reviewer=principal.reviewer, interrupt_id=interrupt_id)
+                         reviewer=principal.reviewer, interrupt_id=interrupt_id,
+                         strategy=multitask_strategy)
     row = await ctx.threads.aget(internal)
     return DecisionResult(
         thread_id=thread_id, graph_id=gid, status=row.status if row else "unknown",
