@@ -673,3 +673,30 @@ async def test_copy_delete_run_and_remote_update_state(live: Live, client: Any) 
         assert new["configurable"]["thread_id"] == copy["thread_id"]
         assert (await remote.aget_state(config)).values == {"n": 10, "stop": 2}
     assert (await client.threads.get_state(tid))["values"] == {"n": 2, "stop": 2}
+
+
+async def test_a_thread_whose_state_cannot_be_read_is_an_error_row() -> None:
+    from _protocol_graphs import counter_graph
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph_sdk.client import LangGraphClient
+
+    from relaygraph.serve import create_app
+    from relaygraph.serve._auth import Principal
+
+    saver = InMemorySaver()
+    app = create_app({"counter": counter_graph().compile(checkpointer=saver)},
+                     checkpointer=saver, langserve_routes=False,
+                     auth={KEY_ACME: Principal("acme", "ana")})
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://relaygraph.test",
+            headers={"x-api-key": KEY_ACME}) as http:
+        client = LangGraphClient(http)
+        good, bad = [(await client.threads.create())["thread_id"] for _ in range(2)]
+        for tid in (good, bad):
+            await client.runs.wait(tid, "counter", input={"stop": 1})
+        for key in [k for k in saver.blobs if k[0] == f"acme/{bad}"]:
+            saver.blobs[key] = ("msgpack", b"\xc1 not msgpack")
+        rows = {t["thread_id"]: t for t in await client.threads.search()}
+        assert rows[good]["status"] == "idle" and rows[good]["values"] == {"n": 1, "stop": 1}
+        assert rows[bad]["status"] == "error" and "cannot be read" in rows[bad]["error"]
+        assert (await client.threads.get(bad))["status"] == "error"

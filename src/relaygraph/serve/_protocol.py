@@ -240,6 +240,7 @@ class ThreadOut(_Out):
     graph_id: str | None = None
     next: list[str] = Field(default_factory=list)
     relaygraph_status: str | None = None
+    error: str | None = None
 
 
 class RunOut(_Out):

@@ -8,6 +8,7 @@ Every thread id a client sends is the client's own; it is namespaced by the call
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -38,6 +39,7 @@ from relaygraph.serve._runs import RunManager, get_manager
 from relaygraph.serve._runstore import ThreadMeta
 
 router = APIRouter(tags=["threads"])
+log = logging.getLogger("relaygraph.serve")
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -106,7 +108,15 @@ async def live_state(caller: Caller, ref: ThreadRef) -> tuple[StateSnapshot | No
 
 
 async def thread_json(caller: Caller, ref: ThreadRef, manager: RunManager) -> ThreadOut:
-    snap, status = await live_state(caller, ref)
+    """The ``Thread``; one whose state cannot be read is an ``error`` thread saying why."""
+    try:
+        snap, status = await live_state(caller, ref)
+    except Exception as exc:  # noqa: BLE001 - a broken thread must not break a listing
+        log.warning("thread %s cannot be read: %s", ref.internal, exc)
+        out = thread_out(ref.external, ref.meta, None, "error", graph_id=ref.graph_id,
+                         fallback_time=manager.clock())
+        out.error = f"state cannot be read: {type(exc).__name__}: {str(exc)[:300]}"
+        return out
     return thread_out(ref.external, ref.meta, snap, status, graph_id=ref.graph_id,
                       fallback_time=manager.clock())
 
