@@ -256,6 +256,10 @@ async def test_assistants_one_per_graph(client: Any) -> None:
     schemas = await client.assistants.get_schemas("counter")
     assert set(schemas["input_schema"]["properties"]) == {"n", "stop"}
     assert await refused(client.assistants.get("nope"), 404)
+    assert await refused(client.assistants.update("refund", metadata={"a": 1}), 405, "fixed")
+    assert await refused(client.assistants.delete("refund"), 405, "fixed")
+    tid = (await client.threads.create())["thread_id"]
+    assert await refused(_drain(await client.threads.join_stream(tid)), 501, "runs.stream")
 
 
 # ---------------------------------------------------------------------------- bad input

@@ -75,6 +75,16 @@ async def create_assistant(body: AssistantCreate, *, caller: CallerDep
         "returns an existing one")
 
 
+@router.patch("/assistants/{assistant_id}")
+@router.delete("/assistants/{assistant_id}")
+@router.post("/assistants/{assistant_id}/latest")
+async def change_assistant(assistant_id: str, *, caller: CallerDep) -> None:
+    """Assistants cannot be changed over HTTP (405 with the reason)."""
+    caller.graph(assistant_id)
+    raise HTTPException(405, "assistants are fixed by the server's configuration: one per "
+                             "served graph; change the graph and restart the server")
+
+
 @router.get("/assistants/{assistant_id}", response_model=AssistantOut)
 async def get_assistant(assistant_id: str, *, caller: CallerDep
                         ) -> AssistantOut:

@@ -377,6 +377,16 @@ async def post_history(thread_id: str, body: HistoryRequest,
     return out
 
 
+@router.get("/threads/{thread_id}/stream")
+@router.get("/threads/{thread_id}/stream/events")
+@router.post("/threads/{thread_id}/commands")
+async def thread_stream(thread_id: str, *, caller: CallerDep) -> None:
+    """Thread-level streams are not served (501 with the reason)."""
+    caller.internal(thread_id)
+    raise HTTPException(501, "thread streams are not served here; follow a run with "
+                             "runs.stream or runs.join_stream")
+
+
 # ------------------------------------------------------------ relaygraph's own JSON routes
 
 
