@@ -150,6 +150,16 @@ def test_new_input_on_a_waiting_thread_is_409_not_a_restart(acme: httpx.Client) 
     start_review(acme, "wait-1")
     r = invoke(acme, "refund", "wait-1", refund_input())
     assert r.status_code == 409 and "Command(resume" in r.text
+    body = {"input": refund_input(), "config": {"configurable": {"thread_id": "wait-1"}}}
+    for endpoint in ("stream", "stream_events", "stream_log"):  # before the stream starts
+        r = acme.post(f"/graphs/refund/{endpoint}", json=body)
+        assert r.status_code == 409 and "Command(resume" in r.text, (endpoint, r.text)
+    alien = {"input": {"messages": [{"type": "alien", "content": "hi"}]},
+             "config": {"configurable": {"thread_id": "wait-2"}}}
+    r = acme.post("/graphs/refund/stream", json=alien)
+    assert r.status_code == 422 and "alien" in r.text
+    r = acme.post("/graphs/refund/stream", json={"input": refund_input()})
+    assert r.status_code == 422 and "thread_id" in r.text
     reviews = [x for x in acme.get("/reviews").json()["reviews"] if x["thread_id"] == "wait-1"]
     assert len(reviews) == 1
 

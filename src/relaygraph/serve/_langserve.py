@@ -33,6 +33,7 @@ from relaygraph.serve._errors import (
     ThreadNotWaiting,
     ThreadWaiting,
     WrongGraph,
+    busy_error,
 )
 from relaygraph.serve._json import json_default
 from relaygraph.serve._reviews import is_review_request, review_command
@@ -141,6 +142,15 @@ class ServedGraph(Runnable[Any, Any]):
         check_messages(input)
         return input
 
+    async def precheck(self, input: Any, config: RunnableConfig) -> None:
+        """Refuse, before a stream starts, what `_run` would refuse (nothing is written)."""
+        reviewer = str((config.get("configurable") or {}).get(_PRINCIPAL_KEY) or "")
+        internal, cfg = self._thread(config)
+        held = await self.ctx.leases.acurrent(internal)
+        if held is not None:
+            raise busy_error(internal, held.holder, held.expires_at)
+        await self._prepare(input, cfg, internal, reviewer)
+
     @contextlib.asynccontextmanager
     async def _run(self, input: Any, config: RunnableConfig | None
                    ) -> AsyncIterator[tuple[Any, RunnableConfig, Any]]:
@@ -185,7 +195,10 @@ def _serializer() -> Any:
     return StateSerializer()
 
 
-def _config_modifier(name: str) -> Any:
+_STREAMS = frozenset({"stream", "stream_events", "stream_log"})
+
+
+def _config_modifier(served: ServedGraph) -> Any:
     async def modify(config: dict[str, Any], request: Request) -> dict[str, Any]:
         principal = await require_principal(request)
         conf = dict(config.get("configurable") or {})
@@ -196,7 +209,14 @@ def _config_modifier(name: str) -> Any:
         else:
             conf.pop("thread_id", None)
         conf[_PRINCIPAL_KEY] = principal.reviewer
-        return {**config, "configurable": conf}
+        out = {**config, "configurable": conf}
+        if request.url.path.rsplit("/", 1)[-1] in _STREAMS:
+            # a stream's response has started before the run does: LangServe would report
+            # any refusal as an "error" event with status 500; check what can be checked
+            # now, so that client mistakes get their 4xx
+            body = await request.json()
+            await served.precheck(body.get("input") if isinstance(body, dict) else None, out)
+        return out
 
     return modify
 
@@ -211,12 +231,13 @@ def add_langserve_routes(app: FastAPI, ctx: Any) -> None:
         raise MissingDependencyError("langserve", "serve", "create_app") from exc
     serializer = _serializer()
     for name, graph in ctx.graphs.items():
-        add_routes(app, ServedGraph(ctx, name, graph), path=f"/graphs/{name}",
+        served = ServedGraph(ctx, name, graph)
+        add_routes(app, served, path=f"/graphs/{name}",
                    input_type=dict[str, Any] | None,  # type: ignore[arg-type]
                    output_type=dict[str, Any],
                    config_keys=("configurable",),
                    disabled_endpoints=["config_hashes"], serializer=serializer,
-                   per_req_config_modifier=_config_modifier(name),
+                   per_req_config_modifier=_config_modifier(served),
                    dependencies=[Depends(require_principal)])
 
 
