@@ -215,7 +215,8 @@ def _config_modifier(served: ServedGraph) -> Any:
             # any refusal as an "error" event with status 500; check what can be checked
             # now, so that client mistakes get their 4xx
             body = await request.json()
-            await served.precheck(body.get("input") if isinstance(body, dict) else None, out)
+            await served.precheck(body.get("input") if isinstance(body, dict) else None,
+                                  out)  # type: ignore[arg-type]
         return out
 
     return modify
