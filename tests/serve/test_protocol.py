@@ -704,3 +704,20 @@ async def test_a_thread_whose_state_cannot_be_read_is_an_error_row() -> None:
         assert rows[good]["status"] == "idle" and rows[good]["values"] == {"n": 1, "stop": 1}
         assert rows[bad]["status"] == "error" and "cannot be read" in rows[bad]["error"]
         assert (await client.threads.get(bad))["status"] == "error"
+
+
+async def test_a_stream_with_on_disconnect_cancel_stops_its_run(client: Any) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    stream = client.runs.stream(tid, "counter", input={"stop": FOREVER}, config=LONG,
+                                stream_mode="updates", on_disconnect="cancel")
+    first = await anext(stream)
+    assert first.event == "metadata"
+    run_id = first.data["run_id"]
+    assert (await anext(stream)).event == "updates"
+    await stream.aclose()  # the client goes away
+
+    async def stopped() -> bool:
+        return (await client.runs.get(tid, run_id))["status"] == "interrupted"
+
+    await until(stopped, "the run to stop after its client left")
+    assert (await client.threads.get(tid))["status"] == "interrupted"

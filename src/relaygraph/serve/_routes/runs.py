@@ -7,11 +7,13 @@ waiting it is a 409. Stateless runs (``/runs/...``) execute on a throwaway threa
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
+import anyio
 import orjson
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
@@ -162,6 +164,21 @@ async def _discard_stateless(caller: Caller, manager: RunManager, ref: ThreadRef
     await caller.ctx.threads.adelete(ref.internal)
 
 
+_background: set[asyncio.Task[None]] = set()
+
+
+def _later(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(work)
+    _background.add(task)  # keep a reference until it is done
+    task.add_done_callback(_background.discard)
+
+
+async def _discard_after(handle: RunHandle, caller: Caller, manager: RunManager,
+                         ref: ThreadRef, body: RunCreate) -> None:
+    await handle.done.wait()
+    await _discard_stateless(caller, manager, ref, body)
+
+
 def _sse(event: str, data: Any, event_id: int | None = None) -> bytes:
     head = b"" if event_id is None else b"id: %d\n" % event_id
     return (head + b"event: " + event.encode() + b"\ndata: "
@@ -179,12 +196,17 @@ def _stream_response(caller: Caller, manager: RunManager, ref: ThreadRef, handle
                 yield _sse(event, data, event_id)
             finished = True
         finally:
-            if not finished and cancel_on_disconnect and not handle.done.is_set():
-                rec = await manager.store.aget_run(handle.record.run_id)
-                if rec is not None:
-                    await manager.cancel(rec)
-            if stateless and body is not None and handle.done.is_set():
-                await _discard_stateless(caller, manager, ref, body)
+            # the client may be gone and this task cancelled: finish the cleanup anyway
+            with anyio.CancelScope(shield=True):
+                if not finished and cancel_on_disconnect and not handle.done.is_set():
+                    rec = await manager.store.aget_run(handle.record.run_id)
+                    if rec is not None:
+                        await manager.cancel(rec)
+                if stateless and body is not None:
+                    if handle.done.is_set():
+                        await _discard_stateless(caller, manager, ref, body)
+                    else:  # the client left first: discard the thread when the run ends
+                        _later(_discard_after(handle, caller, manager, ref, body))
 
     location = _location(ref.external, handle.record.run_id)
     headers = {"Content-Location": location, "Cache-Control": "no-store"}
