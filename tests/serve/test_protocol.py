@@ -721,3 +721,18 @@ async def test_a_stream_with_on_disconnect_cancel_stops_its_run(client: Any) -> 
 
     await until(stopped, "the run to stop after its client left")
     assert (await client.threads.get(tid))["status"] == "interrupted"
+
+
+
+async def test_a_wait_with_on_disconnect_cancel_stops_its_run(live: Live, client: Any) -> None:
+    tid = (await client.threads.create())["thread_id"]
+    async with get_client(url=live.url, api_key=KEY_ACME, timeout=2.0) as impatient:
+        with pytest.raises(httpx.TimeoutException):  # the client gives up and leaves
+            await impatient.runs.wait(tid, "counter", input={"stop": FOREVER}, config=LONG,
+                                      on_disconnect="cancel")
+    (run,) = await client.runs.list(tid)
+
+    async def stopped() -> bool:
+        return (await client.runs.get(tid, run["run_id"]))["status"] == "interrupted"
+
+    await until(stopped, "the run to stop after its client left")

@@ -8,6 +8,7 @@ waiting it is a 409. Stateless runs (``/runs/...``) execute on a throwaway threa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Annotated, Any, Literal
@@ -15,7 +16,7 @@ from urllib.parse import quote
 
 import anyio
 import orjson
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from relaygraph.serve._errors import BadRequest, ServerDraining, ThreadNotWaiting
@@ -252,13 +253,29 @@ async def create_run(thread_id: str, body: RunCreate, response: Response,
 
 
 @router.post("/threads/{thread_id}/runs/wait")
-async def wait_run(thread_id: str, body: RunCreate, response: Response,
+async def wait_run(thread_id: str, body: RunCreate, response: Response, request: Request,
                    *, caller: CallerDep) -> Any:
     """Run and answer with the thread's values when it ends (or pauses)."""
     manager, ref, handle = await _start(caller, thread_id, body)
     response.headers["Content-Location"] = _location(ref.external, handle.record.run_id)
-    await handle.done.wait()
+    await _wait(manager, handle, body, request)
     return await _output(caller, manager, ref, handle.record.run_id)
+
+
+async def _wait(manager: RunManager, handle: RunHandle, body: RunCreate,
+                request: Request) -> None:
+    """Wait for the run; a client that leaves with ``on_disconnect='cancel'`` stops it."""
+    if body.on_disconnect != "cancel":
+        await handle.done.wait()
+        return
+    while not handle.done.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(handle.done.wait(), 0.25)
+        if not handle.done.is_set() and await request.is_disconnected():
+            rec = await manager.store.aget_run(handle.record.run_id)
+            if rec is not None and not rec.terminal:
+                await manager.cancel(rec)
+            return
 
 
 @router.post("/threads/{thread_id}/runs/stream")
@@ -366,9 +383,9 @@ async def create_stateless_run(body: RunCreate, response: Response,
 
 
 @router.post("/runs/wait")
-async def wait_stateless_run(body: RunCreate, *, caller: CallerDep) -> Any:
+async def wait_stateless_run(body: RunCreate, request: Request, *, caller: CallerDep) -> Any:
     manager, ref, handle = await _start(caller, None, body)
-    await handle.done.wait()
+    await _wait(manager, handle, body, request)
     try:
         return await _output(caller, manager, ref, handle.record.run_id)
     finally:
