@@ -314,6 +314,8 @@ async def test_client_mistakes_are_4xx_with_the_reason(live: Live, client: Any) 
     assert await refused(client.runs.wait("never-created", "counter", input={"stop": 1}),
                          404, "not found")
     assert await refused(client.threads.create(thread_id=tid), 409, "already exists")
+    assert await refused(client.runs.create(tid, "counter", input={"stop": 1},
+                                            webhook="http://127.0.0.1:9/hook"), 422, "webhook")
     assert await refused(client.threads.get("a/b"), 404)  # no such route
     for bad_id in ("a/b", "a\x00b", "x" * 10_000):
         assert await refused(client.threads.create(thread_id=bad_id), 422, "thread_id")
@@ -340,7 +342,10 @@ async def test_client_mistakes_are_4xx_with_the_reason(live: Live, client: Any) 
 
 async def test_update_state_and_delete(client: Any) -> None:
     tid = (await client.threads.create())["thread_id"]
-    await client.runs.wait(tid, "counter", input={"stop": 2})
+    out = await client.runs.wait(tid, "counter", input={"stop": 2}, durability="exit")
+    assert out["n"] == 2
+    # durability="exit": one checkpoint for the whole run instead of one per step
+    assert len(await client.threads.get_history(tid, limit=100)) == 1
     updated = await client.threads.update_state(tid, {"n": 40}, as_node="tick")
     assert updated["checkpoint"]["thread_id"] == tid
     assert (await client.threads.get_state(tid))["values"]["n"] == 40

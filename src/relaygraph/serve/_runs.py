@@ -82,6 +82,7 @@ class RunSpec:
     checkpoint_ns: str | None = None
     multitask_strategy: str = "reject"
     after_seconds: float | None = None
+    durability: str | None = None
 
 
 @dataclass
@@ -279,6 +280,8 @@ class RunManager:
             kwargs["interrupt_after"] = spec.interrupt_after
         if spec.context is not None:
             kwargs["context"] = spec.context
+        if spec.durability is not None:
+            kwargs["durability"] = spec.durability
         graph_input: Any = spec.input
         if spec.command is not None:
             graph_input = Command(**{k: v for k, v in spec.command.items()

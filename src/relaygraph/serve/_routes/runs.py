@@ -54,6 +54,9 @@ def _check_input(body: RunCreate) -> None:
             raise BadRequest(f"input.messages: {exc}") from None
     if body.input is not None and body.command is not None:
         raise BadRequest("send either input or command, not both")
+    if body.webhook is not None:
+        raise BadRequest("webhooks are not supported by this server; poll runs.get or "
+                         "use runs.join")
 
 
 async def _resume_value(caller: Caller, ref: ThreadRef, resume: Any) -> Any:
@@ -123,7 +126,8 @@ async def _prepare(caller: Caller, manager: RunManager, thread_id: str | None,
         stream_subgraphs=body.stream_subgraphs, interrupt_before=body.interrupt_before,
         interrupt_after=body.interrupt_after, checkpoint_id=checkpoint_id,
         checkpoint_ns=body.checkpoint.checkpoint_ns if body.checkpoint else None,
-        multitask_strategy=strategy, after_seconds=body.after_seconds)
+        multitask_strategy=strategy, after_seconds=body.after_seconds,
+        durability=body.durability)
     return ref, spec
 
 
