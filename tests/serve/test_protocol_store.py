@@ -88,3 +88,21 @@ async def test_thread_metadata_merges_and_filters_exactly(store: RunStore) -> No
     await store.adelete_thread("acme/a")
     assert await store.aget_thread("acme/a") is None
     assert await ids(meta={"owner": "ana"}) == []
+
+
+async def test_search_includes_threads_only_the_listing_index_knows(store: RunStore) -> None:
+    index = ThreadIndex(store.engine, clock=Clock())
+    await store.aput_thread("acme/a", "acme", "refund", {"team": "x"})
+    await index.aput("acme/a", "acme", "refund", "finished", {})
+    await index.aput("acme/served", "acme", "refund", "waiting", {})  # via LangServe
+    await index.aput("globex/other", "globex", "refund", "waiting", {})
+
+    async def ids(**kw: Any) -> list[str]:
+        return [m.thread_id for m in await store.asearch_threads("acme", **kw)]
+
+    assert sorted(await ids()) == ["acme/a", "acme/served"]
+    assert await ids(statuses=["waiting"]) == ["acme/served"]
+    assert await ids(meta={"team": "x"}) == ["acme/a"]
+    assert await store.asearch_threads("acme", count=True) == 2
+    (served,) = await store.asearch_threads("acme", ids=["acme/served"])
+    assert served.metadata == {} and served.graph_id == "refund"

@@ -276,15 +276,18 @@ class RunStore:
                               sort_by: str | None = None, count: bool = False) -> Any:
         """A tenant's threads, newest update first, filtered by exact metadata values.
 
-        ``sort_by`` is ``updated_at`` (default), ``created_at`` or ``thread_id``.
-
-        ``statuses`` filters on the thread index's status column (``relaygraph_serve_threads``),
-        which every run updates. With ``count=True`` returns the number of matches.
+        Threads with protocol metadata come from ``relaygraph_thread_meta``; without a
+        metadata filter, threads only the listing index knows (run through LangServe or
+        decided in the inbox) are included too, with empty metadata. ``statuses`` filters
+        on the index's status column (``relaygraph_serve_threads``), which every run
+        updates. ``sort_by`` is ``updated_at`` (default), ``created_at`` or ``thread_id``.
+        With ``count=True`` returns the number of matches.
         """
         from relaygraph.serve._index import threads_table
 
         t, kv, ix = thread_meta_table, thread_meta_kv_table, threads_table
-        q = sa.select(t).where(t.c.tenant == tenant)
+        q = sa.select(t.c.thread_id, t.c.tenant, t.c.graph_id, t.c.metadata, t.c.created_at,
+                      t.c.updated_at).where(t.c.tenant == tenant)
         for key, value in (meta or {}).items():
             q = q.where(sa.exists().where(kv.c.thread_id == t.c.thread_id, kv.c.key == key,
                                           kv.c.value_hash == value_hash(value)))
@@ -293,15 +296,29 @@ class RunStore:
         if statuses is not None:
             q = q.where(sa.exists().where(ix.c.thread_id == t.c.thread_id,
                                           ix.c.status.in_(list(statuses))))
+        both: Any = q
+        if not meta:
+            q2 = sa.select(ix.c.thread_id, ix.c.tenant, ix.c.graph_id,
+                           sa.literal("{}", LargeText).label("metadata"), ix.c.created_at,
+                           ix.c.updated_at).where(
+                ix.c.tenant == tenant,
+                ~sa.exists().where(t.c.thread_id == ix.c.thread_id))
+            if ids is not None:
+                q2 = q2.where(ix.c.thread_id.in_(list(ids)))
+            if statuses is not None:
+                q2 = q2.where(ix.c.status.in_(list(statuses)))
+            both = sa.union_all(q, q2)
+        rows = both.subquery()
         if count:
-            cq = sa.select(sa.func.count()).select_from(q.subquery())
+            cq = sa.select(sa.func.count()).select_from(rows)
             return await self._tx(lambda c: int(c.execute(cq).scalar_one()))
-        column = {"created_at": t.c.created_at, "thread_id": t.c.thread_id}.get(
-            sort_by or "", t.c.updated_at)
-        by = [column, t.c.thread_id] if column is not t.c.thread_id else [column]
-        q = q.order_by(*(c.desc() if order == "desc" else c.asc() for c in by))
-        q = q.limit(limit).offset(offset)
-        return [_meta(r) for r in await self._tx(lambda c: list(c.execute(q)))]
+        column = {"created_at": rows.c.created_at, "thread_id": rows.c.thread_id}.get(
+            sort_by or "", rows.c.updated_at)
+        by = [column, rows.c.thread_id] if column is not rows.c.thread_id else [column]
+        page = (sa.select(rows)
+                .order_by(*(c.desc() if order == "desc" else c.asc() for c in by))
+                .limit(limit).offset(offset))
+        return [_meta(r) for r in await self._tx(lambda c: list(c.execute(page)))]
 
 
 class _Obj:
