@@ -45,15 +45,18 @@ __all__ = [
     "BreakerState",
     "BreakerStore",
     "BudgetGuard",
+    "BudgetMiddleware",
     "Check",
     "CircuitBreaker",
     "ConfidenceGuard",
+    "GuardMiddleware",
     "GuardNode",
     "GuardedAgent",
     "InMemoryBreakerStore",
     "MeanTokenProbability",
     "ModelCheck",
     "PathScorer",
+    "RelayAgentState",
     "Rule",
     "SQLBreakerStore",
     "Scorer",
@@ -62,3 +65,14 @@ __all__ = [
     "breakers_table",
     "validate_guards",
 ]
+
+# The agent middleware needs LangChain (the ``agents`` extra): loaded when first asked for.
+_MIDDLEWARE = ("BudgetMiddleware", "GuardMiddleware", "RelayAgentState")
+
+
+def __getattr__(name: str) -> object:
+    if name in _MIDDLEWARE:
+        from relaygraph.guards import _middleware
+
+        return getattr(_middleware, name)
+    raise AttributeError(f"module 'relaygraph.guards' has no attribute {name!r}")
