@@ -75,3 +75,24 @@ builder = make_builder()
 
 def make_graph(checkpointer: Any = None) -> Any:
     return make_builder().compile(checkpointer=checkpointer)
+
+
+def make_agent(checkpointer: Any = None) -> Any:
+    """A ``create_agent`` agent with relaygraph's middleware (``cli_support_graph:make_agent``).
+
+    Its scripted model always answers with confidence 0.5: the guard retries once, then
+    escalates to a review.
+    """
+    import json
+
+    from langchain.agents import create_agent
+
+    from relaygraph.guards import BudgetMiddleware, GuardMiddleware, SelfReportedConfidence
+    from relaygraph.testing import ScriptedChatModel
+
+    model = ScriptedChatModel([json.dumps({"answer": "credit 10", "confidence": 0.5})],
+                              cycle=True, model_name="m-small")
+    return create_agent(model, [], middleware=[
+        BudgetMiddleware(max_cost=1.0, pricing=PRICING, agent="helper"),
+        GuardMiddleware(SelfReportedConfidence(path="messages"), 0.8, max_retries=1),
+    ], checkpointer=checkpointer)

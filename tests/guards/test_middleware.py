@@ -163,3 +163,12 @@ def test_state_schema_and_configuration_errors() -> None:
         BudgetMiddleware()
     with pytest.raises(ConfigurationError, match="threshold"):
         GuardMiddleware("messages", 1.5)
+
+
+async def test_the_async_path_records_usage_across_a_retry() -> None:
+    agent, model = _agent([_answer("maybe", 0.4), _answer("refund 10", 0.95)],
+                          BudgetMiddleware(max_cost=1.0, pricing=Pricing({"m": (1.0, 1.0)})),
+                          _guard())
+    out = await agent.ainvoke(ASK, CONFIG)
+    assert [g["route"] for g in out["guard_log"]] == ["retry", "pass"]
+    assert out["usage"]["agent"]["m"]["calls"] == 2 == len(model.calls)

@@ -35,13 +35,14 @@ from typing import Any, Literal
 
 try:
     from langchain.agents.middleware import AgentMiddleware, AgentState, hook_config
+    from langchain.agents.middleware.types import ExtendedModelResponse, ModelResponse
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError(
         "relaygraph's agent middleware needs LangChain 1.x; install it with: "
         "pip install 'relaygraph[agents]'") from exc
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.config import get_config
-from langgraph.types import interrupt
+from langgraph.types import Command, interrupt
 
 from relaygraph._clock import Clock, iso, system_clock
 from relaygraph._errors import ConfigurationError
@@ -250,20 +251,46 @@ class BudgetMiddleware(AgentMiddleware):  # type: ignore[misc]
     def name(self) -> str:
         return f"relaygraph_{self._name}"
 
-    def after_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        messages = state.get("messages") or []
-        last = messages[-1] if messages else None
-        if not isinstance(last, AIMessage):
-            return None
-        meta = last.usage_metadata
-        model = str((last.response_metadata or {}).get("model_name")
-                    or (last.response_metadata or {}).get("model") or "unknown")
-        if meta is None:
-            return None
-        tin, tout = int(meta["input_tokens"]), int(meta["output_tokens"])
-        usage = Usage(calls=1, input_tokens=tin, output_tokens=tout,
-                      cost=self.pricing.cost(model, tin, tout))
-        return {"usage": {self.agent: {model: usage}}}
+    # Usage is recorded around the model call itself, in the model node's own update: an
+    # after_model hook would be skipped when another middleware's hook jumps (a retry).
+    def _usage(self, response: Any) -> dict[str, Any]:
+        table: dict[str, Usage] = {}
+        messages = response.result if isinstance(response, ModelResponse) else [response]
+        for msg in messages:
+            if not isinstance(msg, AIMessage) or msg.usage_metadata is None:
+                continue
+            model = str((msg.response_metadata or {}).get("model_name")
+                        or (msg.response_metadata or {}).get("model") or "unknown")
+            tin = int(msg.usage_metadata["input_tokens"])
+            tout = int(msg.usage_metadata["output_tokens"])
+            cur = table.setdefault(model, Usage(calls=0, input_tokens=0, output_tokens=0,
+                                                cost=0.0))
+            cur["calls"] += 1
+            cur["input_tokens"] += tin
+            cur["output_tokens"] += tout
+            cur["cost"] += self.pricing.cost(model, tin, tout)
+        return {self.agent: table} if table else {}
+
+    def _extend(self, response: Any) -> Any:
+        if isinstance(response, ExtendedModelResponse):
+            inner, command = response.model_response, response.command
+        else:
+            inner, command = response, None
+        usage = self._usage(inner)
+        if not usage or (command is not None and not isinstance(command.update, dict)):
+            return response  # nothing to add, or an inner command we cannot merge into
+        update = dict(command.update) if command is not None else {}  # type: ignore[arg-type]
+        update["usage"] = usage
+        model_response = inner if isinstance(inner, ModelResponse) else ModelResponse(
+            result=[inner])
+        return ExtendedModelResponse(model_response=model_response,
+                                     command=Command(update=update))
+
+    def wrap_model_call(self, request: Any, handler: Any) -> Any:
+        return self._extend(handler(request))
+
+    async def awrap_model_call(self, request: Any, handler: Any) -> Any:
+        return self._extend(await handler(request))
 
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
