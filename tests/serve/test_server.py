@@ -63,6 +63,11 @@ def live(tmp_module: Path) -> Iterator[Live]:
                      specs=SPECS, config=CONFIG,
                      env={"RELAYGRAPH_TEST_GATE": str(gate)}) as server:
         yield server
+        # no request of this module made the server fail, except the one that reads a
+        # thread whose checkpoint was deliberately corrupted
+        failures = [line for line in server.output().splitlines()
+                    if line.startswith("server error on")]
+        assert failures in ([], ["server error on POST /reviews/broken-1"]), failures
 
 
 @pytest.fixture
