@@ -68,6 +68,7 @@ def live(tmp_module: Path) -> Iterator[Live]:
         failures = [line for line in server.output().splitlines()
                     if line.startswith("server error on")]
         assert failures in ([], ["server error on POST /reviews/broken-1"]), failures
+        assert "Exception in ASGI application" not in server.output()
 
 
 @pytest.fixture
