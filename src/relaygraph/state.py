@@ -1,4 +1,7 @@
-"""The shared state vocabulary: record types and the `RelayState` mixin.
+"""The shared state vocabulary: record types, reducers and the `RelayState` mixin.
+
+The lowest layer of relaygraph: every component (nodes, guards, graphs, observe, serve)
+imports it, and it imports none of them. ``relaygraph.graphs`` re-exports these names.
 
 Every relaygraph node writes under one of four documented keys, each with a reducer, so
 that any `StateGraph` can include them by mixing `RelayState` into its own schema::
@@ -168,3 +171,19 @@ class RelayState(TypedDict, total=False):
     agent_runs: Annotated[list[AgentRun], append_records]
     guard_feedback: Annotated[dict[str, str], merge_dicts]
     """Why the last guard sent an agent back (``agent -> reason``); read by retried agents."""
+
+
+__all__ = [
+    "AgentRun",
+    "GuardDecision",
+    "HandoffReport",
+    "RelayState",
+    "ReviewAction",
+    "ReviewRecord",
+    "Usage",
+    "UsageTable",
+    "VerbatimCheck",
+    "append_records",
+    "merge_dicts",
+    "merge_usage",
+]

@@ -1,13 +1,13 @@
-"""Shared state vocabulary, the `pipeline` builder and example workflows.
+"""The `pipeline` builder and example workflows, on top of ``nodes`` and ``guards``.
 
-``relaygraph.graphs.examples`` (the customer-refund and research-report workflows) is
-imported on first use.
+The shared state vocabulary (`RelayState`, the record types, the reducers) lives in the
+low-level `relaygraph.state` and is re-exported here. ``relaygraph.graphs.examples`` holds
+the customer-refund and research-report workflows.
 """
 
-from typing import Any
-
+from relaygraph.graphs import examples
 from relaygraph.graphs._pipeline import Agent, Budget, Guard, Handoff, Review, Stage, pipeline
-from relaygraph.graphs._state import (
+from relaygraph.state import (
     AgentRun,
     GuardDecision,
     HandoffReport,
@@ -43,11 +43,3 @@ __all__ = [
     "pipeline",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    # the examples import relaygraph.nodes, which imports this package: load them lazily
-    if name == "examples":
-        import importlib
-
-        return importlib.import_module("relaygraph.graphs.examples")
-    raise AttributeError(f"module 'relaygraph.graphs' has no attribute {name!r}")

@@ -36,7 +36,9 @@ from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
 from relaygraph._errors import ConfigurationError
-from relaygraph.graphs._state import RelayState
+from relaygraph.guards import BreakerGate, BudgetGuard, ConfidenceGuard
+from relaygraph.nodes import HandoffState, HumanReview, handoff, track_agent
+from relaygraph.state import RelayState
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,6 @@ Stage = Agent | Handoff | Guard | Budget | Review
 
 def _default_schema(stages: list[Stage]) -> type:
     """A state with ``messages``, the relaygraph keys and one key per handoff target."""
-    from relaygraph.nodes import HandoffState
-
     fields: dict[str, Any] = dict(typing.get_type_hints(HandoffState, include_extras=True))
     fields["messages"] = Annotated[list[AnyMessage], add_messages]
     for st in stages:
@@ -190,8 +190,6 @@ def _check_schema(schema: type, stages: list[Stage]) -> None:
         raise ConfigurationError(
             f"state_schema {schema.__name__} lacks the keys {missing}; subclass {base} and "
             "declare each handoff target")
-    from relaygraph.nodes import HandoffState
-
     bookkeeping = set(typing.get_type_hints(HandoffState))
     known = ", ".join(sorted(k for k in hints if k not in bookkeeping))
     for st in stages:
@@ -265,9 +263,6 @@ def pipeline(
             subject that the state schema does not have, or an argument the underlying
             node refuses.
     """
-    from relaygraph.guards import BreakerGate, BudgetGuard, ConfidenceGuard
-    from relaygraph.nodes import HumanReview, handoff, track_agent
-
     items = list(stages)
     _validate(items)
     if state_schema is None:

@@ -12,9 +12,9 @@ from langgraph.types import Command
 
 from relaygraph._clock import Clock, iso, system_clock
 from relaygraph._errors import ConfigurationError
-from relaygraph.graphs._state import GuardDecision
 from relaygraph.guards._node import GuardNode, check_route, state_get
 from relaygraph.guards._scorers import as_score_config
+from relaygraph.state import GuardDecision
 
 
 def _limit(name: str, value: Any, *, integer: bool) -> float | None:

@@ -12,7 +12,6 @@ from langgraph.types import Command
 
 from relaygraph._clock import Clock, iso, system_clock
 from relaygraph._errors import ConfigurationError
-from relaygraph.graphs._state import GuardDecision
 from relaygraph.guards._breaker import CircuitBreaker
 from relaygraph.guards._checks import check_name, normalise
 from relaygraph.guards._node import (
@@ -24,6 +23,7 @@ from relaygraph.guards._node import (
 )
 from relaygraph.guards._paths import PathError, check_path
 from relaygraph.guards._scorers import ScoringError, as_score, as_score_config, to_scorer
+from relaygraph.state import GuardDecision
 
 Outcome = Literal["pass", "retry", "escalate", "halt"]
 

@@ -9,9 +9,9 @@ from langgraph.types import Command
 
 from relaygraph._clock import Clock, iso
 from relaygraph._errors import ConfigurationError
-from relaygraph.graphs._state import GuardDecision
 from relaygraph.guards._breaker import CircuitBreaker
 from relaygraph.guards._node import GuardNode, check_route
+from relaygraph.state import GuardDecision
 
 
 class BreakerGate(GuardNode):

@@ -46,11 +46,11 @@ from langgraph.types import Command, interrupt
 
 from relaygraph._clock import Clock, iso, system_clock
 from relaygraph._errors import ConfigurationError
-from relaygraph.graphs._state import GuardDecision, RelayState, ReviewRecord, Usage
 from relaygraph.guards._breaker import CircuitBreaker
 from relaygraph.guards._confidence import ConfidenceGuard
 from relaygraph.nodes._review import REVIEW_KIND, parse_decision
 from relaygraph.observe._pricing import Pricing
+from relaygraph.state import GuardDecision, RelayState, ReviewRecord, Usage
 
 OnEscalate = Literal["review", "halt"]
 

@@ -29,13 +29,6 @@ from pydantic import BaseModel, ValidationError
 
 from relaygraph._clock import Clock, iso, system_clock
 from relaygraph._errors import ConfigurationError, RelaygraphError
-from relaygraph.graphs._state import (
-    HandoffReport,
-    RelayState,
-    Usage,
-    VerbatimCheck,
-    merge_dicts,
-)
 from relaygraph.nodes._brief import brief_message, render_brief
 from relaygraph.nodes._contract import Contract, _field_verbatim
 from relaygraph.nodes._recall import (
@@ -48,6 +41,13 @@ from relaygraph.nodes._recall import (
 from relaygraph.nodes._tokens import TokenCounter, default_counter, message_text
 from relaygraph.nodes._verbatim import SourceIndex
 from relaygraph.observe._pricing import Pricing
+from relaygraph.state import (
+    HandoffReport,
+    RelayState,
+    Usage,
+    VerbatimCheck,
+    merge_dicts,
+)
 
 _DEFAULT_PRICING = Pricing()
 

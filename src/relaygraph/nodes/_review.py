@@ -30,9 +30,9 @@ from pydantic import (
 
 from relaygraph._clock import Clock, now_iso, system_clock
 from relaygraph._errors import ConfigurationError, RelaygraphError
-from relaygraph.graphs._state import ReviewRecord
 from relaygraph.nodes._autonomy import AutonomyPolicy, PolicyDecision
 from relaygraph.observe._langsmith import annotate_run
+from relaygraph.state import ReviewRecord
 
 #: ``kind`` of every review request; tells a review pause apart from other interrupts.
 REVIEW_KIND: Final = "human_review"

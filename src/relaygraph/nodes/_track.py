@@ -12,9 +12,9 @@ from langgraph.types import Command
 
 from relaygraph._clock import Clock, iso, system_clock
 from relaygraph._errors import ConfigurationError
-from relaygraph.graphs._state import AgentRun, Usage, UsageTable
 from relaygraph.observe._langsmith import annotate_run
 from relaygraph.observe._pricing import Pricing
+from relaygraph.state import AgentRun, Usage, UsageTable
 
 #: Channels written by relaygraph itself; not counted as what an agent "received".
 BOOKKEEPING_KEYS = frozenset({"guard_log", "handoffs", "reviews", "usage", "agent_runs"})

@@ -10,7 +10,7 @@ from datetime import date
 from typing import Any
 
 from relaygraph._errors import ConfigurationError
-from relaygraph.graphs._state import UsageTable
+from relaygraph.state import UsageTable
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from relaygraph.graphs._state import (
+from relaygraph.nodes._track import _present
+from relaygraph.observe._pricing import Pricing, cost_by_agent, run_cost
+from relaygraph.state import (
     AgentRun,
     GuardDecision,
     HandoffReport,
@@ -21,8 +23,6 @@ from relaygraph.graphs._state import (
     UsageTable,
     merge_usage,
 )
-from relaygraph.nodes._track import _present
-from relaygraph.observe._pricing import Pricing, cost_by_agent, run_cost
 
 StepStatus = Literal["done", "interrupted", "error", "pending"]
 
