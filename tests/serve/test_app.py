@@ -430,3 +430,31 @@ async def test_the_sweeper_leaves_a_running_thread_alone() -> None:
     await ctx.leases.arelease(lease)
     assert await sweep_once(ctx) == 1
     assert await saver.aget_tuple({"configurable": {"thread_id": "a/busy"}}) is None
+
+
+def test_the_playground_runs_as_the_signed_in_reviewer(client: TestClient) -> None:
+    import re
+
+    del client.headers["x-api-key"]  # a browser: no header, the inbox session cookie
+    assert client.get("/graphs/refund/playground/").status_code == 401
+    page = client.get("/inbox/signin")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token is not None
+    signed = client.post("/inbox/signin", data={"csrf_token": token.group(1), "api_key": KEY_A,
+                                                "next": "/inbox"}, follow_redirects=False)
+    assert signed.status_code == 303
+    assert client.get("/graphs/refund/playground/").status_code == 200
+    body = {"input": {"messages": [{"type": "human", "content": "order A-10293, $249.99"}]},
+            "config": {"configurable": {"thread_id": "play-1"}}}
+    # the playground's own page posts with its origin; another site's page cannot
+    foreign = client.post("/graphs/refund/invoke", json=body,
+                          headers={"origin": "http://evil.example"})
+    assert foreign.status_code == 401
+    cross = client.post("/graphs/refund/invoke", json=body,
+                        headers={"sec-fetch-site": "same-site"})
+    assert cross.status_code == 401
+    own = client.post("/graphs/refund/invoke", json=body,
+                      headers={"origin": "http://testserver", "sec-fetch-site": "same-origin"})
+    assert own.status_code == 200, own.text
+    rows = client.get("/reviews", headers={"x-api-key": KEY_A}).json()["reviews"]
+    assert [r["thread_id"] for r in rows] == ["play-1"]  # in the signed-in tenant

@@ -175,3 +175,50 @@ async def require_principal(request: Request) -> Principal:
                             headers={"WWW-Authenticate": "ApiKey"})
     request.state.principal = principal
     return principal
+
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a browser request comes from a page of this server (a CSRF check).
+
+    Safe methods always pass; others need ``Sec-Fetch-Site: same-origin`` or an
+    ``Origin`` equal to this server's, which a page of another site cannot forge.
+    """
+    if request.method in _SAFE_METHODS:
+        return True
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site == "same-origin"
+    origin = request.headers.get("origin")
+    host = request.headers.get("host")
+    return origin is not None and host is not None and origin in (
+        f"http://{host}", f"https://{host}")
+
+
+async def require_principal_or_session(request: Request) -> Principal:
+    """Like `require_principal`, also accepting a signed-in inbox session (a browser).
+
+    For the LangServe playground, which cannot send an ``x-api-key`` header: a reviewer
+    signed in at ``/inbox/signin`` runs the playground as themself. A request that relies
+    on the cookie must come from this server's own pages (`same_origin`).
+    """
+    cached = getattr(request.state, "principal", None)
+    if isinstance(cached, Principal):
+        return cached
+    principal = await authenticate(request)
+    if principal is None:
+        try:
+            from relaygraph.serve._inbox_session import read_session
+        except ImportError:  # the inbox is not installed
+            read_session = None  # type: ignore[assignment]
+        session = read_session(request) if read_session is not None else None
+        if session is not None and session.principal is not None and same_origin(request):
+            principal = session.principal
+    if principal is None:
+        raise HTTPException(401, "missing or invalid API key: send it in the x-api-key header "
+                                 "(or sign in at /inbox/signin to use the playground)",
+                            headers={"WWW-Authenticate": "ApiKey"})
+    request.state.principal = principal
+    return principal

@@ -26,7 +26,7 @@ from langchain_core.runnables.utils import ConfigurableFieldSpec
 from langgraph.errors import GraphDrained
 from langgraph.types import Command
 
-from relaygraph.serve._auth import require_principal
+from relaygraph.serve._auth import require_principal_or_session
 from relaygraph.serve._errors import (
     BadRequest,
     RunStopped,
@@ -200,7 +200,7 @@ _STREAMS = frozenset({"stream", "stream_events", "stream_log"})
 
 def _config_modifier(served: ServedGraph) -> Any:
     async def modify(config: dict[str, Any], request: Request) -> dict[str, Any]:
-        principal = await require_principal(request)
+        principal = await require_principal_or_session(request)
         conf = dict(config.get("configurable") or {})
         sent = conf.get("thread_id")
         if sent not in (None, ""):
@@ -239,7 +239,7 @@ def add_langserve_routes(app: FastAPI, ctx: Any) -> None:
                    config_keys=("configurable",),
                    disabled_endpoints=["config_hashes"], serializer=serializer,
                    per_req_config_modifier=_config_modifier(served),
-                   dependencies=[Depends(require_principal)])
+                   dependencies=[Depends(require_principal_or_session)])
 
 
 __all__ = ["ServedGraph", "add_langserve_routes", "as_command", "tenant_of"]
