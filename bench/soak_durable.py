@@ -1,6 +1,7 @@
 """Crash-resume soak: hundreds of SIGKILLed runs per database, resumed until they finish.
 
-Each trial drives one thread of the refund or the research workflow (alternately) in a
+Each trial drives one thread of the refund or the research workflow (alternately, with
+the sync saver and ``invoke`` or the async saver and ``ainvoke``, ten trials each) in a
 forked worker that SIGKILLs itself at a seeded point: inside a checkpoint write, inside an
 effect, between an effect and its ledger record, after the record, or at a random moment.
 New processes resume it (and are killed again, a quarter of the time) until it finishes;
@@ -69,13 +70,15 @@ def fresh_database(kind: str, workdir: str) -> Iterator[str]:
 def soak(zygote: W.Zygote, kind: str, url: str, trials: int, seed: int,
          verbose: bool) -> Counter[str]:
     rng = random.Random(f"{seed}-{kind}")
-    refs = {wf: W.reference_run(zygote, url, wf, f"{wf}-clean") for wf in W.WORKFLOWS}
+    refs = {(wf, mode): W.reference_run(zygote, url, wf, f"{wf}-{mode}-clean", mode)
+            for wf in W.WORKFLOWS for mode in W.MODES}
     total: Counter[str] = Counter()
     points: Counter[str] = Counter()
     for i in range(trials):
         wf = W.WORKFLOWS[i % len(W.WORKFLOWS)]
         point = W.KILL_POINTS[(i // len(W.WORKFLOWS)) % len(W.KILL_POINTS)]
-        t = W.trial(zygote, url, wf, f"{wf}-{i}", point, rng, refs[wf])
+        mode = W.MODES[(i // (len(W.WORKFLOWS) * len(W.KILL_POINTS))) % len(W.MODES)]
+        t = W.trial(zygote, url, wf, f"{wf}-{i}", point, rng, refs[(wf, mode)], mode=mode)
         total["trials"] += 1
         total["kills"] += t["kills"]
         total["resumes"] += t["resumes"]
@@ -85,7 +88,7 @@ def soak(zygote: W.Zygote, kind: str, url: str, trials: int, seed: int,
         total["errors"] += t["error"] is not None
         bad = t["error"] or t["lost"] or t["duplicated"] or t["diverged"]
         if bad and verbose:
-            print(f"  {kind} trial {i} ({wf}, {point}): {t}", file=sys.stderr)
+            print(f"  {kind} trial {i} ({wf}, {point}, {mode}): {t}", file=sys.stderr)
     total["killed_trials"] = sum(points.values())
     return total
 

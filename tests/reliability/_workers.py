@@ -39,6 +39,7 @@ from typing import Any
 
 KILL_POINTS = ("checkpoint", "effect", "record", "after-effect", "random")
 WORKFLOWS = ("refund", "research")
+MODES = ("sync", "async")
 
 
 # -- in the child: kill hooks ----------------------------------------------------------------
@@ -59,7 +60,7 @@ class Killer:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def install(self) -> None:
-        from relaygraph.checkpointers import _sync
+        from relaygraph.checkpointers import _aio, _sync
         from relaygraph.durable import _effect
 
         drive = _sync._drive
@@ -86,6 +87,14 @@ class Killer:
             return drive(conn, op, afters, direct)
 
         _sync._drive = patched_drive
+        adrive = _aio._drive
+
+        async def patched_adrive(conn: Any, op: Any, afters: Any, direct: Any = None) -> Any:
+            if getattr(op, "__name__", "") in ("_op_put", "_op_put_writes", "_op_fenced"):
+                op = killing(op)
+            return await adrive(conn, op, afters, direct)
+
+        _aio._drive = patched_adrive
 
         def before(fn: Callable[..., Any]) -> Callable[..., Any]:
             def wrapper(*a: Any, **k: Any) -> Any:
@@ -103,6 +112,14 @@ class Killer:
             return out
 
         _effect.Effect._run_sync = after_effect  # type: ignore[method-assign]
+        run_async = _effect.Effect._run_async
+
+        async def aafter_effect(self: Any, *a: Any, **k: Any) -> Any:
+            out = await run_async(self, *a, **k)
+            killer.reach("after-effect")
+            return out
+
+        _effect.Effect._run_async = aafter_effect  # type: ignore[method-assign]
         if self.bypass_ledger:
             # the control: effects called as plain functions, to show that the trials
             # see the duplicates a missing ledger lets through
@@ -152,7 +169,7 @@ def _publish_tables() -> tuple[Any, Any]:
     return published, calls
 
 
-def _research_graph(url: str, killer: Killer) -> tuple[Any, Any]:
+def _research_graph(url: str, killer: Killer, mode: str) -> tuple[Any, Any]:
     import sqlalchemy as sa
     from langchain_core.runnables import RunnableConfig
     from langgraph.graph import END
@@ -175,13 +192,18 @@ def _research_graph(url: str, killer: Killer) -> tuple[Any, Any]:
         killer.reach("effect")
         return key
 
+    # the result is the key; the rows of the "other system" are what the trials count
     def publish_node(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        return {"published": publish(config["configurable"]["thread_id"],
-                                     state.get("report") or "")}
+        publish(config["configurable"]["thread_id"], state.get("report") or "")
+        return {}
+
+    async def apublish_node(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        await publish.acall(config["configurable"]["thread_id"], state.get("report") or "")
+        return {}
 
     builder = research.build_research_graph()
     builder.edges.discard(("writer", END))
-    builder.add_node("publish", publish_node)
+    builder.add_node("publish", publish_node if mode == "sync" else apublish_node)
     builder.add_edge("writer", "publish")
     builder.add_edge("publish", END)
     return builder, external
@@ -208,73 +230,146 @@ def _normalize(workflow: str, values: dict[str, Any]) -> dict[str, Any]:
             issued=({k: v for k, v in issued.items() if k != "crm_key"}
                     if isinstance(issued, dict) else issued))
     else:
-        out.update(brief=dump(values.get("brief")), report=values.get("report"),
-                   published=bool(values.get("published")))
+        out.update(brief=dump(values.get("brief")), report=values.get("report"))
     return out
 
 
+def _async_url(url: str) -> str:
+    return url.replace("+pymysql", "+asyncmy")
+
+
 def drive(spec: dict[str, Any], killer: Killer) -> dict[str, Any]:
-    """Drive ``spec["thread"]`` to its end; return the normalized final state and rows."""
+    """Drive ``spec["thread"]`` to its end; return the normalized final state and rows.
+
+    ``spec["mode"]``: ``"sync"`` (SQLAlchemySaver, ``invoke``) or ``"async"``
+    (AsyncSQLAlchemySaver, ``ainvoke``).
+    """
+    import asyncio
+
     import sqlalchemy as sa
+
+    from relaygraph.graphs.examples import refund
+
+    workflow, thread, url = spec["workflow"], spec["thread"], spec["url"]
+    started = time.monotonic()
+    if spec.get("mode", "sync") == "async":
+        values, steps, external = asyncio.run(_adrive(spec, killer))
+    else:
+        values, steps, external = _drive_sync(spec, killer)
+    rows: dict[str, Any] = {}
+    engine = sa.create_engine(url)
+    if workflow == "refund":
+        rows["crm"] = [[r["order_id"], r["action"], r["amount"]]
+                       for r in refund.crm_rows(engine, thread)]
+    else:
+        published, calls = _publish_tables()
+        with engine.connect() as conn:
+            rows["published"] = conn.execute(sa.select(sa.func.count()).where(
+                published.c.thread_id == thread)).scalar_one()
+            rows["publish_calls"] = conn.execute(sa.select(sa.func.count()).where(
+                calls.c.thread_id == thread)).scalar_one()
+    engine.dispose()
+    if external is not None:
+        external.dispose()
+    return {"state": _normalize(workflow, values), "rows": rows, "steps": steps,
+            "counts": killer.counts, "seconds": time.monotonic() - started}
+
+
+def _next_move(snap: Any) -> str:
+    from relaygraph.observe import thread_status
+
+    if snap.metadata is None:  # nothing stored yet: start
+        return "start"
+    report = thread_status(snap)
+    if report.status == "waiting":
+        waiting = report.waiting_on[0] if report.waiting_on else {}
+        if isinstance(waiting, dict) and waiting.get("kind") == "effect_in_doubt":
+            return "in-doubt"
+        return "review"
+    if report.status in ("interrupted", "failed"):
+        return report.status
+    return "done"
+
+
+_APPROVE = {"action": "approve", "reviewer": "soak"}
+_RUN_AGAIN = {"action": "run_again"}
+
+
+def _drive_sync(spec: dict[str, Any], killer: Killer) -> tuple[Any, list[str], Any]:
     from langgraph.types import Command
 
     from relaygraph.checkpointers import SQLAlchemySaver
     from relaygraph.graphs import examples
     from relaygraph.graphs.examples import refund, research
     from relaygraph.nodes import submit_review
-    from relaygraph.observe import thread_status
 
-    workflow, thread, url = spec["workflow"], spec["thread"], spec["url"]
-    config = {"configurable": {"thread_id": thread}}
-    started = time.monotonic()
+    config = {"configurable": {"thread_id": spec["thread"]}}
     steps: list[str] = []
     external = None
-    with SQLAlchemySaver.from_conn_string(url, serde=examples.serde()) as saver:
+    with SQLAlchemySaver.from_conn_string(spec["url"], serde=examples.serde()) as saver:
         saver.setup()
-        if workflow == "refund":
+        if spec["workflow"] == "refund":
             graph = refund.build_refund_graph().compile(checkpointer=saver)
             first = refund.refund_input()
         else:
-            builder, external = _research_graph(url, killer)
+            builder, external = _research_graph(spec["url"], killer, "sync")
             graph = builder.compile(checkpointer=saver)
             first = research.research_input()
         for _ in range(30):
-            snap = graph.get_state(config)
-            if snap.metadata is None:  # nothing stored yet: start
-                steps.append("start")
-                graph.invoke(first, config)
-                continue
-            report = thread_status(snap)
-            if report.status == "waiting":
-                steps.append("review")
-                waiting = report.waiting_on[0] if report.waiting_on else {}
-                if isinstance(waiting, dict) and waiting.get("kind") == "effect_in_doubt":
-                    graph.invoke(Command(resume={"action": "run_again"}), config)
-                else:
-                    submit_review(graph, config, {"action": "approve", "reviewer": "soak"})
-            elif report.status in ("interrupted", "failed"):
-                steps.append(report.status)
-                graph.invoke(None, config)
-            else:
+            move = _next_move(graph.get_state(config))
+            if move == "done":
                 break
+            steps.append(move)
+            if move == "start":
+                graph.invoke(first, config)
+            elif move == "review":
+                submit_review(graph, config, _APPROVE)
+            elif move == "in-doubt":
+                graph.invoke(Command(resume=_RUN_AGAIN), config)
+            else:
+                graph.invoke(None, config)
         else:
-            raise RuntimeError(f"thread {thread} did not finish: {steps}")
-        values = graph.get_state(config).values
-        rows: dict[str, Any] = {}
-        if workflow == "refund":
-            rows["crm"] = [[r["order_id"], r["action"], r["amount"]]
-                           for r in refund.crm_rows(saver.engine, thread)]
+            raise RuntimeError(f"thread {spec['thread']} did not finish: {steps}")
+        return graph.get_state(config).values, steps, external
+
+
+async def _adrive(spec: dict[str, Any], killer: Killer) -> tuple[Any, list[str], Any]:
+    from langgraph.types import Command
+
+    from relaygraph.checkpointers import AsyncSQLAlchemySaver
+    from relaygraph.graphs import examples
+    from relaygraph.graphs.examples import refund, research
+    from relaygraph.nodes import asubmit_review
+
+    config = {"configurable": {"thread_id": spec["thread"]}}
+    steps: list[str] = []
+    external = None
+    async with AsyncSQLAlchemySaver.from_conn_string(
+            _async_url(spec["url"]), serde=examples.serde()) as saver:
+        await saver.asetup()
+        if spec["workflow"] == "refund":
+            graph = refund.build_refund_graph().compile(checkpointer=saver)
+            first = refund.refund_input()
         else:
-            published, calls = _publish_tables()
-            assert external is not None
-            with external.connect() as conn:
-                rows["published"] = conn.execute(sa.select(sa.func.count()).where(
-                    published.c.thread_id == thread)).scalar_one()
-                rows["publish_calls"] = conn.execute(sa.select(sa.func.count()).where(
-                    calls.c.thread_id == thread)).scalar_one()
-            external.dispose()
-    return {"state": _normalize(workflow, values), "rows": rows, "steps": steps,
-            "counts": killer.counts, "seconds": time.monotonic() - started}
+            builder, external = _research_graph(spec["url"], killer, "async")
+            graph = builder.compile(checkpointer=saver)
+            first = research.research_input()
+        for _ in range(30):
+            move = _next_move(await graph.aget_state(config))
+            if move == "done":
+                break
+            steps.append(move)
+            if move == "start":
+                await graph.ainvoke(first, config)
+            elif move == "review":
+                await asubmit_review(graph, config, _APPROVE)
+            elif move == "in-doubt":
+                await graph.ainvoke(Command(resume=_RUN_AGAIN), config)
+            else:
+                await graph.ainvoke(None, config)
+        else:
+            raise RuntimeError(f"thread {spec['thread']} did not finish: {steps}")
+        return (await graph.aget_state(config)).values, steps, external
 
 
 # -- in the parent: trials ------------------------------------------------------------------------
@@ -354,7 +449,7 @@ def choose_kill(rng: Any, point: str, reference: dict[str, Any]) -> dict[str, An
 
 def trial(zygote: Zygote, url: str, workflow: str, thread: str, point: str, rng: Any,
           reference: dict[str, Any], *, rekill: float = 0.25, max_runs: int = 6,
-          bypass_ledger: bool = False) -> dict[str, Any]:
+          bypass_ledger: bool = False, mode: str = "sync") -> dict[str, Any]:
     """One trial: a run killed at ``point``, resumed in new processes until it finishes
     (a resume is itself killed at a random point with probability ``rekill``)."""
     kills = resumes = 0
@@ -365,7 +460,7 @@ def trial(zygote: Zygote, url: str, workflow: str, thread: str, point: str, rng:
             kill = (choose_kill(rng, rng.choice(KILL_POINTS), reference)
                     if rng.random() < rekill and run < max_runs - 1 else None)
         outcome = zygote.run({"url": url, "workflow": workflow, "thread": thread,
-                              "kill": kill, "bypass_ledger": bypass_ledger})
+                              "kill": kill, "bypass_ledger": bypass_ledger, "mode": mode})
         if outcome["status"] == "killed":
             kills += 1
             continue
@@ -379,9 +474,11 @@ def trial(zygote: Zygote, url: str, workflow: str, thread: str, point: str, rng:
             "lost": [], "duplicated": [], "diverged": []}
 
 
-def reference_run(zygote: Zygote, url: str, workflow: str, thread: str) -> dict[str, Any]:
+def reference_run(zygote: Zygote, url: str, workflow: str, thread: str,
+                  mode: str = "sync") -> dict[str, Any]:
     """A clean, uninterrupted run: the state every trial must end with."""
-    outcome = zygote.run({"url": url, "workflow": workflow, "thread": thread, "kill": None})
+    outcome = zygote.run({"url": url, "workflow": workflow, "thread": thread, "kill": None,
+                          "mode": mode})
     if outcome["status"] != "ok":
         raise RuntimeError(f"the uninterrupted {workflow} run failed: {outcome}")
     return outcome["result"]

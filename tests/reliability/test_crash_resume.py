@@ -3,7 +3,8 @@
 Each trial drives one thread in a forked worker process that kills itself (SIGKILL) at a
 chosen boundary: inside a checkpoint write, inside an effect, between an effect and its
 ledger record, after the record and before the node's writes are saved, or at a random
-moment. New processes resume it (a resume may be killed again) until it finishes. Its final
+moment. Trials alternate between the sync saver with ``invoke`` and the async saver with
+``ainvoke``. New processes resume it (a resume may be killed again) until it finishes. Its final
 state must equal an uninterrupted run's: the same messages, records and contracts, nothing
 lost or duplicated, exactly one CRM row per refund and one published report per research
 thread (see tests/reliability/_workers.py). ``bench/soak_durable.py`` runs hundreds of trials.
@@ -37,21 +38,24 @@ def zygote(tmp_path_factory) -> Iterator[W.Zygote]:
 def test_killed_runs_resume_to_the_uninterrupted_final_state(zygote, backend,
                                                                workflow) -> None:
     rng = random.Random(f"{SEED}-{backend.kind}-{workflow}")
-    reference = W.reference_run(zygote, backend.url, workflow, f"{workflow}-clean")
-    # the clean run passed every boundary a trial kills at
-    assert all(reference["counts"][p] >= 1 for p in ("checkpoint", "effect", "record",
-                                                     "after-effect"))
-    one_row = {"crm": 1} if workflow == "refund" else {"published": 1}
-    key, count = next(iter(one_row.items()))
-    assert (len(reference["rows"][key]) if key == "crm" else reference["rows"][key]) == count
+    refs = {mode: W.reference_run(zygote, backend.url, workflow, f"{workflow}-{mode}", mode)
+            for mode in W.MODES}
+    for reference in refs.values():
+        # the clean run passed every boundary a trial kills at
+        assert all(reference["counts"][p] >= 1 for p in ("checkpoint", "effect", "record",
+                                                         "after-effect"))
+        rows = reference["rows"]
+        assert (len(rows["crm"]) if workflow == "refund" else rows["published"]) == 1
 
     failures = []
     for i, point in enumerate(W.KILL_POINTS):
-        t = W.trial(zygote, backend.url, workflow, f"{workflow}-{i}", point, rng, reference)
+        mode = W.MODES[i % len(W.MODES)]  # the sync saver and invoke, the async and ainvoke
+        t = W.trial(zygote, backend.url, workflow, f"{workflow}-{i}", point, rng, refs[mode],
+                    mode=mode)
         if point != "random":  # a random moment may fall after the run's end
             assert t["kills"] >= 1, f"the kill at {point} never fired"
         if t["error"] or t["lost"] or t["duplicated"] or t["diverged"]:
-            failures.append((point, t))
+            failures.append((point, mode, t))
     assert failures == []
 
 
