@@ -20,6 +20,7 @@ from relaygraph.durable._errors import LeaseLostError, RunCancelledError, Thread
 from relaygraph.durable._lease import Lease, LeaseStore
 from relaygraph.durable._ledger import EffectLedger, EffectLedgerError, EffectRecord
 from relaygraph.durable._run import Drain, LeasedGraph, drain_on_sigterm, leased
+from relaygraph.durable._scheduled import SchedulingCheckpointMissing
 from relaygraph.durable._tables import effects_table, leases_table, metadata
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "LeaseStore",
     "Resolved",
     "RunCancelledError",
+    "SchedulingCheckpointMissing",
     "ThreadBusyError",
     "derive_key",
     "drain_on_sigterm",
