@@ -25,7 +25,8 @@ def _require_jupyter() -> None:
 def test_there_are_notebooks() -> None:
     assert [p.name for p in NOTEBOOKS] == ["01_quickstart.ipynb",
                                            "02_review_and_timeline.ipynb",
-                                           "03_crash_and_resume.ipynb"]
+                                           "03_crash_and_resume.ipynb",
+                                           "04_agent_middleware.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -50,10 +51,11 @@ def test_notebook_runs(path: Path, tmp_path: Path) -> None:
             for o in c.get("outputs", []) if o.get("output_type") in ("execute_result",
                                                                      "display_data")]
     html = "".join(d.get("text/html", "") for d in rich)
-    if path.stem in ("01_quickstart", "02_review_and_timeline"):
+    if path.stem in ("01_quickstart", "02_review_and_timeline", "04_agent_middleware"):
         # each draws its graph offline, as SVG (with Mermaid and ASCII alternatives)
         svg = next(d for d in rich if "image/svg+xml" in d)
-        assert "<svg" in svg["image/svg+xml"] and ">check</text>" in svg["image/svg+xml"]
+        node = "model" if path.stem == "04_agent_middleware" else "check"
+        assert "<svg" in svg["image/svg+xml"] and f">{node}</text>" in svg["image/svg+xml"]
         assert svg["text/vnd.mermaid"].startswith("---") or "graph TD" in svg["text/vnd.mermaid"]
     if path.stem in ("02_review_and_timeline", "03_crash_and_resume"):
         # the notebook timeline shows the tables the CLI's timeline shows

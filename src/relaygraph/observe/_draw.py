@@ -124,10 +124,12 @@ def draw_graph(graph: Any, *, xray: bool = False) -> GraphDrawing:
         ascii_art = drawable.draw_ascii()
     except Exception:  # noqa: BLE001 - the SVG is the drawing; text is a fallback
         ascii_art = mermaid
-    min_x = min(x - w / 2 for x, _, w in boxes.values()) - 10
-    max_x = max(x + w / 2 for x, _, w in boxes.values()) + 10
-    min_y = min(y for _, y, _ in boxes.values()) - _BOX_H / 2 - 10
-    max_y = max(y for _, y, _ in boxes.values()) + _BOX_H / 2 + 10
+    # edges that skip layers bend through points outside the boxes: keep them in view
+    points = [p for pts, _ in lines for p in pts]
+    min_x = min([x - w / 2 for x, _, w in boxes.values()] + [x for x, _ in points]) - 10
+    max_x = max([x + w / 2 for x, _, w in boxes.values()] + [x for x, _ in points]) + 10
+    min_y = min([y - _BOX_H / 2 for _, y, _ in boxes.values()] + [y for _, y in points]) - 10
+    max_y = max([y + _BOX_H / 2 for _, y, _ in boxes.values()] + [y for _, y in points]) + 10
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="{min_x:.0f} {min_y:.0f} '
         f'{max_x - min_x:.0f} {max_y - min_y:.0f}" width="{max_x - min_x:.0f}" '
