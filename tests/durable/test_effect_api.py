@@ -256,3 +256,45 @@ def test_an_effect_waits_until_its_tasks_checkpoint_is_stored(sqlite_backend,
     with pytest.raises(EffectError, match="durability='exit'"):
         graph.invoke({}, {"configurable": {"thread_id": "exit"}}, durability="exit")
     engine.dispose()
+
+
+def test_two_transactional_calls_of_one_key_at_once_write_once(ledger, backend) -> None:
+    """Two executions of the same call at the same moment (two workers on one thread): the
+    second transaction to record it rolls back its write and returns the first's result."""
+    import threading
+
+    sink = sa.Table("race_sink", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True),
+                    sa.Column("who", sa.String(8)))
+    sink.create(ledger.engine)
+    entered = threading.Event()
+    ran: list[str] = []
+
+    def write(who: str, *, key: str, conn: Any) -> str:
+        ran.append(who)
+        if who == "first" and backend.kind != "sqlite":
+            # on a server database the second transaction runs alongside this one: let it
+            # write and record first (SQLite runs them one after the other)
+            assert entered.wait(30)
+        if who == "second":
+            entered.set()
+        conn.execute(sink.insert().values(who=who))
+        return who
+
+    eff = effect(write, ledger=ledger, name="race", transactional=True)
+    results: dict[str, Any] = {}
+
+    def call(who: str) -> None:
+        results[who] = eff(who, key="same")
+
+    first = threading.Thread(target=call, args=("first",))
+    first.start()
+    if backend.kind == "sqlite":
+        first.join()
+    call("second")
+    first.join()
+    with ledger.engine.connect() as conn:
+        rows = [r[0] for r in conn.execute(sa.select(sink.c.who))]
+    assert len(rows) == 1
+    assert results["first"] == results["second"] == rows[0]
+    rec = ledger.get("race", "same")
+    assert rec is not None and rec.status == "done" and ledger.loads(rec) == rows[0]
