@@ -43,3 +43,18 @@ def test_python_blocks_run_in_order(path: Path, tmp_path: Path, monkeypatch) -> 
         except Exception as exc:  # noqa: BLE001 - re-raised with the block number
             raise AssertionError(f"{path.name} python block {i} failed: {exc!r}") from exc
     assert os.getcwd() == str(tmp_path)
+
+
+def test_the_readme_runs_twice_in_a_row_in_one_directory(tmp_path: Path, monkeypatch) -> None:
+    # the quick start keeps its SQLite file: a second run must find it and still pass
+    monkeypatch.chdir(tmp_path)
+    for run in range(2):
+        module = types.ModuleType(f"docs_readme_run{run}")
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+        for i, code in enumerate(_blocks(ROOT / "README.md")):
+            try:
+                exec(compile(code, f"README.md[python block {i}]", "exec", dont_inherit=True),
+                     module.__dict__)
+            except Exception as exc:  # noqa: BLE001 - re-raised with the run and block
+                raise AssertionError(f"run {run + 1}, python block {i}: {exc!r}") from exc
+    assert (tmp_path / "relaygraph-readme.db").exists()
