@@ -253,3 +253,22 @@ def test_db_upgrade_stats_and_prune(db: str, capsys: Any) -> None:
     assert pruned["checkpoints_after"] < pruned["checkpoints_before"]
     assert _statuses(capsys, db) == {"done": "finished", "waits": "waiting"}
     assert main(["review", "waits", "approve", "--db", db, "--graph", SPEC]) == 0
+
+
+def test_a_thread_held_by_a_live_lease_is_running_and_left_alone(db: str, capsys: Any) -> None:
+    from relaygraph.durable import LeaseStore
+
+    _run(db, "busy")
+    with SQLAlchemySaver.from_conn_string(db) as saver:
+        store = LeaseStore.from_saver(saver)
+        store.setup()
+        lease = store.acquire("busy", holder="worker-7")
+        try:
+            assert _statuses(capsys, db) == {"busy": "running"}
+            assert main(["review", "busy", "approve", "--db", db, "--graph", SPEC]) == 1
+            assert "is running in another process" in capsys.readouterr().err
+            assert main(["resume", "busy", "--db", db, "--graph", SPEC]) == 1
+            assert "is running in another process" in capsys.readouterr().err
+        finally:
+            store.release(lease)
+    assert _statuses(capsys, db) == {"busy": "waiting"}
