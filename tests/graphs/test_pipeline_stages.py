@@ -206,12 +206,17 @@ def test_an_open_breaker_skips_the_agent_and_a_human_fills_in_its_output() -> No
 def test_the_handoff_compressors_model_calls_count_in_usage() -> None:
     model = ScriptedChatModel([{"order_id": "A-17", "text": "resend", "confidence": 0.9}],
                               model_name="m")
-    out = pipeline(
+    graph = pipeline(
         Agent("intake", _intake, track=False),
         Handoff("to_writer", Draft, source="messages", target="draft", compressor=model,
                 max_repairs=0, pricing=Pricing({"m": (1.0, 2.0)})),
         Agent("writer", _answer, track=False), state_schema=S,
-    ).compile(checkpointer=_saver()).invoke(INPUT, _config("cost"))
+    ).compile(checkpointer=_saver())
+    out = graph.invoke(INPUT, _config("cost"))
+    from relaygraph.observe import timeline
+
+    (step,) = timeline(graph, _config("cost")).by_node("to_writer")
+    assert step.usage == out["usage"] and step.cost > 0  # the timeline shows it in its step
     used = out["usage"]["to_writer"]["m"]
     assert used["calls"] == 1 and used["input_tokens"] > 0 and used["output_tokens"] > 0
     assert used["cost"] == pytest.approx(
