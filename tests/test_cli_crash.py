@@ -71,3 +71,15 @@ def test_crash_after_an_unknown_node_is_a_usage_error(tmp_path: Path) -> None:
     out = _cli("demo", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--crash-after", "nope")
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "is not a node of the refund graph" in out.stderr
+
+
+def test_demo_with_the_thread_of_a_crashed_run_finishes_it(tmp_path: Path, capsys: Any) -> None:
+    from relaygraph.cli import main
+
+    url = f"sqlite:///{tmp_path / 'crash.db'}"
+    assert _cli("demo", "--db", url, "--thread", "t", "--crash-after", "check").returncode == 1
+    assert main(["demo", "--db", url, "--thread", "t"]) == 0
+    out = capsys.readouterr().out
+    assert "found an interrupted run in the database (next: resolver); resuming it" in out
+    assert "status: finished, approved" in out
+    assert _crm_rows(url) == 1

@@ -153,14 +153,18 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
         if args.crash_after:
             return _crash_after(console, graph, saver, config, example, args)
         snap = graph.get_state(config)
+        report = status_of(graph, thread_id, Leases(saver))
         if not snap.values:
             console.print("\n[bold]1. run[/bold] intake → handoff RefundCase → confidence guard "
                           "→ resolver → human review → issue")
             graph.invoke(example.make_input(), config)
-        elif snap.interrupts:
+        elif report.status == "running":
+            raise CLIError(f"thread {thread_id!r} is running in another process")
+        elif report.status == "waiting":
             console.print("\n[bold]1. found[/bold] this thread paused at a review in the database")
-        elif snap.next:
-            console.print("\n[bold]1. found[/bold] an unfinished run in the database; resuming it")
+        elif report.resumable:
+            console.print(f"\n[bold]1. found[/bold] an {report.status} run in the database "
+                          f"(next: {', '.join(report.next)}); resuming it")
             graph.invoke(None, config)
         snap = graph.get_state(config)
         if not snap.interrupts:
