@@ -339,3 +339,25 @@ async def test_an_effect_interrupted_after_it_acted_is_not_repeated_on_resume(en
     await env.run(graph, {"out": []}, cfg("i"))
     out = await env.run(graph, Command(resume="yes"), cfg("i"))
     assert out["out"] == ["refund-4", "yes"] and len(seen) == 1
+
+
+async def test_an_effect_in_a_subgraph_is_keyed_by_its_namespace_and_not_repeated(env) -> None:
+    seen: list[tuple[Any, str]] = []
+    eff = refund_effect(env.ledger, seen)
+    crash = Crash()
+    inner = graph_of(env, [(eff, (8,))], after=crash)  # compiled on the saver too
+    sub = StateGraph(S)
+    sub.add_node("act", inner.nodes["act"].bound)
+    sub.add_edge(START, "act")
+    sub.add_edge("act", END)
+    outer = StateGraph(S)
+    outer.add_node("inner", sub.compile())
+    outer.add_edge(START, "inner")
+    outer.add_edge("inner", END)
+    graph = outer.compile(checkpointer=env.saver)
+    with pytest.raises(RuntimeError, match="crash after"):
+        await env.run(graph, {"out": []}, cfg("sub"))
+    out = await env.run(graph, None, cfg("sub"))
+    assert out["out"] == ["refund-8"] and len(seen) == 1
+    (rec,) = await env.calls("sub")
+    assert rec.checkpoint_ns.startswith("inner:") and "|act:" in rec.checkpoint_ns
