@@ -336,3 +336,40 @@ async def test_async_run_cancel_takeover_and_resume(asaver, clock, backend) -> N
     assert taken[0].holder == "new" and (await store.acurrent("u")).holder == "new"
     assert_linear(checkpoint_rows(backend.url, "t"))
     assert_linear(checkpoint_rows(backend.url, "u"))
+
+
+def test_update_state_writes_under_the_lease(saver, clock, backend) -> None:
+    store = make_store(saver, clock)
+    runner = leased(counter_graph(3).compile(checkpointer=saver), store)
+    runner.invoke({"count": 0}, CFG)
+    other = store.acquire("t", holder="other")
+    with pytest.raises(ThreadBusyError):
+        runner.update_state(CFG, {"count": 10})
+    store.release(other)
+    runner.update_state(CFG, {"count": 10})
+    assert runner.get_state(CFG).values["count"] == 10
+    assert store.current("t") is None
+    # the fence reaches update_state's put: a stale lease cannot write through it
+    stale = store.acquire("t", holder="stale")
+    clock.advance(11)
+    store.acquire("t", holder="new")
+    from relaygraph.checkpointers._fence import FENCE_KEY
+
+    with pytest.raises(LeaseLostError):
+        runner.graph.update_state({"configurable": {"thread_id": "t", FENCE_KEY: stale}},
+                                  {"count": 99})
+    assert runner.get_state(CFG).values["count"] == 10
+    assert_linear(checkpoint_rows(backend.url, "t"))
+
+
+async def test_aupdate_state_writes_under_the_lease(asaver, clock) -> None:
+    store = LeaseStore.from_saver(asaver, ttl=10, clock=clock)
+    await store.asetup()
+    runner = leased(counter_graph(2).compile(checkpointer=asaver), store)
+    await runner.ainvoke({"count": 0}, CFG)
+    other = await store.aacquire("t", holder="other")
+    with pytest.raises(ThreadBusyError):
+        await runner.aupdate_state(CFG, {"count": 7})
+    await store.arelease(other)
+    await runner.aupdate_state(CFG, {"count": 7})
+    assert (await runner.aget_state(CFG)).values["count"] == 7

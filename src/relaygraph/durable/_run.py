@@ -201,7 +201,8 @@ class LeasedGraph:
 
     ``invoke``, ``ainvoke``, ``stream`` and ``astream`` take the compiled graph's
     arguments; resume a paused thread with ``invoke(Command(resume=...), config)``.
-    Anything else (``get_state``, ``update_state``, ...) is the graph's own.
+    ``update_state`` / ``aupdate_state`` also write under the lease. Anything else
+    (``get_state``, ``get_state_history``, ...) is the graph's own.
     """
 
     def __init__(self, graph: Any, store: LeaseStore, *, strategy: Strategy = "reject",
@@ -290,6 +291,13 @@ class LeasedGraph:
             yield from self.graph.stream(input, run.config(config or {}),
                                          control=run.control, **kw)
 
+    def update_state(self, config: RunnableConfig, values: Any, as_node: str | None = None,
+                     **kw: Any) -> RunnableConfig:
+        """``graph.update_state`` under the thread's lease: a fenced write too."""
+        with self._run(config, {}) as run:
+            return self.graph.update_state(  # type: ignore[no-any-return]
+                run.config(config), values, as_node, **kw)
+
     # -- async ---------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -337,6 +345,13 @@ class LeasedGraph:
         async with self._arun(config, kw) as run:
             return await self.graph.ainvoke(input, run.config(config or {}),
                                             control=run.control, **kw)
+
+    async def aupdate_state(self, config: RunnableConfig, values: Any,
+                            as_node: str | None = None, **kw: Any) -> RunnableConfig:
+        """Async twin of :meth:`update_state`."""
+        async with self._arun(config, {}) as run:
+            return await self.graph.aupdate_state(  # type: ignore[no-any-return]
+                run.config(config), values, as_node, **kw)
 
     async def astream(self, input: Any, config: RunnableConfig | None = None,
                       **kw: Any) -> AsyncIterator[Any]:
