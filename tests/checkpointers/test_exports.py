@@ -9,10 +9,10 @@ import relaygraph.checkpointers as checkpointers
 def test_checkpointers_exports() -> None:
     assert sorted(checkpointers.__all__) == sorted([
         "AsyncSQLAlchemySaver", "BaseSQLAlchemySaver", "BlockedTypeError", "CheckpointerError",
-        "CorruptCheckpointError", "DatabaseUnavailableError", "InvalidFilterError",
-        "InvalidKeyError", "RelaygraphSerializer", "SQLAlchemySaver", "SchemaVersionError",
-        "SetupRequiredError",
-        "ThreadInfo", "allow", "default_serde", "metadata",
+        "CorruptCheckpointError", "DatabaseTimeoutError", "DatabaseUnavailableError",
+        "InvalidFilterError", "InvalidKeyError", "RelaygraphSerializer", "RetryPolicy",
+        "SQLAlchemySaver", "SchemaVersionError", "SetupRequiredError",
+        "ThreadInfo", "allow", "default_serde", "metadata", "set_timeouts",
     ])
     for name in checkpointers.__all__:
         assert getattr(checkpointers, name) is not None

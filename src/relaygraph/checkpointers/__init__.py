@@ -23,15 +23,18 @@ from relaygraph.checkpointers._errors import (
     SchemaVersionError,
     SetupRequiredError,
 )
+from relaygraph.checkpointers._retry import DatabaseTimeoutError, RetryPolicy, set_timeouts
 from relaygraph.checkpointers._sync import SQLAlchemySaver
 
 __all__ = [
     "AsyncSQLAlchemySaver",
     "RelaygraphSerializer",
+    "RetryPolicy",
     "BaseSQLAlchemySaver",
     "BlockedTypeError",
     "CheckpointerError",
     "CorruptCheckpointError",
+    "DatabaseTimeoutError",
     "DatabaseUnavailableError",
     "InvalidFilterError",
     "InvalidKeyError",
@@ -42,4 +45,5 @@ __all__ = [
     "allow",
     "default_serde",
     "metadata",
+    "set_timeouts",
 ]

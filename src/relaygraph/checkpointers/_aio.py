@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import functools
+import itertools
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -44,12 +45,21 @@ from relaygraph.checkpointers._base import (
 from relaygraph.checkpointers._direct import DirectWriter, supports
 from relaygraph.checkpointers._errors import CheckpointerError
 from relaygraph.checkpointers._protocol import answer, writes_of
-from relaygraph.checkpointers._sync import SqliteWorker, translate_db_error
+from relaygraph.checkpointers._retry import (
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_STATEMENT_TIMEOUT,
+    RetryPolicy,
+    is_transient,
+    set_timeouts,
+)
+from relaygraph.checkpointers._sync import SqliteWorker, db_error
 from relaygraph.checkpointers._urls import (
+    DEFAULT_MAX_CONNECTIONS,
     autocommit_kwargs,
     engine_kwargs,
     engine_views,
     is_sqlite_file,
+    pool_sizes,
     resolve_url,
     sqlite_pragmas,
 )
@@ -100,6 +110,11 @@ class HeldConnections:
         self.keep = keep if keep is not None else (size() if callable(size) else 5)
         self._idle: list[_Held] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        # No more held at once than the pool can open: a pool without overflow would
+        # otherwise make an operation wait for a connection that sits in ``_idle``.
+        overflow = getattr(engine.sync_engine.pool, "_max_overflow", -1)
+        self.limit = (size() + overflow if callable(size) and overflow >= 0 else None)
+        self._slots: asyncio.Semaphore | None = None
 
     def usable(self) -> bool:
         loop = asyncio.get_running_loop()
@@ -108,17 +123,33 @@ class HeldConnections:
         return loop is self._loop
 
     async def acquire(self) -> _Held:
-        if self._idle:
-            return self._idle.pop()
-        conn = await self.engine.connect()
+        if self.limit is not None:
+            if self._slots is None:
+                self._slots = asyncio.Semaphore(self.limit)
+            await self._slots.acquire()
         try:
-            fairy = await conn.get_raw_connection()
+            if self._idle:
+                return self._idle.pop()
+            conn = await self.engine.connect()
+            try:
+                fairy = await conn.get_raw_connection()
+            except BaseException:
+                await conn.close()
+                raise
+            return _Held(conn, fairy)
         except BaseException:
-            await conn.close()
+            if self._slots is not None:
+                self._slots.release()
             raise
-        return _Held(conn, fairy)
 
     async def release(self, held: _Held, reusable: bool) -> None:
+        try:
+            await self._release(held, reusable)
+        finally:
+            if self._slots is not None:
+                self._slots.release()
+
+    async def _release(self, held: _Held, reusable: bool) -> None:
         conn = held.conn
         if reusable and not conn.invalidated:
             if conn.in_transaction():  # SQLAlchemy's own bookkeeping: autocommitted
@@ -164,13 +195,15 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
 
     def __init__(self, engine: AsyncEngine, *, serde: SerializerProtocol | None = None,
                  segment_every: int = 32, compress: bool = True,
-                 cache_size: int = 4096, thread_dictionaries: bool = True) -> None:
+                 cache_size: int = 4096, thread_dictionaries: bool = True,
+                 retry: RetryPolicy | None = None) -> None:
         if not isinstance(engine, AsyncEngine):
             raise TypeError(
                 f"AsyncSQLAlchemySaver takes an AsyncEngine, got {type(engine).__name__}; "
                 "use SQLAlchemySaver for a sync Engine or from_conn_string(url) for a URL")
         super().__init__(serde=serde, segment_every=segment_every, compress=compress,
-                         cache_size=cache_size, thread_dictionaries=thread_dictionaries)
+                         cache_size=cache_size, thread_dictionaries=thread_dictionaries,
+                         retry=retry)
         self.engine = engine
         self._dialect = engine.dialect
         self._sqlite = engine.dialect.name == "sqlite"
@@ -192,11 +225,21 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
 
     @classmethod
     @asynccontextmanager
-    async def from_conn_string(cls, url: str, **kwargs: Any) -> AsyncIterator[
-            AsyncSQLAlchemySaver]:
-        """Create an async engine for ``url``, yield a saver on it, dispose it after."""
+    async def from_conn_string(
+            cls, url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+            lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
+            statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+            **kwargs: Any) -> AsyncIterator[AsyncSQLAlchemySaver]:
+        """Create an async engine for ``url``, yield a saver on it, dispose it after.
+
+        ``max_connections``, ``lock_timeout`` and ``statement_timeout`` as in
+        :meth:`SQLAlchemySaver.from_conn_string`; the connections the saver holds between
+        operations count among ``max_connections``.
+        """
         u = resolve_url(url, async_=True)
-        engine = create_async_engine(u, **engine_kwargs(u))
+        sizes = pool_sizes(u, max_connections)
+        engine = create_async_engine(u, **engine_kwargs(u), **sizes[0])
+        set_timeouts(engine, lock=lock_timeout, statement=statement_timeout)
         worker_engine: sa.Engine | None = None
         if u.get_backend_name() == "sqlite":
             sa.event.listen(engine.sync_engine, "connect", sqlite_pragmas)
@@ -204,12 +247,17 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                 su = u.set(drivername="sqlite+pysqlite")  # the standard library's
                 worker_engine = sa.create_engine(su, **engine_kwargs(su))
                 sa.event.listen(worker_engine, "connect", sqlite_pragmas)
+                set_timeouts(worker_engine, lock=lock_timeout, statement=statement_timeout)
         fast_kw = autocommit_kwargs(u)  # as in SQLAlchemySaver.from_conn_string
-        fast = create_async_engine(u, **fast_kw) if fast_kw is not None else None
-        lane = create_async_engine(u, **fast_kw) if fast_kw is not None else None
+        fast = create_async_engine(u, **fast_kw, **sizes[1]) if fast_kw is not None else None
+        lane = create_async_engine(u, **fast_kw, **sizes[2]) if fast_kw is not None else None
+        for extra in (fast, lane):
+            if extra is not None:
+                set_timeouts(extra, lock=lock_timeout, statement=statement_timeout)
         saver: AsyncSQLAlchemySaver | None = None
         try:
             saver = cls(engine, **kwargs)
+            saver._timeouts = {"lock": lock_timeout, "statement": statement_timeout}
             if fast is not None:
                 saver._reader = fast
                 saver._held = HeldConnections(fast)
@@ -239,21 +287,28 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
             self.loop = asyncio.get_running_loop()
         if not self._schema_ok:
             await self._run_checked(self._op_schema_version)
-        for attempt in (1, 2):
+        return await self._retrying(
+            lambda: self._run_once(make(*args), write=write, writes_lane=writes_lane))
+
+    async def _retrying(self, work: Callable[[], Awaitable[T]]) -> T:
+        """See :meth:`SQLAlchemySaver._retrying`."""
+        started: float | None = None
+        for attempt in itertools.count(1):
             try:
-                return await self._run_once(make(*args), write=write,
-                                            writes_lane=writes_lane)
+                return await work()
             except sa.exc.DBAPIError as exc:
-                if attempt == 1 and exc.connection_invalidated:
-                    continue
-                raise translate_db_error(exc, self.engine.url) from exc
+                if is_transient(exc):
+                    if started is None:
+                        started = self.retry.clock()
+                    wait = self.retry.delay(attempt, started)
+                    if wait is not None:
+                        await self.retry.asleep(wait)
+                        continue
+                raise db_error(self, exc, attempt, started) from exc
         raise AssertionError("unreachable")
 
     async def _run_checked(self, make: Callable[[], Op]) -> None:
-        try:
-            version = await self._run_once(make(), write=False)
-        except sa.exc.DBAPIError as exc:
-            raise translate_db_error(exc, self.engine.url) from exc
+        version = await self._retrying(lambda: self._run_once(make(), write=False))
         self._check_schema(version)
 
     async def _run_once(self, op: Op, *, write: bool, writes_lane: bool = False) -> Any:
@@ -312,28 +367,25 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                 elif isinstance(msg, After):
                     msg = op.send(None)
                 else:
-                    try:
-                        if self._worker is not None:
-                            out = await asyncio.to_thread(self._worker.execute, msg)
-                        elif self._held is not None and self._held.usable():
-                            out = await self._on_held(
-                                functools.partial(_exec, msg=msg, direct=self._direct))
-                        else:
-                            async with self._reader.connect() as conn:
-                                out = await _exec(conn, msg, self._direct)
-                    except sa.exc.DBAPIError as exc:
-                        raise translate_db_error(exc, self.engine.url) from exc
-                    msg = op.send(out)
+                    msg = op.send(await self._retrying(functools.partial(self._exec_one, msg)))
         except StopIteration:
             return
 
+    async def _exec_one(self, msg: Any) -> Any:
+        if self._worker is not None:
+            return await asyncio.to_thread(self._worker.execute, msg)
+        if self._held is not None and self._held.usable():
+            return await self._on_held(functools.partial(_exec, msg=msg, direct=self._direct))
+        async with self._reader.connect() as conn:
+            return await _exec(conn, msg, self._direct)
+
     async def asetup(self) -> None:
         """Create or migrate the checkpoint tables. Idempotent; safe across processes."""
-        try:
+        async def migrate() -> None:
             async with self._tx.begin() as conn:
                 await conn.run_sync(S.run_migrations)
-        except sa.exc.DBAPIError as exc:
-            raise translate_db_error(exc, self.engine.url) from exc
+
+        await self._retrying(migrate)
         self._schema_ok = False  # checked again, against what the database now holds
 
     # -- async BaseCheckpointSaver --------------------------------------------------------

@@ -84,6 +84,7 @@ from relaygraph.checkpointers._refs import (
     rebuild,
     ref_checkpoint,
 )
+from relaygraph.checkpointers._retry import RetryPolicy
 from relaygraph.checkpointers._serde import RelaygraphSerializer, default_serde
 from relaygraph.checkpointers._tdict import (
     DICT_TYPE,
@@ -138,8 +139,12 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         compress: bool = True,
         cache_size: int = 4096,
         thread_dictionaries: bool = True,
+        retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(serde=serde or default_serde())
+        self.retry = retry if retry is not None else RetryPolicy()
+        #: the lock and statement timeouts from_conn_string set, for error messages
+        self._timeouts: dict[str, float | None] = {}
         if segment_every < 2:
             raise ValueError(f"segment_every must be >= 2, got {segment_every}")
         self.segment_every = segment_every

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
+import itertools
 import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -36,10 +38,21 @@ from relaygraph.checkpointers._base import (
 from relaygraph.checkpointers._direct import DirectWriter, LiteConnection, SyncConn, supports
 from relaygraph.checkpointers._errors import DatabaseUnavailableError, SetupRequiredError
 from relaygraph.checkpointers._protocol import answer, writes_of
+from relaygraph.checkpointers._retry import (
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_STATEMENT_TIMEOUT,
+    RetryPolicy,
+    is_transient,
+    set_timeouts,
+    timeout_error,
+    timeout_kind,
+)
 from relaygraph.checkpointers._urls import (
+    DEFAULT_MAX_CONNECTIONS,
     autocommit_kwargs,
     engine_kwargs,
     engine_views,
+    pool_sizes,
     resolve_url,
     sqlite_pragmas,
 )
@@ -51,9 +64,13 @@ _MISSING_TABLE = re.compile(
     r"|table '[^']*relaygraph_\w+' doesn't exist", re.IGNORECASE)
 
 
-def translate_db_error(exc: sa.exc.DBAPIError, url: Any) -> Exception:
+def translate_db_error(exc: sa.exc.DBAPIError, url: Any,
+                       timeouts: dict[str, float | None] | None = None) -> Exception:
     """Map driver errors to relaygraph errors with the fix in the message."""
     text = str(exc.orig) if exc.orig is not None else str(exc)
+    which = timeout_kind(exc)
+    if which is not None:
+        return timeout_error(exc, which, timeouts or {})
     if _MISSING_TABLE.search(text.split("\n", 1)[0]):
         return SetupRequiredError(
             "the relaygraph checkpoint tables do not exist in this database; call "
@@ -63,6 +80,18 @@ def translate_db_error(exc: sa.exc.DBAPIError, url: Any) -> Exception:
         safe = url.render_as_string(hide_password=True)
         return DatabaseUnavailableError(f"cannot use the database at {safe}: {text.strip()}")
     return exc
+
+
+def db_error(saver: BaseSQLAlchemySaver, exc: sa.exc.DBAPIError, attempts: int,
+             started: float | None) -> Exception:
+    """``translate_db_error``, saying how long the saver retried before giving up."""
+    out = translate_db_error(exc, saver.engine.url, saver._timeouts)  # type: ignore[attr-defined]
+    if attempts > 1 and started is not None and isinstance(out, DatabaseUnavailableError):
+        spent = saver.retry.clock() - started
+        out = DatabaseUnavailableError(
+            f"{out} (tried {attempts} times over {spent:.1f} s; the saver's "
+            f"retry=RetryPolicy(window={saver.retry.window:g}) sets how long)")
+    return out
 
 
 class SQLAlchemySaver(BaseSQLAlchemySaver):
@@ -88,6 +117,9 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
             and compress the thread's later rows with it: on long threads a step's rows
             take about a fifth less space. It is deleted and copied with its thread. A
             saver with this off still reads rows written with one.
+        retry: how long an operation whose connection dropped (a database restart, a
+            failover) is retried, with backoff; by default for up to 10 seconds. See
+            :class:`RetryPolicy`.
 
     Example:
         >>> with SQLAlchemySaver.from_conn_string("sqlite:///relaygraph.db") as saver:
@@ -97,12 +129,14 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
 
     def __init__(self, engine: sa.Engine, *, serde: SerializerProtocol | None = None,
                  segment_every: int = 32, compress: bool = True,
-                 cache_size: int = 4096, thread_dictionaries: bool = True) -> None:
+                 cache_size: int = 4096, thread_dictionaries: bool = True,
+                 retry: RetryPolicy | None = None) -> None:
         if isinstance(engine, str):
             raise TypeError("SQLAlchemySaver takes an Engine; for a URL use "
                             "SQLAlchemySaver.from_conn_string(url)")
         super().__init__(serde=serde, segment_every=segment_every, compress=compress,
-                         cache_size=cache_size, thread_dictionaries=thread_dictionaries)
+                         cache_size=cache_size, thread_dictionaries=thread_dictionaries,
+                         retry=retry)
         self.engine = engine
         self._dialect = engine.dialect
         # SQLite has one writer at a time; queueing in-process writers on a lock (and
@@ -123,23 +157,46 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
 
     @classmethod
     @contextmanager
-    def from_conn_string(cls, url: str, **kwargs: Any) -> Iterator[SQLAlchemySaver]:
+    def from_conn_string(cls, url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                         lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT,
+                         statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+                         **kwargs: Any) -> Iterator[SQLAlchemySaver]:
         """Create an engine for ``url``, yield a saver on it, dispose the engine after.
 
         ``postgresql://`` uses psycopg 3, ``mysql://`` PyMySQL, ``sqlite://`` the standard
         library. Connections time out after a few seconds instead of hanging.
+
+        Args:
+            url: the database.
+            max_connections: the most connections this saver opens to a PostgreSQL or
+                MySQL server, over all its pools (transactions, autocommitted reads and
+                puts, task writes; ``saver.engine``, which ``LeaseStore.from_saver`` and
+                ``EffectLedger.from_saver`` share, is one of them). Operations beyond it
+                wait for a free connection. The default, 10, lets 9 worker processes
+                share a server with PostgreSQL's default ``max_connections=100``, each
+                running any number of graphs at once.
+            lock_timeout: seconds a statement may wait for a lock (SQLite: for another
+                writer) before it fails with ``DatabaseTimeoutError``; None: no limit.
+            statement_timeout: seconds a statement may run (PostgreSQL, MySQL/MariaDB).
+            **kwargs: passed to the saver (``serde``, ``retry``, ...).
         """
         u = resolve_url(url, async_=False)
-        engine = sa.create_engine(u, **engine_kwargs(u))
+        sizes = pool_sizes(u, max_connections)
+        engine = sa.create_engine(u, **engine_kwargs(u), **sizes[0])
+        set_timeouts(engine, lock=lock_timeout, statement=statement_timeout)
         if u.get_backend_name() == "sqlite":
             sa.event.listen(engine, "connect", sqlite_pragmas)
         # ``saver.engine`` stays transactional for whoever else uses it; the saver's own
         # autocommitted work gets a pool of its own that never switches (engine_views)
         fast_kw = autocommit_kwargs(u)
-        fast = sa.create_engine(u, **fast_kw) if fast_kw is not None else None
-        lane = sa.create_engine(u, **fast_kw) if fast_kw is not None else None
+        fast = sa.create_engine(u, **fast_kw, **sizes[1]) if fast_kw is not None else None
+        lane = sa.create_engine(u, **fast_kw, **sizes[2]) if fast_kw is not None else None
+        for extra in (fast, lane):
+            if extra is not None:
+                set_timeouts(extra, lock=lock_timeout, statement=statement_timeout)
         try:
             saver = cls(engine, **kwargs)
+            saver._timeouts = {"lock": lock_timeout, "statement": statement_timeout}
             if fast is not None:
                 saver._reader = fast
                 saver._writes_reader = lane
@@ -162,20 +219,29 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         """
         if not self._schema_ok:
             self._run_checked(self._op_schema_version)
-        for attempt in (1, 2):
+        return self._retrying(
+            lambda: self._run_once(make(*args), write=write, writes_lane=writes_lane))
+
+    def _retrying(self, work: Callable[[], Any]) -> Any:
+        """Run ``work``, again while the database reports a dropped connection, with
+        backoff within ``self.retry``'s window (see ``_retry``)."""
+        started: float | None = None
+        for attempt in itertools.count(1):
             try:
-                return self._run_once(make(*args), write=write, writes_lane=writes_lane)
+                return work()
             except sa.exc.DBAPIError as exc:
-                if attempt == 1 and exc.connection_invalidated:
-                    continue
-                raise translate_db_error(exc, self.engine.url) from exc
+                if is_transient(exc):
+                    if started is None:
+                        started = self.retry.clock()
+                    wait = self.retry.delay(attempt, started)
+                    if wait is not None:
+                        self.retry.sleep(wait)
+                        continue
+                raise db_error(self, exc, attempt, started) from exc
         raise AssertionError("unreachable")
 
     def _run_checked(self, make: Callable[[], Op]) -> None:
-        try:
-            version = self._run_once(make(), write=False)
-        except sa.exc.DBAPIError as exc:
-            raise translate_db_error(exc, self.engine.url) from exc
+        version = self._retrying(lambda: self._run_once(make(), write=False))
         self._check_schema(version)
 
     def _run_once(self, op: Op, *, write: bool, writes_lane: bool = False) -> Any:
@@ -216,27 +282,25 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
                 elif isinstance(msg, After):
                     msg = op.send(None)
                 else:
-                    try:
-                        if self._lite is not None:
-                            out = exec_lite(self.engine, self._lite, msg)
-                        else:
-                            with self._reader.connect() as conn:
-                                out = _exec(conn, msg, self._direct)
-                    except sa.exc.DBAPIError as exc:
-                        raise translate_db_error(exc, self.engine.url) from exc
-                    msg = op.send(out)
+                    msg = op.send(self._retrying(functools.partial(self._exec_one, msg)))
         except StopIteration:
             return
+
+    def _exec_one(self, msg: Any) -> Any:
+        if self._lite is not None:
+            return exec_lite(self.engine, self._lite, msg)
+        with self._reader.connect() as conn:
+            return _exec(conn, msg, self._direct)
 
     # -- setup --------------------------------------------------------------------------
 
     def setup(self) -> None:
         """Create or migrate the checkpoint tables. Idempotent; safe across processes."""
-        try:
+        def migrate() -> None:
             with self._tx.begin() as conn:
                 S.run_migrations(conn)
-        except sa.exc.DBAPIError as exc:
-            raise translate_db_error(exc, self.engine.url) from exc
+
+        self._retrying(migrate)
         self._schema_ok = False  # checked again, against what the database now holds
 
     # -- BaseCheckpointSaver ------------------------------------------------------------

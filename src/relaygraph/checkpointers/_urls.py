@@ -86,6 +86,37 @@ def engine_kwargs(u: URL) -> dict[str, Any]:
     return kw
 
 
+#: connections one saver from ``from_conn_string`` opens at most (see ``pool_sizes``)
+DEFAULT_MAX_CONNECTIONS = 10
+
+
+def pool_sizes(u: URL, max_connections: int) -> tuple[dict[str, Any], dict[str, Any],
+                                                     dict[str, Any]]:
+    """Pool arguments of a saver's three engines (transactions, autocommitted reads and
+    puts, task writes) so that together they open at most ``max_connections``.
+
+    Each pool keeps its connections open and has no overflow: an operation that finds
+    its pool busy waits for a connection (up to ``POOL_WAIT`` seconds) instead of
+    opening one more. Autocommitted reads and puts, the busiest, get the largest share.
+    SQLite opens a connection per thread as it needs one: nothing to size.
+    """
+    if u.get_backend_name() == "sqlite":
+        return {}, {}, {}
+    if type(max_connections) is not int or max_connections < 3:
+        raise ConfigurationError(
+            f"max_connections must be an int >= 3 (one per pool: transactions, reads and "
+            f"puts, task writes), got {max_connections!r}")
+    tx = max(1, max_connections * 3 // 10)
+    writes = max(1, max_connections * 3 // 10)
+    reads = max_connections - tx - writes
+    return tuple({"pool_size": n, "max_overflow": 0, "pool_timeout": POOL_WAIT}
+                 for n in (tx, reads, writes))  # type: ignore[return-value]
+
+
+#: how long an operation waits for a free connection of its pool
+POOL_WAIT = 60
+
+
 def autocommit_kwargs(u: URL) -> dict[str, Any] | None:
     """Engine arguments for the pool of a saver's own autocommitted work (see
     :func:`engine_views`), or ``None`` where one engine serves (SQLite)."""
