@@ -27,7 +27,8 @@ def test_there_are_notebooks() -> None:
                                            "02_review_and_timeline.ipynb",
                                            "03_crash_and_resume.ipynb",
                                            "04_agent_middleware.ipynb",
-                                           "05_breaker_shared_by_workers.ipynb"]
+                                           "05_breaker_shared_by_workers.ipynb",
+                                           "06_serving.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -52,12 +53,11 @@ def test_notebook_runs(path: Path, tmp_path: Path) -> None:
             for o in c.get("outputs", []) if o.get("output_type") in ("execute_result",
                                                                      "display_data")]
     html = "".join(d.get("text/html", "") for d in rich)
-    if path.stem != "03_crash_and_resume":
-        # each draws its graph offline, as SVG (with Mermaid and ASCII alternatives)
-        svg = next(d for d in rich if "image/svg+xml" in d)
-        node = "model" if path.stem == "04_agent_middleware" else "check"
-        assert "<svg" in svg["image/svg+xml"] and f">{node}</text>" in svg["image/svg+xml"]
-        assert svg["text/vnd.mermaid"].startswith("---") or "graph TD" in svg["text/vnd.mermaid"]
+    # every notebook draws its graph offline, as SVG (with Mermaid and ASCII alternatives)
+    svg = next(d for d in rich if "image/svg+xml" in d)
+    node = "model" if path.stem == "04_agent_middleware" else "check"
+    assert "<svg" in svg["image/svg+xml"] and f">{node}</text>" in svg["image/svg+xml"]
+    assert svg["text/vnd.mermaid"].startswith("---") or "graph TD" in svg["text/vnd.mermaid"]
     if path.stem in ("02_review_and_timeline", "03_crash_and_resume"):
         # the notebook timeline shows the tables the CLI's timeline shows
         for title in ("<p>handoffs</p>", "<p>guard decisions</p>", "<p>reviews</p>",
