@@ -27,8 +27,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -244,11 +246,258 @@ def med(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+# -- thread lengths x constructors x durability, in fresh processes --------------------
+#
+# ``--matrix``: each round starts one fresh process per saver (in a shuffled order), on a
+# fresh database; the process runs threads of every length in ``LENGTHS`` (``BUDGET``
+# steps per length: 100 x 6, 20 x 31, 6 x 100, 2 x 300), then reads the last 300-step
+# thread back (get_state, list, history) and reports the bytes the 300-step threads
+# stored. Ratios are taken within a round (every saver of a round ran under the same
+# machine load) and reported as the median over rounds with their range.
+
+LENGTHS = (6, 31, 100, 300)
+BUDGET = 620  # steps per length and process (20 threads x 31 steps, as issue 18's)
+DURABILITIES = ("sync", "async", "exit")
+#: (label, saver, constructor): relaygraph from a URL, relaygraph on the caller's engine
+MATRIX = {
+    "sqlite": [("InMemorySaver", "memory", ""), ("SqliteSaver", "official", ""),
+               ("rg url", "relaygraph", "url"), ("rg engine", "relaygraph", "engine")],
+    "postgres": [("PostgresSaver", "official", ""), ("rg url", "relaygraph", "url"),
+                 ("rg engine", "relaygraph", "engine")],
+}
+
+
+@contextlib.contextmanager
+def open_saver(saver: str, ctor: str, kind: str, db: dict[str, str]) -> Iterator[Any]:
+    """A set-up saver, the way an application builds it."""
+    if saver == "memory":
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        yield InMemorySaver()
+    elif saver == "official" and kind == "sqlite":
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        with SqliteSaver.from_conn_string(db["path"]) as s:
+            s.setup()
+            yield s
+    elif saver == "official":
+        from langgraph.checkpoint.postgres import PostgresSaver
+
+        with PostgresSaver.from_conn_string(db["libpq"]) as s:
+            s.setup()
+            yield s
+    elif ctor == "url":
+        from relaygraph.checkpointers import SQLAlchemySaver
+
+        with SQLAlchemySaver.from_conn_string(db["sa"]) as s:
+            s.setup()
+            yield s
+    else:
+        from relaygraph.checkpointers import SQLAlchemySaver
+
+        engine = sa.create_engine(db["sa"])  # what an application that owns one passes
+        try:
+            s = SQLAlchemySaver(engine)
+            s.setup()
+            yield s
+        finally:
+            engine.dispose()
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """One saver in this (fresh) process: steps/s at each length, then the reads."""
+    kind, db = spec["kind"], spec["db"]
+    out: dict[str, Any] = {"steps": {}}
+    graph = build()
+    with open_saver(spec["saver"], spec["ctor"], kind, db) as saver:
+        g = graph.compile(checkpointer=saver)
+
+        def thread(tid: str, steps: int) -> None:
+            g.invoke({"messages": [HumanMessage(f"case {tid}", id=f"in-{tid}")], "count": 0,
+                      "target": steps},
+                     {"configurable": {"thread_id": tid}, "recursion_limit": 4 * steps + 10},
+                     durability=spec["durability"])
+
+        thread("warm-up", 3)  # statements compiled, caches and pools filled
+        for steps in spec["lengths"]:
+            n = max(1, round(spec["budget"] / steps))
+            before = db_bytes(kind, db) if kind != "memory" and steps == LONG else 0
+            settle()
+            t = time.perf_counter()
+            for i in range(n):
+                thread(f"len{steps}-{i}", steps)
+            out["steps"][str(steps)] = n * steps / (time.perf_counter() - t)
+            if steps == LONG and kind != "memory" and spec["saver"] != "memory":
+                out["bytes_per_step"] = (db_bytes(kind, db) - before) / (n * steps)
+        if spec.get("reads") and LONG in spec["lengths"]:
+            cfg = {"configurable": {"thread_id": f"len{LONG}-0"}}
+            reads: dict[str, list[float]] = {"get_state": [], "list": [], "history": []}
+            for _ in range(3):
+                settle()
+                reads["get_state"].append(1000 * timed(lambda: g.get_state(cfg)))
+                reads["list"].append(1000 * timed(lambda: list(saver.list(cfg))))
+                reads["history"].append(1000 * timed(lambda: list(g.get_state_history(cfg))))
+            out["reads"] = {k: min(v) for k, v in reads.items()}
+    return out
+
+
+def _in_fresh_process(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {spec['saver']}/{spec['ctor']} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _ratios(rs: list[dict[str, Any]], base: list[dict[str, Any]], n: int) -> list[float]:
+    return [a["steps"][str(n)] / b["steps"][str(n)] for a, b in zip(rs, base, strict=True)]
+
+
+def _spread(xs: list[float]) -> str:
+    if not xs:
+        return "–"
+    if len(xs) == 1:
+        return f"×{xs[0]:.2f}"
+    return f"×{statistics.median(xs):.2f} ({min(xs):.2f}–{max(xs):.2f})"
+
+
+def matrix(kinds: list[str], rounds: int, durabilities: tuple[str, ...],
+           lengths: tuple[int, ...], budget: int, tmp: Path) -> None:
+    import random
+
+    rng = random.Random(18)
+    # (kind, durability, label) -> per round {"steps": {len: st/s}, ...}
+    runs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in range(rounds):
+        for kind in kinds:
+            for dur in durabilities:
+                entries = list(MATRIX[kind])
+                rng.shuffle(entries)
+                for label, saver, ctor in entries:
+                    print(f"round {r + 1}/{rounds}: {kind} durability={dur} {label} ...",
+                          file=sys.stderr, flush=True)
+                    with fresh_db(kind, tmp) as db:
+                        spec = {"kind": "memory" if saver == "memory" else kind, "db": db,
+                                "saver": saver, "ctor": ctor, "durability": dur,
+                                "lengths": list(lengths), "budget": budget,
+                                "reads": dur == "async"}
+                        res = _in_fresh_process(spec, timeout=900)
+                    runs.setdefault((kind, dur, label), []).append(res)
+    print(f"\nsteps/s by thread length ({rounds} rounds in fresh processes, interleaved; "
+          "median, and ratios as the median of per-round ratios with their range)")
+    for kind in kinds:
+        official = "SqliteSaver" if kind == "sqlite" else "PostgresSaver"
+        for dur in durabilities:
+            print(f"\n{kind}, durability={dur!r}")
+            hdr = f"{'saver':<14}" + "".join(f"{f'{n} steps':>34}" for n in lengths)
+            print(hdr)
+            for label, _, _ in MATRIX[kind]:
+                rs = runs[(kind, dur, label)]
+                cells = []
+                for n in lengths:
+                    mine = [x["steps"][str(n)] for x in rs]
+                    cell = f"{statistics.median(mine):.0f}"
+                    if label != official:
+                        cell += f" {_spread(_ratios(rs, runs[(kind, dur, official)], n))}"
+                    cells.append(f"{cell:>34}")
+                print(f"{label:<14}" + "".join(cells))
+            if kind == "sqlite":
+                mem = runs[(kind, dur, "InMemorySaver")]
+                for label in ("rg url", "rg engine"):
+                    rs = runs[(kind, dur, label)]
+                    line = "".join(f"{_spread(_ratios(rs, mem, n)):>34}" for n in lengths)
+                    print(f"{label + ' / mem':<14}{line}")
+        if "async" in durabilities and LONG in lengths:
+            print(f"\n{kind}: the {LONG}-step thread read back (ms, median over rounds of "
+                  "the best of 3) and bytes stored per step")
+            print(f"{'saver':<14}{'get_state':>12}{'list':>10}{'history':>10}{'B/step':>10}")
+            for label, _, _ in MATRIX[kind]:
+                rs = runs[(kind, "async", label)]
+                if "reads" not in rs[0]:
+                    continue
+                rd = {k: statistics.median([x["reads"][k] for x in rs])
+                      for k in ("get_state", "list", "history")}
+                b = [x["bytes_per_step"] for x in rs if "bytes_per_step" in x]
+                bs = f"{statistics.median(b):.0f}" if b else "–"
+                print(f"{label:<14}{rd['get_state']:>12.2f}{rd['list']:>10.1f}"
+                      f"{rd['history']:>10.1f}{bs:>10}")
+
+
+# -- whole-process start-up ----------------------------------------------------------------
+
+_STARTUP = {
+    "SqliteSaver": ("sqlite", "from langgraph.checkpoint.sqlite import SqliteSaver\n"
+                    "with SqliteSaver.from_conn_string({path!r}) as s:\n    s.setup()\n"),
+    "rg url": ("sqlite", "from relaygraph.checkpointers import SQLAlchemySaver\n"
+               "with SQLAlchemySaver.from_conn_string({sa!r}) as s:\n    s.setup()\n"),
+    "rg engine": ("sqlite", "import sqlalchemy as sa\n"
+                  "from relaygraph.checkpointers import SQLAlchemySaver\n"
+                  "e = sa.create_engine({sa!r})\nSQLAlchemySaver(e).setup()\ne.dispose()\n"),
+    "PostgresSaver": ("postgres", "from langgraph.checkpoint.postgres import PostgresSaver\n"
+                      "with PostgresSaver.from_conn_string({libpq!r}) as s:\n    s.setup()\n"),
+    "rg url (pg)": ("postgres", "from relaygraph.checkpointers import SQLAlchemySaver\n"
+                    "with SQLAlchemySaver.from_conn_string({sa!r}) as s:\n    s.setup()\n"),
+    "rg engine (pg)": ("postgres", "import sqlalchemy as sa\n"
+                       "from relaygraph.checkpointers import SQLAlchemySaver\n"
+                       "e = sa.create_engine({sa!r})\nSQLAlchemySaver(e).setup()\n"
+                       "e.dispose()\n"),
+}
+
+
+def startup(kinds: list[str], rounds: int, tmp: Path) -> None:
+    """Seconds from process start to a set-up saver (``import langgraph.graph``, the saver's
+    import, ``setup()`` on a database that already has its tables, as on every start
+    after the first), in fresh processes, interleaved."""
+    import random
+
+    rng = random.Random(18)
+    names = [n for n, (k, _) in _STARTUP.items() if k in kinds]
+    times: dict[str, list[float]] = {n: [] for n in names}
+    with contextlib.ExitStack() as stack:
+        dbs = {k: stack.enter_context(fresh_db(k, tmp)) for k in kinds}
+        code = {n: "import langgraph.graph\n" + src.format(**dbs[k])
+                for n, (k, src) in _STARTUP.items() if n in names}
+        for n in names:  # the tables exist before the timed starts
+            subprocess.run([sys.executable, "-c", code[n]], check=True)
+        for r in range(rounds):
+            order = names[:]
+            rng.shuffle(order)
+            print(f"start-up round {r + 1}/{rounds} ...", file=sys.stderr, flush=True)
+            for n in order:
+                t = time.perf_counter()
+                subprocess.run([sys.executable, "-c", code[n]], check=True)
+                times[n].append(time.perf_counter() - t)
+    print(f"\nstart-up: python -c 'import langgraph.graph; <saver>; setup()' "
+          f"({rounds} interleaved rounds; seconds, median; difference to the official saver "
+          "as the median of per-round differences with their range)")
+    for n in names:
+        official = "SqliteSaver" if _STARTUP[n][0] == "sqlite" else "PostgresSaver"
+        diffs = [a - b for a, b in zip(times[n], times[official], strict=True)]
+        extra = "" if n == official else (
+            f"   {statistics.median(diffs):+.3f} s ({min(diffs):+.3f} to {max(diffs):+.3f})")
+        print(f"  {n:<16}{statistics.median(times[n]):.3f} s{extra}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one repeat instead of three")
     ap.add_argument("--only", default="", help="comma-separated database kinds")
+    ap.add_argument("--matrix", action="store_true",
+                    help="steps/s at 6, 31, 100 and 300 steps, both constructors, in fresh "
+                         "processes (with --durability, --rounds), instead of the table")
+    ap.add_argument("--startup", action="store_true",
+                    help="whole-process start-up (import + setup()), instead of the table")
+    ap.add_argument("--rounds", type=int, default=0,
+                    help="interleaved rounds of --matrix / --startup (default 7, --quick 2)")
+    ap.add_argument("--durability", default="async",
+                    help="comma-separated durability modes for --matrix (sync,async,exit)")
+    ap.add_argument("--lengths", default=",".join(map(str, LENGTHS)),
+                    help="comma-separated thread lengths for --matrix")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
     repeats = 1 if args.quick else 3
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "relaygraph-bench"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -264,6 +513,19 @@ def main() -> None:
         print("MariaDB/MySQL not reachable at 127.0.0.1:3306: skipped")
     if args.only:
         kinds = [k for k in kinds if k in args.only.split(",")]
+    if args.matrix or args.startup:
+        rounds = args.rounds or (2 if args.quick else 7)
+        mkinds = [k for k in kinds if k in MATRIX]
+        if args.startup:
+            startup(mkinds, rounds * 2, tmp)
+        if args.matrix:
+            durs = tuple(d for d in args.durability.split(",") if d)
+            bad = set(durs) - set(DURABILITIES)
+            if bad:
+                ap.error(f"--durability takes {', '.join(DURABILITIES)}, got {sorted(bad)}")
+            lengths = tuple(int(n) for n in args.lengths.split(","))
+            matrix(mkinds, rounds, durs, lengths, BUDGET // 3 if args.quick else BUDGET, tmp)
+        return
 
     plan: list[tuple[str, str, bool]] = [("InMemorySaver", "memory", False)]
     for kind in kinds:

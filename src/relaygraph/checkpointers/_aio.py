@@ -59,6 +59,7 @@ from relaygraph.checkpointers._urls import (
     engine_kwargs,
     engine_views,
     is_sqlite_file,
+    persist_wal,
     pool_sizes,
     resolve_url,
     sqlite_pragmas,
@@ -380,7 +381,15 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
             return await _exec(conn, msg, self._direct)
 
     async def asetup(self) -> None:
-        """Create or migrate the checkpoint tables. Idempotent; safe across processes."""
+        """Create or migrate the checkpoint tables. Idempotent; safe across processes.
+
+        On a SQLite file this also puts the database in WAL journal mode (stored in the
+        file, as ``AsyncSqliteSaver.setup()`` does), on a caller's engine too.
+        """
+        if is_sqlite_file(self.engine.sync_engine.url):
+            async with self.engine.connect() as wal:
+                await wal.run_sync(lambda c: persist_wal(c.connection.dbapi_connection))
+
         async def migrate() -> None:
             async with self._tx.begin() as conn:
                 await conn.run_sync(S.run_migrations)

@@ -299,16 +299,49 @@ class LiteConnection:
     ``DBAPIError``, as on every other path.
     """
 
-    __slots__ = ("_full", "connection", "direct", "engine")
+    __slots__ = ("_full", "_restore", "connection", "direct", "engine")
 
     def __init__(self, engine: sa.Engine, direct: DirectWriter) -> None:
         self.engine = engine
         self.direct = direct
         self._full: sa.Connection | None = None
+        self._restore: str | None = None
         try:
             self.connection = engine.raw_connection()
         except direct._error_base as exc:
             raise direct._wrap("connect", exc, False) from exc
+
+    def begin_write(self) -> None:
+        """``BEGIN IMMEDIATE``, the saver's commit relaxed to ``synchronous=NORMAL`` in WAL.
+
+        In WAL mode a commit with SQLite's default ``synchronous=FULL`` waits for an fsync
+        of the log; with ``NORMAL`` it does not, and a crash of the application still
+        loses nothing (a power loss may lose the last commits, never corrupt the file).
+        ``from_conn_string`` opens its connections with ``NORMAL``. A caller's connection
+        left at the default (``FULL``) is switched for the saver's own transaction only
+        and switched back before it returns to the pool (see ``close``); any other level
+        the caller chose is kept.
+        """
+        raw: Any = self.connection.dbapi_connection
+        info = self.connection.info
+        try:
+            level = info.get(_SYNC_KEY)
+            if level is None:
+                cur = raw.cursor()
+                try:
+                    # looked at once per connection, once its database is in WAL mode
+                    # (``setup()`` switches a file to it)
+                    if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                        (sync,) = cur.execute("PRAGMA synchronous").fetchone()
+                        level = info[_SYNC_KEY] = "FULL" if sync == 2 else ""
+                finally:
+                    cur.close()
+            if level:
+                raw.execute("PRAGMA synchronous=NORMAL").close()
+                self._restore = level
+        except self.direct._error_base as exc:
+            raise self.direct._error(self, raw, "PRAGMA synchronous", exc) from exc
+        self.direct.execute(self, "BEGIN IMMEDIATE")
 
     def _sa(self) -> sa.Connection:
         if self._full is None:
@@ -335,18 +368,28 @@ class LiteConnection:
             raise self.direct._error(self, raw, "COMMIT", exc) from exc
 
     def close(self) -> None:
-        """Give the connection back; a transaction still open is rolled back."""
-        if self._full is not None:
-            self._full.close()
-            return
+        """Give the connection back as it came: a transaction still open is rolled back,
+        the caller's ``synchronous`` level restored."""
         fairy = self.connection
         raw: Any = fairy.dbapi_connection
-        if fairy.is_valid and raw is not None and raw.in_transaction:
+        if fairy.is_valid and raw is not None and (
+                self._restore or self._full is None and raw.in_transaction):
             try:
-                raw.rollback()
+                if raw.in_transaction:
+                    raw.rollback()
+                if self._restore:
+                    raw.execute(f"PRAGMA synchronous={self._restore}").close()
             except self.direct._error_base as exc:
                 fairy.invalidate(exc)  # not fit to go back into the pool
-        fairy.close()
+        if self._full is not None:
+            self._full.close()
+        else:
+            fairy.close()
+
+
+#: the ``ConnectionRecord.info`` key of a connection's ``synchronous`` level to restore
+#: after the saver's write ("FULL"), or "" when the saver leaves it alone
+_SYNC_KEY = "relaygraph.sqlite_synchronous"
 
 
 def _named(reader: Reader, rows: Sequence[Any]) -> list[Any]:

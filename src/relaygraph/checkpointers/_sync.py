@@ -52,6 +52,8 @@ from relaygraph.checkpointers._urls import (
     autocommit_kwargs,
     engine_kwargs,
     engine_views,
+    is_sqlite_file,
+    persist_wal,
     pool_sizes,
     resolve_url,
     sqlite_pragmas,
@@ -295,7 +297,15 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
     # -- setup --------------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Create or migrate the checkpoint tables. Idempotent; safe across processes."""
+        """Create or migrate the checkpoint tables. Idempotent; safe across processes.
+
+        On a SQLite file this also puts the database in WAL journal mode (stored in the
+        file, as ``SqliteSaver.setup()`` does), on a caller's engine too.
+        """
+        if is_sqlite_file(self.engine.url):
+            with self.engine.connect() as wal:
+                persist_wal(wal.connection.dbapi_connection)
+
         def migrate() -> None:
             with self._tx.begin() as conn:
                 S.run_migrations(conn)
@@ -434,7 +444,7 @@ def run_lite(engine: sa.Engine, direct: DirectWriter, write_lock: threading.Lock
     with write_lock:
         conn = LiteConnection(engine, direct)
         try:
-            direct.execute(conn, "BEGIN IMMEDIATE")
+            conn.begin_write()
             result = _drive(conn, op, afters, direct)
             conn.commit()
             return result

@@ -163,19 +163,39 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL lets readers and one writer work at once; NORMAL sync is durable in WAL mode."""
     cur = dbapi_conn.cursor()
     try:
-        cur.execute("PRAGMA journal_mode")  # sqlite3 or SQLAlchemy's aiosqlite adapter
-        if str(cur.fetchone()[0]).lower() != "wal":
-            # WAL sticks to the file: only the first connection switches. The switch needs
-            # the file to itself and SQLite does not wait for that (no busy handler), so
-            # while another process creates the database, try again for a while.
-            for attempt in itertools.count():
-                try:
-                    cur.execute("PRAGMA journal_mode=WAL")
-                    break
-                except Exception as exc:  # sqlite3's, or the same raised through aiosqlite
-                    if "locked" not in str(exc) or attempt >= WAL_SWITCH_TRIES:
-                        raise
-                    time.sleep(0.05)
+        switch_to_wal(cur)
         cur.execute("PRAGMA synchronous=NORMAL")
     finally:
         cur.close()
+
+
+def persist_wal(dbapi_conn: Any) -> None:
+    """``setup()`` on a SQLite file: WAL journal mode, as ``SqliteSaver.setup()`` sets it.
+
+    The mode is stored in the file, so it holds for every connection, the caller's own
+    engine's included, and for every later process. Per-connection settings are left
+    alone (see ``LiteConnection.begin_write``).
+    """
+    cur = dbapi_conn.cursor()
+    try:
+        switch_to_wal(cur)
+    finally:
+        cur.close()
+
+
+def switch_to_wal(cur: Any) -> None:
+    """Put the database of ``cur`` (sqlite3's, or SQLAlchemy's aiosqlite adapter's) in WAL
+    journal mode, unless it is in it already."""
+    cur.execute("PRAGMA journal_mode")
+    if str(cur.fetchone()[0]).lower() != "wal":
+        # WAL sticks to the file: only the first connection switches. The switch needs
+        # the file to itself and SQLite does not wait for that (no busy handler), so
+        # while another process creates the database, try again for a while.
+        for attempt in itertools.count():
+            try:
+                cur.execute("PRAGMA journal_mode=WAL")
+                break
+            except Exception as exc:  # sqlite3's, or the same raised through aiosqlite
+                if "locked" not in str(exc) or attempt >= WAL_SWITCH_TRIES:
+                    raise
+                time.sleep(0.05)
