@@ -8,7 +8,8 @@ import relaygraph.checkpointers as checkpointers
 
 def test_checkpointers_exports() -> None:
     assert sorted(checkpointers.__all__) == sorted([
-        "AsyncSQLAlchemySaver", "BaseSQLAlchemySaver", "BlockedTypeError", "CheckpointerError",
+        "AsyncSQLAlchemySaver", "BaseSQLAlchemySaver", "BlockedTypeError", "CheckpointSaveError",
+        "CheckpointerError",
         "CorruptCheckpointError", "DatabaseTimeoutError", "DatabaseUnavailableError",
         "InvalidFilterError", "InvalidKeyError", "RelaygraphSerializer", "RetryPolicy",
         "SQLAlchemySaver", "SchemaVersionError", "SetupRequiredError",

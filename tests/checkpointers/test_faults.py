@@ -3,14 +3,17 @@ clear error; from_conn_string's connections are bounded by one setting."""
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import threading
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 import sqlalchemy as sa
 from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.graph import END, START, StateGraph
+from typing_extensions import TypedDict
 
 from relaygraph._errors import ConfigurationError
 from relaygraph.checkpointers import (
@@ -302,3 +305,164 @@ def test_a_saver_never_opens_more_than_max_connections(request, kind) -> None:
         assert not errors, errors[:3]
         opened = sum(e.pool.checkedin() + e.pool.checkedout() for e in engines)
         assert opened <= 4
+
+
+# -- a failed save stops the run at the next step boundary ------------------------------
+
+class ChainState(TypedDict, total=False):
+    log: Annotated[list[str], operator.add]
+
+
+class PutsDone:
+    """Counts the saver's finished puts (saved or failed), so that a node can wait for the
+    save of the step before it: nodes slower than saves, without timing."""
+
+    def __init__(self, saver) -> None:
+        self.n = 0
+        self.cond = threading.Condition()
+        real = saver._run
+
+        def run(make: Any, *a: Any, **kw: Any) -> Any:
+            try:
+                return real(make, *a, **kw)
+            finally:
+                if getattr(make, "__name__", "") == "_op_put":
+                    with self.cond:
+                        self.n += 1
+                        self.cond.notify_all()
+
+        saver._run = run
+
+    def wait(self, n: int) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.n >= n, timeout=10)
+
+
+def _chain_graph(saver, ran: list[str], steps: int = 8, puts: PutsDone | None = None):
+    def node(k: int):
+        def run(state: ChainState) -> dict[str, Any]:
+            if puts is not None:
+                puts.wait(k + 2)  # the input's, __start__'s and earlier nodes' saves
+            ran.append(f"n{k}")  # stands for a side effect
+            return {"log": [f"n{k}"]}
+        return run
+
+    b = StateGraph(ChainState)
+    names = [f"n{i}" for i in range(steps)]
+    for k, n in enumerate(names):
+        b.add_node(n, node(k))
+    b.add_edge(START, names[0])
+    for a, z in zip(names, names[1:], strict=False):
+        b.add_edge(a, z)
+    b.add_edge(names[-1], END)
+    return b.compile(checkpointer=saver)
+
+
+def _failing_puts(saver, from_call: int) -> None:
+    """From the ``from_call``-th put on, the database refuses the write (not retried)."""
+    calls = [0]
+    real = saver._run_once
+
+    def run_once(op: Any, **kw: Any) -> Any:
+        if getattr(op, "__name__", "") == "_op_put":
+            calls[0] += 1
+            if calls[0] >= from_call:
+                raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
+        return real(op, **kw)
+
+    saver._run_once = run_once
+
+
+@pytest.mark.parametrize("durability", ["async", "sync"])
+def test_a_failed_save_stops_the_run_at_the_next_step_boundary(sqlite_backend,
+                                                               durability) -> None:
+    from relaygraph.checkpointers import CheckpointSaveError
+
+    engine = sa.create_engine(sqlite_backend.url)
+    saver = SQLAlchemySaver(engine)
+    saver.setup()
+    ran: list[str] = []
+    _failing_puts(saver, 4)  # the input's, __start__'s and n0's saves succeed; n1's fails
+    graph = _chain_graph(saver, ran, puts=PutsDone(saver))
+    cfg = {"configurable": {"thread_id": "db-fails"}}
+    with pytest.raises(CheckpointSaveError if durability == "async"
+                       else DatabaseUnavailableError) as err:
+        graph.invoke({"log": []}, cfg, durability=durability)
+    # n1's save failed: under "async" n2 was already running and finishes; nothing after
+    # (without the stop, n3 to n7 would run too)
+    assert ran == (["n0", "n1", "n2"] if durability == "async" else ["n0", "n1"])
+    assert "disk I/O error" in str(err.value)
+    # the database is back: the thread resumes from its last saved checkpoint
+    saver._run_once = SQLAlchemySaver._run_once.__get__(saver)
+    from relaygraph.observe import thread_status
+
+    report = thread_status(graph.get_state(cfg))
+    assert report.status == "interrupted" and report.next[0] == "n1"
+    graph.invoke(None, cfg)
+    assert graph.get_state(cfg).values["log"] == [f"n{i}" for i in range(8)]
+    # a later run on the same thread is not stopped by the earlier failure
+    ran.clear()
+    graph.invoke({"log": []}, {"configurable": {"thread_id": "fresh"}}, durability=durability)
+    assert len(ran) == 8
+    engine.dispose()
+
+
+async def test_a_failed_save_stops_an_async_run_too(sqlite_backend) -> None:
+    from relaygraph.checkpointers import CheckpointSaveError
+
+    async with AsyncSQLAlchemySaver.from_conn_string(sqlite_backend.async_url) as saver:
+        await saver.asetup()
+        ran: list[str] = []
+        calls = [0]
+        real = saver._run_once
+
+        async def run_once(op: Any, **kw: Any) -> Any:
+            if getattr(op, "__name__", "") == "_op_put":
+                calls[0] += 1
+                if calls[0] >= 4:
+                    raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
+            return await real(op, **kw)
+
+        saver._run_once = run_once  # type: ignore[method-assign]
+        puts = APutsDone(saver)
+        graph = _chain_graph(saver, ran)
+        for k in range(8):  # each node waits for the save before it, as above
+            graph.builder.nodes[f"n{k}"].runnable = _awaiting(puts, k, ran)
+        graph = graph.builder.compile(checkpointer=saver)
+        with pytest.raises(CheckpointSaveError):
+            await graph.ainvoke({"log": []}, {"configurable": {"thread_id": "a"}})
+        assert ran == ["n0", "n1", "n2"]
+
+
+class APutsDone:
+    def __init__(self, saver) -> None:
+        import asyncio
+
+        self.n = 0
+        self.cond = asyncio.Condition()
+        real = saver._run
+
+        async def run(make: Any, *a: Any, **kw: Any) -> Any:
+            try:
+                return await real(make, *a, **kw)
+            finally:
+                if getattr(make, "__name__", "") == "_op_put":
+                    async with self.cond:
+                        self.n += 1
+                        self.cond.notify_all()
+
+        saver._run = run
+
+
+def _awaiting(puts: APutsDone, k: int, ran: list[str]):
+    import asyncio
+
+    from langchain_core.runnables import RunnableLambda
+
+    async def run(state: ChainState) -> dict[str, Any]:
+        async with puts.cond:
+            await asyncio.wait_for(puts.cond.wait_for(lambda: puts.n >= k + 2), 10)
+        ran.append(f"n{k}")
+        return {"log": [f"n{k}"]}
+
+    return RunnableLambda(run)

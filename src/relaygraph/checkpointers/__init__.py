@@ -24,6 +24,7 @@ from relaygraph.checkpointers._errors import (
     SetupRequiredError,
 )
 from relaygraph.checkpointers._retry import DatabaseTimeoutError, RetryPolicy, set_timeouts
+from relaygraph.checkpointers._stop import CheckpointSaveError
 from relaygraph.checkpointers._sync import SQLAlchemySaver
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "RetryPolicy",
     "BaseSQLAlchemySaver",
     "BlockedTypeError",
+    "CheckpointSaveError",
     "CheckpointerError",
     "CorruptCheckpointError",
     "DatabaseTimeoutError",

@@ -52,6 +52,7 @@ from relaygraph.checkpointers._retry import (
     is_transient,
     set_timeouts,
 )
+from relaygraph.checkpointers._stop import note_failed_save
 from relaygraph.checkpointers._sync import SqliteWorker, db_error
 from relaygraph.checkpointers._urls import (
     DEFAULT_MAX_CONNECTIONS,
@@ -288,8 +289,12 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
             self.loop = asyncio.get_running_loop()
         if not self._schema_ok:
             await self._run_checked(self._op_schema_version)
-        return await self._retrying(
-            lambda: self._run_once(make(*args), write=write, writes_lane=writes_lane))
+        try:
+            return await self._retrying(
+                lambda: self._run_once(make(*args), write=write, writes_lane=writes_lane))
+        except Exception as exc:
+            note_failed_save(make, args, exc)  # the run stops at its next step boundary
+            raise
 
     async def _retrying(self, work: Callable[[], Awaitable[T]]) -> T:
         """See :meth:`SQLAlchemySaver._retrying`."""

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -86,6 +86,7 @@ from relaygraph.checkpointers._refs import (
 )
 from relaygraph.checkpointers._retry import RetryPolicy
 from relaygraph.checkpointers._serde import RelaygraphSerializer, default_serde
+from relaygraph.checkpointers._stop import per_run
 from relaygraph.checkpointers._tdict import (
     DICT_TYPE,
     DICT_VERSION,
@@ -222,7 +223,16 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
 
     # -- versions ---------------------------------------------------------------------
 
-    def get_next_version(self, current: str | None, channel: None = None) -> str:
+    @property
+    def get_next_version(self) -> Callable[..., str]:  # type: ignore[override]
+        """``get_next_version(current, channel=None)``: see :meth:`_next_version`.
+
+        Each read hands out a function of its own: LangGraph reads it once per run, and
+        calls it at every step boundary, where a run whose save failed stops (``_stop``).
+        """
+        return per_run(self._next_version)
+
+    def _next_version(self, current: str | None, channel: None = None) -> str:
         """Monotonic, collision-free versions: ``<32-digit counter>.<random suffix>``.
 
         The random suffix keeps versions written on two branches of a fork distinct, which

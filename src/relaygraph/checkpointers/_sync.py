@@ -47,6 +47,7 @@ from relaygraph.checkpointers._retry import (
     timeout_error,
     timeout_kind,
 )
+from relaygraph.checkpointers._stop import note_failed_save
 from relaygraph.checkpointers._urls import (
     DEFAULT_MAX_CONNECTIONS,
     autocommit_kwargs,
@@ -221,8 +222,12 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         """
         if not self._schema_ok:
             self._run_checked(self._op_schema_version)
-        return self._retrying(
-            lambda: self._run_once(make(*args), write=write, writes_lane=writes_lane))
+        try:
+            return self._retrying(
+                lambda: self._run_once(make(*args), write=write, writes_lane=writes_lane))
+        except Exception as exc:
+            note_failed_save(make, args, exc)  # the run stops at its next step boundary
+            raise
 
     def _retrying(self, work: Callable[[], Any]) -> Any:
         """Run ``work``, again while the database reports a dropped connection, with

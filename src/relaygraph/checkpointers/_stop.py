@@ -1,0 +1,86 @@
+"""A run stops at the next step boundary after one of its checkpoints failed to save.
+
+Under LangGraph's default ``durability="async"`` a checkpoint is saved in the background
+while the next step already runs, and a failed save is only reported when the run ends:
+nodes go on acting on state that is not stored (a database restart once let a run issue
+58 more refunds before it failed). The savers close that window themselves:
+
+- every run gets a token: LangGraph reads ``saver.get_next_version`` once per run (per
+  loop), and that attribute hands each reader a function of its own, which puts the
+  run's token into the run's context each time LangGraph calls it;
+- the run's saves, submitted from that context, see the token; a save (``put`` or
+  ``put_writes``) that fails marks it;
+- LangGraph calls ``get_next_version`` at every step boundary, before the next step
+  starts: there the marked token raises :class:`CheckpointSaveError`, and the run stops.
+
+So a failed save stops the run at the next step boundary whatever the durability: the
+step that was running when the save failed finishes (its writes are stored as pending
+writes where possible), no later step starts. ``durability="sync"`` stops one step
+earlier, at the cost of waiting for every save.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from typing import Any
+
+from relaygraph.checkpointers._errors import CheckpointerError
+
+
+class CheckpointSaveError(CheckpointerError):
+    """A checkpoint of this run could not be saved, so the run stopped at the next step
+    boundary instead of going on with state that is not stored.
+
+    The cause (``__cause__``) is the saver's error, e.g. ``DatabaseUnavailableError``.
+    Resume the thread with ``graph.invoke(None, config)`` once the database is back: it
+    continues from the last checkpoint that was saved.
+    """
+
+    def __init__(self, thread_id: str, cause: BaseException) -> None:
+        super().__init__(
+            f"a checkpoint of thread {thread_id!r} could not be saved ({cause}); the run "
+            f"stopped at the next step boundary rather than run on unsaved state. Resume "
+            f"it with graph.invoke(None, config) once the database is back")
+        self.thread_id = thread_id
+
+
+class _Run:
+    __slots__ = ("failed",)
+
+    def __init__(self) -> None:
+        self.failed: tuple[str, BaseException] | None = None
+
+
+_RUN: ContextVar[_Run | None] = ContextVar("relaygraph_run", default=None)
+_SAVES = ("_op_put", "_op_put_writes")
+
+
+def per_run(next_version: Callable[..., str]) -> Callable[..., str]:
+    """``next_version`` for one run: it marks the run's context and stops the run once
+    one of its saves failed (see the module docstring)."""
+    run = _Run()
+
+    def get_next_version(current: Any, channel: Any = None) -> str:
+        _RUN.set(run)
+        if run.failed is not None:
+            thread_id, cause = run.failed
+            run.failed = None  # raised once
+            raise CheckpointSaveError(thread_id, cause) from cause
+        return next_version(current, channel)
+
+    return get_next_version
+
+
+def note_failed_save(make: Any, args: Sequence[Any], exc: BaseException) -> None:
+    """Mark the current run when ``make(*args)`` (a saver operation) was a save."""
+    run = _RUN.get()
+    if run is None or run.failed is not None:
+        return
+    name = getattr(make, "__name__", "")
+    if name == "_op_fenced" and len(args) >= 3:  # (fence, make, *args)
+        name, args = getattr(args[1], "__name__", ""), args[2:]
+    if name not in _SAVES or not args:
+        return
+    conf = (args[0] or {}).get("configurable") or {} if isinstance(args[0], dict) else {}
+    run.failed = (str(conf.get("thread_id")), exc)
