@@ -52,8 +52,8 @@ from relaygraph.checkpointers._retry import (
     is_transient,
     set_timeouts,
 )
-from relaygraph.checkpointers._stop import note_failed_save
-from relaygraph.checkpointers._sync import SqliteWorker, db_error
+from relaygraph.checkpointers._stop import note_failed_save, trouble_ends
+from relaygraph.checkpointers._sync import SqliteWorker, _first_retry, db_error
 from relaygraph.checkpointers._urls import (
     DEFAULT_MAX_CONNECTIONS,
     autocommit_kwargs,
@@ -64,6 +64,7 @@ from relaygraph.checkpointers._urls import (
     pool_sizes,
     resolve_url,
     sqlite_pragmas,
+    sqlite_read_only,
 )
 
 T = TypeVar("T")
@@ -238,7 +239,7 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         :meth:`SQLAlchemySaver.from_conn_string`; the connections the saver holds between
         operations count among ``max_connections``.
         """
-        u = resolve_url(url, async_=True)
+        u = sqlite_read_only(resolve_url(url, async_=True))
         sizes = pool_sizes(u, max_connections)
         engine = create_async_engine(u, **engine_kwargs(u), **sizes[0])
         set_timeouts(engine, lock=lock_timeout, statement=statement_timeout)
@@ -289,14 +290,20 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
             self.loop = asyncio.get_running_loop()
         if not self._schema_ok:
             await self._run_checked(self._op_schema_version)
+        troubled: list[Any] = []
         try:
             return await self._retrying(
-                lambda: self._run_once(make(*args), write=write, writes_lane=writes_lane))
+                lambda: self._run_once(make(*args), write=write, writes_lane=writes_lane),
+                on_retry=lambda: _first_retry(troubled))
         except Exception as exc:
             note_failed_save(make, args, exc)  # the run stops at its next step boundary
             raise
+        finally:
+            if troubled:
+                trouble_ends(troubled[0])
 
-    async def _retrying(self, work: Callable[[], Awaitable[T]]) -> T:
+    async def _retrying(self, work: Callable[[], Awaitable[T]],
+                        on_retry: Callable[[], Any] | None = None) -> T:
         """See :meth:`SQLAlchemySaver._retrying`."""
         started: float | None = None
         for attempt in itertools.count(1):
@@ -308,6 +315,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                         started = self.retry.clock()
                     wait = self.retry.delay(attempt, started)
                     if wait is not None:
+                        if on_retry is not None:
+                            on_retry()
                         await self.retry.asleep(wait)
                         continue
                 raise db_error(self, exc, attempt, started) from exc

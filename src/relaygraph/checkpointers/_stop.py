@@ -11,7 +11,11 @@ nodes go on acting on state that is not stored (a database restart once let a ru
 - the run's saves, submitted from that context, see the token; a save (``put`` or
   ``put_writes``) that fails marks it;
 - LangGraph calls ``get_next_version`` at every step boundary, before the next step
-  starts: there the marked token raises :class:`CheckpointSaveError`, and the run stops.
+  starts: there the marked token raises :class:`CheckpointSaveError`, and the run stops;
+- while one of the run's operations is retrying a dropped connection, that boundary
+  waits for it to end (stored, or failed), so that a run with fast nodes does not race
+  ahead of saves that are about to fail. (In an event loop the boundary cannot wait:
+  an async run stops at the first boundary after the retries gave up.)
 
 So a failed save stops the run at the next step boundary whatever the durability: the
 step that was running when the save failed finishes (its writes are stored as pending
@@ -21,6 +25,8 @@ earlier, at the cost of waiting for every save.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -46,10 +52,12 @@ class CheckpointSaveError(CheckpointerError):
 
 
 class _Run:
-    __slots__ = ("failed",)
+    __slots__ = ("cond", "failed", "troubled")
 
     def __init__(self) -> None:
         self.failed: tuple[str, BaseException] | None = None
+        self.troubled = 0  # the run's operations retrying a dropped connection now
+        self.cond = threading.Condition()
 
 
 _RUN: ContextVar[_Run | None] = ContextVar("relaygraph_run", default=None)
@@ -63,6 +71,12 @@ def per_run(next_version: Callable[..., str]) -> Callable[..., str]:
 
     def get_next_version(current: Any, channel: Any = None) -> str:
         _RUN.set(run)
+        if run.troubled and not _on_event_loop():
+            # a save of this run is retrying a lost connection: the next step waits to
+            # learn whether it was stored (an event loop must not block: there the stop
+            # comes at the first boundary after the retries gave up)
+            with run.cond:
+                run.cond.wait_for(lambda: run.troubled == 0)
         if run.failed is not None:
             thread_id, cause = run.failed
             run.failed = None  # raised once
@@ -70,6 +84,31 @@ def per_run(next_version: Callable[..., str]) -> Callable[..., str]:
         return next_version(current, channel)
 
     return get_next_version
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def trouble_begins() -> _Run | None:
+    """An operation of the current run started retrying a dropped connection."""
+    run = _RUN.get()
+    if run is not None:
+        with run.cond:
+            run.troubled += 1
+    return run
+
+
+def trouble_ends(run: _Run | None) -> None:
+    """That operation ended (stored, or failed and noted with :func:`note_failed_save`)."""
+    if run is not None:
+        with run.cond:
+            run.troubled -= 1
+            run.cond.notify_all()
 
 
 def note_failed_save(make: Any, args: Sequence[Any], exc: BaseException) -> None:

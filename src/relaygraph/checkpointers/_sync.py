@@ -47,7 +47,7 @@ from relaygraph.checkpointers._retry import (
     timeout_error,
     timeout_kind,
 )
-from relaygraph.checkpointers._stop import note_failed_save
+from relaygraph.checkpointers._stop import note_failed_save, trouble_begins, trouble_ends
 from relaygraph.checkpointers._urls import (
     DEFAULT_MAX_CONNECTIONS,
     autocommit_kwargs,
@@ -58,6 +58,7 @@ from relaygraph.checkpointers._urls import (
     pool_sizes,
     resolve_url,
     sqlite_pragmas,
+    sqlite_read_only,
 )
 
 # SQLite, PostgreSQL and MySQL/MariaDB naming one of relaygraph's tables as missing
@@ -78,6 +79,16 @@ def translate_db_error(exc: sa.exc.DBAPIError, url: Any,
         return SetupRequiredError(
             "the relaygraph checkpoint tables do not exist in this database; call "
             "saver.setup() (or await saver.asetup()) once before using the saver")
+    if "readonly database" in text or "read-only file system" in text.lower():
+        safe = url.render_as_string(hide_password=True)
+        return DatabaseUnavailableError(
+            f"the database at {safe} is read-only for this process (a read-only file "
+            f"system, or file permissions): it can be read, not written ({text.strip()})")
+    if "database or disk is full" in text or "No space left" in text:
+        safe = url.render_as_string(hide_password=True)
+        return DatabaseUnavailableError(
+            f"the disk holding the database at {safe} is full: nothing of this write was "
+            f"stored; free some space and run again ({text.strip()})")
     unavailable = isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
     if unavailable or exc.connection_invalidated:
         safe = url.render_as_string(hide_password=True)
@@ -183,7 +194,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
             statement_timeout: seconds a statement may run (PostgreSQL, MySQL/MariaDB).
             **kwargs: passed to the saver (``serde``, ``retry``, ...).
         """
-        u = resolve_url(url, async_=False)
+        u = sqlite_read_only(resolve_url(url, async_=False))
         sizes = pool_sizes(u, max_connections)
         engine = sa.create_engine(u, **engine_kwargs(u), **sizes[0])
         set_timeouts(engine, lock=lock_timeout, statement=statement_timeout)
@@ -222,14 +233,20 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         """
         if not self._schema_ok:
             self._run_checked(self._op_schema_version)
+        troubled: list[Any] = []
         try:
             return self._retrying(
-                lambda: self._run_once(make(*args), write=write, writes_lane=writes_lane))
+                lambda: self._run_once(make(*args), write=write, writes_lane=writes_lane),
+                on_retry=lambda: _first_retry(troubled))
         except Exception as exc:
             note_failed_save(make, args, exc)  # the run stops at its next step boundary
             raise
+        finally:
+            if troubled:
+                trouble_ends(troubled[0])
 
-    def _retrying(self, work: Callable[[], Any]) -> Any:
+    def _retrying(self, work: Callable[[], Any],
+                  on_retry: Callable[[], Any] | None = None) -> Any:
         """Run ``work``, again while the database reports a dropped connection, with
         backoff within ``self.retry``'s window (see ``_retry``)."""
         started: float | None = None
@@ -242,6 +259,8 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
                         started = self.retry.clock()
                     wait = self.retry.delay(attempt, started)
                     if wait is not None:
+                        if on_retry is not None:
+                            on_retry()
                         self.retry.sleep(wait)
                         continue
                 raise db_error(self, exc, attempt, started) from exc
@@ -523,3 +542,9 @@ def _drive(conn: SyncConn, op: Op, afters: list[After],
                 msg = op.send(_exec(conn, msg, direct))
     except StopIteration as stop:
         return stop.value
+
+
+def _first_retry(troubled: list[Any]) -> None:
+    """On an operation's first retry: the run it belongs to is in trouble (``_stop``)."""
+    if not troubled:
+        troubled.append(trouble_begins())

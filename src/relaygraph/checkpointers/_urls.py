@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import os
 import time
 from typing import Any
 
@@ -159,6 +160,30 @@ def is_sqlite_file(u: URL) -> bool:
                 or mode == "memory")
 
 
+def sqlite_read_only(u: URL) -> URL:
+    """``u``, or, for a SQLite file this process cannot write, ``u`` opened read-only.
+
+    A WAL database needs its ``-shm`` file next to it even to be read; on a read-only
+    file system, or in a directory this process may not write, SQLite cannot create it
+    and refuses to open the database at all. Opened read-only (``mode=ro``, and
+    ``immutable=1`` where nothing can change the file) it reads; a write then fails with
+    an error saying the database is read-only.
+    """
+    db = u.database or ""
+    if not is_sqlite_file(u) or db.startswith("file:") or not os.path.exists(db):
+        return u
+    path = os.path.abspath(db)
+    folder = os.path.dirname(path)
+    read_only_fs = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    shm = os.path.exists(path + "-shm")
+    if not read_only_fs and os.access(path, os.W_OK) and (os.access(folder, os.W_OK) or shm):
+        return u
+    query = {**u.query, "mode": "ro", "uri": "true"}
+    if read_only_fs or not (os.access(folder, os.W_OK) or shm):
+        query["immutable"] = "1"
+    return u.set(database=f"file:{path}", query=query)
+
+
 def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL lets readers and one writer work at once; NORMAL sync is durable in WAL mode."""
     cur = dbapi_conn.cursor()
@@ -196,6 +221,8 @@ def switch_to_wal(cur: Any) -> None:
                 cur.execute("PRAGMA journal_mode=WAL")
                 break
             except Exception as exc:  # sqlite3's, or the same raised through aiosqlite
+                if "readonly" in str(exc):
+                    return  # a file this process may only read (see ``sqlite_read_only``)
                 if "locked" not in str(exc) or attempt >= WAL_SWITCH_TRIES:
                     raise
                 time.sleep(0.05)
