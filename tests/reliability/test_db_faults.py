@@ -333,3 +333,92 @@ def test_a_full_disk_is_a_clear_error_and_leaves_no_half_checkpoint(small_fs) ->
         graph.invoke(None, {**cfg, "recursion_limit": 100})
         final = graph.get_state(cfg).values["messages"]
         assert [m.id for m in final] == ["h"] + [f"m{i}" for i in range(1, 41)]
+
+
+# -- connections: 8 workers x 5 concurrent runs on one default PostgreSQL ---------------
+
+WORKER = """
+import asyncio, json, sys
+sys.path.insert(0, sys.argv[2])
+from langchain_core.messages import HumanMessage
+from relaygraph.checkpointers import AsyncSQLAlchemySaver
+from checkpointers._graphs import chat_graph
+
+async def main(url, worker):
+    ok, errors = 0, []
+    async with AsyncSQLAlchemySaver.from_conn_string(url) as saver:  # the defaults
+        graph = chat_graph(6).compile(checkpointer=saver)
+
+        async def one(i):
+            cfg = {"configurable": {"thread_id": f"w{worker}-{i}"}}
+            out = await graph.ainvoke({"messages": [HumanMessage("hi", id="h")],
+                                       "count": 0}, cfg)
+            assert len(out["messages"]) == 7
+            return (await graph.aget_state(cfg)).next
+
+        for rnd in range(3):
+            got = await asyncio.gather(*(one(rnd * 5 + i) for i in range(5)),
+                                       return_exceptions=True)
+            for g in got:
+                if isinstance(g, BaseException):
+                    errors.append(f"{type(g).__name__}: {g}"[:300])
+                else:
+                    ok += 1
+    print(json.dumps({"ok": ok, "errors": errors}))
+
+asyncio.run(main(sys.argv[1], sys.argv[3]))
+"""
+
+
+@pytest.mark.postgres
+def test_eight_workers_with_five_runs_each_fit_a_default_postgres(pg_backend) -> None:
+    import json
+    import sys
+    import time
+
+    from relaygraph.checkpointers._urls import DEFAULT_MAX_CONNECTIONS
+
+    with SQLAlchemySaver.from_conn_string(pg_backend.url) as saver:
+        saver.setup()
+    admin = sa.create_engine(pg_backend.url, poolclass=sa.pool.NullPool)
+    with admin.connect() as c:
+        limit = int(c.execute(sa.text("SHOW max_connections")).scalar_one())
+    assert 8 * DEFAULT_MAX_CONNECTIONS <= limit - 3 - 10  # the reserved ones, and others'
+    peak = [0]
+    stop = threading.Event()
+
+    def watch() -> None:  # how many connections the workers hold, at most
+        with admin.connect() as c:
+            while not stop.is_set():
+                n = c.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE "
+                                      "datname = current_database() AND pid <> "
+                                      "pg_backend_pid()")).scalar_one()
+                c.rollback()  # pg_stat_activity is read once per transaction
+                peak[0] = max(peak[0], int(n))
+                stop.wait(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    tests_dir = str(Path(__file__).parent.parent)
+    start = time.monotonic()
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", WORKER, pg_backend.url, tests_dir,
+                                   str(w)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for w in range(8)]
+        results = []
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err[-2000:]
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        stop.set()
+        watcher.join()
+        admin.dispose()
+    took = time.monotonic() - start
+    errors = [e for r in results for e in r["errors"]]
+    assert not errors, errors[:5]
+    assert sum(r["ok"] for r in results) == 8 * 15
+    assert 0 < peak[0] <= 8 * DEFAULT_MAX_CONNECTIONS, peak[0]
+    assert took < 60, took
+    print(f"8 workers x 5 concurrent runs x 3 rounds: {took:.1f} s, "
+          f"peak {peak[0]} connections")
