@@ -7,9 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from pydantic import BaseModel
-
 import pytest
+from pydantic import BaseModel
 
 from relaygraph.checkpointers import BlockedTypeError, SQLAlchemySaver, allow, default_serde
 
