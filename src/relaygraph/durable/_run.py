@@ -174,9 +174,16 @@ class _Run:
     def outcome(self, exc: BaseException) -> BaseException:
         """What a run that raised ``exc`` raises to the caller."""
         thread_id, token = self.lease.thread_id, self.lease.token
-        if self.reason == _LOST and isinstance(exc, GraphDrained | LeaseLostError):
-            return exc if isinstance(exc, LeaseLostError) else LeaseLostError(
-                thread_id, token, "the run stopped at the next step boundary")
+        # a refused write may come back wrapped (the savers stop a run whose save failed
+        # with CheckpointSaveError, caused by the fence's LeaseLostError)
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, LeaseLostError):
+            cause = cause.__cause__
+        if cause is not None:
+            return exc if cause is exc else LeaseLostError(
+                thread_id, token, "a checkpoint write was refused")
+        if self.reason == _LOST and isinstance(exc, GraphDrained):
+            return LeaseLostError(thread_id, token, "the run stopped at the next step boundary")
         if isinstance(exc, GraphDrained) and self.reason == _CANCELLED:
             return RunCancelledError(thread_id)
         return exc
