@@ -17,13 +17,15 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relaygraph.checkpointers._protocol import Q
+
+if TYPE_CHECKING:  # the sync saver's start-up does without sqlalchemy.ext.asyncio
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 Proc = Callable[[Any], Any]
 #: what the sync methods run on: SQLAlchemy's Connection, or a bare pooled checkout
