@@ -16,6 +16,12 @@ def test_lease_exports() -> None:
         assert getattr(durable, name) is not None
 
 
+def test_exports_are_exactly_the_leases_and_the_effects() -> None:
+    from .test_effect_exports import EFFECT_NAMES
+
+    assert sorted(durable.__all__) == sorted(LEASE_NAMES | set(EFFECT_NAMES))
+
+
 def test_errors_are_relaygraph_errors() -> None:
     for err in (durable.ThreadBusyError, durable.LeaseLostError, durable.RunCancelledError):
         assert issubclass(err, RelaygraphError)
