@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import operator
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 import sqlalchemy as sa
 from langgraph.errors import GraphDrained
+from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import RunControl
 from langgraph.types import Command, interrupt
 from sqlalchemy.ext.asyncio import create_async_engine
+from typing_extensions import TypedDict
 
 from relaygraph._errors import ConfigurationError
 from relaygraph.checkpointers import AsyncSQLAlchemySaver, SQLAlchemySaver
@@ -373,3 +376,41 @@ async def test_aupdate_state_writes_under_the_lease(asaver, clock) -> None:
     await store.arelease(other)
     await runner.aupdate_state(CFG, {"count": 7})
     assert (await runner.aget_state(CFG)).values["count"] == 7
+
+
+class LogState(TypedDict, total=False):
+    log: Annotated[list[str], operator.add]
+
+
+def test_cancel_inside_a_subgraph_resumes_to_the_uninterrupted_result(saver, clock) -> None:
+    store = make_store(saver, clock)
+    cancel: dict[str, Any] = {"on": False}
+
+    def s1(state: LogState) -> LogState:
+        if cancel["on"]:
+            store.request_cancel(cancel["thread"])
+        return {"log": ["s1"]}
+
+    sub = StateGraph(LogState)
+    sub.add_node("s1", s1)
+    sub.add_node("s2", lambda s: {"log": ["s2"]})
+    sub.add_edge(START, "s1")
+    sub.add_edge("s1", "s2")
+    sub.add_edge("s2", END)
+    b = StateGraph(LogState)
+    b.add_node("a", lambda s: {"log": ["a"]})
+    b.add_node("sub", sub.compile())
+    b.add_node("z", lambda s: {"log": ["z"]})
+    b.add_edge(START, "a")
+    b.add_edge("a", "sub")
+    b.add_edge("sub", "z")
+    b.add_edge("z", END)
+    runner = leased(b.compile(checkpointer=saver), store)
+    clean = runner.invoke({"log": []}, {"configurable": {"thread_id": "clean"}})
+    cfg = {"configurable": {"thread_id": "cut"}}
+    cancel.update(on=True, thread="cut")
+    with pytest.raises(RunCancelledError):
+        runner.invoke({"log": []}, cfg)
+    cancel["on"] = False
+    assert runner.get_state(cfg).next == ("sub",)
+    assert runner.invoke(None, cfg) == clean
