@@ -414,3 +414,27 @@ def test_cancel_inside_a_subgraph_resumes_to_the_uninterrupted_result(saver, clo
     cancel["on"] = False
     assert runner.get_state(cfg).next == ("sub",)
     assert runner.invoke(None, cfg) == clean
+
+
+def test_the_heartbeat_keeps_a_long_run_leased(saver, clock) -> None:
+    store = make_store(saver, clock)
+    busy: list[ThreadBusyError] = []
+
+    def hook(n: int) -> None:
+        if n != 1:
+            return
+        clock.advance(8)  # most of the TTL passes inside the step ...
+        deadline = time.monotonic() + 10
+        while store.current("t").expires_at != clock() + 10:  # ... and a renewal comes
+            assert time.monotonic() < deadline, "the heartbeat never renewed"
+            time.sleep(0.005)
+        clock.advance(8)  # 16 s after the acquisition, past the first TTL
+        try:
+            store.acquire("t", holder="intruder")
+        except ThreadBusyError as exc:
+            busy.append(exc)
+
+    runner = leased(counter_graph(2, hook=hook).compile(checkpointer=saver), store,
+                    holder="long-run", heartbeat=0.02)
+    assert runner.invoke({"count": 0}, CFG)["count"] == 2
+    assert [b.holder for b in busy] == ["long-run"]
