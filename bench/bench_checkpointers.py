@@ -2,6 +2,12 @@
 
     python bench/bench_checkpointers.py            # every reachable database
     python bench/bench_checkpointers.py --quick    # fewer repeats
+    python bench/bench_checkpointers.py --matrix   # 6/31/100/300-step threads, both
+        # constructors, --durability sync,async,exit; fresh processes, interleaved rounds
+    python bench/bench_checkpointers.py --startup  # import + setup() against the official savers
+    python bench/bench_checkpointers.py --matrix --startup --quick   # smoke run
+
+(docs/performance.md explains --matrix and --startup and shows their results.)
 
 Workload (bench/_workload.py): three agents in a loop, each step appends one or two
 messages (~450 bytes of text each, tool calls included) and updates a dict channel.
