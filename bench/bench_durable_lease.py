@@ -9,6 +9,7 @@ overhead per run is leased - plain for each pair of rounds (the medians of the r
 runs); the table shows the median and the spread over the rounds.
 
     python bench/bench_durable_lease.py            # 21 rounds of 20 runs, 3 steps
+    python bench/bench_durable_lease.py --url postgresql://postgres@127.0.0.1/bench
 
 Two workloads: every run on a new thread (a first lease: the row is inserted) and runs
 on a thread that already holds a long history of runs (the lease row is reused).
@@ -64,12 +65,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--runs", type=int, default=20, help="graph runs per round")
     ap.add_argument("--steps", type=int, default=3, help="steps per run")
+    ap.add_argument("--url", help="a database URL instead of a new SQLite file")
     args = ap.parse_args()
-    tmp = tempfile.mkdtemp()
-    print(f"SQLite, {args.steps}-step graph, {args.rounds} alternating rounds of "
+    url = args.url or f"sqlite:///{tempfile.mkdtemp()}/bench.db"
+    print(f"{url.split(':')[0]}, {args.steps}-step graph, {args.rounds} alternating rounds of "
           f"{args.runs} runs (median ms per run)")
     print(f"{'workload':<22}{'plain':>9}{'leased':>9}{'overhead':>10}{'spread (p10-p90)':>20}")
-    with SQLAlchemySaver.from_conn_string(f"sqlite:///{tmp}/bench.db") as saver:
+    with SQLAlchemySaver.from_conn_string(url) as saver:
         saver.setup()
         store = LeaseStore.from_saver(saver)
         store.setup()
