@@ -197,3 +197,36 @@ def test_same_states_through_both_constructors(tmp_path: Path) -> None:
             engine.dispose()
     assert states[0] == states[1]
     assert len(states[0]) >= 6
+
+
+def test_a_callers_postgres_connections_come_back_transactional(pg_backend) -> None:
+    """On a caller's transactional psycopg engine the saver's autocommitted work flips
+    psycopg's own flag for its operation only: the caller's next checkout of the very
+    same connection is transactional again, and its transactions still roll back."""
+    engine = sa.create_engine(pg_backend.url, pool_size=1, max_overflow=0)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE orders (id int PRIMARY KEY)")
+    saver = SQLAlchemySaver(engine)
+    saver.setup()
+    assert saver._switched is saver._reader  # the bare checkout, not SQLAlchemy's switch
+    flips: list[bool] = []
+    real = saver._run_once
+
+    def spy(op, **kw):
+        result = real(op, **kw)
+        with engine.connect() as c:  # the pool's only connection, just handed back
+            flips.append(c.connection.dbapi_connection.autocommit)
+        return result
+
+    saver._run_once = spy
+    graph = chat_graph(saver)
+    cfg = {"configurable": {"thread_id": "t"}}
+    graph.invoke({"messages": [HumanMessage("hi", id="h")]}, cfg)
+    assert graph.get_state(cfg).values["messages"][0].content == "hi"
+    assert flips and not any(flips)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("INSERT INTO orders VALUES (1)")
+        conn.rollback()  # the caller's own work is still a transaction
+        assert conn.exec_driver_sql("SELECT count(*) FROM orders").scalar() == 0
+        assert conn.exec_driver_sql("SHOW transaction_isolation").scalar() == "read committed"
+    engine.dispose()

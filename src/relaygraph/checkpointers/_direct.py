@@ -356,7 +356,8 @@ class LiteConnection:
     def invalidate(self, exc: BaseException | None = None) -> None:
         if self._full is not None:
             self._full.invalidate(exc)
-        else:
+        elif self.connection.dbapi_connection is not None:
+            # (not when the pool's invalidation has already closed and checked it in)
             self.connection.invalidate(exc)
 
     def commit(self) -> None:
@@ -392,6 +393,46 @@ class LiteConnection:
 #: the ``ConnectionRecord.info`` key of a connection's ``synchronous`` level to restore
 #: after the saver's write ("FULL"), or "" when the saver leaves it alone
 _SYNC_KEY = "relaygraph.sqlite_synchronous"
+
+
+class AutocommitCheckout(LiteConnection):
+    """A psycopg connection of a caller's transactional pool, in autocommit for one
+    operation of the saver and handed back as it was lent.
+
+    Switching through SQLAlchemy (``execution_options(isolation_level="AUTOCOMMIT")``)
+    resets the connection's characteristics on every checkout and return, which costs
+    more than the saver's statements take to send; psycopg's own ``autocommit`` flag is
+    set and cleared here instead, on an idle connection (no round trip). A ``Connection``
+    over the same checkout is still built for the rare statements the cached path cannot
+    run (see :class:`LiteConnection`).
+    """
+
+    __slots__ = ("_was",)
+
+    def __init__(self, engine: sa.Engine, direct: DirectWriter) -> None:
+        super().__init__(engine, direct)
+        raw: Any = self.connection.dbapi_connection
+        self._was = bool(raw.autocommit)
+        if not self._was:
+            try:
+                raw.autocommit = True
+            except direct._error_base as exc:
+                err = direct._error(self, raw, "SET autocommit", exc)
+                self.connection.close()
+                raise err from exc
+
+    def close(self) -> None:
+        fairy = self.connection
+        raw: Any = fairy.dbapi_connection
+        if not self._was and fairy.is_valid and raw is not None:
+            try:
+                raw.autocommit = False
+            except self.direct._error_base as exc:
+                fairy.invalidate(exc)  # not fit to go back into the pool
+        if self._full is not None:
+            self._full.close()
+        else:
+            fairy.close()
 
 
 def _named(reader: Reader, rows: Sequence[Any]) -> list[Any]:

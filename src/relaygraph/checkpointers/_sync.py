@@ -35,7 +35,13 @@ from relaygraph.checkpointers._base import (
     R,
     ThreadInfo,
 )
-from relaygraph.checkpointers._direct import DirectWriter, LiteConnection, SyncConn, supports
+from relaygraph.checkpointers._direct import (
+    AutocommitCheckout,
+    DirectWriter,
+    LiteConnection,
+    SyncConn,
+    supports,
+)
 from relaygraph.checkpointers._errors import DatabaseUnavailableError, SetupRequiredError
 from relaygraph.checkpointers._protocol import answer, writes_of
 from relaygraph.checkpointers._retry import (
@@ -159,6 +165,10 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         # reads and one-statement writes autocommit, the rest runs in transactions
         self._reader, self._tx = engine_views(engine)
         self._direct = DirectWriter(engine.dialect) if supports(engine.dialect) else None
+        # a caller's transactional psycopg engine: its autocommitted work takes a bare
+        # checkout switched by psycopg's own flag (see ``AutocommitCheckout``)
+        self._switched = (self._reader if self._direct is not None and self._direct.pipelined
+                          and self._reader is not engine else None)
         # from_conn_string on PostgreSQL/MySQL: task writes go through an autocommitted
         # pool of their own. A PostgreSQL backend fills its own insert page in each table;
         # with one pool, a put and the task writes stored beside it take turns on the
@@ -289,8 +299,16 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
             # reads need no transaction: stored checkpoints never change; single-statement
             # writes commit on their own
             lane = self._writes_reader if writes_lane else None
-            with (lane or self._reader).connect() as conn:
-                result = _drive(conn, op, afters, self._direct)
+            if lane is None and self._switched is not None and self._reader is self._switched:
+                assert self._direct is not None
+                checkout = AutocommitCheckout(self.engine, self._direct)
+                try:
+                    result = _drive(checkout, op, afters, self._direct)
+                finally:
+                    checkout.close()
+            else:
+                with (lane or self._reader).connect() as conn:
+                    result = _drive(conn, op, afters, self._direct)
         for a in afters:
             a.fn()
         return result
