@@ -322,8 +322,14 @@ async def test_retention_sweeper_deletes_expired_threads_only() -> None:
         for tid in ("old", "new"):
             if tid == "new":
                 now[0] += 3000
-            r = await c.post("/graphs/counter/invoke", json={
-                "input": {"n": 1}, "config": {"configurable": {"thread_id": tid}}})
+            # one thread through LangServe, one through LangGraph's protocol
+            if tid == "new":
+                r = await c.post("/graphs/counter/invoke", json={
+                    "input": {"n": 1}, "config": {"configurable": {"thread_id": tid}}})
+            else:
+                assert (await c.post("/threads", json={"thread_id": tid})).status_code == 200
+                r = await c.post(f"/threads/{tid}/runs/wait",
+                                 json={"assistant_id": "counter", "input": {"n": 1}})
             assert r.status_code == 200, r.text
         assert await sweep_once(ctx) == 0  # "old" is 3000 s old: kept
         now[0] += 1000  # "old" is now 4000 s old, "new" 1000 s
@@ -331,6 +337,9 @@ async def test_retention_sweeper_deletes_expired_threads_only() -> None:
         assert await saver.aget_tuple({"configurable": {"thread_id": "a/old"}}) is None
         assert await saver.aget_tuple({"configurable": {"thread_id": "a/new"}}) is not None
         assert await index.aget("a/old") is None and await index.aget("a/new") is not None
+        # LangGraph's protocol forgets the swept thread too
+        assert (await c.get("/threads/old")).status_code == 404
+        assert (await c.get("/threads/new")).status_code == 200
 
 
 def test_configuration_errors_at_construction() -> None:

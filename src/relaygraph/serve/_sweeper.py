@@ -31,6 +31,11 @@ async def sweep_once(ctx: Any, *, batch: int = 500) -> int:
                 if settings.retention_strategy == "delete":
                     await ctx.checkpointer.adelete_thread(internal)
                     await ctx.threads.adelete(internal)
+                    # the protocol's thread metadata and run records go with it, so a
+                    # swept thread is a 404, not an empty thread
+                    from relaygraph.serve._runs import get_manager
+
+                    await (await get_manager(ctx)).store.adelete_thread(internal)
                 else:
                     await ctx.checkpointer.aprune([internal], strategy="keep_latest")
                     # the pruned thread keeps its row, aged anew: not pruned again until
