@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from relaygraph.checkpointers import AsyncSQLAlchemySaver, SQLAlchemySaver
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -130,3 +133,22 @@ def engine(backend: Backend) -> Iterator[sa.Engine]:
     eng = sa.create_engine(backend.url)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+def saver(backend: Backend) -> Iterator[SQLAlchemySaver]:
+    """The sync saver on the backend's database (tests that need another kind define their own)."""
+    engine = sa.create_engine(backend.url)
+    s = SQLAlchemySaver(engine)
+    s.setup()
+    yield s
+    engine.dispose()
+
+
+@pytest.fixture
+async def asaver(backend: Backend) -> AsyncIterator[AsyncSQLAlchemySaver]:
+    engine = create_async_engine(backend.async_url)
+    s = AsyncSQLAlchemySaver(engine)
+    await s.asetup()
+    yield s
+    await engine.dispose()

@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from relaygraph.checkpointers import AsyncSQLAlchemySaver, SQLAlchemySaver
-
-
-@pytest.fixture
-def saver(backend) -> Iterator[SQLAlchemySaver]:
-    engine = sa.create_engine(backend.url)
-    s = SQLAlchemySaver(engine)
-    s.setup()
-    yield s
-    engine.dispose()
-
-
-@pytest.fixture
-async def asaver(backend) -> AsyncIterator[AsyncSQLAlchemySaver]:
-    engine = create_async_engine(backend.async_url)
-    s = AsyncSQLAlchemySaver(engine)
-    await s.asetup()
-    yield s
-    await engine.dispose()
 
 
 @pytest.fixture(params=["sync", "async", "async-url"])

@@ -6,20 +6,16 @@ import asyncio
 import operator
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 import pytest
-import sqlalchemy as sa
 from langgraph.errors import GraphDrained
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import RunControl
 from langgraph.types import Command, interrupt
-from sqlalchemy.ext.asyncio import create_async_engine
 from typing_extensions import TypedDict
 
 from relaygraph._errors import ConfigurationError
-from relaygraph.checkpointers import AsyncSQLAlchemySaver, SQLAlchemySaver
 from relaygraph.durable import (
     LeaseLostError,
     LeaseStore,
@@ -33,24 +29,6 @@ from relaygraph.testing import ManualClock
 from ._lease_helpers import assert_linear, checkpoint_rows, counter_graph
 
 CFG = {"configurable": {"thread_id": "t"}}
-
-
-@pytest.fixture
-def saver(backend) -> Iterator[SQLAlchemySaver]:
-    engine = sa.create_engine(backend.url)
-    s = SQLAlchemySaver(engine)
-    s.setup()
-    yield s
-    engine.dispose()
-
-
-@pytest.fixture
-async def asaver(backend) -> AsyncIterator[AsyncSQLAlchemySaver]:
-    engine = create_async_engine(backend.async_url)
-    s = AsyncSQLAlchemySaver(engine)
-    await s.asetup()
-    yield s
-    await engine.dispose()
 
 
 @pytest.fixture
