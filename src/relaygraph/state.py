@@ -66,6 +66,22 @@ class HandoffReport(TypedDict):
     source_ref: NotRequired[str | None]  # archive key of the raw source (recall tool)
 
 
+class ReconcileReport(TypedDict):
+    """What one `reconcile()` did with N candidate contracts, appended to ``reconciles``."""
+
+    node: str
+    contract: str | None
+    candidates: int
+    sources: list[str]
+    agreement: dict[str, float]  # field -> share of candidates in the winning group
+    conflicts: list[str]
+    resolution: Literal["agreed", "majority", "judge", "review", "failed"]
+    dissent: dict[str, list[dict[str, Any]]]  # field -> [{"source", "value"}] overruled
+    failure: str | None
+    at: str
+    decisions: NotRequired[dict[str, Any]]  # field -> value chosen by a judge or reviewer
+
+
 ReviewAction = Literal["approve", "edit", "reject"]
 
 
@@ -166,6 +182,7 @@ class RelayState(TypedDict, total=False):
 
     guard_log: Annotated[list[GuardDecision], append_records]
     handoffs: Annotated[list[HandoffReport], append_records]
+    reconciles: Annotated[list[ReconcileReport], append_records]
     reviews: Annotated[list[ReviewRecord], append_records]
     usage: Annotated[UsageTable, merge_usage]
     agent_runs: Annotated[list[AgentRun], append_records]
