@@ -23,6 +23,9 @@ OTHER_EXPORTS = {
     "pending_reviews", "submit_review", "track_agent", "wilson_lower_bound",
 }
 
+# Exports of reconcile().
+RECONCILE_EXPORTS = {"ReconcileError", "ReconcileNode", "reconcile"}
+
 
 def test_handoff_names_are_exported() -> None:
     assert HANDOFF_EXPORTS <= set(relaygraph.nodes.__all__)
@@ -30,7 +33,7 @@ def test_handoff_names_are_exported() -> None:
 
 def test_all_is_pinned_sorted_and_importable() -> None:
     names = relaygraph.nodes.__all__
-    assert set(names) == HANDOFF_EXPORTS | OTHER_EXPORTS, (
+    assert set(names) == HANDOFF_EXPORTS | OTHER_EXPORTS | RECONCILE_EXPORTS, (
         "relaygraph.nodes.__all__ changed: update the pinned sets in this test"
     )
     assert len(names) == len(set(names))

@@ -30,6 +30,7 @@ from relaygraph.nodes._recall import (
     SourceStore,
     recall_tool,
 )
+from relaygraph.nodes._reconcile import ReconcileError, ReconcileNode, reconcile
 from relaygraph.nodes._review import (
     ApproveDecision,
     EditDecision,
@@ -69,6 +70,8 @@ __all__ = [
     "NotWaitingForReview",
     "PolicyDecision",
     "RecallError",
+    "ReconcileError",
+    "ReconcileNode",
     "RejectDecision",
     "ReviewDecision",
     "ReviewError",
@@ -89,6 +92,7 @@ __all__ = [
     "parse_decision",
     "pending_reviews",
     "recall_tool",
+    "reconcile",
     "render_brief",
     "submit_review",
     "track_agent",
