@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from relaygraph import _allowlist
 from relaygraph._errors import ConfigurationError
+from relaygraph.nodes._binding import validate_groups
 from relaygraph.nodes._verbatim import Verbatim
 
 
@@ -61,6 +62,14 @@ class Contract(BaseModel):
     brief_title: ClassVar[str | None] = None
     """Heading of the brief; defaults to the class name."""
 
+    binding_groups: ClassVar[tuple[tuple[str, ...], ...] | None] = None
+    """Fields that describe one entity, checked to be bound together in the source.
+
+    ``None`` (the default) groups the single-valued ``Verbatim`` fields when there are
+    two or more and none uses ``near_field``; ``()`` turns the check off. See
+    ``relaygraph.nodes._binding`` for the rule.
+    """
+
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
@@ -86,6 +95,7 @@ class Contract(BaseModel):
                         f"{cls.__name__}.{name}: Verbatim() on a model-typed field "
                         f"({leaf.__name__}); put Verbatim() on that model's own fields"
                     )
+        validate_groups(cls)
 
     @classmethod
     def verbatim_fields(cls) -> dict[str, Verbatim]:

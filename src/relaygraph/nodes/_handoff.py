@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from relaygraph._clock import Clock, iso, system_clock
 from relaygraph._errors import ConfigurationError, RelaygraphError
+from relaygraph.nodes._binding import check_bindings
 from relaygraph.nodes._brief import brief_message, render_brief
 from relaygraph.nodes._contract import Contract, _field_verbatim
 from relaygraph.nodes._recall import (
@@ -540,6 +541,17 @@ class HandoffNode(RunnableLambda):
                 check["reason"] = res.reason
                 attempt.errors[path] = res.reason
             attempt.verbatim[path] = check
+        if not attempt.errors:
+            # Referential drift: each value is in the source, but is it this entity's?
+            binding = check_bindings(src.index, contract)
+            for path, bound in binding.bound.items():
+                provenance = attempt.verbatim[path].get("provenance")
+                if provenance is not None:
+                    provenance["bound_to"] = bound
+            for path, reason in binding.errors.items():
+                attempt.verbatim[path]["passed"] = False
+                attempt.verbatim[path]["reason"] = reason
+                attempt.errors[path] = reason
         if not attempt.errors:
             attempt.contract = contract
         return attempt

@@ -337,6 +337,36 @@ class SourceIndex:
             return f"{what} appears in the source, but not near {where}"
         return f"{what} does not appear in the source (near {where})"
 
+    def find_all(self, value: Any, marker: Verbatim) -> list[Match]:
+        """Every span where ``value`` is written in the source, ignoring ``near``.
+
+        Used by the binding check, which must see every occurrence of a value to tell
+        which entity the source binds it to.
+        """
+        if isinstance(value, Enum):
+            value = value.value
+        kind = resolve_kind(value, marker)
+        if kind == "number":
+            target = (Decimal(str(value)) if isinstance(value, int | float | Decimal)
+                      and not isinstance(value, bool) else parse_number(str(value)))
+            return [self._match(i, s, e) for n, i, s, e in self.numbers() if n == target]
+        if kind == "date":
+            if isinstance(value, datetime):
+                target_d: date | None = value.date()
+            elif isinstance(value, date):
+                target_d = value
+            else:
+                target_d = parse_date(str(value), marker.dayfirst)
+            return [self._match(i, s, e) for d, i, s, e in self.dates(marker.dayfirst)
+                    if d == target_d]
+        text = str(value).strip()
+        if not text:
+            return []
+        pattern = _text_pattern(text, exact=kind == "exact")
+        return [self._match(i, m.start(), m.end())
+                for i, source_text in enumerate(self.texts)
+                for m in pattern.finditer(source_text)]
+
     def check(self, value: Any, marker: Verbatim, siblings: Any = None) -> CheckResult:
         """Check one scalar value against the source.
 
