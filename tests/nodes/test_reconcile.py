@@ -25,6 +25,7 @@ from relaygraph.nodes import (
     submit_review,
 )
 from relaygraph.state import append_records
+from relaygraph.testing import ScriptedChatModel
 
 AGENTS = ("alpha", "beta", "gamma")
 N0, N1, N2, N3 = RESEARCH_NOTES
@@ -236,3 +237,34 @@ def test_bad_configuration_raises_at_construction(kw: dict[str, Any], message: s
         reconcile(Refund, **args)
     with pytest.raises(ConfigurationError, match="Contract subclass"):
         reconcile(dict, source="drafts", target="case")  # type: ignore[arg-type]
+
+
+def test_judge_chat_model_answers_json() -> None:
+    model = ScriptedChatModel(['The notes support beta: {"question": "q2"}'])
+    graph = build({a: [N0] for a in AGENTS}, policy=model,
+                  question={"alpha": "q1", "beta": "q2", "gamma": "q3"})
+    out = graph.invoke({}, cfg("judge-model"))
+    assert out["brief"].question == "q2"
+    [call] = model.calls
+    prompt = str(call.messages[-1].content)
+    assert all(q in prompt for q in ("q1", "q2", "q3")) and "notes/gamma.md" in prompt
+
+
+def test_judge_leaving_a_field_undecided_is_a_routed_failure() -> None:
+    graph = build({a: [N0] for a in AGENTS}, policy=lambda request: {},
+                  question={"alpha": "q1", "beta": "q2", "gamma": "q3"})
+    out = graph.invoke({}, cfg("judge-empty"))
+    assert out["report"] == "halted"
+    assert "undecided: ['question']" in out["reconciles"][-1]["failure"]
+
+
+def test_a_review_that_leaves_a_conflict_open_is_asked_again() -> None:
+    graph = build({"alpha": [N0], "beta": [N1], "gamma": [N2]})
+    config = cfg("reask")
+    graph.invoke({}, config)
+    submit_review(graph, config, ReviewDecision.edit({"question": "other"}))
+    [(_, _, request)] = pending_reviews(graph.get_state(config))
+    assert request["attempt"] == 2
+    assert "missing ['findings']" in request["error"]
+    out = submit_review(graph, config, ReviewDecision.edit({"findings": [N0]}))
+    assert out["brief"].findings == [N0]
