@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
@@ -149,3 +152,17 @@ def test_bad_group_declarations_fail_at_class_definition(groups: Any, message: s
             order_id: Annotated[str, Verbatim()]
             amount: Annotated[Decimal, Verbatim()]
             summary: str = ""
+
+
+def test_the_generated_corpus_meets_its_targets() -> None:
+    path = Path(__file__).resolve().parents[2] / "bench" / "bench_binding.py"
+    spec = importlib.util.spec_from_file_location("bench_binding", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_binding"] = bench
+    spec.loader.exec_module(bench)
+    r = bench.run(120, seed=3)
+    assert r["planted"] > 500 and set(r["by_kind"]) == {
+        "multi-order", "multi-customer", "multi-date"}
+    assert r["caught"] >= 0.95 * r["planted"], r
+    assert r["wrongly_failed"] == 0, r

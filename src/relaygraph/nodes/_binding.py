@@ -43,8 +43,8 @@ if TYPE_CHECKING:
 
 DEFAULT_WINDOW = 120
 
-# A JSON record ("}, {") is a sentence of a tool result.
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\}\s*,?\s*\{|\n+")
+# A JSON record ("}, {") and a list item ("; ") are sentences too.
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|;\s|\}\s*,?\s*\{|\n+")
 _CLAUSE = re.compile(r"(?<=[.!?])\s+|[;,]\s|\s(?:and|but|while|whereas)\s|\}\s*,?\s*\{|\n",
                      re.IGNORECASE)
 _DASH_FOLD = str.maketrans({d: "-" for d in "\u2010\u2011\u2012\u2013\u2014\u2212"})
@@ -161,6 +161,10 @@ def bind(index: SourceIndex, match: Match, entities: re.Pattern[str],
               ("window", (max(0, match.start - window), match.end + window))]
     for scope, (lo, hi) in scopes:
         inside = [f for f in found if lo <= f[0] and f[1] <= hi]
+        if scope == "window":
+            # Across sentences, "It cost $20" refers back to the last entity named.
+            before = [f for f in inside if f[1] <= match.start]
+            inside = before or inside
         if inside:
             def distance(f: tuple[int, int, str]) -> tuple[int, int]:
                 gap = match.start - f[1] if f[1] <= match.start else f[0] - match.end
