@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -9,6 +10,7 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
+from rich.console import Console
 from typing_extensions import TypedDict
 
 from relaygraph import ConfigurationError
@@ -24,6 +26,7 @@ from relaygraph.nodes import (
     reconcile,
     submit_review,
 )
+from relaygraph.observe import timeline
 from relaygraph.state import append_records
 from relaygraph.testing import ScriptedChatModel
 
@@ -268,3 +271,18 @@ def test_a_review_that_leaves_a_conflict_open_is_asked_again() -> None:
     assert "missing ['findings']" in request["error"]
     out = submit_review(graph, config, ReviewDecision.edit({"findings": [N0]}))
     assert out["brief"].findings == [N0]
+
+
+def test_the_timeline_shows_the_reconcile_report() -> None:
+    graph = build({"alpha": [N0, N1], "beta": [N0, N2], "gamma": [N0, N1]})
+    config = cfg("timeline")
+    graph.invoke({}, config)
+    tl = timeline(graph, config)
+    [step] = [s for s in tl.steps if s.node == "merge"]
+    [report] = step.reconciles
+    assert report["resolution"] == "majority"
+    assert "reconciles" not in step.received
+    console = Console(file=io.StringIO(), width=250)
+    tl.render(console)
+    text = console.file.getvalue()
+    assert "reconcile ResearchBrief: 3 candidates → majority, conflicts ['findings']" in text

@@ -27,6 +27,11 @@ def _decisions(step: TimelineStep) -> str:
                      f"{h.get('brief_tokens')} tok"
                      + (f", failed {failed}" if failed else "")
                      + (f", {h.get('repairs')} repairs" if h.get("repairs") else ""))
+    for c in step.reconciles:
+        parts.append(f"reconcile {c.get('contract')}: {c.get('candidates')} candidates → "
+                     f"{c.get('resolution')}"
+                     + (f", conflicts {c.get('conflicts')}" if c.get("conflicts") else "")
+                     + (f", failed: {_short(c.get('failure'), 60)}" if c.get("failure") else ""))
     for r in step.reviews:
         who = f" by {r.get('reviewer')}" if r.get("reviewer") else ""
         parts.append(f"review: {r.get('decision')}{who}")

@@ -19,6 +19,7 @@ from relaygraph.state import (
     AgentRun,
     GuardDecision,
     HandoffReport,
+    ReconcileReport,
     ReviewRecord,
     UsageTable,
     merge_usage,
@@ -27,7 +28,8 @@ from relaygraph.state import (
 StepStatus = Literal["done", "interrupted", "error", "pending"]
 
 #: Channels relaygraph writes for its own bookkeeping (not "what a node received").
-BOOKKEEPING = frozenset({"guard_log", "handoffs", "reviews", "usage", "agent_runs"})
+BOOKKEEPING = frozenset({"guard_log", "handoffs", "reviews", "usage", "agent_runs",
+                         "reconciles"})
 
 
 class _UsageTotals:
@@ -66,7 +68,8 @@ class TimelineStep(_UsageTotals):
             otherwise the non-empty state keys at the start of the step).
         wrote: the node's writes, channel → value.
         next: nodes scheduled after this step.
-        guard_decisions, handoffs, reviews, agent_runs: records the node appended.
+        guard_decisions, handoffs, reviews, agent_runs, reconciles: records the node
+            appended.
         usage: the node's ``usage`` increments.
         started_at, ended_at: checkpoint timestamps around the step (ISO-8601).
         duration_s: ``ended_at - started_at`` (includes time waiting for a human).
@@ -87,6 +90,7 @@ class TimelineStep(_UsageTotals):
     handoffs: list[HandoffReport] = field(default_factory=list)
     reviews: list[ReviewRecord] = field(default_factory=list)
     agent_runs: list[AgentRun] = field(default_factory=list)
+    reconciles: list[ReconcileReport] = field(default_factory=list)
     usage: UsageTable = field(default_factory=dict)
     started_at: str | None = None
     ended_at: str | None = None
@@ -266,6 +270,7 @@ def _build(chain: list[Any], thread_id: str | None, pricing: Pricing | None,
                 handoffs=_as_list(wrote.get("handoffs")),
                 reviews=_as_list(wrote.get("reviews")),
                 agent_runs=runs,
+                reconciles=_as_list(wrote.get("reconciles")),
                 usage=usage,
                 started_at=snap.created_at,
                 ended_at=ended,
