@@ -286,3 +286,21 @@ def test_the_timeline_shows_the_reconcile_report() -> None:
     tl.render(console)
     text = console.file.getvalue()
     assert "reconcile ResearchBrief: 3 candidates → majority, conflicts ['findings']" in text
+
+
+async def test_an_async_judge_decides_in_an_async_run() -> None:
+    async def judge(request: dict[str, Any]) -> dict[str, Any]:
+        return {"question": "q3"}
+
+    questions = {"alpha": "q1", "beta": "q2", "gamma": "q3"}
+    graph = build({a: [N0] for a in AGENTS}, policy=judge, question=questions)
+    out = await graph.ainvoke({}, cfg("async-judge"))
+    assert out["brief"].question == "q3"
+    assert out["reconciles"][0]["decisions"] == {"question": "q3"}
+    # the same judge in a sync run cannot be awaited: a routed failure, not a pass
+    out = build({a: [N0] for a in AGENTS}, policy=judge, question=questions).invoke(
+        {}, cfg("async-judge-sync"))
+    assert out["report"] == "halted"
+    [report] = out["reconciles"]
+    assert "async judge needs an async run" in report["failure"]
+    assert report["conflicts"] == ["question"] and report["candidates"] == 3

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langgraph.types import Command, interrupt
 from pydantic import BaseModel, ValidationError
 
@@ -122,7 +122,18 @@ class _Candidate:
     provenance: Any
 
 
-class ReconcileNode:
+@dataclass(frozen=True)
+class _Pending:
+    """Conflicts waiting for the judge."""
+
+    node: str
+    cands: list[_Candidate]
+    merged: dict[str, Any]
+    base: dict[str, Any]
+    request: dict[str, Any]
+
+
+class ReconcileNode(Runnable[Any, Command]):
     """The node ``reconcile()`` returns; see :func:`reconcile`."""
 
     def __init__(self, contract: type[Contract], *, source: str, target: str,
@@ -241,43 +252,53 @@ class ReconcileNode:
         report.update(kw)  # type: ignore[typeddict-item]
         return report
 
-    def _fail(self, node: str, message: str) -> Command:
+    def _fail(self, node: str, message: str, cands: list[_Candidate] | None = None,
+              base: dict[str, Any] | None = None) -> Command:
         if self.on_conflict is None:
             raise ReconcileError(f"{node}: {message}")
-        report = self._report(node, [], failure=message)
+        report = self._report(node, cands or [], **(base or {}), failure=message)
         return Command(goto=self.on_conflict, update={"reconciles": [report]})
 
     def _conflict_view(self, field: str, cands: list[_Candidate]) -> list[dict[str, Any]]:
         return [{"source": c.source, "value": _json(getattr(c.contract, field)),
                  "provenance": c.provenance} for c in cands]
 
-    def _judge(self, request: dict[str, Any], config: RunnableConfig) -> Mapping[str, Any]:
-        policy = self.policy
-        if isinstance(policy, BaseChatModel):
-            prompt = ("Agents disagree on some fields of a "
-                      f"{request['contract']}. For each field, pick the correct value. "
-                      "Answer with one JSON object mapping each field to its value.\n"
-                      + json.dumps(request, indent=2, default=str))
-            reply = policy.invoke([HumanMessage(prompt)], config)
-            text = str(reply.content)
-            m = re.search(r"\{.*\}", text, re.S)
-            try:
-                chosen = json.loads(m.group(0) if m else text)
-            except ValueError as exc:
-                raise ReconcileError(f"the judge model's answer is not JSON: {text[:200]!r}"
-                                     ) from exc
-        else:
-            assert callable(policy)
-            chosen = policy(request)
-            if inspect.isawaitable(chosen):
-                raise ReconcileError("an async judge needs the async node (ainvoke)")
-        if not isinstance(chosen, Mapping):
-            raise ReconcileError(f"the judge must return a field -> value mapping, got "
-                                 f"{type(chosen).__name__}")
-        missing = [f for f in request["fields"] if f not in chosen]
-        if missing:
-            raise ReconcileError(f"the judge left conflicting fields undecided: {missing}")
+    @staticmethod
+    def _judge_prompt(request: dict[str, Any]) -> list[HumanMessage]:
+        return [HumanMessage(
+            f"Agents disagree on some fields of a {request['contract']}. For each field, "
+            "pick the correct value. Answer with one JSON object mapping each field to "
+            "its value.\n" + json.dumps(request, indent=2, default=str))]
+
+    @staticmethod
+    def _judge_reply(reply: Any) -> Any:
+        text = str(reply.content)
+        m = re.search(r"\{.*\}", text, re.S)
+        try:
+            return json.loads(m.group(0) if m else text)
+        except ValueError as exc:
+            raise ReconcileError(f"the judge model's answer is not JSON: {text[:200]!r}"
+                                 ) from exc
+
+    def _judge(self, request: dict[str, Any], config: RunnableConfig) -> Any:
+        if isinstance(self.policy, BaseChatModel):
+            return self._judge_reply(self.policy.invoke(self._judge_prompt(request), config))
+        assert callable(self.policy)
+        chosen = self.policy(request)
+        if inspect.isawaitable(chosen):
+            close = getattr(chosen, "close", None)
+            if close is not None:
+                close()
+            raise ReconcileError("an async judge needs an async run (ainvoke/astream)")
         return chosen
+
+    async def _ajudge(self, request: dict[str, Any], config: RunnableConfig) -> Any:
+        if isinstance(self.policy, BaseChatModel):
+            reply = await self.policy.ainvoke(self._judge_prompt(request), config)
+            return self._judge_reply(reply)
+        assert callable(self.policy)
+        chosen = self.policy(request)
+        return await chosen if inspect.isawaitable(chosen) else chosen
 
     def _review(self, node: str, merged: dict[str, Any], conflicts: dict[str, Any],
                 cands: list[_Candidate], reason: str) -> tuple[str, dict[str, Any], Any]:
@@ -308,8 +329,8 @@ class ReconcileNode:
                 payload = {**request.model_dump(mode="json"), "error": str(exc),
                            "previous": _json(raw), "attempt": payload.get("attempt", 1) + 1}
 
-    def invoke(self, state: Any, config: RunnableConfig | None = None) -> Command:
-        config = config or {}
+    def _prepare(self, state: Any, config: RunnableConfig) -> Command | _Pending:
+        """Compare the candidates; a Command when done, else the judge's request."""
         node = str((config.get("metadata") or {}).get("langgraph_node") or self.name)
         get = state.get if isinstance(state, Mapping) else lambda k: getattr(state, k, None)
         try:
@@ -347,13 +368,7 @@ class ReconcileNode:
                                        _json(getattr(c.contract, f))} for c in cands]
                                   for f in conflicts},
                        "sources": {c.source: c.provenance for c in cands}}
-            try:
-                chosen = self._judge(request, config)
-                merged.update({f: chosen[f] for f in conflicts})
-            except ReconcileError as exc:
-                return self._fail(node, str(exc))
-            return self._success(node, cands, merged, base, "judge",
-                                 {f: _json(chosen[f]) for f in conflicts})
+            return _Pending(node, cands, merged, base, request)
         else:
             reason = f"reconcile: candidates disagree on {', '.join(conflicts)}"
 
@@ -372,7 +387,8 @@ class ReconcileNode:
         try:
             value = self.contract.model_validate(merged)
         except ValidationError as exc:
-            return self._fail(node, f"the merged {self.contract.__name__} is invalid: {exc}")
+            return self._fail(node, f"the merged {self.contract.__name__} is invalid: {exc}",
+                              cands, base)
         return self._finish(node, cands, value, base, resolution, decisions)
 
     def _finish(self, node: str, cands: list[_Candidate], value: Any, base: dict[str, Any],
@@ -384,8 +400,44 @@ class ReconcileNode:
         return Command(goto=self.on_success, update=update) if self.on_success \
             else Command(update=update)
 
-    def __call__(self, state: Any, config: RunnableConfig) -> Command:
-        return self.invoke(state, config)
+    def _judged(self, p: _Pending, chosen: Any) -> Command:
+        if not isinstance(chosen, Mapping):
+            return self._fail(p.node, f"the judge must return a field -> value mapping, got "
+                                      f"{type(chosen).__name__}", p.cands, p.base)
+        fields = list(p.request["fields"])
+        missing = [f for f in fields if f not in chosen]
+        if missing:
+            return self._fail(p.node, f"the judge left conflicting fields undecided: "
+                                      f"{missing}", p.cands, p.base)
+        merged = {**p.merged, **{f: chosen[f] for f in fields}}
+        return self._success(p.node, p.cands, merged, p.base, "judge",
+                             {f: _json(chosen[f]) for f in fields})
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None,
+               **kwargs: Any) -> Command:
+        """Run the node (sync)."""
+        state, config = input, ensure_config(config)
+        pending = self._prepare(state, config)
+        if isinstance(pending, Command):
+            return pending
+        try:
+            chosen = self._judge(pending.request, config)
+        except ReconcileError as exc:
+            return self._fail(pending.node, str(exc), pending.cands, pending.base)
+        return self._judged(pending, chosen)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None,
+                      **kwargs: Any) -> Command:
+        """Run the node (async); the judge may be async."""
+        state, config = input, ensure_config(config)
+        pending = self._prepare(state, config)
+        if isinstance(pending, Command):
+            return pending
+        try:
+            chosen = await self._ajudge(pending.request, config)
+        except ReconcileError as exc:
+            return self._fail(pending.node, str(exc), pending.cands, pending.base)
+        return self._judged(pending, chosen)
 
 
 def reconcile(contract: type[Contract], *, source: str, target: str,
