@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from relaygraph import _allowlist
 from relaygraph._errors import ConfigurationError
+from relaygraph.nodes import _versions
 from relaygraph.nodes._binding import validate_groups
 from relaygraph.nodes._verbatim import Verbatim
 
@@ -70,9 +71,22 @@ class Contract(BaseModel):
     ``relaygraph.nodes._binding`` for the rule.
     """
 
+    __version__: ClassVar[int] = 1
+    """The contract's version, also settable as ``class RefundCase(Contract, version=2)``."""
+
+    __upgrades__: ClassVar[dict[int, Any] | None] = None
+    """Upgrade steps keyed by the version they upgrade from; see ``_versions``."""
+
+    def __init_subclass__(cls, version: int | None = None, **kwargs: Any) -> None:
+        if version is not None:
+            cls.__version__ = version
+        super().__init_subclass__(**kwargs)
+
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        kwargs.pop("version", None)
         super().__pydantic_init_subclass__(**kwargs)
+        _versions.declare(cls)
         # relaygraph's default checkpoint serializer rebuilds every contract class
         _allowlist.register(lambda cls=cls: _allowlist.type_entries(cls))  # type: ignore[misc]
         for name, info in cls.model_fields.items():
