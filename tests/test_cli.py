@@ -22,7 +22,7 @@ def test_parser_has_every_command() -> None:
     sub = next(a for a in parser._actions if a.dest == "command")
     assert set(sub.choices) == {  # type: ignore[arg-type]
         "demo", "threads", "timeline", "reviews", "review", "resume", "costs", "db", "serve",
-        "setup"}
+        "setup", "contracts"}
     args = parser.parse_args(["serve", "--db", "sqlite:///x.db"])
     assert (args.host, args.port) == ("127.0.0.1", 8000)
     assert parser.parse_args(["demo"]).db == "sqlite:///relaygraph-demo.db"

@@ -39,11 +39,9 @@ class RefundCase(Contract, version=2):
     currency: str
 '''
 
-RUNNER = '''
-import json, sys
+FLOW = '''
 from typing import Any, TypedDict
 from langgraph.graph import END, START, StateGraph
-from relaygraph.checkpointers import SQLAlchemySaver
 import rg_case
 
 class State(TypedDict, total=False):
@@ -59,14 +57,20 @@ def finish(state):
     return {"result": {"class": type(case).__name__, "version": type(case).__version__,
                        "data": case.model_dump(mode="json")}}
 
-def build(saver):
+def build(checkpointer):
     g = StateGraph(State)
     g.add_node("make", make)
     g.add_node("finish", finish)
     g.add_edge(START, "make")
     g.add_edge("make", "finish")
     g.add_edge("finish", END)
-    return g.compile(checkpointer=saver, interrupt_before=["finish"])
+    return g.compile(checkpointer=checkpointer, interrupt_before=["finish"])
+'''
+
+RUNNER = '''
+import json, sys
+from relaygraph.checkpointers import SQLAlchemySaver
+from rg_flow import build
 
 url, step = sys.argv[1:3]
 with SQLAlchemySaver.from_conn_string(url) as saver:
@@ -87,12 +91,29 @@ print(json.dumps(out))
 '''
 
 
-def _run(tmp_path: Path, version: str, url: str, step: str) -> dict[str, object]:
-    # a new process whose rg_case module defines the contract at ``version``
+CLI = "import sys; from relaygraph.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _env(tmp_path: Path, version: str) -> dict[str, str]:
+    # the child's rg_case module defines the contract at ``version``
     src = str(Path(relaygraph.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / version), src])}
-    out = subprocess.run([sys.executable, str(tmp_path / "runner.py"), url, step], env=env,
-                         capture_output=True, text=True, timeout=120)
+    path = [str(tmp_path / version), str(tmp_path), src]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+
+
+def _check(tmp_path: Path, version: str, url: str) -> tuple[int, list[dict[str, object]]]:
+    out = subprocess.run([sys.executable, "-c", CLI, "contracts", "check",
+                          "--db", url, "--graph", "flow=rg_flow:build", "--json"],
+                         env=_env(tmp_path, version), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode in (0, 1), out.stderr[-3000:]
+    return out.returncode, json.loads(out.stdout)
+
+
+def _run(tmp_path: Path, version: str, url: str, step: str) -> dict[str, object]:
+    out = subprocess.run([sys.executable, str(tmp_path / "runner.py"), url, step],
+                         env=_env(tmp_path, version), capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -102,8 +123,17 @@ def test_paused_thread_resumes_with_the_upgraded_contract(tmp_path: Path) -> Non
         (tmp_path / version).mkdir()
         (tmp_path / version / "rg_case.py").write_text(text)
     (tmp_path / "runner.py").write_text(RUNNER)
+    (tmp_path / "rg_flow.py").write_text(FLOW)
     url = f"sqlite:///{tmp_path / 'relay.db'}"
     assert _run(tmp_path, "v1", url, "pause") == {"good": ["finish"], "bad": ["finish"]}
+    # under the v1 code both threads resume; under v2 the one with no amount cannot
+    assert _check(tmp_path, "v1", url)[0] == 0
+    status, rows = _check(tmp_path, "v2", url)
+    assert status == 1
+    by_thread = {r["thread_id"]: r for r in rows}
+    assert by_thread["good"]["ok"] is True
+    assert by_thread["bad"]["ok"] is False
+    assert "from version 1 to version 2" in str(by_thread["bad"]["error"])
     got = _run(tmp_path, "v2", url, "resume")
     assert got["good"] == {"class": "RefundCase", "version": 2,
                            "data": {"order_id": "A-2002", "refund_amount": "75.50",

@@ -9,6 +9,7 @@ Commands::
     relaygraph resume     THREAD [--approve]                continue a stopped or crashed run
     relaygraph costs      [--graph NAME] [--since DATE] [--per-day N]
     relaygraph db         upgrade|prune|stats
+    relaygraph contracts  check                             threads that would fail to resume
     relaygraph serve      [NAME=module:attr ...] [--workers N]
     relaygraph demo       [--crash-after NODE] [--pause] [--interactive]
 
@@ -30,7 +31,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from relaygraph._errors import RelaygraphError
-from relaygraph.cli import _costs, _db, _reviews, _runs, _serve, _threads
+from relaygraph.cli import _contracts, _costs, _db, _reviews, _runs, _serve, _threads
 from relaygraph.cli._common import CLIError, UsageError, make_console
 
 __all__ = ["CLIError", "UsageError", "build_parser", "main"]
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Multi-agent LangGraph workflows that hold up in production.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
-    for module in (_threads, _reviews, _runs, _costs, _db, _serve):
+    for module in (_threads, _reviews, _runs, _costs, _db, _serve, _contracts):
         module.register(sub)
     return parser
 
