@@ -50,6 +50,7 @@ from relaygraph.nodes._review import (
 from relaygraph.nodes._tokens import TokenCounter, approx_tokens, default_counter
 from relaygraph.nodes._track import TrackedAgent, track_agent
 from relaygraph.nodes._verbatim import Verbatim
+from relaygraph.nodes._versions import ContractVersionError, default, rename
 
 __all__ = [
     "ApproveDecision",
@@ -58,6 +59,7 @@ __all__ = [
     "AutonomyStore",
     "CompressorTimeout",
     "Contract",
+    "ContractVersionError",
     "EditDecision",
     "HandoffError",
     "HandoffFeedback",
@@ -87,12 +89,14 @@ __all__ = [
     "brief_message",
     "contract_allowlist",
     "contract_serializer",
+    "default",
     "default_counter",
     "handoff",
     "parse_decision",
     "pending_reviews",
     "recall_tool",
     "reconcile",
+    "rename",
     "render_brief",
     "submit_review",
     "track_agent",
