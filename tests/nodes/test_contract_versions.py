@@ -8,6 +8,7 @@ import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Annotated
 
 import ormsgpack
 import pytest
@@ -15,8 +16,9 @@ import pytest
 import relaygraph
 from relaygraph._errors import ConfigurationError
 from relaygraph.checkpointers._serde import RelaygraphSerializer
-from relaygraph.nodes import Contract
-from relaygraph.nodes._versions import ContractVersionError, default, rename
+from relaygraph.cli import main
+from relaygraph.nodes import Contract, Verbatim
+from relaygraph.nodes._versions import ContractVersionError, default, diff, rename
 
 V1 = '''
 from decimal import Decimal
@@ -237,3 +239,42 @@ def test_versions_cannot_go_backwards() -> None:
     define(2)
     with pytest.raises(ConfigurationError, match="version 1 after version 2"):
         define(1)
+
+
+class DiffOld(Contract):
+    order_id: Annotated[str, Verbatim()]
+    note: str | None = None
+    amount: Decimal
+
+
+class DiffNew(Contract, version=2):
+    order_id: str
+    note: str
+    currency: str
+
+
+class DiffUpgraded(Contract, version=2):
+    __upgrades__ = {1: [rename("amount", "total"), default("note", "")]}
+    order_id: str
+    note: str
+    total: Decimal
+
+
+def test_diff_names_each_change_and_whether_it_breaks() -> None:
+    changes = {(c["field"], c["change"]): c["breaking"] for c in diff(DiffOld, DiffNew)}
+    assert changes == {
+        ("order_id", "Verbatim removed"): False, ("note", "now required"): True,
+        ("note", "type narrowed"): True, ("amount", "removed"): True,
+        ("currency", "added required"): True}
+    # an upgrade step from the old version makes the same kind of change safe
+    assert not any(c["breaking"] for c in diff(DiffOld, DiffUpgraded))
+
+
+def test_contracts_diff_command(capsys: pytest.CaptureFixture[str]) -> None:
+    mod = __name__
+    assert main(["contracts", "diff", f"{mod}:DiffOld", f"{mod}:DiffNew", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert (out["old_version"], out["new_version"], out["compatible"]) == (1, 2, False)
+    assert main(["contracts", "diff", f"{mod}:DiffOld", f"{mod}:DiffUpgraded"]) == 0
+    assert "compatible" in capsys.readouterr().out
+    assert main(["contracts", "diff", "nocolon", f"{mod}:DiffNew"]) == 2

@@ -9,7 +9,7 @@ Commands::
     relaygraph resume     THREAD [--approve]                continue a stopped or crashed run
     relaygraph costs      [--graph NAME] [--since DATE] [--per-day N]
     relaygraph db         upgrade|prune|stats
-    relaygraph contracts  check                             threads that would fail to resume
+    relaygraph contracts  check | diff OLD NEW              threads that would not resume
     relaygraph serve      [NAME=module:attr ...] [--workers N]
     relaygraph demo       [--crash-after NODE] [--pause] [--interactive]
 

@@ -175,3 +175,63 @@ def restore(cls: type, data: dict[str, Any], stored: int) -> Any:
             f"the current class rejects the data {how} ({errors}); add or fix an upgrade "
             f"in {cls.__qualname__}.__upgrades__", contract=name, stored=stored,
             current=current) from exc
+
+
+def _leaves(annotation: Any) -> set[Any]:
+    """The types an annotation admits (``str | None`` -> {str, NoneType})."""
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _leaves(typing.get_args(annotation)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        out: set[Any] = set()
+        for arg in typing.get_args(annotation):
+            out |= _leaves(arg)
+        return out
+    return {annotation}
+
+
+def _verbatim(info: Any) -> bool:
+    return any(type(m).__name__ == "Verbatim" for m in info.metadata)
+
+
+def diff(old: type, new: type) -> list[dict[str, Any]]:
+    """How ``new`` differs from ``old`` for threads in flight holding an ``old`` instance.
+
+    Each change is ``{"field", "change", "breaking"}``; ``change`` is one of ``removed``,
+    ``added required``, ``added optional``, ``now required``, ``type narrowed``,
+    ``type widened``, ``Verbatim added``, ``Verbatim removed``. A removed field, a new or
+    newly required field and a narrowed type break stored instances unless ``new``
+    declares an upgrade step from ``old``'s version or later (then ``breaking`` is False
+    and the step is trusted; reading a stored instance still validates the result).
+    """
+    fo: dict[str, Any] = old.model_fields  # type: ignore[attr-defined]
+    fn: dict[str, Any] = new.model_fields  # type: ignore[attr-defined]
+    upgraded = version_of(new) > version_of(old) and any(
+        v >= version_of(old) for v in _steps(new))
+    out: list[dict[str, Any]] = []
+
+    def add(field: str, change: str, breaking: bool) -> None:
+        out.append({"field": field, "change": change, "breaking": breaking and not upgraded})
+
+    for name, info in fo.items():
+        if name not in fn:
+            add(name, "removed", True)
+            continue
+        new_info = fn[name]
+        if new_info.is_required() and not info.is_required():
+            add(name, "now required", True)
+        before, after = _leaves(info.annotation), _leaves(new_info.annotation)
+        if not before <= after:
+            add(name, "type narrowed", True)
+        elif before < after:
+            add(name, "type widened", False)
+        if _verbatim(info) != _verbatim(new_info):
+            add(name, "Verbatim removed" if _verbatim(info) else "Verbatim added", False)
+    for name, info in fn.items():
+        if name not in fo:
+            add(name, "added required" if info.is_required() else "added optional",
+                info.is_required())
+    return out
