@@ -7,7 +7,10 @@ Dialect differences (upserts, insert-if-absent) live here and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import asyncio
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -336,3 +339,35 @@ def recursive_step(anchor: Any, step: sa.Select, *, lateral: bool, distinct: boo
         nxt = step.limit(1).lateral(f"{anchor.name}_next")
         step = sa.select(*nxt.c).select_from(anchor).join(nxt, sa.true())
     return anchor.union(step) if distinct else anchor.union_all(step)
+
+
+_SERIAL: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+def memory_engine() -> sa.Engine:
+    """A private in-memory SQLite database on one shared connection.
+
+    Every caller shares that one connection, so :func:`run_in_tx` takes turns on it:
+    two threads using one sqlite3 connection at once fail with "not an error".
+    """
+    engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool,
+                              connect_args={"check_same_thread": False})
+    _SERIAL[engine] = threading.Lock()
+    return engine
+
+
+async def run_in_tx(engine: Any, fn: Callable[[sa.Connection], Any]) -> Any:
+    """Run ``fn(conn)`` in one transaction on a sync or async engine, off the event loop."""
+    if hasattr(engine, "sync_engine"):
+        async with engine.begin() as conn:
+            return await conn.run_sync(fn)
+    lock = _SERIAL.get(engine)
+
+    def call() -> Any:
+        if lock is None:
+            with engine.begin() as conn:
+                return fn(conn)
+        with lock, engine.begin() as conn:
+            return fn(conn)
+
+    return await asyncio.to_thread(call)

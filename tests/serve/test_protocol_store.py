@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -106,3 +107,19 @@ async def test_search_includes_threads_only_the_listing_index_knows(store: RunSt
     assert await store.asearch_threads("acme", count=True) == 2
     (served,) = await store.asearch_threads("acme", ids=["acme/served"])
     assert served.metadata == {} and served.graph_id == "refund"
+
+
+async def test_in_memory_index_and_runs_take_turns_on_their_one_connection() -> None:
+    # Without a database the index and the run store share one sqlite3 connection; worker
+    # threads using it at once fail inside sqlite3 ("not an error"), so calls take turns.
+    index = ThreadIndex()
+    store = RunStore(index.engine)
+    await index.asetup()
+    await store.asetup()
+
+    async def one(i: int) -> None:
+        await index.aput(f"a/t{i}", "a", "g", "finished", {"i": i})
+        await store.atouch_thread(f"a/t{i}")
+        assert (await index.aget(f"a/t{i}")) is not None
+
+    await asyncio.gather(*(one(i) for i in range(300)))

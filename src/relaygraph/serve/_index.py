@@ -24,7 +24,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from relaygraph._sql import Key, LargeText, acreate_tables, create_tables, metadata, upsert
+from relaygraph._sql import (
+    Key,
+    LargeText,
+    acreate_tables,
+    create_tables,
+    memory_engine,
+    metadata,
+    run_in_tx,
+    upsert,
+)
 
 threads_table = sa.Table(
     "relaygraph_serve_threads",
@@ -114,8 +123,7 @@ class ThreadIndex:
 
     def __init__(self, engine: Any = None, *, clock: Callable[[], float] = time.time) -> None:
         if engine is None:
-            engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool,
-                                      connect_args={"check_same_thread": False})
+            engine = memory_engine()
         self.engine = engine
         self.clock = clock
         self._async = hasattr(engine, "sync_engine")
@@ -124,15 +132,7 @@ class ThreadIndex:
     async def _run(self, fn: Callable[[sa.Connection], Any]) -> Any:
         if not self._ready:  # apps mounted without a lifespan still get the table
             await self.asetup()
-        if self._async:
-            async with self.engine.begin() as conn:
-                return await conn.run_sync(fn)
-
-        def call() -> Any:
-            with self.engine.begin() as conn:
-                return fn(conn)
-
-        return await asyncio.to_thread(call)
+        return await run_in_tx(self.engine, fn)
 
     async def asetup(self) -> None:
         """Create the table and its indexes (idempotent)."""

@@ -21,7 +21,15 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from relaygraph._sql import Key, LargeText, acreate_tables, create_tables, metadata, upsert
+from relaygraph._sql import (
+    Key,
+    LargeText,
+    acreate_tables,
+    create_tables,
+    metadata,
+    run_in_tx,
+    upsert,
+)
 
 RunStatus = Literal["pending", "running", "error", "success", "timeout", "interrupted"]
 TERMINAL: frozenset[str] = frozenset({"error", "success", "timeout", "interrupted"})
@@ -146,15 +154,7 @@ class RunStore:
         self._async = hasattr(engine, "sync_engine")
 
     async def _tx(self, fn: Callable[[sa.Connection], Any]) -> Any:
-        if self._async:
-            async with self.engine.begin() as conn:
-                return await conn.run_sync(fn)
-
-        def call() -> Any:
-            with self.engine.begin() as conn:
-                return fn(conn)
-
-        return await asyncio.to_thread(call)
+        return await run_in_tx(self.engine, fn)
 
     async def asetup(self) -> None:
         """Create the tables (idempotent, safe from several processes at once)."""
