@@ -194,6 +194,7 @@ __all__ = [
     "AgentRun",
     "GuardDecision",
     "HandoffReport",
+    "ReconcileReport",
     "RelayState",
     "ReviewAction",
     "ReviewRecord",

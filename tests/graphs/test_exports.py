@@ -7,7 +7,7 @@ import relaygraph.graphs.examples
 def test_graphs_exports() -> None:
     assert sorted(relaygraph.graphs.__all__) == sorted([
         "Agent", "AgentRun", "Budget", "Guard", "GuardDecision", "Handoff", "HandoffReport",
-        "RelayState", "Review", "ReviewRecord", "Stage", "Usage", "UsageTable",
+        "ReconcileReport", "RelayState", "Review", "ReviewRecord", "Stage", "Usage", "UsageTable",
         "VerbatimCheck", "append_records", "examples", "merge_dicts", "merge_usage",
         "pipeline",
     ])
@@ -29,7 +29,8 @@ def test_the_state_vocabulary_is_the_lowest_layer() -> None:
     import relaygraph.state
 
     assert sorted(relaygraph.state.__all__) == sorted([
-        "AgentRun", "GuardDecision", "HandoffReport", "RelayState", "ReviewAction",
+        "AgentRun", "GuardDecision", "HandoffReport", "ReconcileReport", "RelayState",
+        "ReviewAction",
         "ReviewRecord", "Usage", "UsageTable", "VerbatimCheck", "append_records",
         "merge_dicts", "merge_usage"])
     assert relaygraph.graphs.RelayState is relaygraph.state.RelayState
