@@ -28,7 +28,8 @@ def test_there_are_notebooks() -> None:
                                            "03_crash_and_resume.ipynb",
                                            "04_agent_middleware.ipynb",
                                            "05_breaker_shared_by_workers.ipynb",
-                                           "06_serving.ipynb"]
+                                           "06_serving.ipynb",
+                                           "07_contracts_binding_reconcile.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -55,7 +56,8 @@ def test_notebook_runs(path: Path, tmp_path: Path) -> None:
     html = "".join(d.get("text/html", "") for d in rich)
     # every notebook draws its graph offline, as SVG (with Mermaid and ASCII alternatives)
     svg = next(d for d in rich if "image/svg+xml" in d)
-    node = "model" if path.stem == "04_agent_middleware" else "check"
+    node = {"04_agent_middleware": "model",
+            "07_contracts_binding_reconcile": "merge"}.get(path.stem, "check")
     assert "<svg" in svg["image/svg+xml"] and f">{node}</text>" in svg["image/svg+xml"]
     assert svg["text/vnd.mermaid"].startswith("---") or "graph TD" in svg["text/vnd.mermaid"]
     if path.stem in ("02_review_and_timeline", "03_crash_and_resume"):
