@@ -139,7 +139,18 @@ def test_all_disagree_goes_to_a_human_with_values_and_provenance() -> None:
     [report] = out["reconciles"]
     assert report["resolution"] == "review"
     assert report["decisions"] == {"findings": [N1, N2]}
-    assert len(report["dissent"]["findings"]) == 2
+    # the reviewer's findings are no candidate's: all three were overruled
+    assert [d["source"] for d in report["dissent"]["findings"]] == list(AGENTS)
+
+
+def test_dissent_after_a_review_is_measured_against_the_decision() -> None:
+    graph = build({"alpha": [N0], "beta": [N1], "gamma": [N2]})
+    config = cfg("review-picks-gamma")
+    graph.invoke({}, config)
+    out = submit_review(graph, config, ReviewDecision.edit({"findings": [N2]}, reviewer="ana"))
+    [report] = out["reconciles"]
+    assert report["dissent"] == {"findings": [{"source": "alpha", "value": [N0]},
+                                              {"source": "beta", "value": [N1]}]}
 
 
 def test_review_policy_reject_routes_to_on_conflict() -> None:

@@ -393,6 +393,13 @@ class ReconcileNode(Runnable[Any, Command]):
 
     def _finish(self, node: str, cands: list[_Candidate], value: Any, base: dict[str, Any],
                 resolution: str, decisions: Any) -> Command:
+        if decisions is not None:
+            # a judge or a reviewer decided: dissent is every value overruled by that decision
+            base = {**base, "dissent": {
+                f: [{"source": c.source, "value": _json(getattr(c.contract, f))}
+                    for c in cands
+                    if not self._same(f, getattr(c.contract, f), getattr(value, f))]
+                for f in base["conflicts"]}}
         report = self._report(node, cands, **base, resolution=resolution)
         if decisions is not None:
             report["decisions"] = decisions
