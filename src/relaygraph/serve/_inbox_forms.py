@@ -45,6 +45,9 @@ class FormField:
         min_length, max_length, pattern: text constraints.
         error: why the last posted value was refused.
         verified: where a handoff found this value in the source (``"message 2"``).
+        conflict: candidates disagree on this field (a ``reconcile()`` review): it starts
+            empty and must be decided.
+        choices: for a conflict, ``(source, value as the input shows it)`` per candidate.
     """
 
     name: str
@@ -64,6 +67,8 @@ class FormField:
     pattern: str | None = None
     error: str | None = None
     verified: str | None = None
+    conflict: bool = False
+    choices: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def input_name(self) -> str:
@@ -130,6 +135,11 @@ def _kind(schema: Mapping[str, Any], prop: Mapping[str, Any]) -> tuple[FieldKind
     if typ == "boolean":
         return "boolean", nullable, prop
     return "json", nullable, prop
+
+
+def shown(kind: FieldKind, value: Any) -> str:
+    """``value`` as an input of ``kind`` shows it (and posts it back)."""
+    return _shown(kind, value)
 
 
 def _shown(kind: FieldKind, value: Any) -> str:

@@ -4,11 +4,16 @@ The page shows the handoff source with each verbatim-checked field highlighted a
 the handoff recorded, a field that failed marked at what the source actually says, the
 guard's verdict or the handoff's failure and repairs, the autonomy policy's standing for
 this agent and decision kind, and the contract as a typed form.
+
+A ``reconcile()`` conflict is shown side by side instead: per conflicting field, each
+candidate's value and, when it recorded one, its provenance for that field; the form holds
+the agreed fields and leaves the conflicts to decide.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,11 +23,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from relaygraph.nodes._reconcile import ReconcileNode
 from relaygraph.nodes._review import HumanReview, pending_reviews
 from relaygraph.nodes._tokens import message_text
 from relaygraph.nodes._verbatim import SourceIndex, Verbatim, parse_date, parse_number, resolve_kind
 from relaygraph.serve._inbox import classify
-from relaygraph.serve._inbox_forms import FormField, form_fields
+from relaygraph.serve._inbox_forms import FormField, form_fields, shown
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,44 @@ class Standing:
         return self.to_sampling == 0
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One candidate's value for one field of a reconcile conflict.
+
+    Attributes:
+        source: the candidate's name (``alpha``).
+        value: the value as text (JSON for anything but a string).
+        items: a list of plain values, one line each (None: show ``value``).
+        provenance: what the candidate recorded for this field (a quote, a span), if any.
+    """
+
+    source: str
+    value: str
+    items: list[str] | None = None
+    provenance: str | None = None
+
+
+@dataclass(frozen=True)
+class CandidateHead:
+    """A column of the conflict table: the candidate and its provenance as a whole."""
+
+    source: str
+    provenance: str | None = None
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """One row of the conflict table: a field and each candidate's value, in column order."""
+
+    field: str
+    label: str
+    cells: list[Cell]
+
+    @property
+    def anchor(self) -> str:
+        return "conflict-" + re.sub(r"[^A-Za-z0-9_-]", "-", self.field)
+
+
 @dataclass
 class ReviewView:
     """Everything the review page shows (and the decision handler needs)."""
@@ -116,6 +160,16 @@ class ReviewView:
     guard: dict[str, Any] | None = None
     standing: Standing | None = None
     policy: str = ""
+    candidates: list[CandidateHead] = field(default_factory=list)
+    """For a reconcile review: the candidates, one column each."""
+    conflicts: list[Conflict] = field(default_factory=list)
+    """For a reconcile review: the conflicting fields, side by side."""
+    agreed: list[tuple[str, str]] = field(default_factory=list)
+    """For a reconcile review: ``(field, value)`` where every candidate agrees."""
+
+    @property
+    def reconcile(self) -> bool:
+        return bool(self.conflicts)
 
 
 @dataclass(frozen=True)
@@ -308,6 +362,13 @@ def review_node(graph: Any, name: str) -> HumanReview | None:
     return runnable if isinstance(runnable, HumanReview) else None
 
 
+def reconcile_node(graph: Any, name: str) -> ReconcileNode | None:
+    """The ``reconcile()`` node behind a graph node, if it is one."""
+    spec = (getattr(getattr(graph, "builder", None), "nodes", None) or {}).get(name)
+    runnable = getattr(spec, "runnable", None)
+    return runnable if isinstance(runnable, ReconcileNode) else None
+
+
 def _to_sampling(policy: Any, approvals: int, reviews: int, consecutive: int) -> int | None:
     from relaygraph.nodes._autonomy import wilson_lower_bound
 
@@ -341,6 +402,90 @@ async def astanding(graph: Any, node: str, agent: str, kind: str) -> Standing | 
 # --------------------------------------------------------------------------- loading
 
 
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _prov_text(value: Any) -> str | None:
+    """Provenance as one line of text: a quote as it is, a mapping as ``key: value; ...``."""
+    if value is None or value == {} or value == []:
+        return None
+    if isinstance(value, Mapping):
+        parts = [f"{k}: {_prov_text(v) or '—'}" for k, v in value.items()]
+        return "; ".join(parts) or None
+    if isinstance(value, list):
+        return ", ".join(_prov_text(v) or "—" for v in value) or None
+    return _text(value)
+
+
+def _field_prov(prov: Any, name: str) -> Any:
+    """What a candidate's provenance says about one field: ``prov[field]``, or the field
+    under ``fields`` / ``verbatim`` (a handoff's verbatim checks: the check's span)."""
+    if not isinstance(prov, Mapping):
+        return None
+    if name in prov:
+        return prov[name]
+    for key in ("fields", "verbatim"):
+        inner = prov.get(key)
+        if isinstance(inner, Mapping) and name in inner:
+            found = inner[name]
+            if isinstance(found, Mapping) and isinstance(found.get("provenance"), Mapping):
+                return found["provenance"]
+            return found
+    return None
+
+
+def _reconcile_view(request: Mapping[str, Any], contract: type[BaseModel] | None
+                    ) -> tuple[list[CandidateHead], list[Conflict], list[tuple[str, str]]]:
+    """The candidates, the conflicts side by side and the agreed fields of a reconcile."""
+    prov = request.get("provenance")
+    raw = prov.get("conflicts") if isinstance(prov, Mapping) else None
+    if not isinstance(raw, Mapping) or not raw:
+        return [], [], []
+    listed = prov.get("candidates") if isinstance(prov, Mapping) else None
+    heads_raw = [c for c in listed or [] if isinstance(c, Mapping)] \
+        if isinstance(listed, list) else []
+    names = set(raw)
+    field_names = set(contract.model_fields) if contract is not None else set()
+    heads: list[CandidateHead] = []
+    for c in heads_raw:
+        whole = c.get("provenance")
+        if isinstance(whole, Mapping):
+            # what is about one field is shown in that field's row, not in the header
+            whole = {k: v for k, v in whole.items()
+                     if k not in names and k not in field_names
+                     and k not in ("fields", "verbatim")}
+        heads.append(CandidateHead(str(c.get("source") or f"candidate {len(heads)}"),
+                                   _prov_text(whole)))
+    conflicts = []
+    for name, entries in raw.items():
+        rows = [e for e in entries if isinstance(e, Mapping)] \
+            if isinstance(entries, list) else []
+        cells = []
+        for i, e in enumerate(rows):
+            value = e.get("value")
+            items = [_text(v) for v in value] if isinstance(value, list) and all(
+                not isinstance(v, Mapping | list) for v in value) else None
+            source = str(e.get("source") or (heads[i].source if i < len(heads)
+                                             else f"candidate {i}"))
+            cells.append(Cell(source, _text(value), items,
+                              _prov_text(_field_prov(e.get("provenance"), str(name)))))
+        for i in range(len(cells), len(heads)):
+            cells.append(Cell(heads[i].source, "—"))
+        if not heads:
+            heads = [CandidateHead(c.source) for c in cells]
+        label = str(name)
+        if contract is not None and str(name) in contract.model_fields:
+            label = contract.model_fields[str(name)].title or label
+        conflicts.append(Conflict(str(name), label, cells))
+    value = request.get("value")
+    agreed = [(str(k), _text(v)) for k, v in value.items() if k not in names] \
+        if isinstance(value, Mapping) else []
+    return heads, conflicts, agreed
+
+
 def _dump(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
@@ -364,8 +509,18 @@ async def aload_review(graph: Any, graph_id: str, thread_id: str, internal_id: s
     value = state.get(node.subject) if node is not None else request.get("value")
     contract = node.contract_for(value) if node is not None else None
     shown_value = _dump(value) if value is not None else request.get("value")
-    report = _handoff_report(state, request.get("contract")
-                             if request.get("provenance") is not None else None)
+    merging = reconcile_node(graph, task) if node is None else None
+    is_reconcile = request.get("decision_kind") == "reconcile" and isinstance(
+        request.get("provenance"), Mapping) and "conflicts" in request["provenance"]
+    if is_reconcile and merging is not None:
+        contract = merging.contract
+    heads: list[CandidateHead] = []
+    conflicts: list[Conflict] = []
+    agreed: list[tuple[str, str]] = []
+    if is_reconcile:
+        heads, conflicts, agreed = _reconcile_view(request, contract)
+    report = None if is_reconcile else _handoff_report(
+        state, request.get("contract") if request.get("provenance") is not None else None)
     passages, label = _passages(state, report)
     facts = _facts(report, [p[2] for p in passages])
     form_value = shown_value
@@ -376,6 +531,15 @@ async def aload_review(graph: Any, graph_id: str, thread_id: str, internal_id: s
         form_value = {k: v for k, v in draft.items()
                       if contract is None or k in contract.model_fields}
     fields = form_fields(contract, form_value)
+    by_field = {c.field: c for c in conflicts}
+    for f in fields:
+        conflict = by_field.get(f.name)
+        if conflict is not None:
+            f.conflict, f.value = True, ""
+            raw = request["provenance"]["conflicts"].get(f.name) or []
+            f.choices = [(c.source, shown(f.kind, e.get("value") if isinstance(e, Mapping)
+                                          else None))
+                         for c, e in zip(conflict.cells, raw, strict=False)]
     if failed:
         problems = {f.path: f.reason or "failed" for f in facts if not f.passed}
         for f in fields:
@@ -405,7 +569,8 @@ async def aload_review(graph: Any, graph_id: str, thread_id: str, internal_id: s
                  if a in ("approve", "edit", "reject")],
         contract=contract, value=shown_value, fields=fields, transcript=_transcript(
             passages, facts), transcript_label=label, facts=facts, handoff=handoff,
-        guard=guard, standing=standing, policy=str(request.get("policy_reason") or ""))
+        guard=guard, standing=standing, policy=str(request.get("policy_reason") or ""),
+        candidates=heads, conflicts=conflicts, agreed=agreed)
 
 
 def _equal(a: str, b: str) -> bool:

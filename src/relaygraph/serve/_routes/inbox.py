@@ -457,7 +457,18 @@ def _decision(view: ReviewView, form: Mapping[str, Any]) -> tuple[dict[str, Any]
         if len(reason) > 5000:
             return {}, {"reason": "the reason is at most 5000 characters"}
         return {"action": "reject", "reason": reason.strip(), "comment": comment}, {}
+    if view.reconcile:
+        if action == "approve" and "approve" not in view.actions:
+            return {}, {"*": "candidates disagree: decide every conflicting field, or reject"}
+        form = _picked(view, form)
     edits, errors = parse_form(view.fields, form, view.value, view.contract)
+    if view.reconcile:
+        # the reconcile node asks again for a conflict left open: refuse it here instead
+        for f in view.fields:
+            if f.conflict and f.name not in edits and f.name not in errors:
+                errors[f.name] = "decide this conflict: choose a candidate's value or enter one"
+            elif f.conflict and f.name in errors and not _posted(form, f.input_name):
+                errors[f.name] = "decide this conflict: choose a candidate's value or enter one"
     if errors:
         return {}, errors
     if edits:
@@ -470,6 +481,23 @@ def _decision(view: ReviewView, form: Mapping[str, Any]) -> tuple[dict[str, Any]
                 if view.value is None else "change at least one field, or approve it as is")
         return {}, {"*": what}
     return {"action": "approve", "comment": comment}, {}
+
+
+def _posted(form: Mapping[str, Any], name: str) -> bool:
+    raw = form.get(name)
+    return isinstance(raw, str) and bool(raw.strip())
+
+
+def _picked(view: ReviewView, form: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The form with each conflict left blank filled from the candidate picked for it."""
+    out = dict(form)
+    for f in view.fields:
+        pick = form.get("pick." + f.name)
+        if not f.conflict or _posted(form, f.input_name) or not isinstance(pick, str):
+            continue
+        if pick.isdigit() and int(pick) < len(f.choices):
+            out[f.input_name] = f.choices[int(pick)][1]
+    return out
 
 
 # --------------------------------------------------------------------------- timeline

@@ -162,6 +162,25 @@
     });
     changedCount();
   }
+  // a reconcile conflict: picking a candidate (its radio, or "use this" in the table) fills the input
+  document.querySelectorAll("input[type=radio][data-fill-target]").forEach(radio => {
+    radio.addEventListener("change", () => {
+      const target = document.getElementById(radio.dataset.fillTarget);
+      if (!target || !radio.checked) return;
+      target.value = radio.dataset.fill || "";
+      target.dispatchEvent(new Event("input", { bubbles: true }));
+    });
+  });
+  document.querySelectorAll("button.use[data-fill-pick]").forEach(btn => {
+    btn.addEventListener("click", () => {
+      const radio = document.getElementById(btn.dataset.fillPick);
+      if (!radio) return;
+      radio.checked = true;
+      radio.dispatchEvent(new Event("change", { bubbles: true }));
+      const target = document.getElementById(radio.dataset.fillTarget);
+      if (target) target.focus();
+    });
+  });
 
   // ---------------------------------------------------------------- provenance links
   document.querySelectorAll(".facts tr").forEach(row => {
