@@ -80,6 +80,8 @@ class ReconcileReport(TypedDict):
     failure: str | None
     at: str
     decisions: NotRequired[dict[str, Any]]  # field -> value chosen by a judge or reviewer
+    reviewer: NotRequired[str | None]  # who decided, when a human did
+    comment: NotRequired[str | None]
 
 
 ReviewAction = Literal["approve", "edit", "reject"]

@@ -139,6 +139,7 @@ def test_all_disagree_goes_to_a_human_with_values_and_provenance() -> None:
     [report] = out["reconciles"]
     assert report["resolution"] == "review"
     assert report["decisions"] == {"findings": [N1, N2]}
+    assert (report["reviewer"], report["comment"]) == ("ana", None)
     # the reviewer's findings are no candidate's: all three were overruled
     assert [d["source"] for d in report["dissent"]["findings"]] == list(AGENTS)
 

@@ -197,6 +197,13 @@ def test_deciding_every_conflict_resumes_the_thread_to_the_decided_values(
     assert report["decisions"] == {"finding": FINDING["beta"],
                                    "sources": ["notes/alpha.md", "bench/pg.csv"],
                                    "confidence": 0.75}
+    # recorded under the signed-in reviewer, never a name the form could claim
+    assert (report["reviewer"], report["comment"]) == ("ana", "merged by hand")
+    # the thread's timeline shows the reconcile: who decided, what, and whom it overruled
+    timeline = client.get(resp.headers["location"]).text
+    assert "<b>reconcile Brief</b>: 3 candidates (alpha, beta, gamma) → review by ana" \
+        in timeline
+    assert "overruled alpha" in timeline and "“merged by hand”" in timeline
     assert cards(client.get("/inbox").text) == []
 
 

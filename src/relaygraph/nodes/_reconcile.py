@@ -301,7 +301,8 @@ class ReconcileNode(Runnable[Any, Command]):
         return await chosen if inspect.isawaitable(chosen) else chosen
 
     def _review(self, node: str, merged: dict[str, Any], conflicts: dict[str, Any],
-                cands: list[_Candidate], reason: str) -> tuple[str, dict[str, Any], Any]:
+                cands: list[_Candidate], reason: str
+                ) -> tuple[str, dict[str, Any], Any, dict[str, Any]]:
         value = {k: (None if k in conflicts else _json(v)) for k, v in merged.items()}
         request = ReviewRequest(
             node=node, subject=self.target, agent=node, decision_kind="reconcile",
@@ -316,6 +317,7 @@ class ReconcileNode(Runnable[Any, Command]):
             try:
                 decision = parse_decision(raw, ["edit", "reject"])
                 root = decision.root
+                who = {"reviewer": root.reviewer, "comment": root.comment}
                 if isinstance(root, EditDecision):
                     undecided = [f for f in conflicts if f not in root.edits]
                     if undecided:
@@ -323,8 +325,8 @@ class ReconcileNode(Runnable[Any, Command]):
                                              f"{undecided}")
                     new = self.contract.model_validate(
                         apply_edits(value, root.edits, self.contract))
-                    return "edit", dict(root.edits), new
-                return "reject", {}, getattr(root, "reason", None)
+                    return "edit", dict(root.edits), new, who
+                return "reject", {}, getattr(root, "reason", None), who
             except (ReconcileError, ValueError) as exc:
                 payload = {**request.model_dump(mode="json"), "error": str(exc),
                            "previous": _json(raw), "attempt": payload.get("attempt", 1) + 1}
@@ -373,7 +375,8 @@ class ReconcileNode(Runnable[Any, Command]):
             reason = f"reconcile: candidates disagree on {', '.join(conflicts)}"
 
         view = {f: self._conflict_view(f, cands) for f in conflicts}
-        action, edits, result = self._review(node, merged, view, cands, reason)
+        action, edits, result, who = self._review(node, merged, view, cands, reason)
+        base = {**base, **who}
         if action == "reject":
             report = self._report(node, cands, **base, resolution="review",
                                   failure=f"rejected by reviewer: {result}")

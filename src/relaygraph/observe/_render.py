@@ -30,6 +30,7 @@ def _decisions(step: TimelineStep) -> str:
     for c in step.reconciles:
         parts.append(f"reconcile {c.get('contract')}: {c.get('candidates')} candidates → "
                      f"{c.get('resolution')}"
+                     + (f" by {c.get('reviewer')}" if c.get("reviewer") else "")
                      + (f", conflicts {c.get('conflicts')}" if c.get("conflicts") else "")
                      + (f", failed: {_short(c.get('failure'), 60)}" if c.get("failure") else ""))
     for r in step.reviews:

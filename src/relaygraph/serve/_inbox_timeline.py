@@ -39,6 +39,7 @@ class StepView:
     guard_decisions: list[dict[str, Any]] = field(default_factory=list)
     handoffs: list[dict[str, Any]] = field(default_factory=list)
     reviews: list[dict[str, Any]] = field(default_factory=list)
+    reconciles: list[dict[str, Any]] = field(default_factory=list)
     waiting: bool = False
     error: str | None = None
 
@@ -118,6 +119,7 @@ async def atimeline_view(graph: Any, graph_id: str, thread_id: str, internal: st
             input_tokens=s.input_tokens, output_tokens=s.output_tokens, cost=s.cost,
             guard_decisions=[dict(g) for g in s.guard_decisions],
             handoffs=[dict(h) for h in s.handoffs], reviews=[dict(r) for r in s.reviews],
+            reconciles=[dict(c) for c in s.reconciles],
             waiting=s.status == "interrupted", error=s.error,
         ))
     path = [s.node for s in tl.steps if s.status in ("done", "interrupted", "error")]
