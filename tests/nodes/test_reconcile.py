@@ -8,10 +8,8 @@ from typing import Annotated, Any
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.graph import END, START, StateGraph
-from langgraph.types import Send
 from rich.console import Console
-from typing_extensions import TypedDict
+from tests._fan_out import fan_out_graph
 
 from relaygraph import ConfigurationError
 from relaygraph.graphs import RelayState
@@ -40,45 +38,21 @@ class FanState(RelayState, total=False):
     report: str | None
 
 
-class Task(TypedDict):
-    agent: str
-
-
 def build(findings: dict[str, list[str]], *, policy: Any = "majority",
           question: dict[str, str] | None = None) -> Any:
     """Three researchers write a ResearchBrief each (fan-out with Send); reconcile merges."""
 
-    def fan_out(state: FanState) -> list[Send]:
-        return [Send("researcher", {"agent": a}) for a in AGENTS]
-
-    def researcher(task: Task) -> dict[str, Any]:
-        agent = task["agent"]
+    def researcher(agent: str) -> dict[str, Any]:
         brief = ResearchBrief(question=(question or {}).get(agent, RESEARCH_QUESTION),
                               findings=findings[agent])
-        return {"drafts": [{"source": agent, "contract": brief,
-                            "provenance": {"agent": agent, "notes": f"notes/{agent}.md"}}]}
+        return {"source": agent, "contract": brief,
+                "provenance": {"agent": agent, "notes": f"notes/{agent}.md"}}
 
-    def writer(state: FanState) -> dict[str, Any]:
-        brief = state["brief"]
-        assert brief is not None
-        return {"report": " ".join(brief.findings)}
-
-    def halt(state: FanState) -> dict[str, Any]:
-        return {"report": "halted"}
-
-    builder = StateGraph(FanState)
-    builder.add_node("researcher", researcher)
-    builder.add_node("merge", reconcile(ResearchBrief, source="drafts", target="brief",
-                                        policy=policy, on_success="writer",
-                                        on_conflict="halt"),
-                     destinations=("writer", "halt"))
-    builder.add_node("writer", writer)
-    builder.add_node("halt", halt)
-    builder.add_conditional_edges(START, fan_out, ["researcher"])
-    builder.add_edge("researcher", "merge")
-    builder.add_edge("writer", END)
-    builder.add_edge("halt", END)
-    return builder.compile(checkpointer=InMemorySaver())
+    merge = reconcile(ResearchBrief, source="drafts", target="brief", policy=policy,
+                      on_success="writer", on_conflict="halt")
+    return fan_out_graph(FanState, AGENTS, researcher, merge,
+                         lambda brief: " ".join(brief.findings)).compile(
+        checkpointer=InMemorySaver())
 
 
 def cfg(thread: str) -> dict[str, Any]:

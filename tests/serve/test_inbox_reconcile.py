@@ -10,9 +10,8 @@ from typing import Annotated, Any
 import pytest
 from fastapi.testclient import TestClient
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.graph import END, START, StateGraph
-from langgraph.types import Send
 from pydantic import Field
+from tests._fan_out import fan_out_graph
 from tests.serve.test_inbox import (
     ACME_KEY,
     KEYS,
@@ -23,7 +22,6 @@ from tests.serve.test_inbox import (
     start,
     state,
 )
-from typing_extensions import TypedDict
 
 from relaygraph.graphs import RelayState
 from relaygraph.nodes import Contract, Verbatim, contract_serializer, reconcile
@@ -59,46 +57,19 @@ class FanState(RelayState, total=False):
     report: str | None
 
 
-class Task(TypedDict):
-    agent: str
-
-
 def build() -> Any:
     """Three researchers write a Brief each (fan-out with Send); reconcile asks a human."""
 
-    def fan_out(state: FanState) -> list[Send]:
-        return [Send("researcher", {"agent": a}) for a in AGENTS]
-
-    def researcher(task: Task) -> dict[str, Any]:
-        agent = task["agent"]
+    def researcher(agent: str) -> dict[str, Any]:
         brief = Brief(question=QUESTION, finding=FINDING[agent], sources=SOURCES[agent],
                       confidence=CONFIDENCE[agent])
         quote = {"quote": FINDING[agent], "message": 3}
-        return {"drafts": [{"source": agent, "contract": brief.model_dump(mode="json"),
-                            "provenance": {"notes": f"notes/{agent}.md",
-                                           "finding": quote}}]}
+        return {"source": agent, "contract": brief.model_dump(mode="json"),
+                "provenance": {"notes": f"notes/{agent}.md", "finding": quote}}
 
-    def writer(state: FanState) -> dict[str, Any]:
-        brief = state["brief"]
-        assert brief is not None
-        return {"report": brief.finding}
-
-    def halt(state: FanState) -> dict[str, Any]:
-        return {"report": "halted"}
-
-    builder = StateGraph(FanState)
-    builder.add_node("researcher", researcher)
-    builder.add_node("merge", reconcile(Brief, source="drafts", target="brief",
-                                        policy="review", on_success="writer",
-                                        on_conflict="halt"),
-                     destinations=("writer", "halt"))
-    builder.add_node("writer", writer)
-    builder.add_node("halt", halt)
-    builder.add_conditional_edges(START, fan_out, ["researcher"])
-    builder.add_edge("researcher", "merge")
-    builder.add_edge("writer", END)
-    builder.add_edge("halt", END)
-    return builder
+    merge = reconcile(Brief, source="drafts", target="brief", policy="review",
+                      on_success="writer", on_conflict="halt")
+    return fan_out_graph(FanState, AGENTS, researcher, merge, lambda brief: brief.finding)
 
 
 @pytest.fixture
