@@ -103,6 +103,11 @@ def cells(row_html: str) -> dict[str, str]:
 def test_the_inbox_lists_the_conflict_and_shows_it_side_by_side(client: TestClient) -> None:
     begin(client)
     assert [c.split(":")[0] for c in cards(client.get("/inbox").text)] == ["fan-1"]
+    # its own reason, and its own filter
+    assert 'class="card reason-agents_disagree"' in client.get("/inbox").text
+    assert len(cards(client.get("/inbox?reason=agents_disagree").text)) == 1
+    assert cards(client.get("/inbox?reason=full_review").text) == []
+    assert "agents disagree" in client.get("/inbox/reviews/fan-1").text
     page, _ = review_form(client, "fan-1")
     # one column per candidate, the fields they disagree on as rows
     assert re.findall(r'<th scope="col" class="candidate" data-source="([^"]+)">', page) \

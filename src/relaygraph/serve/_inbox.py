@@ -20,10 +20,12 @@ from relaygraph.serve._tenancy import external_thread_id, owns
 
 log = logging.getLogger("relaygraph.serve.inbox")
 
-Reason = Literal["guard_escalation", "failed_handoff", "policy_sample", "full_review"]
+Reason = Literal["guard_escalation", "failed_handoff", "agents_disagree", "policy_sample",
+                 "full_review"]
 REASONS: dict[str, str] = {
     "guard_escalation": "guard escalation",
     "failed_handoff": "failed handoff",
+    "agents_disagree": "agents disagree",
     "policy_sample": "policy sample",
     "full_review": "full review",
 }
@@ -108,8 +110,9 @@ def classify(request: Mapping[str, Any], graph: Any = None,
 
     A failed handoff shows the handoff's own failure text (``order_id 'unknown' does not
     appear in the source``); a guard escalation the guard's score, threshold and reason;
-    anything else is a review the autonomy policy asked for, with its reason: a sample
-    once the agent has earned autonomy, a full review before that.
+    a `reconcile()` conflict the fields the agents disagree on; anything else is a review
+    the autonomy policy asked for, with its reason: a sample once the agent has earned
+    autonomy, a full review before that.
     """
     handoff = request.get("handoff") if isinstance(request.get("handoff"), Mapping) else None
     failure = (handoff or {}).get("failure")
@@ -133,6 +136,8 @@ def classify(request: Mapping[str, Any], graph: Any = None,
         return "guard_escalation", f"{request.get('guard') or 'guard'} escalated" + (
             f": {why}" if why else "")
     policy = str(request.get("policy_reason") or "review requested")
+    if request.get("decision_kind") == "reconcile":  # reconcile() could not settle a conflict
+        return "agents_disagree", policy.removeprefix("reconcile: ")
     shown = policy.removeprefix("review: ")
     # the autonomy policy's reasons start "review: sampled ..." once the agent has earned
     # sampling, "review: full review ..." (or "no autonomy policy") before that
