@@ -27,6 +27,16 @@ def saver(tmp_path):
         yield s
 
 
+def _kept(writer) -> int:
+    """1 while the saver keeps its writer connection checked out (see ``HeldWriter``)."""
+    return int(writer is not None and writer._conn is not None)
+
+
+def _lent(saver: SQLAlchemySaver) -> int:
+    """Connections checked out of the saver's pool besides its kept writer."""
+    return saver.engine.pool.checkedout() - _kept(saver._writer)
+
+
 def _rows(saver: SQLAlchemySaver, table: str) -> int:
     with saver.engine.connect() as c:
         return int(c.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one())
@@ -66,7 +76,7 @@ def test_operations_skip_sqlalchemys_connection(saver, monkeypatch) -> None:
     history = list(g.get_state_history(cfg))
     assert len(list(saver.list(cfg))) == len(history) == 8
     assert history[0].values["messages"] == out["messages"]
-    assert saver.engine.pool.checkedout() == 0
+    assert _lent(saver) == 0
 
 
 def test_a_statement_built_per_call_gets_a_connection_on_the_same_checkout(saver) -> None:
@@ -79,7 +89,7 @@ def test_a_statement_built_per_call_gets_a_connection_on_the_same_checkout(saver
     saver.delete_for_runs(["run-0"])
     assert saver.get_tuple({"configurable": {"thread_id": "r0"}}) is None
     assert saver.get_tuple({"configurable": {"thread_id": "r1"}}) is not None
-    assert saver.engine.pool.checkedout() == 0
+    assert _lent(saver) == 0
 
 
 def test_a_failed_put_leaves_nothing_and_releases_the_write_lock(saver) -> None:
@@ -97,7 +107,7 @@ def test_a_failed_put_leaves_nothing_and_releases_the_write_lock(saver) -> None:
         saver.put(parent, cp, {"step": 9}, versions)
     assert (_rows(saver, "relaygraph_blobs"), _rows(saver, "relaygraph_checkpoints")) == (
         frames, ckpts)
-    assert saver.engine.pool.checkedout() == 0
+    assert _lent(saver) == 0
     # another connection can write at once: no transaction was left open
     other = sqlite3.connect(saver.engine.url.database, timeout=0)
     other.execute("DROP TRIGGER refuse")
@@ -124,7 +134,7 @@ def test_writes_from_many_threads_each_commit(saver) -> None:
         state = g.get_state({"configurable": {"thread_id": f"t{i}"}})
         assert [m.id for m in state.values["messages"]][0] == f"h{i}"
         assert state.values["count"] == 3
-    assert saver.engine.pool.checkedout() == 0
+    assert _lent(saver) == 0
 
 
 def test_a_database_that_cannot_be_opened_is_a_clear_error(tmp_path) -> None:
@@ -172,7 +182,7 @@ def test_a_commit_that_fails_is_raised_and_rolled_back(tmp_path) -> None:
         conn.close()
     assert fake.rollbacks == 1
     assert not raw.in_transaction
-    assert saver.engine.pool.checkedout() == 0
+    assert _lent(saver) == 0
     with engine.connect() as c:  # the delete did not commit
         assert c.exec_driver_sql("SELECT count(*) FROM relaygraph_migrations").scalar_one()
     engine.dispose()
@@ -249,7 +259,7 @@ async def test_async_saver_on_a_file_runs_operations_on_worker_threads(tmp_path)
         g = chat_graph(6).compile(checkpointer=s)
         out = await g.ainvoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
         history = [st async for st in g.aget_state_history(cfg)]
-        assert s._worker.engine.pool.checkedout() == 0
+        assert s._worker.engine.pool.checkedout() == _kept(s._worker.writer)
     # the same database through a caller's engine (aiosqlite all the way)
     from sqlalchemy.ext.asyncio import create_async_engine
 

@@ -279,6 +279,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
             if lane is not None:
                 await lane.dispose()
             if worker_engine is not None:
+                if saver is not None and saver._worker is not None:
+                    await asyncio.to_thread(saver._worker.close)
                 worker_engine.dispose()
 
     # -- driving the core -------------------------------------------------------------

@@ -338,12 +338,16 @@ class LiteConnection:
                         level = info[_SYNC_KEY] = "FULL" if sync == 2 else ""
                 finally:
                     cur.close()
-            if level:
+            if level and not self._restore:  # (a kept writer switched it before)
                 raw.execute("PRAGMA synchronous=NORMAL").close()
                 self._restore = level
         except self.direct._error_base as exc:
             raise self.direct._error(self, raw, "PRAGMA synchronous", exc) from exc
         self.direct.execute(self, "BEGIN IMMEDIATE")
+
+    def has_connection(self) -> bool:
+        """Whether a ``Connection`` was built over the checkout (see ``execute``)."""
+        return self._full is not None
 
     def _sa(self) -> sa.Connection:
         if self._full is None:

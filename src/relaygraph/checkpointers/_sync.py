@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import functools
 import itertools
+import os
 import re
 import threading
+import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -178,6 +182,17 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         # SQLite runs its cached statements on the driver connection: the operations go
         # without SQLAlchemy's Connection and Transaction too (see ``LiteConnection``)
         self._lite = self._direct if engine.dialect.name == "sqlite" else None
+        # an in-memory database on one shared connection (StaticPool): every operation
+        # takes its turn on it, reads included (sqlite3 fails two threads on one connection)
+        self._one_conn = (self._lite is not None
+                          and isinstance(engine.pool, sa.pool.StaticPool))
+        # and its writes keep their connection between them (see ``HeldWriter``)
+        self._writer: HeldWriter | None = None
+        if self._lite is not None and HeldWriter.suits(engine):
+            assert self._write_lock is not None
+            self._writer = HeldWriter(engine, self._lite, self._write_lock)
+            # back to the pool when the saver goes, whoever disposes the engine after
+            weakref.finalize(self, self._writer.release)
 
     @classmethod
     @contextmanager
@@ -206,7 +221,13 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         """
         u = sqlite_read_only(resolve_url(url, async_=False))
         sizes = pool_sizes(u, max_connections)
-        engine = sa.create_engine(u, **engine_kwargs(u), **sizes[0])
+        kw = engine_kwargs(u)
+        if u.get_backend_name() == "sqlite" and not is_sqlite_file(u):
+            # one in-memory database for every thread LangGraph runs the saver on (the
+            # default pool would give each thread a new, empty one)
+            kw.update(poolclass=sa.pool.StaticPool,
+                      connect_args={**kw.get("connect_args", {}), "check_same_thread": False})
+        engine = sa.create_engine(u, **kw, **sizes[0])
         set_timeouts(engine, lock=lock_timeout, statement=statement_timeout)
         if u.get_backend_name() == "sqlite":
             sa.event.listen(engine, "connect", sqlite_pragmas)
@@ -218,6 +239,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         for extra in (fast, lane):
             if extra is not None:
                 set_timeouts(extra, lock=lock_timeout, statement=statement_timeout)
+        saver: SQLAlchemySaver | None = None
         try:
             saver = cls(engine, **kwargs)
             saver._timeouts = {"lock": lock_timeout, "statement": statement_timeout}
@@ -226,6 +248,8 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
                 saver._writes_reader = lane
             yield saver
         finally:
+            if saver is not None and saver._writer is not None:
+                saver._writer.release()
             engine.dispose()
             if fast is not None:
                 fast.dispose()
@@ -284,7 +308,8 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         afters: list[After] = []
         if self._lite is not None:
             assert self._write_lock is not None  # SQLite's
-            result = run_lite(self.engine, self._lite, self._write_lock, op, afters, write)
+            result = run_lite(self.engine, self._lite, self._write_lock, op, afters, write,
+                              self._writer, serial=self._one_conn)
         elif write and self._write_lock is not None:
             with self._write_lock, self._tx.begin() as conn:
                 if self._direct is not None:
@@ -332,6 +357,10 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
 
     def _exec_one(self, msg: Any) -> Any:
         if self._lite is not None:
+            if self._one_conn:
+                assert self._write_lock is not None
+                with self._write_lock:
+                    return exec_lite(self.engine, self._lite, msg)
             return exec_lite(self.engine, self._lite, msg)
         with self._reader.connect() as conn:
             return _exec(conn, msg, self._direct)
@@ -474,24 +503,146 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
 
 
 def run_lite(engine: sa.Engine, direct: DirectWriter, write_lock: threading.Lock, op: Op,
-             afters: list[After], write: bool) -> Any:
+             afters: list[After], write: bool, writer: HeldWriter | None = None, *,
+             serial: bool = False) -> Any:
     """Run ``op`` on a pooled sqlite3 connection (see ``LiteConnection``): reads as they
-    come, writes in one ``BEGIN IMMEDIATE`` transaction under ``write_lock``."""
+    come (under ``write_lock`` too when ``serial``), writes in one ``BEGIN IMMEDIATE``
+    transaction under ``write_lock``, on the connection ``writer`` keeps between writes
+    when given one."""
     if not write:
-        conn = LiteConnection(engine, direct)
-        try:
-            return _drive(conn, op, afters, direct)
-        finally:
-            conn.close()
+        with write_lock if serial else contextlib.nullcontext():
+            conn = LiteConnection(engine, direct)
+            try:
+                return _drive(conn, op, afters, direct)
+            finally:
+                conn.close()
     with write_lock:
-        conn = LiteConnection(engine, direct)
+        held = writer.take() if writer is not None else None
+        conn = held or LiteConnection(engine, direct)
+        kept = False
         try:
             conn.begin_write()
             result = _drive(conn, op, afters, direct)
             conn.commit()
+            # kept for the next write unless a Connection was built over it (rare
+            # statements) or it is not the writer's to keep
+            kept = writer is not None and writer.keep(conn)
             return result
         finally:
-            conn.close()  # rolls back what did not commit
+            if not kept:
+                if held is not None:
+                    writer.drop()  # type: ignore[union-attr]
+                conn.close()  # rolls back what did not commit
+
+
+#: seconds a writer connection stays checked out after the saver's last write
+HOLD_IDLE = 1.0
+
+
+class HeldWriter:
+    """The SQLite connection a saver writes on, kept checked out between its writes.
+
+    A write on SQLite costs a pool checkout and return (SQLAlchemy's pool events, its
+    reset on return) and, on a caller's connection left at ``synchronous=FULL``, two
+    ``PRAGMA synchronous`` statements: together about a tenth of a step's saver time.
+    The saver's writes are serialized on its write lock anyway, so one connection
+    serves them all. It is used only under the write lock and never holds a
+    transaction between writes (a SQLite connection outside a transaction holds no
+    lock), and it goes back to the pool, its ``synchronous`` level restored, after
+    ``HOLD_IDLE`` seconds without a write, when the saver is closed or collected, or
+    after any failure. Only connections of a ``QueuePool`` (SQLAlchemy's default for
+    SQLite files) of two connections or more are kept: a ``NullPool`` means the
+    application wants none kept, a single-connection pool (``:memory:``) is shared with
+    the application, and a pool of one would leave none for the saver's reads and the
+    application's own work.
+    """
+
+    __slots__ = ("_conn", "_lock", "_pid", "_engine", "_direct", "last", "__weakref__")
+
+    def __init__(self, engine: sa.Engine, direct: DirectWriter,
+                 write_lock: threading.Lock) -> None:
+        self._engine = engine
+        self._direct = direct
+        self._lock = write_lock
+        self._conn: LiteConnection | None = None
+        self._pid = os.getpid()
+        self.last = 0.0
+
+    @staticmethod
+    def suits(engine: sa.Engine) -> bool:
+        pool = engine.pool
+        if type(pool) is not sa.pool.QueuePool:
+            return False
+        overflow = pool._max_overflow  # -1: no limit
+        return overflow < 0 or pool.size() + overflow >= 2
+
+    def take(self) -> LiteConnection | None:
+        """The kept connection, if any (under the write lock)."""
+        if self._pid != os.getpid():  # a forked child: the parent's connection is not ours
+            self._conn, self._pid = None, os.getpid()
+        conn, self._conn = self._conn, None
+        return conn
+
+    def keep(self, conn: LiteConnection) -> bool:
+        """Keep ``conn`` for the next write (under the write lock), if it can be."""
+        if conn.has_connection():
+            return False
+        self._conn = conn
+        self.last = time.monotonic()
+        _reaper.watch(self)
+        return True
+
+    def drop(self) -> None:
+        self._conn = None
+
+    def release(self, *, idle: float | None = None) -> None:
+        """Give the kept connection back to the pool (after ``idle`` seconds without a
+        write, if given); waits for a write in progress unless ``idle`` is given."""
+        if idle is None:
+            self._lock.acquire()
+        elif not self._lock.acquire(blocking=False):
+            return  # a write is in progress: not idle
+        try:
+            conn = self._conn
+            if conn is None or (idle is not None and time.monotonic() - self.last < idle):
+                return
+            self._conn = None
+            if self._pid == os.getpid():
+                conn.close()
+        finally:
+            self._lock.release()
+
+
+class _Reaper:
+    """One daemon thread that gives idle writers' connections back to their pools."""
+
+    def __init__(self) -> None:
+        self._writers: weakref.WeakSet[HeldWriter] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def watch(self, writer: HeldWriter) -> None:
+        if writer in self._writers and self._pid == os.getpid():
+            return
+        with self._lock:
+            self._writers.add(writer)
+            if self._thread is None or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="relaygraph-sqlite-writers")
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(HOLD_IDLE / 2)
+            for w in list(self._writers):
+                w.release(idle=HOLD_IDLE)
+                if w._conn is None:
+                    self._writers.discard(w)
+
+
+_reaper = _Reaper()
 
 
 class SqliteWorker:
@@ -508,9 +659,17 @@ class SqliteWorker:
         self.engine = engine
         self.direct = DirectWriter(engine.dialect)
         self.write_lock = threading.Lock()
+        self.writer = (HeldWriter(engine, self.direct, self.write_lock)
+                       if HeldWriter.suits(engine) else None)
 
     def run(self, op: Op, afters: list[After], write: bool) -> Any:
-        return run_lite(self.engine, self.direct, self.write_lock, op, afters, write)
+        return run_lite(self.engine, self.direct, self.write_lock, op, afters, write,
+                        self.writer)
+
+    def close(self) -> None:
+        """Give the connection kept for writes back to the pool."""
+        if self.writer is not None:
+            self.writer.release()
 
     def execute(self, msg: Any) -> Any:
         """One statement of a streaming read."""
