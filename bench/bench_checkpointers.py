@@ -6,6 +6,7 @@
         # constructors, --durability sync,async,exit; fresh processes, interleaved rounds
     python bench/bench_checkpointers.py --startup  # import + setup() against the official savers
     python bench/bench_checkpointers.py --matrix --startup --quick   # smoke run
+    python bench/bench_checkpointers.py --matrix --only sqlite --against ../base   # A/B
 
 (docs/performance.md explains --matrix and --startup and shows their results.)
 
@@ -347,9 +348,14 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _in_fresh_process(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+def _in_fresh_process(spec: dict[str, Any], timeout: float,
+                      src: str | None = None) -> dict[str, Any]:
+    env = dict(os.environ)
+    if src:  # relaygraph from another checkout (--against)
+        env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=timeout, check=False)
+                          capture_output=True, text=True, timeout=timeout, check=False,
+                          env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {spec['saver']}/{spec['ctor']} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -368,16 +374,19 @@ def _spread(xs: list[float]) -> str:
 
 
 def matrix(kinds: list[str], rounds: int, durabilities: tuple[str, ...],
-           lengths: tuple[int, ...], budget: int, tmp: Path) -> None:
+           lengths: tuple[int, ...], budget: int, tmp: Path,
+           against: str | None = None) -> None:
     import random
 
     rng = random.Random(18)
+    table = {k: list(v) + ([(f"{lb} (B)", sv, ct) for lb, sv, ct in v if sv == "relaygraph"]
+                           if against else []) for k, v in MATRIX.items()}
     # (kind, durability, label) -> per round {"steps": {len: st/s}, ...}
     runs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in range(rounds):
         for kind in kinds:
             for dur in durabilities:
-                entries = list(MATRIX[kind])
+                entries = list(table[kind])
                 rng.shuffle(entries)
                 for label, saver, ctor in entries:
                     print(f"round {r + 1}/{rounds}: {kind} durability={dur} {label} ...",
@@ -387,7 +396,9 @@ def matrix(kinds: list[str], rounds: int, durabilities: tuple[str, ...],
                                 "saver": saver, "ctor": ctor, "durability": dur,
                                 "lengths": list(lengths), "budget": budget,
                                 "reads": dur == "async"}
-                        res = _in_fresh_process(spec, timeout=900)
+                        res = _in_fresh_process(
+                            spec, timeout=900,
+                            src=against if label.endswith(" (B)") else None)
                     runs.setdefault((kind, dur, label), []).append(res)
     print(f"\nsteps/s by thread length ({rounds} rounds in fresh processes, interleaved; "
           "median, and ratios as the median of per-round ratios with their range)")
@@ -397,7 +408,7 @@ def matrix(kinds: list[str], rounds: int, durabilities: tuple[str, ...],
             print(f"\n{kind}, durability={dur!r}")
             hdr = f"{'saver':<14}" + "".join(f"{f'{n} steps':>34}" for n in lengths)
             print(hdr)
-            for label, _, _ in MATRIX[kind]:
+            for label, _, _ in table[kind]:
                 rs = runs[(kind, dur, label)]
                 cells = []
                 for n in lengths:
@@ -407,6 +418,11 @@ def matrix(kinds: list[str], rounds: int, durabilities: tuple[str, ...],
                         cell += f" {_spread(_ratios(rs, runs[(kind, dur, official)], n))}"
                     cells.append(f"{cell:>34}")
                 print(f"{label:<14}" + "".join(cells))
+            for label, sv, _ in MATRIX[kind]:
+                if against and sv == "relaygraph":
+                    rs, bs = runs[(kind, dur, label)], runs[(kind, dur, f"{label} (B)")]
+                    line = "".join(f"{_spread(_ratios(rs, bs, n)):>34}" for n in lengths)
+                    print(f"{label + ' / (B)':<14}{line}")
             if kind == "sqlite":
                 mem = runs[(kind, dur, "InMemorySaver")]
                 for label in ("rg url", "rg engine"):
@@ -417,7 +433,7 @@ def matrix(kinds: list[str], rounds: int, durabilities: tuple[str, ...],
             print(f"\n{kind}: the {LONG}-step thread read back (ms, median over rounds of "
                   "the best of 3) and bytes stored per step")
             print(f"{'saver':<14}{'get_state':>12}{'list':>10}{'history':>10}{'B/step':>10}")
-            for label, _, _ in MATRIX[kind]:
+            for label, _, _ in table[kind]:
                 rs = runs[(kind, "async", label)]
                 if "reads" not in rs[0]:
                     continue
@@ -499,6 +515,9 @@ def main() -> None:
                     help="comma-separated durability modes for --matrix (sync,async,exit)")
     ap.add_argument("--lengths", default=",".join(map(str, LENGTHS)),
                     help="comma-separated thread lengths for --matrix")
+    ap.add_argument("--against", metavar="CHECKOUT",
+                    help="--matrix also runs relaygraph from this checkout's src/, labelled "
+                         "(B), and reports this tree's steps/s against it (an A/B)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -530,7 +549,8 @@ def main() -> None:
             if bad:
                 ap.error(f"--durability takes {', '.join(DURABILITIES)}, got {sorted(bad)}")
             lengths = tuple(int(n) for n in args.lengths.split(","))
-            matrix(mkinds, rounds, durs, lengths, BUDGET // 3 if args.quick else BUDGET, tmp)
+            matrix(mkinds, rounds, durs, lengths, BUDGET // 3 if args.quick else BUDGET, tmp,
+                   str(Path(args.against).resolve() / "src") if args.against else None)
         return
 
     plan: list[tuple[str, str, bool]] = [("InMemorySaver", "memory", False)]

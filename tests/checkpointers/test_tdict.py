@@ -150,8 +150,14 @@ def test_a_thread_deleted_elsewhere_and_started_again_never_points_at_the_old_di
     assert saver.get_tuple(cfg) is None
     assert not isinstance(saver._dicts.for_writes("again", "", "unknown"), ThreadDict)
     a.invoke(_start(), cfg)
-    (new,) = _types(saver.engine, "again")["dicts"]
-    assert new != old
+    # the thread has a dictionary again (a copy of the one this saver trained last, as a
+    # new thread gets), stored with the new thread before any row named it
+    types = _types(saver.engine, "again")
+    (new,) = types["dicts"]
+    with saver.engine.connect() as c:
+        named = {frame_dict_id(blob) for (blob,) in c.execute(sa.select(blobs.c.blob).where(
+            blobs.c.thread_id == "again", blobs.c.type.endswith(TAG)))}
+    assert named == {int(new[len(DICT_VERSION):], 16)}
     ref = chat_graph(40).compile(checkpointer=InMemorySaver())
     ref.invoke(_start(), cfg)
     fresh = chat_graph(40).compile(checkpointer=SQLAlchemySaver(saver.engine))
@@ -215,12 +221,12 @@ def test_no_channel_version_can_name_a_dictionary_row(saver) -> None:
 def test_a_dictionary_that_does_not_pay_is_not_kept() -> None:
     """Incompressible rows (encrypted values, say): no dictionary."""
     rows = [os.urandom(600) for _ in range(TRAIN_ROWS)]
-    assert train(rows, static_size) is None
+    assert train(rows, [static_size(r) for r in rows]) is None
     alike = [b'{"agent":"planner","turn":%d,"text":"step %d of the plan"}' % (i, i) * 4
              for i in range(TRAIN_ROWS)]
-    data = train(alike, static_size)
-    assert data is not None and len(data) <= 4096
-    td = ThreadDict(data)
+    trained = train(alike, [static_size(r) for r in alike])
+    assert trained is not None and len(trained.data) <= 4096
+    td = ThreadDict(trained.data)
     assert td.decompress(td.compress(alike[0])) == alike[0]
     assert frame_dict_id(td.compress(alike[0])) == td.dict_id
 
@@ -252,6 +258,39 @@ def test_reads_across_more_threads_than_memory_holds_dictionaries_for(saver) -> 
     for i in range(4):
         cfg = {"configurable": {"thread_id": f"many-{i}"}}
         assert small.get_tuple(cfg).checkpoint == saver.get_tuple(cfg).checkpoint
+
+
+def test_a_new_thread_gets_a_copy_of_the_last_dictionary_when_it_pays(saver) -> None:
+    """The second thread of a graph is not trained a dictionary of its own: the first
+    one's compresses its rows as well, so the thread stores a copy of it. Rows unlike
+    what it was trained on get one of their own."""
+    import random
+
+    g = chat_graph(40).compile(checkpointer=saver)
+    g.invoke(_start(), {"configurable": {"thread_id": "first"}})
+    (first,) = _types(saver.engine, "first")["dicts"]
+    assert saver._dicts.recent is not None
+    g.invoke(_start(), {"configurable": {"thread_id": "second"}})
+    assert _types(saver.engine, "second")["dicts"] == [first]
+    # each thread owns its copy: the first goes, the second still reads back
+    saver.delete_thread("first")
+    ref = chat_graph(40).compile(checkpointer=InMemorySaver())
+    ref.invoke(_start(), {"configurable": {"thread_id": "second"}})
+    fresh = chat_graph(40).compile(checkpointer=SQLAlchemySaver(saver.engine))
+    cfg = {"configurable": {"thread_id": "second"}}
+    assert _hist(fresh, cfg) == _hist(ref, cfg)
+    # a dictionary of rows unlike this graph's does not pay on its rows: a thread trains
+    # its own instead of copying that one
+    rng = random.Random(7)
+    unlike = [b'{"sensor":"north-%d","reading":%d,"unit":"kelvin"}' % (
+        rng.randrange(99), rng.randrange(10**6)) * 6 for _ in range(TRAIN_ROWS)]
+    foreign = train(unlike, [static_size(r) for r in unlike])
+    assert foreign is not None
+    saver._dicts.recent = foreign
+    g.invoke(_start(), {"configurable": {"thread_id": "third"}})
+    (third,) = _types(saver.engine, "third")["dicts"]
+    assert third not in (first, f"{DICT_VERSION}{foreign.dict_id:08x}")
+    assert saver._dicts.recent is not foreign
 
 
 def test_threads_written_side_by_side_each_get_their_own_dictionary(saver) -> None:

@@ -170,9 +170,9 @@ def _compress(type_: str, data: bytes, compress: bool, z: Squeeze = None) -> tup
             zt = z.compress(data)
             if _fits(data, zt):
                 return type_ + TAG, zt
-        elif z is not None:
-            z.take(data)
         zs = _zstd(0 if len(data) <= SMALL_MAX else 1, "compress", data)
+        if z is not None and not isinstance(z, ThreadDict):
+            z.take(data, len(zs))
         if _fits(data, zs):
             return type_ + _ZS, zs
     return type_, data

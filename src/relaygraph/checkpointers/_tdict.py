@@ -135,21 +135,25 @@ class ThreadDict:
 
 
 class Sampler:
-    """Rows of one thread and namespace, kept until a dictionary can be trained."""
+    """Rows of one thread and namespace, kept until a dictionary can be trained, with
+    their sizes as the fixed dictionary compressed them (what a dictionary must beat)."""
 
-    __slots__ = ("rows", "size", "declined")
+    __slots__ = ("rows", "fixed", "size", "declined")
 
     def __init__(self) -> None:
         self.rows: list[bytes] = []
+        self.fixed: list[int] = []
         self.size = 0
         self.declined = False
 
-    def take(self, data: bytes) -> None:
+    def take(self, data: bytes, fixed: int) -> None:
         if (len(self.rows) < TRAIN_ROWS and self.size < SAMPLE_BYTES
                 and len(data) <= SAMPLE_MAX):
-            # puts and task writes may sample side by side: list.append is atomic, and a
-            # size a little off does no harm
+            # puts and task writes may sample side by side: the two appends may interleave
+            # with another's (then a held-out row is judged against another row's size, a
+            # little off, which does no harm); a size a little off does none either
             self.rows.append(data)
+            self.fixed.append(fixed)
             self.size += len(data)
 
     def ready(self) -> bool:
@@ -158,26 +162,34 @@ class Sampler:
             or (self.size >= SAMPLE_BYTES and len(self.rows) >= 2 * HOLDOUT))
 
 
-def train(rows: Sequence[bytes], fixed_size: Any) -> bytes | None:
+def pays(td: ThreadDict, held: Sequence[bytes], fixed: Sequence[int]) -> bool:
+    """Whether ``td`` makes the ``held`` rows at least ``MIN_GAIN`` smaller than the fixed
+    dictionary does (``fixed``: their sizes compressed with it)."""
+    return sum(len(td.compress(r)) for r in held) <= sum(fixed) * (1 - MIN_GAIN)
+
+
+def pays_on_held_out(td: ThreadDict, rows: Sequence[bytes], fixed: Sequence[int]) -> bool:
+    """:func:`pays` on the rows :func:`train` would hold out of ``rows``."""
+    return pays(td, rows[-HOLDOUT:], fixed[-HOLDOUT:])
+
+
+def train(rows: Sequence[bytes], fixed: Sequence[int]) -> ThreadDict | None:
     """A dictionary trained on ``rows``, or ``None`` when it would not pay for itself.
 
-    ``fixed_size(row)`` is a row's size compressed with the fixed dictionary.
+    ``fixed``: each row's size compressed with the fixed dictionary. The last
+    ``HOLDOUT`` rows are not learnt from: the dictionary is judged on them.
     """
     learn: list[bytes | bytearray | memoryview] = list(rows[:-HOLDOUT])
-    held = list(rows[-HOLDOUT:])
     try:
         d = zstandard.train_dictionary(DICT_SIZE, learn, k=200, d=8, f=16, split_point=1.0,
                                        threads=1, dict_id=random.randrange(1, 1 << 31))
     except zstandard.ZstdError:
         return None  # too little or too uniform to learn from
-    data = d.as_bytes()
     try:
-        td = ThreadDict(data)
+        td = ThreadDict(d.as_bytes())
     except (ValueError, zstandard.ZstdError):
         return None
-    fixed = sum(fixed_size(r) for r in held)
-    mine = sum(len(td.compress(r)) for r in held)
-    return data if mine <= fixed * (1 - MIN_GAIN) else None
+    return td if pays(td, rows[-HOLDOUT:], fixed[-HOLDOUT:]) else None
 
 
 class Pinned:
@@ -215,6 +227,10 @@ class Dictionaries:
         # (thread, ns) -> the dictionary of the checkpoint last stored or read there; a
         # task's writes may be stored while the put of their checkpoint is still running
         self._current: Lru[ThreadDict | bool] = Lru(size)
+        #: the dictionary this saver trained last: a new thread of the same graph whose
+        #: rows it compresses as well as one of their own would is given a copy of it
+        #: instead of training another (see ``BaseSQLAlchemySaver._op_new_dict``)
+        self.recent: ThreadDict | None = None
         self._lock = threading.Lock()
 
     # -- reading ------------------------------------------------------------------------
