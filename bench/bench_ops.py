@@ -241,12 +241,18 @@ def main() -> None:
         cs = statistics.median(sum(x["cpu"].values()) for x in rs) * 1000 / steps_total
         ws = statistics.median(sum(x["wall"].values()) for x in rs) * 1000 / steps_total
         print(f"{label:<14}" + "".join(cells) + f"{cs:>14.3f}{ws:>14.3f}")
-    base = ("official" if "official" in labels
-            else next((lb for lb in labels if lb.endswith(" (B)")), labels[0]))
-    print(f"\nsaver time per step against {base} (median of per-round ratios, range; "
-          "below 1 is cheaper)")
+    def base_of(label: str) -> str | None:
+        if a.against:  # each saver against its own run from the other checkout
+            return f"{label} (B)" if f"{label} (B)" in labels else None
+        base = "official" if "official" in labels else labels[0]
+        return base if label != base else None
+
+    print("\nsaver time per step against " + ("the same saver from the other checkout"
+                                            if a.against else "the official saver")
+          + " (median of per-round ratios, range; below 1 is cheaper)")
     for label in labels:
-        if label == base:
+        base = base_of(label)
+        if base is None:
             continue
         for what in ("cpu", "wall"):
             xs = [sum(a_[what].values()) / sum(b_[what].values())

@@ -41,6 +41,38 @@ class Compiled:
     procs: dict[str, Proc]  # bind processors by parameter name
     fixed: dict[str, Any]  # values bound in the statement itself (LIMIT 1)
     order: tuple[str, ...] | None  # parameter order for positional drivers (sqlite3)
+    encode: Callable[[dict[str, Any]], Any]  # one row's parameters as the driver takes them
+
+
+_UNSET = object()
+
+
+def _encoder(procs: dict[str, Proc], fixed: dict[str, Any],
+             order: tuple[str, ...] | None) -> Callable[[dict[str, Any]], Any]:
+    """One pass over a row: values bound in the statement filled in, bind processors
+    applied (never to None), in the driver's order (a tuple) or by name (a dict)."""
+    if order is not None:
+        steps = tuple((k, procs.get(k), fixed.get(k, _UNSET)) for k in order)
+
+        def positional(row: dict[str, Any]) -> tuple[Any, ...]:
+            out = []
+            for k, proc, default in steps:
+                v = row[k] if default is _UNSET else row.get(k, default)
+                out.append(v if proc is None or v is None else proc(v))
+            return tuple(out)
+
+        return positional
+    items = tuple(procs.items())
+
+    def named(row: dict[str, Any]) -> dict[str, Any]:
+        out = {**fixed, **row} if fixed else dict(row)
+        for k, proc in items:
+            v = out.get(k)
+            if v is not None:
+                out[k] = proc(v)
+        return out
+
+    return named
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,22 +123,15 @@ class DirectWriter:
                 if not bind.required and not bind.callable:
                     fixed[name] = bind.value
             order = tuple(comp.positiontup or ()) if comp.positional else None
-            out = Compiled(comp.string, procs, fixed, order)
+            out = Compiled(comp.string, procs, fixed, order, _encoder(procs, fixed, order))
         if len(self._compiled) < CACHE_MAX:
             self._compiled[stmt] = out
         return out
 
     @staticmethod
     def _args(c: Compiled, rows: Sequence[dict[str, Any]]) -> list[Any]:
-        if c.fixed:
-            rows = [{**c.fixed, **r} for r in rows]
-        procs = c.procs
-        if procs:
-            rows = [{k: (procs[k](v) if k in procs and v is not None else v)
-                     for k, v in r.items()} for r in rows]
-        if c.order is not None:
-            return [tuple(r[k] for k in c.order) for r in rows]
-        return list(rows)
+        encode = c.encode
+        return [encode(r) for r in rows]
 
     def _plan(self, writes: Sequence[Q]) -> list[tuple[str, list[Any]]] | None:
         plan = []
