@@ -4,6 +4,7 @@
     python bench/bench_ops.py --db postgres --rounds 3
     python bench/bench_ops.py --profile "rg url"    # cProfile of one saver's replay
     python bench/bench_ops.py --steps 31 --threads 20
+    python bench/bench_ops.py --instructions --threads 10   # callgrind: instructions per step
     python bench/bench_ops.py --savers "rg url" --against ../base   # A/B: this tree's
         # relaygraph against another checkout's (its src/ first on PYTHONPATH), interleaved
 
@@ -145,6 +146,10 @@ def replay(saver: Any, calls: list[tuple[Any, ...]],
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     with open(spec["calls"], "rb") as f:
         calls, warm = pickle.load(f)
+    if "threads" in spec:  # the first N threads' calls only (--instructions)
+        tids = list(dict.fromkeys(c[1]["configurable"]["thread_id"] for c in calls))
+        keep = set(tids[:spec["threads"]])
+        calls = [c for c in calls if c[1]["configurable"]["thread_id"] in keep]
     saver_kind, ctor = SAVERS[spec["label"].removesuffix(" (B)")]
     kind = "memory" if saver_kind == "memory" else spec["kind"]
     with open_saver(saver_kind, ctor, kind, spec["db"]) as saver:
@@ -163,13 +168,44 @@ def _fresh(spec: dict[str, Any]) -> dict[str, Any]:
     env = dict(os.environ)
     if spec.get("src"):  # another checkout's relaygraph
         env["PYTHONPATH"] = os.pathsep.join([spec["src"], env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=900, check=False, env=env)
+    cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
+    if "threads" in spec:  # instructions counted by valgrind (deterministic, unlike time)
+        env["PYTHONHASHSEED"] = "0"
+        cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False,
+                          env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {spec['label']} failed:\n{proc.stderr}")
+    if "threads" in spec:
+        (line,) = [ln for ln in proc.stderr.splitlines() if "Collected :" in ln]
+        return {"instructions": int(line.split(":")[-1])}
     if spec.get("profile"):
         sys.stderr.write(proc.stderr)
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def instructions(a: argparse.Namespace, labels: list[str], src: str | None, calls: str,
+                 tmp: Path, steps_total: int) -> None:
+    import concurrent.futures
+
+    def count(label: str, threads: int) -> int:
+        with fresh_db(a.db, tmp) as db:
+            return int(_fresh({"label": label, "kind": a.db, "db": db, "calls": calls,
+                               "threads": threads,
+                               "src": src if label.endswith(" (B)") else None})["instructions"])
+
+    jobs = [(lb, n) for lb in labels for n in (a.threads, 0)]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        got = dict(zip(jobs, pool.map(lambda j: count(*j), jobs), strict=True))
+    per = {lb: (got[(lb, a.threads)] - got[(lb, 0)]) / steps_total for lb in labels}
+    print(f"\n{a.db}: {a.threads} threads x {a.steps} steps replayed under callgrind; "
+          "the saver's instructions per step (replay minus start-up)")
+    for lb in labels:
+        line = f"{lb:<14}{per[lb] / 1e6:>10.3f} M"
+        other = f"{lb} (B)" if a.against else "official"
+        if other in per and other != lb:
+            line += f"   ×{per[lb] / per[other]:.3f} of {other}"
+        print(line)
 
 
 def _spread(xs: list[float]) -> str:
@@ -198,6 +234,11 @@ def main() -> None:
     ap.add_argument("--against", metavar="CHECKOUT",
                     help="also run relaygraph's savers from this checkout, labelled (B)")
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--instructions", action="store_true",
+                    help="count each saver's instructions per step under valgrind's "
+                         "callgrind instead of timing it: the replay with --threads and "
+                         "with none, the difference divided by the steps (two processes "
+                         "at a time; minutes each)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
@@ -215,6 +256,9 @@ def main() -> None:
         if a.against:
             labels += [f"{lb} (B)" for lb in labels if lb.startswith("rg ")]
         src = str(Path(a.against).resolve() / "src") if a.against else None
+        if a.instructions:
+            instructions(a, labels, src, calls, tmp, steps_total)
+            return
         rng = random.Random(18)
         runs: dict[str, list[dict[str, Any]]] = {lb: [] for lb in labels}
         for r in range(a.rounds):
