@@ -203,7 +203,10 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         """Create an engine for ``url``, yield a saver on it, dispose the engine after.
 
         ``postgresql://`` uses psycopg 3, ``mysql://`` PyMySQL, ``sqlite://`` the standard
-        library. Connections time out after a few seconds instead of hanging.
+        library. Connections time out after a few seconds instead of hanging. An
+        in-memory SQLite URL (``sqlite://``, ``sqlite:///:memory:``) is one database for
+        every thread LangGraph runs the saver on, held on one connection that the
+        saver's operations take turns on; it lives as long as the saver.
 
         Args:
             url: the database.
