@@ -9,7 +9,6 @@ in ``_history``.
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import json
 import random
 from collections import defaultdict
@@ -118,6 +117,11 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(
         f"checkpoint metadata must be JSON-serializable; got a {type(obj).__name__}: {obj!r}"
     )
+
+
+#: metadata as stored: compact JSON, non-ASCII as it is (one encoder, not one per put)
+_METADATA_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
+                                  default=_json_default)
 
 
 class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
@@ -790,8 +794,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                 z = yield from self._op_new_dict(thread_id, z)
         ctype, cblob = dump(self.serde, body, self.compress, z)
         md = get_serializable_checkpoint_metadata(config, metadata)
-        md_json = json.dumps(md, ensure_ascii=False, separators=(",", ":"),
-                             default=_json_default)
+        md_json = _METADATA_JSON.encode(md)
         parent_versions = (self._cache.versions((thread_id, ns, parent_id))
                            if parent_id else None)
         # version -> base -> {channel: entry}
@@ -827,8 +830,8 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
                                      (entry[1], entry[2])))
                     entry = pointer
                     if new_tail is not None:
-                        new_tail = dataclasses.replace(new_tail,
-                                                       window=new_tail.window[:-1])
+                        new_tail = Tail(new_tail.items, new_tail.depth, new_tail.seg_start,
+                                        new_tail.seg_version, new_tail.window[:-1])
             for v, old_base, count in slices:
                 t, b = pack({ch: [SLICE, "", count]}, False)
                 rewrites.append({"k_thread": thread_id, "k_ns": ns, "k_version": v,
