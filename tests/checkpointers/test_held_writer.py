@@ -143,26 +143,13 @@ def test_pools_that_cannot_spare_a_connection_keep_none(tmp_path: Path, kw) -> N
 def test_an_in_memory_database_is_one_database_for_every_thread(url: str) -> None:
     """From a URL, an in-memory database is one database on one shared connection, which
     LangGraph's threads take turns on; no writer is kept apart from it."""
-    import threading
+    import concurrent.futures
 
     with SQLAlchemySaver.from_conn_string(url) as saver:
         saver.setup()
         assert saver._writer is None
-        errors: list[BaseException] = []
-        outs: dict[int, dict] = {}
-
-        def run(i: int) -> None:
-            try:
-                outs[i] = _run(saver, f"m{i}", steps=4)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:  # a failure is raised here
+            outs = list(pool.map(lambda i: _run(saver, f"m{i}", steps=4), range(6)))
         g = chat_graph(4).compile(checkpointer=saver)
         for i in range(6):
             state = g.get_state({"configurable": {"thread_id": f"m{i}"}})
