@@ -154,9 +154,12 @@ def _binder(to_db: Any) -> Any:
     return process
 
 
+_BINARY = (bytes, bytearray, memoryview)
+
+
 def _reader(from_db: Any) -> Any:
     def process(value: Any) -> Any:
-        if isinstance(value, bytes | bytearray | memoryview):
+        if isinstance(value, _BINARY):
             return from_db(bytes(value))
         return value
     return process

@@ -281,3 +281,43 @@ async def test_async_saver_on_a_file_that_cannot_be_opened_is_a_clear_error(tmp_
         assert s._worker is not None
         with pytest.raises(DatabaseUnavailableError, match="unable to open"):
             await s.aget_tuple({"configurable": {"thread_id": "t"}})
+
+
+def test_binary_and_none_bind_through_registered_identity_adapters(tmp_path):
+    """A SQLite saver registers adapters that return ``bytes``, ``memoryview`` and
+    ``None`` as they are (``plain_sqlite_binds``): the values any sqlite3 connection
+    stores do not change, and an adapter the application registered first stays."""
+    from relaygraph.checkpointers._direct import plain_sqlite_binds
+
+    key_bytes = (bytes, sqlite3.PrepareProtocol)
+    key_none = (type(None), sqlite3.PrepareProtocol)
+    key_view = (memoryview, sqlite3.PrepareProtocol)
+    saved = {k: sqlite3.adapters.get(k) for k in (key_bytes, key_none, key_view)}
+    try:
+        for k in saved:
+            sqlite3.adapters.pop(k, None)
+
+        def mine(value: bytes) -> bytes:
+            return b"app:" + value
+
+        sqlite3.register_adapter(bytes, mine)
+        with SQLAlchemySaver.from_conn_string(f"sqlite:///{tmp_path}/a.db") as s:
+            s.setup()
+        assert sqlite3.adapters[key_bytes] is mine  # the application's own, kept
+        assert key_none in sqlite3.adapters and key_view in sqlite3.adapters  # were none
+
+        del sqlite3.adapters[key_bytes]
+        plain_sqlite_binds()
+        conn = sqlite3.connect(":memory:")
+        conn.execute("CREATE TABLE t (a, b, c)")
+        conn.execute("INSERT INTO t VALUES (?, ?, ?)",
+                     (b"\x00\x01raw", None, memoryview(b"view")[1:]))
+        assert conn.execute("SELECT a, typeof(a), b, typeof(b), c FROM t").fetchone() == (
+            b"\x00\x01raw", "blob", None, "null", b"iew")
+        conn.close()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sqlite3.adapters.pop(k, None)
+            else:
+                sqlite3.adapters[k] = v

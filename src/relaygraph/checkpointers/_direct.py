@@ -105,6 +105,7 @@ class DirectWriter:
             import sqlite3
 
             self._error_base = sqlite3.Error
+            plain_sqlite_binds()
 
     def compiled(self, stmt: Any) -> Compiled | None:
         try:
@@ -312,6 +313,34 @@ class DirectWriter:
             return counts
         except self._error_base as exc:
             raise await self._aerror(conn, raw, sql, exc) from exc
+
+
+def _null(value: None) -> None:
+    return value
+
+
+def plain_sqlite_binds() -> None:
+    """Let sqlite3 bind ``bytes``, ``memoryview`` and ``None`` without looking for an
+    adapter each time.
+
+    Python 3.11's sqlite3 binds ``int``, ``float``, ``str`` and ``bytearray`` as they
+    are. Any other value, ``bytes`` and ``None`` included, first goes through its adapter
+    protocol, which, with no adapter registered for the type, asks the protocol class for
+    an ``__adapt__`` attribute it does not have: an ``AttributeError`` is built, message
+    formatted, and thrown away, about 7,000 instructions per parameter (~4% of a put on
+    SQLite, where ids, blobs and empty columns are ``bytes``, ``memoryview`` and ``None``).
+    Registered adapters are found in a dict first. These return the value itself
+    (``bytes(b)`` is ``b``; ``memoryview(m)`` views the same buffer), so what any sqlite3
+    connection of the process stores is unchanged; an adapter already registered for one
+    of the types is left in place.
+    """
+    import sqlite3
+
+    adapters: tuple[tuple[type, Any], ...] = (
+        (bytes, bytes), (memoryview, memoryview), (type(None), _null))
+    for kind, adapter in adapters:
+        if (kind, sqlite3.PrepareProtocol) not in sqlite3.adapters:
+            sqlite3.register_adapter(kind, adapter)
 
 
 class LiteConnection:

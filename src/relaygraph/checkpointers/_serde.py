@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 import threading
@@ -163,9 +164,26 @@ def _is_contract(cls: Any) -> bool:
             and hasattr(cls, "__upgrades__") and hasattr(cls, "model_validate"))
 
 
+# Asked of every object msgpack cannot encode itself (each message of every put): on a
+# pydantic class a missing attribute goes through its metaclass's ``__getattr__`` and
+# two exceptions, so the answer is kept per class (a class's version never changes).
+_contract_classes = functools.lru_cache(maxsize=1024)(_is_contract)
+
+
+def _is_contract_class(cls: type) -> bool:
+    try:
+        return _contract_classes(cls)
+    except TypeError:  # a metaclass that makes its classes unhashable
+        return _is_contract(cls)
+
+
+#: what ``dumps_typed`` hands to LangGraph's serializer as it is
+_RAW = (bytes, bytearray)
+
+
 def _default(obj: Any) -> Any:
     cls = type(obj)
-    if _is_contract(cls):
+    if _is_contract_class(cls):
         return ormsgpack.Ext(_EXT_PYDANTIC_V2, ormsgpack.packb(
             (cls.__module__, cls.__name__, obj.model_dump(), "model_validate_json",
              {_VERSION_KEY: cls.__version__}),
@@ -285,7 +303,7 @@ class RelaygraphSerializer(JsonPlusSerializer):
         return inner
 
     def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
-        if obj is None or isinstance(obj, bytes | bytearray):
+        if obj is None or isinstance(obj, _RAW):
             return self._current().dumps_typed(obj)
         # LangGraph's encoding, plus the version of every contract stored
         return "msgpack", ormsgpack.packb(obj, default=_default, option=_jsonplus._option)
