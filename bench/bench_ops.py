@@ -98,23 +98,26 @@ def in_versions_of(saver: Any, calls: list[tuple[Any, ...]]) -> list[tuple[Any, 
     """``calls`` with every channel version replaced by one ``saver`` makes.
 
     Channel versions come from the saver (``get_next_version``), and relaygraph's carry
-    what its deltas rely on; a recording holds ``InMemorySaver``'s.
+    what its deltas rely on; a recording holds ``InMemorySaver``'s. LangGraph asks for
+    one new version per step (the next after the highest of the checkpoint's) and gives
+    it to every channel the step updated, so each version of the recording maps to one
+    of the saver's, whatever channels share it.
     """
-    mapped: dict[tuple[str, str, str], str] = {}
-    heads: dict[str, dict[str, Any]] = {}  # thread -> channel -> its newest version
+    mapped: dict[tuple[str, str], Any] = {}  # (thread, recorded version) -> the saver's
+    heads: dict[str, Any] = {}  # thread -> the newest version made for it
 
     def vmap(tid: str, versions: dict[str, Any]) -> dict[str, Any]:
-        return {ch: mapped.get((tid, ch, str(v)), v) for ch, v in versions.items()}
+        return {ch: mapped.get((tid, str(v)), v) for ch, v in versions.items()}
 
     out = []
     for kind, *args in calls:
         if kind == "put":
             config, ckpt, md, new = args
             tid = config["configurable"]["thread_id"]
-            head = heads.setdefault(tid, {})
-            for ch, v in new.items():
-                mapped[(tid, ch, str(v))] = saver.get_next_version(head.get(ch), None)
-                head[ch] = mapped[(tid, ch, str(v))]
+            for v in sorted({str(v): v for v in new.values()}.values()):
+                if (tid, str(v)) not in mapped:
+                    heads[tid] = mapped[(tid, str(v))] = saver.get_next_version(
+                        heads.get(tid), None)
             ckpt = {**ckpt, "channel_versions": vmap(tid, ckpt["channel_versions"]),
                     "versions_seen": {n: vmap(tid, vs)
                                       for n, vs in ckpt["versions_seen"].items()}}
