@@ -181,3 +181,37 @@ async def test_the_async_saver_keeps_its_worker_connection(tmp_path: Path) -> No
         pool = s._worker.engine.pool
         assert pool.checkedout() == 1
     assert pool.checkedout() == 0
+
+
+def test_get_tuple_reads_on_the_kept_connection_unless_a_write_holds_it(
+        tmp_path: Path) -> None:
+    """A thread's checkpoint is read on the writer's connection while it is idle (its
+    pages are warm), and on a pool connection, without waiting, while a write holds it."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    saver = SQLAlchemySaver(engine)
+    saver.setup()
+    out = _run(saver, "a")
+    assert saver._writer is not None and saver._writer._conn is not None
+    kept = saver._writer._conn
+    checkouts: list[object] = []
+    sa.event.listen(engine, "checkout", lambda *a: checkouts.append(a))
+    cfg = {"configurable": {"thread_id": "a"}}
+    tup = saver.get_tuple(cfg)
+    assert tup is not None and tup.checkpoint["channel_values"]["count"] == out["count"]
+    assert saver.get_tuple({"configurable": {"thread_id": "nobody"}}) is None
+    assert checkouts == [] and saver._writer._conn is kept  # no pool connection taken
+    assert not kept.connection.dbapi_connection.in_transaction
+
+    saver._write_lock.acquire()  # a write under way
+    try:
+        t0 = time.monotonic()
+        tup = saver.get_tuple(cfg)
+        assert time.monotonic() - t0 < 5  # did not wait for the write
+    finally:
+        saver._write_lock.release()
+    assert tup is not None and tup.checkpoint["channel_values"]["count"] == out["count"]
+    assert len(checkouts) == 1  # read on a pool connection
+    # list() and history, which may read many rows, never hold up writes: the pool's
+    n = len(list(saver.list(cfg)))
+    assert n > 1 and len(checkouts) >= 2
+    engine.dispose()

@@ -262,7 +262,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
     # -- driving the core -------------------------------------------------------------
 
     def _run(self, make: Callable[..., Op], *args: Any, write: bool = False,
-             writes_lane: bool = False) -> Any:
+             writes_lane: bool = False, short: bool = False) -> Any:
         """Run one operation: a transaction for writes, autocommitted reads.
 
         A connection the driver reports as dropped (server restart, idle timeout) is
@@ -273,7 +273,8 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         troubled: list[Any] = []
         try:
             return self._retrying(
-                lambda: self._run_once(make(*args), write=write, writes_lane=writes_lane),
+                lambda: self._run_once(make(*args), write=write, writes_lane=writes_lane,
+                                       short=short),
                 on_retry=lambda: _first_retry(troubled))
         except Exception as exc:
             note_failed_save(make, args, exc)  # the run stops at its next step boundary
@@ -307,12 +308,13 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         version = self._retrying(lambda: self._run_once(make(), write=False))
         self._check_schema(version)
 
-    def _run_once(self, op: Op, *, write: bool, writes_lane: bool = False) -> Any:
+    def _run_once(self, op: Op, *, write: bool, writes_lane: bool = False,
+                  short: bool = False) -> Any:
         afters: list[After] = []
         if self._lite is not None:
             assert self._write_lock is not None  # SQLite's
             result = run_lite(self.engine, self._lite, self._write_lock, op, afters, write,
-                              self._writer, serial=self._one_conn)
+                              self._writer, serial=self._one_conn, short=short)
         elif write and self._write_lock is not None:
             with self._write_lock, self._tx.begin() as conn:
                 if self._direct is not None:
@@ -390,7 +392,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
     # -- BaseCheckpointSaver ------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return self._run(self._op_get_tuple, config)
+        return self._run(self._op_get_tuple, config, short=True)
 
     def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
              before: RunnableConfig | None = None,
@@ -507,11 +509,33 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
 
 def run_lite(engine: sa.Engine, direct: DirectWriter, write_lock: threading.Lock, op: Op,
              afters: list[After], write: bool, writer: HeldWriter | None = None, *,
-             serial: bool = False) -> Any:
+             serial: bool = False, short: bool = False) -> Any:
     """Run ``op`` on a pooled sqlite3 connection (see ``LiteConnection``): reads as they
     come (under ``write_lock`` too when ``serial``), writes in one ``BEGIN IMMEDIATE``
     transaction under ``write_lock``, on the connection ``writer`` keeps between writes
-    when given one."""
+    when given one.
+
+    A ``short`` read (one checkpoint: ``get_tuple``) runs on the writer's connection when
+    no write holds it. A connection that has sat in the pool while another wrote must
+    reload the pages it reads (~0.15 ms for a thread's first ``get_tuple`` after a run);
+    the writer's has them. It never waits for the writer: a write under way sends the
+    read to the pool as before.
+    """
+    if not write and short and writer is not None and write_lock.acquire(blocking=False):
+        try:
+            held = writer.take()
+            if held is not None:
+                kept = False
+                try:
+                    result = _drive(held, op, afters, direct)
+                    kept = writer.keep(held)
+                    return result
+                finally:
+                    if not kept:
+                        writer.drop()
+                        held.close()
+        finally:
+            write_lock.release()
     if not write:
         with write_lock if serial else contextlib.nullcontext():
             conn = LiteConnection(engine, direct)
