@@ -215,3 +215,22 @@ def test_get_tuple_reads_on_the_kept_connection_unless_a_write_holds_it(
     n = len(list(saver.list(cfg)))
     assert n > 1 and len(checkouts) >= 2
     engine.dispose()
+
+
+async def test_async_get_tuple_reads_on_the_workers_kept_connection(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"
+    async with AsyncSQLAlchemySaver.from_conn_string(url) as s:
+        await s.asetup()
+        g = chat_graph(4).compile(checkpointer=s)
+        out = await g.ainvoke({"messages": [HumanMessage("hi", id="h")], "count": 0},
+                              {"configurable": {"thread_id": "w"}})
+        assert s._worker is not None and s._worker.writer is not None
+        kept = s._worker.writer._conn
+        assert kept is not None
+        checkouts: list[object] = []
+        sa.event.listen(s._worker.engine, "checkout", lambda *a: checkouts.append(a))
+        tup = await s.aget_tuple({"configurable": {"thread_id": "w"}})
+        assert tup is not None and tup.checkpoint["channel_values"]["count"] == out["count"]
+        assert checkouts == [] and s._worker.writer._conn is kept
+        assert [t async for t in s.alist({"configurable": {"thread_id": "w"}})]
+        assert len(checkouts) >= 1  # list() reads on the pool

@@ -286,7 +286,7 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
     # -- driving the core -------------------------------------------------------------
 
     async def _run(self, make: Callable[..., Op], *args: Any, write: bool = False,
-                   writes_lane: bool = False) -> Any:
+                   writes_lane: bool = False, short: bool = False) -> Any:
         """See :meth:`SQLAlchemySaver._run`."""
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
@@ -295,7 +295,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         troubled: list[Any] = []
         try:
             return await self._retrying(
-                lambda: self._run_once(make(*args), write=write, writes_lane=writes_lane),
+                lambda: self._run_once(make(*args), write=write, writes_lane=writes_lane,
+                                       short=short),
                 on_retry=lambda: _first_retry(troubled))
         except Exception as exc:
             note_failed_save(make, args, exc)  # the run stops at its next step boundary
@@ -328,12 +329,13 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         version = await self._retrying(lambda: self._run_once(make(), write=False))
         self._check_schema(version)
 
-    async def _run_once(self, op: Op, *, write: bool, writes_lane: bool = False) -> Any:
+    async def _run_once(self, op: Op, *, write: bool, writes_lane: bool = False,
+                        short: bool = False) -> Any:
         afters: list[After] = []
         held = (self._writes_held if writes_lane and self._writes_held is not None
                 else self._held)
         if self._worker is not None:
-            result = await asyncio.to_thread(self._worker.run, op, afters, write)
+            result = await asyncio.to_thread(self._worker.run, op, afters, write, short)
         elif write and self._sqlite:
             # one writer at a time, write lock taken up front (see SQLAlchemySaver)
             if self._write_lock is None:
@@ -416,7 +418,7 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
     # -- async BaseCheckpointSaver --------------------------------------------------------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await self._run(self._op_get_tuple, config)
+        return await self._run(self._op_get_tuple, config, short=True)
 
     async def alist(self, config: RunnableConfig | None, *,
                     filter: dict[str, Any] | None = None, before: RunnableConfig | None = None,

@@ -689,9 +689,9 @@ class SqliteWorker:
         self.writer = (HeldWriter(engine, self.direct, self.write_lock)
                        if HeldWriter.suits(engine) else None)
 
-    def run(self, op: Op, afters: list[After], write: bool) -> Any:
+    def run(self, op: Op, afters: list[After], write: bool, short: bool = False) -> Any:
         return run_lite(self.engine, self.direct, self.write_lock, op, afters, write,
-                        self.writer)
+                        self.writer, short=short)
 
     def close(self) -> None:
         """Give the connection kept for writes back to the pool."""
