@@ -7,10 +7,13 @@ when the saver closes or goes away, after a failure.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -170,14 +173,20 @@ def test_a_forked_child_does_not_write_on_its_parents_connection(tmp_path: Path,
         parents.close()
 
 
-async def test_the_async_saver_keeps_its_worker_connection(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"
-    async with AsyncSQLAlchemySaver.from_conn_string(url) as s:
+@contextlib.asynccontextmanager
+async def _async_saver_after_a_run(path: Path) -> AsyncIterator[tuple[Any, dict]]:
+    """An async saver on a SQLite file (its worker path), after a 4-step run of ``w``."""
+    async with AsyncSQLAlchemySaver.from_conn_string(f"sqlite+aiosqlite:///{path}") as s:
         await s.asetup()
         g = chat_graph(4).compile(checkpointer=s)
-        await g.ainvoke({"messages": [HumanMessage("hi", id="h")], "count": 0},
-                        {"configurable": {"thread_id": "w"}})
+        out = await g.ainvoke({"messages": [HumanMessage("hi", id="h")], "count": 0},
+                              {"configurable": {"thread_id": "w"}})
         assert s._worker is not None and s._worker.writer is not None
+        yield s, out
+
+
+async def test_the_async_saver_keeps_its_worker_connection(tmp_path: Path) -> None:
+    async with _async_saver_after_a_run(tmp_path / "w.db") as (s, _):
         pool = s._worker.engine.pool
         assert pool.checkedout() == 1
     assert pool.checkedout() == 0
@@ -218,13 +227,7 @@ def test_get_tuple_reads_on_the_kept_connection_unless_a_write_holds_it(
 
 
 async def test_async_get_tuple_reads_on_the_workers_kept_connection(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"
-    async with AsyncSQLAlchemySaver.from_conn_string(url) as s:
-        await s.asetup()
-        g = chat_graph(4).compile(checkpointer=s)
-        out = await g.ainvoke({"messages": [HumanMessage("hi", id="h")], "count": 0},
-                              {"configurable": {"thread_id": "w"}})
-        assert s._worker is not None and s._worker.writer is not None
+    async with _async_saver_after_a_run(tmp_path / "a.db") as (s, out):
         kept = s._worker.writer._conn
         assert kept is not None
         checkouts: list[object] = []
