@@ -348,13 +348,13 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
         """
         b = S.blobs
 
-        def lookup() -> Any:
+        def stored(*where: Any) -> Any:  # a dictionary row of the thread
             return sa.select(b.c.blob).where(
-                b.c.thread_id == sa.bindparam("t"), b.c.checkpoint_ns == "",
-                b.c.version >= DICT_VERSION, b.c.version < DICT_VERSION[:-1] + "u",
-            ).limit(1)
+                b.c.thread_id == sa.bindparam("t"), b.c.checkpoint_ns == "", *where)
 
-        got = yield R(self._cached("dict_of_thread", lookup), {"t": thread_id})
+        got = yield R(self._cached("dict_of_thread", lambda: stored(
+            b.c.version >= DICT_VERSION, b.c.version < DICT_VERSION[:-1] + "u").limit(1)),
+            {"t": thread_id})
         if got:
             return self._load_dict(thread_id, got[0].blob)
         rows = sampler.rows
@@ -371,8 +371,7 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
             {"thread_id": thread_id, "checkpoint_ns": "", "version": key, "part": 0,
              "channel": None, "base": None, "type": DICT_TYPE, "blob": td.data}])
         if inserted != 1:  # the same id, stored first elsewhere: use that one
-            got = yield R(self._cached("dict_by_version", lambda: sa.select(b.c.blob).where(
-                b.c.thread_id == sa.bindparam("t"), b.c.checkpoint_ns == "",
+            got = yield R(self._cached("dict_by_version", lambda: stored(
                 b.c.version == sa.bindparam("v"), b.c.part == 0)), {"t": thread_id, "v": key})
             return self._load_dict(thread_id, got[0].blob) if got else None
         return self._dicts.add(thread_id, td)

@@ -525,15 +525,7 @@ def run_lite(engine: sa.Engine, direct: DirectWriter, write_lock: threading.Lock
         try:
             held = writer.take()
             if held is not None:
-                kept = False
-                try:
-                    result = _drive(held, op, afters, direct)
-                    kept = writer.keep(held)
-                    return result
-                finally:
-                    if not kept:
-                        writer.drop()
-                        held.close()
+                return _on_kept(writer, held, held, lambda c: _drive(c, op, afters, direct))
         finally:
             write_lock.release()
     if not write:
@@ -543,23 +535,33 @@ def run_lite(engine: sa.Engine, direct: DirectWriter, write_lock: threading.Lock
                 return _drive(conn, op, afters, direct)
             finally:
                 conn.close()
+
+    def transaction(conn: LiteConnection) -> Any:
+        conn.begin_write()
+        result = _drive(conn, op, afters, direct)
+        conn.commit()
+        return result
+
     with write_lock:
         held = writer.take() if writer is not None else None
-        conn = held or LiteConnection(engine, direct)
-        kept = False
-        try:
-            conn.begin_write()
-            result = _drive(conn, op, afters, direct)
-            conn.commit()
-            # kept for the next write unless a Connection was built over it (rare
-            # statements) or it is not the writer's to keep
-            kept = writer is not None and writer.keep(conn)
-            return result
-        finally:
-            if not kept:
-                if held is not None:
-                    writer.drop()  # type: ignore[union-attr]
-                conn.close()  # rolls back what did not commit
+        return _on_kept(writer, held, held or LiteConnection(engine, direct), transaction)
+
+
+def _on_kept(writer: HeldWriter | None, held: LiteConnection | None, conn: LiteConnection,
+             work: Callable[[LiteConnection], Any]) -> Any:
+    """``work(conn)`` under the write lock; ``conn`` is then kept for the next operation
+    unless a ``Connection`` was built over it (rare statements), ``work`` failed, or there
+    is no ``writer`` to keep it. ``held``: the connection ``writer`` lent, if any."""
+    kept = False
+    try:
+        result = work(conn)
+        kept = writer is not None and writer.keep(conn)
+        return result
+    finally:
+        if not kept:
+            if held is not None and writer is not None:
+                writer.drop()
+            conn.close()  # rolls back what did not commit
 
 
 #: seconds a writer connection stays checked out after the saver's last write

@@ -189,7 +189,7 @@ def train(rows: Sequence[bytes], fixed: Sequence[int]) -> ThreadDict | None:
         td = ThreadDict(d.as_bytes())
     except (ValueError, zstandard.ZstdError):
         return None
-    return td if pays(td, rows[-HOLDOUT:], fixed[-HOLDOUT:]) else None
+    return td if pays_on_held_out(td, rows, fixed) else None
 
 
 class Pinned:
