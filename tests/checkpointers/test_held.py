@@ -157,8 +157,21 @@ def test_task_writes_go_through_a_pool_of_their_own(server) -> None:
         assert saver._writes_reader is not saver._reader
         main: list[int] = []
         lane: list[int] = []
-        sa.event.listen(saver._reader, "checkout", lambda *a: main.append(1))
-        sa.event.listen(saver._writes_reader, "checkout", lambda *a: lane.append(1))
+        if saver.engine.dialect.name == "postgresql":
+            # operations take their connection from the kept checkouts of their pool
+            assert saver._kept is not None and saver._kept.engine is saver._reader
+            assert (saver._kept_lane is not None
+                    and saver._kept_lane.engine is saver._writes_reader)
+            for kept, seen in ((saver._kept, main), (saver._kept_lane, lane)):
+                def counted(_real=kept.acquire, _seen=seen):  # noqa: ANN001, ANN202
+                    _seen.append(1)
+                    return _real()
+
+                kept.acquire = counted  # type: ignore[method-assign]
+        else:  # every operation checks a connection out of its pool
+            assert saver._kept is None and saver._kept_lane is None
+            sa.event.listen(saver._reader, "checkout", lambda *a: main.append(1))
+            sa.event.listen(saver._writes_reader, "checkout", lambda *a: lane.append(1))
         puts: list[int] = []
         put_writes: list[int] = []
         real_put, real_writes = saver.put, saver.put_writes

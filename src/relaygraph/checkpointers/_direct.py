@@ -357,11 +357,15 @@ class LiteConnection:
 
     __slots__ = ("_full", "_restore", "connection", "direct", "engine")
 
-    def __init__(self, engine: sa.Engine, direct: DirectWriter) -> None:
+    def __init__(self, engine: sa.Engine, direct: DirectWriter,
+                 connection: sa.PoolProxiedConnection | None = None) -> None:
         self.engine = engine
         self.direct = direct
         self._full: sa.Connection | None = None
         self._restore: str | None = None
+        if connection is not None:  # a checkout already held (see ``_kept``)
+            self.connection = connection
+            return
         try:
             self.connection = engine.raw_connection()
         except direct._error_base as exc:

@@ -47,6 +47,7 @@ from relaygraph.checkpointers._direct import (
     supports,
 )
 from relaygraph.checkpointers._errors import DatabaseUnavailableError, SetupRequiredError
+from relaygraph.checkpointers._kept import KeptCheckouts
 from relaygraph.checkpointers._protocol import answer, writes_of
 from relaygraph.checkpointers._retry import (
     DEFAULT_LOCK_TIMEOUT,
@@ -179,6 +180,10 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         # same connections, and every backend keeps a partly filled page in every table
         # (about 5% of a small database). Apart, each kind of insert keeps one backend.
         self._writes_reader: sa.Engine | None = None
+        # from_conn_string on PostgreSQL: idle checkouts of those two pools, kept between
+        # operations (see ``KeptCheckouts``)
+        self._kept: KeptCheckouts | None = None
+        self._kept_lane: KeptCheckouts | None = None
         # SQLite runs its cached statements on the driver connection: the operations go
         # without SQLAlchemy's Connection and Transaction too (see ``LiteConnection``)
         self._lite = self._direct if engine.dialect.name == "sqlite" else None
@@ -203,10 +208,12 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         """Create an engine for ``url``, yield a saver on it, dispose the engine after.
 
         ``postgresql://`` uses psycopg 3, ``mysql://`` PyMySQL, ``sqlite://`` the standard
-        library. Connections time out after a few seconds instead of hanging. An
-        in-memory SQLite URL (``sqlite://``, ``sqlite:///:memory:``) is one database for
-        every thread LangGraph runs the saver on, held on one connection that the
-        saver's operations take turns on; it lives as long as the saver.
+        library. Connections time out after a few seconds instead of hanging. On
+        PostgreSQL, connections of the saver's own autocommitted pools stay checked out
+        between its operations (see ``_kept.KeptCheckouts``). An in-memory SQLite URL
+        (``sqlite://``, ``sqlite:///:memory:``) is one database for every thread
+        LangGraph runs the saver on, held on one connection that the saver's operations
+        take turns on; it lives as long as the saver.
 
         Args:
             url: the database.
@@ -249,10 +256,18 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
             if fast is not None:
                 saver._reader = fast
                 saver._writes_reader = lane
+                direct = saver._direct
+                if direct is not None and KeptCheckouts.suits(fast):
+                    saver._kept = KeptCheckouts(fast, direct)
+                if direct is not None and lane is not None and KeptCheckouts.suits(lane):
+                    saver._kept_lane = KeptCheckouts(lane, direct)
             yield saver
         finally:
             if saver is not None and saver._writer is not None:
                 saver._writer.release()
+            for kept in (saver._kept, saver._kept_lane) if saver is not None else ():
+                if kept is not None:
+                    kept.close()
             engine.dispose()
             if fast is not None:
                 fast.dispose()
@@ -329,7 +344,14 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
             # reads need no transaction: stored checkpoints never change; single-statement
             # writes commit on their own
             lane = self._writes_reader if writes_lane else None
-            if lane is None and self._switched is not None and self._reader is self._switched:
+            kept = self._kept_lane if writes_lane else self._kept
+            if kept is not None:
+                held = kept.acquire()
+                try:
+                    result = _drive(held, op, afters, self._direct)
+                finally:
+                    kept.release(held)
+            elif lane is None and self._switched is not None and self._reader is self._switched:
                 assert self._direct is not None
                 checkout = AutocommitCheckout(self.engine, self._direct)
                 try:
@@ -367,6 +389,12 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
                 with self._write_lock:
                     return exec_lite(self.engine, self._lite, msg)
             return exec_lite(self.engine, self._lite, msg)
+        if self._kept is not None:
+            held = self._kept.acquire()
+            try:
+                return _exec(held, msg, self._direct)
+            finally:
+                self._kept.release(held)
         with self._reader.connect() as conn:
             return _exec(conn, msg, self._direct)
 
