@@ -31,7 +31,7 @@ class KeptCheckout(LiteConnection):
         fairy: Any = self.connection
         raw: Any = fairy.dbapi_connection
         if self._full is None and fairy.is_valid and raw is not None and not raw.closed:
-            status = raw.info.transaction_status
+            status = raw.pgconn.transaction_status
             try:
                 if status == _ACTIVE:
                     fairy.invalidate()
@@ -97,9 +97,9 @@ class KeptCheckouts:
         if self.engine.pool is not self._pool:  # disposed: what it lent is not kept
             self.close()
             self._pool = self.engine.pool
-        elif (conn._full is None and fairy.is_valid and raw is not None and not raw.closed
-                and raw.info.transaction_status == _IDLE and len(self._idle) < self._keep
-                and self._pid == os.getpid()
+        elif (conn._full is None and fairy.is_valid and raw is not None
+                and raw.pgconn.status == _OK and raw.pgconn.transaction_status == _IDLE
+                and len(self._idle) < self._keep and self._pid == os.getpid()
                 and self.engine.pool.checkedout() < self._size):  # type: ignore[attr-defined]
             self._idle.append(conn)
             return
@@ -121,4 +121,5 @@ def _started(conn: KeptCheckout) -> float:
     return float(rec.starttime)
 
 
-_IDLE, _ACTIVE = 0, 1  # psycopg.pq.TransactionStatus
+_IDLE, _ACTIVE = 0, 1  # psycopg.pq.TransactionStatus (libpq's, as ints: no enum built)
+_OK = 0  # psycopg.pq.ConnStatus.OK
