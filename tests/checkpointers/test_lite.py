@@ -321,3 +321,36 @@ def test_binary_and_none_bind_through_registered_identity_adapters(tmp_path):
                 sqlite3.adapters.pop(k, None)
             else:
                 sqlite3.adapters[k] = v
+
+
+def test_a_put_serializes_before_it_takes_the_write_locks(saver, monkeypatch) -> None:
+    """Another writer, in this process or another, waits only for a put's statements:
+    its values are serialized and compressed before the saver's write lock and SQLite's."""
+    g = chat_graph(2).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "early"}}
+    g.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+    parent, cp, versions = _next_put(saver, cfg)
+    seen: list[tuple[bool, bool]] = []
+    real = saver.serde.dumps_typed
+
+    def watching(value):  # noqa: ANN001, ANN202
+        other = sqlite3.connect(saver.engine.url.database, timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # fails at once if a write transaction is open
+            other.rollback()
+            free = True
+        except sqlite3.OperationalError:
+            free = False
+        finally:
+            other.close()
+        seen.append((saver._write_lock.locked(), free))
+        return real(value)
+
+    monkeypatch.setattr(saver.serde, "dumps_typed", watching)
+    saver.put(parent, cp, {"step": 9}, versions)
+    saver.put_writes(saver.get_tuple(cfg).config, [("messages", ["w"])], "task-1")
+    assert seen and all(s == (False, True) for s in seen), seen
+    monkeypatch.undo()
+    got = saver.get_tuple(cfg)
+    assert got.checkpoint["channel_values"]["messages"][-1].id == "extra"
+    assert got.pending_writes == [("task-1", "messages", ["w"])]

@@ -564,9 +564,17 @@ def run_lite(engine: sa.Engine, direct: DirectWriter, write_lock: threading.Lock
             finally:
                 conn.close()
 
+    # The op's work up to its first statement (a put's rows serialized and compressed)
+    # runs before the write lock and SQLite's: other writers, in this process and in
+    # others, wait only for the statements.
+    try:
+        first = next(op)
+    except StopIteration as stop:
+        return stop.value
+
     def transaction(conn: LiteConnection) -> Any:
         conn.begin_write()
-        result = _drive(conn, op, afters, direct)
+        result = _drive(conn, op, afters, direct, first)
         conn.commit()
         return result
 
@@ -763,9 +771,11 @@ def _exec_q(conn: SyncConn, msg: Q) -> int:
 
 
 def _drive(conn: SyncConn, op: Op, afters: list[After],
-           direct: DirectWriter | None = None) -> Any:
+           direct: DirectWriter | None = None, first: Any = None) -> Any:
+    """Run ``op``'s statements on ``conn``; ``first``: its first message, when the op
+    was started before (``run_lite``)."""
     try:
-        msg = next(op)
+        msg = next(op) if first is None else first
         while True:
             if isinstance(msg, After):
                 afters.append(msg)
