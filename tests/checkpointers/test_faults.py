@@ -26,6 +26,8 @@ from relaygraph.checkpointers import (
 from relaygraph.checkpointers._retry import is_transient
 from relaygraph.checkpointers._urls import pool_sizes, resolve_url
 
+from ._threads import at_once
+
 
 class FakeTime:
     """A clock that only moves when the code under test sleeps."""
@@ -286,22 +288,14 @@ def test_a_saver_never_opens_more_than_max_connections(request, kind) -> None:
         saver.setup()
         engines = [saver.engine, saver._reader, saver._writes_reader]
         assert sum(e.pool.size() for e in engines) == 4
-        errors: list[BaseException] = []
 
         def work(i: int) -> None:
-            try:
-                for j in range(5):
-                    cfg = _put(saver, f"t{i}")
-                    saver.put_writes(cfg, [("v", j)], f"task-{j}")
-                    saver.get_tuple(cfg)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
+            for j in range(5):
+                cfg = _put(saver, f"t{i}")
+                saver.put_writes(cfg, [("v", j)], f"task-{j}")
+                saver.get_tuple(cfg)
 
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(120)
+        errors = at_once(work, 16)
         assert not errors, errors[:3]
         opened = sum(e.pool.checkedin() + e.pool.checkedout() for e in engines)
         assert opened <= 4

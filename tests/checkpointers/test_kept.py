@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +14,7 @@ from relaygraph.checkpointers._direct import DirectWriter
 from relaygraph.checkpointers._kept import KeptCheckouts
 
 from ._graphs import chat_graph
+from ._threads import at_once
 from .test_held import _kill_other_connections
 
 
@@ -111,25 +111,14 @@ def test_concurrent_runs_never_wait_on_a_kept_connection(pg_backend) -> None:
         assert s._kept is not None and s._kept._size == 4
         s._kept.engine.pool._timeout = 10  # type: ignore[attr-defined]
         g = chat_graph(5).compile(checkpointer=s)
-        failures: list[BaseException] = []
 
         def run(i: int) -> None:
-            try:
-                for j in range(3):
-                    cfg = {"configurable": {"thread_id": f"c{i}-{j}"}}
-                    out = g.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0},
-                                   cfg)
-                    assert g.get_state(cfg).values["messages"] == out["messages"]
-            except BaseException as exc:  # noqa: BLE001
-                failures.append(exc)
+            for j in range(3):
+                cfg = {"configurable": {"thread_id": f"c{i}-{j}"}}
+                out = g.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0}, cfg)
+                assert g.get_state(cfg).values["messages"] == out["messages"]
 
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(12)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        assert not any(t.is_alive() for t in threads)
-        assert failures == []
+        assert at_once(run, 12) == []
         assert len(s._kept._idle) <= 3
         assert s._kept.engine.pool.checkedout() == len(s._kept._idle)  # type: ignore[attr-defined]
 
