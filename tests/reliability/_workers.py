@@ -66,12 +66,16 @@ class Killer:
         drive = _sync._drive
         killer = self
 
-        def killing(op: Any) -> Any:
+        def killing(op: Any, first: Any = None) -> Any:
             # the first statement runs, then the process dies before the op completes
-            try:
-                msg = op.send(None)
-            except StopIteration as stop:
-                return stop.value
+            # (``first``: the op's first message, when the saver started it already)
+            if first is None:
+                try:
+                    msg = op.send(None)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                msg = first
             out = yield msg
             killer.reach("checkpoint")
             while True:
@@ -81,10 +85,11 @@ class Killer:
                     return stop.value
                 out = yield msg
 
-        def patched_drive(conn: Any, op: Any, afters: Any, direct: Any = None) -> Any:
+        def patched_drive(conn: Any, op: Any, afters: Any, direct: Any = None,
+                          first: Any = None) -> Any:
             if getattr(op, "__name__", "") in ("_op_put", "_op_put_writes", "_op_fenced"):
-                op = killing(op)
-            return drive(conn, op, afters, direct)
+                op, first = killing(op, first), None
+            return drive(conn, op, afters, direct, first)
 
         _sync._drive = patched_drive
         adrive = _aio._drive

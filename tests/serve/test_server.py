@@ -336,9 +336,11 @@ def test_sigterm_drains_running_runs_and_exits(tmp_path: Path) -> None:
                      ) as server:
         with concurrent.futures.ThreadPoolExecutor(1) as pool, server.client() as c:
             running = pool.submit(invoke_new_client, server, "loop", "drain-1", {"n": 0})
+            # running, with a step saved (a loaded machine may take a while to save one)
             for _ in range(600):
                 rows = c.get("/threads").json()["threads"]
-                if rows and rows[0]["status"] == "running":
+                if rows and rows[0]["status"] == "running" and c.get(
+                        "/threads/drain-1/state").json()["values"].get("n", 0) > 0:
                     break
                 concurrent.futures.wait([running], timeout=0.05)
             server.proc.send_signal(signal.SIGTERM)
