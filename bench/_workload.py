@@ -116,3 +116,58 @@ def build(delta: bool = False, text: str = "vocab") -> StateGraph:
 
     b.add_conditional_edges(AGENTS[2], route)
     return b
+
+
+# -- worker processes (bench_workers.py, bench_sqlite_workers.py) ----------------------
+
+
+def run_worker(saver: Any, index: int, runs: int, threads: int, steps: int, start: Any,
+               done: Any) -> None:
+    """In a worker process: ``runs`` concurrent runs of the workload on ``saver``, each
+    through ``threads`` threads of ``steps`` steps, once ``start`` is set (after a warm-up
+    thread: statements compiled, pools filled); ``index`` is put on ``done`` after."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from langchain_core.messages import HumanMessage
+
+    graph = build().compile(checkpointer=saver)
+
+    def thread(tid: str) -> None:
+        graph.invoke({"messages": [HumanMessage(f"case {tid}", id=f"in-{tid}")],
+                      "count": 0, "target": steps},
+                     {"configurable": {"thread_id": tid}, "recursion_limit": 4 * steps + 10})
+
+    thread(f"warm-{index}")
+    start.wait()
+    with ThreadPoolExecutor(runs) as ex:
+        list(ex.map(lambda i: [thread(f"w{index}-r{i}-t{k}") for k in range(threads)],
+                    range(runs)))
+    done.put(index)
+
+
+def spawn_workers(target: Any, args_of: Any, n: int) -> tuple[list[Any], Any, Any]:
+    """``n`` started processes (spawned: fresh interpreters) running
+    ``target(*args_of(i), start, done)``; returns them, the start event and done queue."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    start, done = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args_of(i), start, done)) for i in range(n)]
+    for p in procs:
+        p.start()
+    return procs, start, done
+
+
+def finish_workers(procs: list[Any], done: Any, what: str) -> float:
+    """Wait for every worker to report done and exit cleanly; ``time.perf_counter()``
+    when the last one reported done."""
+    import time
+
+    for _ in procs:
+        done.get(timeout=1800)
+    last = time.perf_counter()
+    for p in procs:
+        p.join(60)
+        if p.exitcode != 0:
+            raise SystemExit(f"a {what} worker failed (exit {p.exitcode})")
+    return last

@@ -20,25 +20,20 @@ range, and the median of the per-round ratios.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _workload import finish_workers, run_worker, spawn_workers  # noqa: E402
 
 
 def worker(saver: str, path: str, index: int, runs: int, threads: int, steps: int,
            start: Any, done: Any) -> None:
-    sys.path.insert(0, str(HERE))
-    from _workload import build
-    from langchain_core.messages import HumanMessage
-
     if saver == "SqliteSaver":
         from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -48,20 +43,7 @@ def worker(saver: str, path: str, index: int, runs: int, threads: int, steps: in
 
         cm = SQLAlchemySaver.from_conn_string(f"sqlite:///{path}")
     with cm as s:
-        graph = build().compile(checkpointer=s)
-
-        def thread(tid: str) -> None:
-            graph.invoke({"messages": [HumanMessage(f"case {tid}", id=f"in-{tid}")],
-                          "count": 0, "target": steps},
-                         {"configurable": {"thread_id": tid},
-                          "recursion_limit": 4 * steps + 10})
-
-        thread(f"warm-{index}")
-        start.wait()
-        with ThreadPoolExecutor(runs) as ex:
-            list(ex.map(lambda i: [thread(f"w{index}-r{i}-t{k}") for k in range(threads)],
-                        range(runs)))
-        done.put(index)
+        run_worker(s, index, runs, threads, steps, start, done)
 
 
 def one_round(saver: str, args: argparse.Namespace) -> float:
@@ -80,23 +62,13 @@ def one_round(saver: str, args: argparse.Namespace) -> float:
 
             with SQLAlchemySaver.from_conn_string(f"sqlite:///{path}") as s:
                 s.setup()
-        ctx = mp.get_context("spawn")
-        start, done = ctx.Event(), ctx.Queue()
-        procs = [ctx.Process(target=worker, args=(saver, path, i, args.runs, args.threads,
-                                                  args.steps, start, done))
-                 for i in range(args.workers)]
-        for p in procs:
-            p.start()
+        procs, start, done = spawn_workers(
+            worker, lambda i: (saver, path, i, args.runs, args.threads, args.steps),
+            args.workers)
         time.sleep(4.0)  # every worker started and warmed up before the clock starts
         t0 = time.perf_counter()
         start.set()
-        for _ in procs:
-            done.get(timeout=1800)
-        wall = time.perf_counter() - t0
-        for p in procs:
-            p.join(60)
-            if p.exitcode != 0:
-                raise SystemExit(f"a {saver} worker failed (exit {p.exitcode})")
+        wall = finish_workers(procs, done, saver) - t0
     return args.workers * args.runs * args.threads * args.steps / wall
 
 

@@ -23,20 +23,18 @@ the range, and the ratio of the medians.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import statistics
 import sys
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _workload import build  # noqa: E402
+from _workload import finish_workers, run_worker, spawn_workers  # noqa: E402
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 LIBPQ = "postgresql://postgres@127.0.0.1:5432"
@@ -62,24 +60,9 @@ def _open(saver: str, name: str, runs: int) -> tuple[Any, Any]:
 
 def worker(saver_name: str, name: str, index: int, runs: int, threads: int, steps: int,
            start: Any, done: Any) -> None:
-    from langchain_core.messages import HumanMessage
-
     saver, close = _open(saver_name, name, runs)
     try:
-        graph = build().compile(checkpointer=saver)
-
-        def thread(tid: str) -> None:
-            graph.invoke({"messages": [HumanMessage(f"case {tid}", id=f"in-{tid}")],
-                          "count": 0, "target": steps},
-                         {"configurable": {"thread_id": tid},
-                          "recursion_limit": 4 * steps + 10})
-
-        thread(f"warm-{index}")  # statements compiled, the pool filled
-        start.wait()
-        with ThreadPoolExecutor(runs) as ex:
-            list(ex.map(lambda i: [thread(f"w{index}-r{i}-t{k}") for k in range(threads)],
-                        range(runs)))
-        done.put(index)
+        run_worker(saver, index, runs, threads, steps, start, done)
     finally:
         close()
 
@@ -100,13 +83,9 @@ def one_round(saver: str, args: argparse.Namespace) -> tuple[float, int]:
 
             with SQLAlchemySaver.from_conn_string(f"{PG}/{name}") as s:
                 s.setup()
-        ctx = mp.get_context("spawn")
-        start, done = ctx.Event(), ctx.Queue()
-        procs = [ctx.Process(target=worker, args=(saver, name, i, args.runs, args.threads,
-                                                  args.steps, start, done))
-                 for i in range(args.workers)]
-        for p in procs:
-            p.start()
+        procs, start, done = spawn_workers(
+            worker, lambda i: (saver, name, i, args.runs, args.threads, args.steps),
+            args.workers)
         peak = [0]
         stop = threading.Event()
 
@@ -127,15 +106,9 @@ def one_round(saver: str, args: argparse.Namespace) -> tuple[float, int]:
         time.sleep(2.0)
         t0 = time.perf_counter()
         start.set()
-        for _ in procs:
-            done.get(timeout=1800)
-        wall = time.perf_counter() - t0
+        wall = finish_workers(procs, done, saver) - t0
         stop.set()
         sampler.join()
-        for p in procs:
-            p.join(60)
-            if p.exitcode != 0:
-                raise SystemExit(f"a {saver} worker failed (exit {p.exitcode})")
         steps = args.workers * args.runs * args.threads * args.steps
         return steps / wall, peak[0] - 1  # the sampler's own connection is not counted
     finally:
