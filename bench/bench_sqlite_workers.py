@@ -30,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _workload import finish_workers, run_worker, spawn_workers  # noqa: E402
+from bench_checkpointers import open_saver  # noqa: E402
 
 
 def worker(saver: str, path: str, index: int, runs: int, threads: int, steps: int,
@@ -52,16 +53,10 @@ def one_round(saver: str, args: argparse.Namespace) -> float:
 
     with tempfile.TemporaryDirectory(prefix="rg-sqlite-workers-") as d:
         path = os.path.join(d, "workers.db")
-        if saver == "SqliteSaver":
-            from langgraph.checkpoint.sqlite import SqliteSaver
-
-            with SqliteSaver.from_conn_string(path) as s:
-                s.setup()
-        else:
-            from relaygraph.checkpointers import SQLAlchemySaver
-
-            with SQLAlchemySaver.from_conn_string(f"sqlite:///{path}") as s:
-                s.setup()
+        # the tables made (and the file put in WAL mode) once, before the workers start
+        with open_saver("official" if saver == "SqliteSaver" else "relaygraph", "url",
+                        "sqlite", {"sa": f"sqlite:///{path}", "path": path}):
+            pass
         procs, start, done = spawn_workers(
             worker, lambda i: (saver, path, i, args.runs, args.threads, args.steps),
             args.workers)
