@@ -48,6 +48,20 @@ async def make_saver(name: str, db: dict[str, str]) -> AsyncIterator[Any]:
         async with AsyncSQLAlchemySaver.from_conn_string(db["sa"]) as s:
             await s.asetup()
             yield s
+    elif name == "relaygraph engine":
+        # the application's own AsyncEngine, default options
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        from relaygraph.checkpointers import AsyncSQLAlchemySaver
+        from relaygraph.checkpointers._urls import resolve_url
+
+        engine = create_async_engine(resolve_url(db["sa"], async_=True))
+        try:
+            s = AsyncSQLAlchemySaver(engine)
+            await s.asetup()
+            yield s
+        finally:
+            await engine.dispose()
     elif name == "AsyncSqliteSaver":
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
@@ -106,13 +120,16 @@ async def long_once(name: str, kind: str, tmp: Path) -> float:
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one repeat instead of five")
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    repeats = 1 if args.quick else 5
+    repeats = 1 if args.quick else args.repeats
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "relaygraph-bench"
     tmp.mkdir(parents=True, exist_ok=True)
-    plan = [("relaygraph", "sqlite"), ("AsyncSqliteSaver", "sqlite")]
+    plan = [("relaygraph", "sqlite"), ("relaygraph engine", "sqlite"),
+            ("AsyncSqliteSaver", "sqlite")]
     if _reachable(PG + "/postgres"):
-        plan += [("relaygraph", "postgres"), ("AsyncPostgresSaver", "postgres")]
+        plan += [("relaygraph", "postgres"), ("relaygraph engine", "postgres"),
+                 ("AsyncPostgresSaver", "postgres")]
     else:
         print("PostgreSQL not reachable at 127.0.0.1:5432: skipped")
     short: dict[tuple[str, str], list[float]] = {p: [] for p in plan}
@@ -133,12 +150,16 @@ async def main() -> None:
     print("\nratios, relaygraph / official on the same database (medians of the per-round "
           "ratios):")
     for kind, official in (("sqlite", "AsyncSqliteSaver"), ("postgres", "AsyncPostgresSaver")):
-        ours, theirs = ("relaygraph", kind), (official, kind)
-        if ours not in short:
-            continue
-        rs = statistics.median(a / b for a, b in zip(short[ours], short[theirs], strict=True))
-        rl = statistics.median(a / b for a, b in zip(long[ours], long[theirs], strict=True))
-        print(f"  {kind:<9} vs {official:<19} short st/s x{rs:.2f}  long st/s x{rl:.2f}")
+        for label in ("relaygraph", "relaygraph engine"):
+            ours, theirs = (label, kind), (official, kind)
+            if ours not in short:
+                continue
+            rs = statistics.median(a / b for a, b in zip(short[ours], short[theirs],
+                                                         strict=True))
+            rl = statistics.median(a / b for a, b in zip(long[ours], long[theirs],
+                                                         strict=True))
+            print(f"  {label:<18} {kind:<9} vs {official:<19} short st/s x{rs:.2f}  "
+                  f"long st/s x{rl:.2f}")
 
 
 if __name__ == "__main__":

@@ -230,3 +230,45 @@ def test_a_callers_postgres_connections_come_back_transactional(pg_backend) -> N
         assert conn.exec_driver_sql("SELECT count(*) FROM orders").scalar() == 0
         assert conn.exec_driver_sql("SHOW transaction_isolation").scalar() == "read committed"
     engine.dispose()
+
+
+async def test_a_callers_async_postgres_connections_come_back_transactional(pg_backend) -> None:
+    """The same on a caller's async psycopg engine (``_aio.AutocommitCheckout``): every
+    operation of the saver leaves the pool's connection as it found it, a statement the
+    cached path cannot run goes through SQLAlchemy on the same checkout, and the caller's
+    pool events still run at every checkout."""
+    engine = create_async_engine(pg_backend.async_url, pool_size=1, max_overflow=0)
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("CREATE TABLE orders (id int PRIMARY KEY)")
+    checkouts: list[object] = []
+    sa.event.listen(engine.sync_engine, "checkout", lambda *a: checkouts.append(a[0]))
+    saver = AsyncSQLAlchemySaver(engine)
+    await saver.asetup()
+    assert saver._switched is saver._reader  # the bare checkout, not SQLAlchemy's switch
+    flips: list[bool] = []
+    real = saver._run_once
+
+    async def spy(op, **kw):
+        result = await real(op, **kw)
+        async with engine.connect() as c:  # the pool's only connection, just handed back
+            raw = (await c.get_raw_connection()).driver_connection
+            flips.append(raw.autocommit)
+        return result
+
+    saver._run_once = spy
+    graph = _chat(steps=3).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "t"}}
+    before = len(checkouts)
+    await graph.ainvoke({"messages": [HumanMessage("hi", id="h")]}, cfg)
+    assert (await graph.aget_state(cfg)).values["messages"][0].content == "hi"
+    assert flips and not any(flips)
+    assert len(checkouts) - before >= 2 * len(flips)  # the saver's and the spy's own
+    # list() runs statements built per call (through SQLAlchemy, on the same checkout)
+    assert len([t async for t in saver.alist(cfg)]) == len(
+        [s async for s in graph.aget_state_history(cfg)]) >= 4
+    async with engine.connect() as conn:
+        await conn.exec_driver_sql("INSERT INTO orders VALUES (1)")
+        await conn.rollback()  # the caller's own work is still a transaction
+        assert (await conn.exec_driver_sql("SELECT count(*) FROM orders")).scalar() == 0
+    assert engine.sync_engine.pool.checkedout() == 0
+    await engine.dispose()

@@ -29,8 +29,10 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
 from relaygraph.checkpointers import _schema as S
+from relaygraph.checkpointers._aiolite import AiosqliteLane
 from relaygraph.checkpointers._base import (
     CONFLICT,
     After,
@@ -92,6 +94,75 @@ class _Held:
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         return await self.conn.execute(*args, **kwargs)
+
+
+class AutocommitCheckout:
+    """A psycopg connection of a caller's transactional async pool, in autocommit for one
+    operation of the saver and handed back as it was lent (the async twin of
+    ``_direct.AutocommitCheckout``).
+
+    Through SQLAlchemy (``execution_options(isolation_level="AUTOCOMMIT")``) every
+    checkout and return switches the connection's characteristics and builds an
+    ``AsyncConnection`` around it; here it is a bare checkout of the caller's pool (its
+    events run as usual) with psycopg's own ``autocommit`` flag set and cleared, on an
+    idle connection (no round trip). An ``AsyncConnection`` over the same checkout is
+    built only for the rare statement the cached path cannot run. Offers what ``_drive``
+    and ``DirectWriter`` use.
+    """
+
+    __slots__ = ("_full", "_was", "engine", "fairy")
+
+    def __init__(self, engine: AsyncEngine, fairy: Any, was: bool) -> None:
+        self.engine = engine
+        self.fairy = fairy
+        self._was = was
+        self._full: AsyncConnection | None = None
+
+    @classmethod
+    async def open(cls, engine: AsyncEngine, direct: DirectWriter) -> AutocommitCheckout:
+        fairy = await engine.raw_connection()
+        raw: Any = fairy.driver_connection
+        was = bool(raw.autocommit)
+        if not was:
+            try:
+                await raw.set_autocommit(True)
+            except direct._error_base as exc:
+                await greenlet_spawn(fairy.invalidate, exc)
+                await greenlet_spawn(fairy.close)
+                raise direct._wrap("SET autocommit", exc, direct._broken(raw, exc)) from exc
+        return cls(engine, fairy, was)
+
+    async def get_raw_connection(self) -> Any:
+        return self.fairy
+
+    @property
+    def sync_engine(self) -> sa.Engine:
+        return self.engine.sync_engine
+
+    async def invalidate(self, exception: BaseException | None = None) -> None:
+        if self._full is not None:
+            await self._full.invalidate(exception)
+        elif self.fairy.dbapi_connection is not None:
+            await greenlet_spawn(self.fairy.invalidate, exception)
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        if self._full is None:
+            self._full = AsyncConnection(
+                self.engine, sa.Connection(self.engine.sync_engine, connection=self.fairy))
+        return await self._full.execute(*args, **kwargs)
+
+    async def close(self) -> None:
+        fairy = self.fairy
+        raw = fairy.driver_connection
+        if not self._was and fairy.is_valid and raw is not None:
+            try:
+                await raw.set_autocommit(False)
+            except Exception as exc:  # psycopg's: not fit to go back into the pool
+                await greenlet_spawn(fairy.invalidate, exc)
+        if self._full is not None:
+            await self._full.close()
+        else:
+            await greenlet_spawn(fairy.close)
 
 
 class HeldConnections:
@@ -214,9 +285,16 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         self._write_lock: asyncio.Lock | None = None
         # reads and one-statement writes autocommit, the rest runs in transactions
         self._reader, self._tx = engine_views(engine)
+        # a caller's transactional psycopg engine: its autocommitted work takes a bare
+        # checkout switched by psycopg's own flag (see ``AutocommitCheckout``)
+        self._switched = (self._reader if self._direct is not None and self._direct.pipelined
+                          and self._reader is not engine else None)
         # a SQLite file opened by from_conn_string: operations run with sqlite3 on worker
         # threads, one trip each (see ``SqliteWorker``)
         self._worker: SqliteWorker | None = None
+        # a caller's aiosqlite engine on a file: an operation per trip to its connection's
+        # thread (see ``AiosqliteLane``)
+        self._lane = AiosqliteLane(engine) if AiosqliteLane.suits(engine) else None
         # the autocommitted engine of from_conn_string: its connections stay checked out
         self._held: HeldConnections | None = None
         # and those of the pool task writes go through (see SQLAlchemySaver._writes_reader)
@@ -268,6 +346,7 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                 saver._writes_held = HeldConnections(lane)
             if worker_engine is not None:
                 saver._worker = SqliteWorker(worker_engine)
+                saver._lane = None
             yield saver
         finally:
             for held in (saver._held, saver._writes_held) if saver is not None else ():
@@ -336,6 +415,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                 else self._held)
         if self._worker is not None:
             result = await asyncio.to_thread(self._worker.run, op, afters, write, short)
+        elif self._lane is not None:
+            result = await self._lane.run(op, afters, write)
         elif write and self._sqlite:
             # one writer at a time, write lock taken up front (see SQLAlchemySaver)
             if self._write_lock is None:
@@ -348,6 +429,13 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                 result = await _drive(conn, op, afters, self._direct)
         elif held is not None and held.usable():
             result = await self._on_held(lambda c: _drive(c, op, afters, self._direct), held)
+        elif self._switched is not None and self._reader is self._switched:
+            assert self._direct is not None
+            checkout = await AutocommitCheckout.open(self.engine, self._direct)
+            try:
+                result = await _drive(checkout, op, afters, self._direct)  # type: ignore[arg-type]
+            finally:
+                await checkout.close()
         else:
             async with self._reader.connect() as conn:
                 result = await _drive(conn, op, afters, self._direct)
@@ -393,8 +481,17 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
     async def _exec_one(self, msg: Any) -> Any:
         if self._worker is not None:
             return await asyncio.to_thread(self._worker.execute, msg)
+        if self._lane is not None:
+            return await self._lane.execute(msg)
         if self._held is not None and self._held.usable():
             return await self._on_held(functools.partial(_exec, msg=msg, direct=self._direct))
+        if self._switched is not None and self._reader is self._switched:
+            assert self._direct is not None
+            checkout = await AutocommitCheckout.open(self.engine, self._direct)
+            try:
+                return await _exec(checkout, msg, self._direct)  # type: ignore[arg-type]
+            finally:
+                await checkout.close()
         async with self._reader.connect() as conn:
             return await _exec(conn, msg, self._direct)
 
@@ -556,9 +653,10 @@ async def _exec_q(conn: AsyncConnection, msg: Q) -> int:
 
 
 async def _drive(conn: AsyncConnection, op: Op, afters: list[After],
-                 direct: DirectWriter | None = None) -> Any:
+                 direct: DirectWriter | None = None, first: Any = None) -> Any:
+    """See ``_sync._drive``."""
     try:
-        msg = next(op)
+        msg = next(op) if first is None else first
         while True:
             if isinstance(msg, After):
                 afters.append(msg)

@@ -403,6 +403,12 @@ class LiteConnection:
             raise self.direct._error(self, raw, "PRAGMA synchronous", exc) from exc
         self.direct.execute(self, "BEGIN IMMEDIATE")
 
+    def handed_over(self) -> str | None:
+        """The transaction goes on elsewhere (see ``_aiolite``): this no longer restores
+        the caller's ``synchronous`` level on close, and returns it for the other side."""
+        restore, self._restore = self._restore, None
+        return restore
+
     def has_connection(self) -> bool:
         """Whether a ``Connection`` was built over the checkout (see ``execute``)."""
         return self._full is not None

@@ -770,6 +770,15 @@ def _exec_q(conn: SyncConn, msg: Q) -> int:
     return conn.execute(msg.stmt, params).rowcount
 
 
+class Escalate(Exception):
+    """A statement needs SQLAlchemy's ``Connection`` where none can be built (on
+    aiosqlite's thread, see ``_aiolite``); ``msg`` is that statement, not yet run."""
+
+    def __init__(self) -> None:
+        super().__init__("this statement needs SQLAlchemy's Connection")
+        self.msg: Any = None
+
+
 def _drive(conn: SyncConn, op: Op, afters: list[After],
            direct: DirectWriter | None = None, first: Any = None) -> Any:
     """Run ``op``'s statements on ``conn``; ``first``: its first message, when the op
@@ -783,7 +792,12 @@ def _drive(conn: SyncConn, op: Op, afters: list[After],
             elif isinstance(msg, Emit):
                 raise TypeError("streaming operations must be run with _stream")
             else:
-                msg = op.send(_exec(conn, msg, direct))
+                try:
+                    res = _exec(conn, msg, direct)
+                except Escalate as esc:
+                    esc.msg = msg
+                    raise
+                msg = op.send(res)
     except StopIteration as stop:
         return stop.value
 
