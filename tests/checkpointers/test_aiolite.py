@@ -20,6 +20,7 @@ from relaygraph.checkpointers import AsyncSQLAlchemySaver, SQLAlchemySaver, _aio
 from relaygraph.checkpointers._errors import InvalidKeyError
 
 from ._graphs import chat_graph
+from .test_caller_engine import assert_relaxed_for_the_saver_only
 
 CFG = {"configurable": {"thread_id": "t"}}
 
@@ -98,12 +99,7 @@ async def test_the_savers_commits_skip_the_fsync_and_the_callers_do_not(tmp_path
     assert await _level(engine) == 2  # the default, which the caller keeps
     seen.clear()
     await _run(saver)
-    begins = [i for i, s in enumerate(seen) if s == "BEGIN IMMEDIATE"]
-    assert begins, seen
-    for i in begins:  # each write transaction of the saver: NORMAL in, FULL back after
-        assert seen[i - 1] == "PRAGMA synchronous=NORMAL"
-        after = seen[i:].index("PRAGMA synchronous=FULL")
-        assert "COMMIT" in seen[i:i + after]
+    assert_relaxed_for_the_saver_only(seen)
     assert await _level(engine) == 2  # the same pooled connection, as the caller left it
     await engine.dispose()
 

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.util import greenlet_spawn
 
 from relaygraph.checkpointers import _schema as S
-from relaygraph.checkpointers._aiolite import AiosqliteLane
+from relaygraph.checkpointers._aiolite import AiosqliteLane, lend
 from relaygraph.checkpointers._base import (
     CONFLICT,
     After,
@@ -259,7 +259,10 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
     PostgreSQL and MySQL, :meth:`from_conn_string` keeps up to the pool's size of
     autocommitted connections checked out between operations (see
     :class:`HeldConnections`). An engine you pass in is used as it is (its events and
-    pool settings apply).
+    pool settings apply): on an aiosqlite engine over a file an operation runs whole on
+    the aiosqlite thread of one of its connections (see ``_aiolite``), and on a
+    transactional psycopg engine it takes a bare checkout in psycopg's autocommit (see
+    :class:`AutocommitCheckout`).
 
     Example:
         >>> async with AsyncSQLAlchemySaver.from_conn_string("sqlite:///relaygraph.db") as s:
@@ -448,19 +451,7 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         """Run ``work`` on a held connection (see :class:`HeldConnections`)."""
         pool = pool or self._held
         assert pool is not None
-        held = await pool.acquire()
-        reusable = False
-        try:
-            result = await work(held)
-            reusable = True
-            return result
-        except Exception as exc:
-            # the op's own errors (a corrupt row, a refused id) leave the connection as it
-            # was; a database error or a cancellation may not
-            reusable = not isinstance(exc, sa.exc.DBAPIError)
-            raise
-        finally:
-            await pool.release(held, reusable)
+        return await lend(pool, work)
 
     async def _stream(self, op: Op) -> AsyncIterator[Any]:
         if not self._schema_ok:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from relaygraph.checkpointers._base import Op
+
+
+T = TypeVar("T")
+H = TypeVar("H")
 
 
 class _Checkout:
@@ -111,18 +116,11 @@ class AiosqliteLane:
         """``op`` whole: a write in one ``BEGIN IMMEDIATE`` transaction."""
         from relaygraph.checkpointers._aio import _drive as adrive
 
-        conn, fairy = await self._acquire()
-        reusable = False
-        try:
-            aio = fairy.driver_connection
-            checkout = _Checkout(None, fairy.info)
-            try:
-                done, value, restore = await aio._execute(
-                    self._trip, aio, checkout, op, afters, write)
-            finally:
-                await self._invalidated(conn, checkout)
+        async def work(held: tuple[AsyncConnection, Any]) -> Any:
+            conn, aio, checkout = self._parts(held)
+            done, value, restore = await self._call(conn, checkout, aio, self._trip, op,
+                                                    afters, write)
             if done:
-                reusable = True
                 return value
             # a statement for SQLAlchemy: on from it, on the same connection and
             # transaction, which is then committed (rolled back on the way out)
@@ -134,43 +132,40 @@ class AiosqliteLane:
                 if conn.in_transaction():  # SQLAlchemy's bookkeeping of the same
                     await (conn.commit() if ok else conn.rollback())
                 await aio._execute(self._finish, aio, ok, restore)
-            reusable = True
             return result
-        except Exception as exc:
-            # the op's own errors (a corrupt row, a refused id) leave the connection as
-            # it was; a database error may not
-            reusable = not isinstance(exc, sa.exc.DBAPIError)
-            raise
-        finally:
-            await self._release(conn, fairy, reusable)
+
+        return await lend(self, work)
 
     async def execute(self, msg: Any) -> Any:
         """One statement of a streaming read."""
         from relaygraph.checkpointers._aio import _exec as aexec
 
-        conn, fairy = await self._acquire()
-        reusable = False
-        try:
-            aio = fairy.driver_connection
-            checkout = _Checkout(None, fairy.info)
-            try:
-                done, value = await aio._execute(self._statement, aio, checkout, msg)
-            finally:
-                await self._invalidated(conn, checkout)
-            result = value if done else await aexec(conn, msg, None)
-            reusable = True
-            return result
-        finally:
-            await self._release(conn, fairy, reusable)
+        async def work(held: tuple[AsyncConnection, Any]) -> Any:
+            conn, aio, checkout = self._parts(held)
+            done, value = await self._call(conn, checkout, aio, self._statement, msg)
+            return value if done else await aexec(conn, msg, None)
+
+        return await lend(self, work)
 
     @staticmethod
-    async def _invalidated(conn: AsyncConnection, checkout: _Checkout) -> None:
-        if checkout.invalidated is not None:
-            await conn.invalidate(checkout.invalidated)
+    def _parts(held: tuple[AsyncConnection, Any]) -> tuple[AsyncConnection, Any, _Checkout]:
+        conn, fairy = held
+        return conn, fairy.driver_connection, _Checkout(None, fairy.info)
+
+    @staticmethod
+    async def _call(conn: AsyncConnection, checkout: _Checkout, aio: Any,
+                    fn: Callable[..., T], *args: Any) -> T:
+        """``fn(aio, checkout, *args)`` on aiosqlite's thread; a connection it found
+        broken is invalidated here, where SQLAlchemy can close it."""
+        try:
+            return await aio._execute(fn, aio, checkout, *args)  # type: ignore[no-any-return]
+        finally:
+            if checkout.invalidated is not None:
+                await conn.invalidate(checkout.invalidated)
 
     # -- the kept checkout ----------------------------------------------------------------
 
-    async def _acquire(self) -> tuple[AsyncConnection, Any]:
+    async def acquire(self) -> tuple[AsyncConnection, Any]:
         loop = asyncio.get_running_loop()
         if self._idle and self._loop is not loop and self._loop is not None and (
                 self._loop.is_closed()):
@@ -189,7 +184,8 @@ class AiosqliteLane:
             await conn.close()
             raise
 
-    async def _release(self, conn: AsyncConnection, fairy: Any, reusable: bool) -> None:
+    async def release(self, held: tuple[AsyncConnection, Any], reusable: bool) -> None:
+        conn, fairy = held
         loop = asyncio.get_running_loop()
         if (reusable and len(self._idle) < self.keep and not conn.invalidated
                 and not conn.in_transaction() and self._loop in (None, loop)
@@ -295,6 +291,32 @@ class AiosqliteLane:
                 raise
         conn.close()
         return True, result, None
+
+
+class Lender(Protocol[H]):
+    """Connections lent to one operation at a time (``AiosqliteLane``,
+    ``_aio.HeldConnections``)."""
+
+    async def acquire(self) -> H: ...
+
+    async def release(self, held: H, reusable: bool) -> None: ...
+
+
+async def lend(pool: Lender[H], work: Callable[[H], Awaitable[T]]) -> T:
+    """``work`` on a connection of ``pool``, which gets it back reusable unless a
+    database error (or a cancellation) may have left it in another state; the operation's
+    own errors (a corrupt row, a refused id) leave it as it was."""
+    held = await pool.acquire()
+    reusable = False
+    try:
+        result = await work(held)
+        reusable = True
+        return result
+    except Exception as exc:
+        reusable = not isinstance(exc, sa.exc.DBAPIError)
+        raise
+    finally:
+        await pool.release(held, reusable)
 
 
 #: seconds the lane's checkouts stay out of the pool after its last operation
