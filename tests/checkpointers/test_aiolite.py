@@ -275,3 +275,35 @@ def test_an_aiosqlite_without_its_thread_hook_goes_statement_by_statement(
 
 def test_in_memory_databases_keep_the_aiosqlite_path() -> None:
     assert AsyncSQLAlchemySaver(create_async_engine("sqlite+aiosqlite://"))._lane is None
+
+
+async def test_a_database_locked_by_another_writer_is_a_clear_error_that_loses_nothing(
+        tmp_path: Path) -> None:
+    """Another process's writer holds SQLite's write lock for longer than the caller's
+    busy timeout: the saver's put fails with a lock timeout, its connection is not kept
+    (nor its write lock held), and once the lock is free the same put goes through."""
+    import sqlite3
+
+    from relaygraph.checkpointers import DatabaseTimeoutError
+
+    path = tmp_path / "app.db"
+    engine = _engine(path, connect_args={"timeout": 0.05})
+    saver = AsyncSQLAlchemySaver(engine)
+    await saver.asetup()
+    await _run(saver)
+    tup = await saver.aget_tuple(CFG)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    checkpoint = {**tup.checkpoint, "id": "1f1f1f1f-0000-6000-8000-000000000001"}
+    try:
+        with pytest.raises(DatabaseTimeoutError, match="lock"):
+            await saver.aput(tup.config, checkpoint, tup.metadata, {})
+        assert saver._lane is not None and not saver._lane.write_lock.locked()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    stored = await saver.aput(tup.config, checkpoint, tup.metadata, {})
+    assert (await saver.aget_tuple(stored)).checkpoint["id"] == checkpoint["id"]
+    await saver._lane.close()
+    assert engine.sync_engine.pool.checkedout() == 0
+    await engine.dispose()

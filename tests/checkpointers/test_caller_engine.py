@@ -278,3 +278,31 @@ async def test_a_callers_async_postgres_connections_come_back_transactional(pg_b
         assert (await conn.exec_driver_sql("SELECT count(*) FROM orders")).scalar() == 0
     assert engine.sync_engine.pool.checkedout() == 0
     await engine.dispose()
+
+
+async def test_a_callers_async_postgres_connection_killed_under_the_saver_is_replaced(
+        pg_backend, monkeypatch) -> None:
+    """A backend ended by the server (a restart, an idle timeout) fails the saver's next
+    operation on that connection; the connection is invalidated rather than handed back,
+    and the retry runs on a new one."""
+    from .test_held import _kill_other_connections
+
+    engine = create_async_engine(pg_backend.async_url, pool_size=2, max_overflow=0)
+    saver = AsyncSQLAlchemySaver(engine)
+    await saver.asetup()
+    graph = _chat(steps=3).compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "t"}}
+    await graph.ainvoke({"messages": [HumanMessage("hi", id="h")]}, cfg)
+    assert _kill_other_connections(pg_backend.url) >= 1  # the pool's idle connections
+    from relaygraph.checkpointers import _aio
+
+    retried: list[object] = []
+    real_first_retry = _aio._first_retry
+    monkeypatch.setattr(_aio, "_first_retry", lambda t: retried.append(real_first_retry(t)))
+    state = await graph.aget_state(cfg)
+    assert retried  # the read met a dead connection and ran again
+    assert state.values["messages"][0].content == "hi"
+    await graph.ainvoke({"messages": [HumanMessage("again", id="h2")]}, cfg)
+    assert [m.content for m in (await graph.aget_state(cfg)).values["messages"]][-4] == "again"
+    assert engine.sync_engine.pool.checkedout() == 0
+    await engine.dispose()
