@@ -307,3 +307,66 @@ async def test_a_database_locked_by_another_writer_is_a_clear_error_that_loses_n
     await saver._lane.close()
     assert engine.sync_engine.pool.checkedout() == 0
     await engine.dispose()
+
+
+def test_a_later_event_loop_keeps_checkouts_once_the_first_has_ended(tmp_path: Path) -> None:
+    engine = _engine(tmp_path / "app.db")
+    saver = AsyncSQLAlchemySaver(engine)
+
+    async def first() -> None:
+        await saver.asetup()
+        await _run(saver, "a")
+        await saver._lane.close()  # nothing kept when this loop ends
+
+    async def second() -> int:
+        await _run(saver, "b")
+        kept = len(saver._lane._idle)
+        await saver._lane.close()
+        return kept
+
+    asyncio.run(first())
+    assert asyncio.run(second()) >= 1
+    asyncio.run(engine.dispose())
+
+
+def test_a_forked_child_forgets_the_parents_checkouts(tmp_path: Path) -> None:
+    """aiosqlite's threads do not survive a fork: a child that follows SQLAlchemy's
+    advice (``dispose(close=False)``) gets new connections, the saver's kept ones too."""
+    import os
+    import time
+
+    engine = _engine(tmp_path / "app.db")
+    saver = AsyncSQLAlchemySaver(engine)
+
+    async def parent() -> None:
+        await saver.asetup()
+        await _run(saver, "a")
+
+    asyncio.run(parent())
+    assert saver._lane is not None and saver._lane._idle  # kept when the loop ended
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            engine.sync_engine.dispose(close=False)
+
+            async def child() -> bool:
+                out = await asyncio.wait_for(_run(saver, "b"), 20)
+                return out["count"] == 3
+
+            code = 0 if asyncio.run(child()) else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the child hung on the parent's connections")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
+    asyncio.run(saver._lane.close())
+    asyncio.run(engine.dispose())

@@ -24,6 +24,7 @@ way, statement by statement.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -96,6 +97,7 @@ class AiosqliteLane:
         self._last = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._pid = os.getpid()
         self.keep = _keep(engine)
         pool: Any = engine.sync_engine.pool
         overflow = getattr(pool, "_max_overflow", -1)
@@ -166,12 +168,7 @@ class AiosqliteLane:
     # -- the kept checkout ----------------------------------------------------------------
 
     async def acquire(self) -> tuple[AsyncConnection, Any]:
-        loop = asyncio.get_running_loop()
-        if self._idle and self._loop is not loop and self._loop is not None and (
-                self._loop.is_closed()):
-            # kept by a loop that has ended (``asyncio.run`` once more): this one takes
-            # them over (aiosqlite's thread serves any loop)
-            self._loop, self._timer = loop, None
+        loop = self._owner()
         while self._idle and self._loop is loop:
             idle = self._idle.pop()
             if idle[1]._pool is self.sync_engine.pool:
@@ -186,7 +183,7 @@ class AiosqliteLane:
 
     async def release(self, held: tuple[AsyncConnection, Any], reusable: bool) -> None:
         conn, fairy = held
-        loop = asyncio.get_running_loop()
+        loop = self._owner()
         if (reusable and len(self._idle) < self.keep and not conn.invalidated
                 and not conn.in_transaction() and self._loop in (None, loop)
                 and self._spare()):
@@ -196,6 +193,18 @@ class AiosqliteLane:
                 self._timer = loop.call_later(HOLD_IDLE, self._reap)
             return
         await conn.close()
+
+    def _owner(self) -> asyncio.AbstractEventLoop:
+        """The running loop, which takes the kept checkouts over when the loop that kept
+        them has ended (``asyncio.run`` once more: aiosqlite's thread serves any loop).
+        In a forked child the parent's are forgotten, unused: their threads are not in
+        this process."""
+        loop = asyncio.get_running_loop()
+        if self._pid != os.getpid():
+            self._idle, self._loop, self._timer, self._pid = [], None, None, os.getpid()
+        elif self._loop is not None and self._loop is not loop and self._loop.is_closed():
+            self._loop, self._timer = loop, None
+        return loop
 
     def _spare(self) -> bool:
         """Whether the pool has another connection to lend: none is kept while an
