@@ -16,7 +16,7 @@ from langchain_core.messages import HumanMessage
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
-from relaygraph.checkpointers import AsyncSQLAlchemySaver, SQLAlchemySaver, _aiolite
+from relaygraph.checkpointers import AsyncSQLAlchemySaver, SQLAlchemySaver, _aiokept
 from relaygraph.checkpointers._errors import InvalidKeyError
 
 from ._graphs import chat_graph
@@ -95,7 +95,7 @@ async def test_the_savers_commits_skip_the_fsync_and_the_callers_do_not(tmp_path
     engine, seen = _traced(tmp_path / "app.db")
     saver = AsyncSQLAlchemySaver(engine)
     await saver.asetup()
-    assert saver._lane is not None and saver._lane.keep == 0  # a pool of one
+    assert saver._lane is not None and saver._lane.kept.keep == 0  # a pool of one
     assert await _level(engine) == 2  # the default, which the caller keeps
     seen.clear()
     await _run(saver)
@@ -172,7 +172,7 @@ async def test_reads_that_need_sqlalchemy_read_the_same_as_the_sync_saver(
 
 
 async def test_the_kept_checkout_goes_back_after_a_pause(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(_aiolite, "HOLD_IDLE", 0.1)
+    monkeypatch.setattr(_aiokept, "HOLD_IDLE", 0.1)
     engine = _engine(tmp_path / "app.db")
     saver = AsyncSQLAlchemySaver(engine)
     await saver.asetup()
@@ -183,9 +183,9 @@ async def test_the_kept_checkout_goes_back_after_a_pause(tmp_path: Path, monkeyp
         if engine.sync_engine.pool.checkedout() == 0:
             break
     assert engine.sync_engine.pool.checkedout() == 0
-    assert saver._lane is not None and saver._lane._idle == []
+    assert saver._lane is not None and saver._lane.kept._idle == []
     await _run(saver, "again")  # and a later operation takes one again
-    await saver._lane.close()
+    await saver._lane.kept.close()
     assert engine.sync_engine.pool.checkedout() == 0
     await engine.dispose()
 
@@ -194,9 +194,9 @@ async def test_nothing_is_kept_from_a_null_pool(tmp_path: Path) -> None:
     engine = _engine(tmp_path / "app.db", poolclass=sa.pool.NullPool)
     saver = AsyncSQLAlchemySaver(engine)
     await saver.asetup()
-    assert saver._lane is not None and saver._lane.keep == 0
+    assert saver._lane is not None and saver._lane.kept.keep == 0
     out = await _run(saver)
-    assert saver._lane._idle == []
+    assert saver._lane.kept._idle == []
     assert (await saver.aget_tuple(CFG)).checkpoint["channel_values"]["messages"] == (
         out["messages"])
     await engine.dispose()
@@ -208,11 +208,11 @@ async def test_an_error_of_the_operation_keeps_the_checkout(tmp_path: Path) -> N
     await saver.asetup()
     await _run(saver)
     assert saver._lane is not None
-    kept = [c for c, _ in saver._lane._idle]
+    kept = [c for c, _ in saver._lane.kept._idle]
     cfg = (await saver.aget_tuple(CFG)).config
     with pytest.raises(InvalidKeyError):
         await saver.aput_writes(cfg, [("log", "x")], "t" * 500)
-    assert [c for c, _ in saver._lane._idle] == kept  # nothing reached the database
+    assert [c for c, _ in saver._lane.kept._idle] == kept  # nothing reached the database
     await _run(saver, "after")
     await engine.dispose()
 
@@ -241,7 +241,7 @@ def test_a_later_event_loop_takes_the_kept_checkout_over(tmp_path: Path) -> None
     async def second() -> list[Any]:
         await _run(saver, "b")
         assert 1 <= engine.sync_engine.pool.checkedout() <= 2  # no more than kept
-        await saver._lane.close()
+        await saver._lane.kept.close()
         return [x.config async for x in saver.alist(None)]
 
     asyncio.run(first())
@@ -255,12 +255,12 @@ async def test_a_disposed_engine_is_followed(tmp_path: Path) -> None:
     await saver.asetup()
     await _run(saver, "a")
     assert saver._lane is not None
-    old = [fairy.driver_connection for _, fairy in saver._lane._idle]
+    old = [fairy.driver_connection for _, fairy in saver._lane.kept._idle]
     assert old
     await engine.dispose()  # the application's own shutdown or reconnect
     await _run(saver, "b")  # runs on the new pool; the old connection is closed
     assert all(c._connection is None for c in old)
-    await saver._lane.close()
+    await saver._lane.kept.close()
     await engine.dispose()
 
 
@@ -304,7 +304,7 @@ async def test_a_database_locked_by_another_writer_is_a_clear_error_that_loses_n
         other.close()
     stored = await saver.aput(tup.config, checkpoint, tup.metadata, {})
     assert (await saver.aget_tuple(stored)).checkpoint["id"] == checkpoint["id"]
-    await saver._lane.close()
+    await saver._lane.kept.close()
     assert engine.sync_engine.pool.checkedout() == 0
     await engine.dispose()
 
@@ -316,12 +316,12 @@ def test_a_later_event_loop_keeps_checkouts_once_the_first_has_ended(tmp_path: P
     async def first() -> None:
         await saver.asetup()
         await _run(saver, "a")
-        await saver._lane.close()  # nothing kept when this loop ends
+        await saver._lane.kept.close()  # nothing kept when this loop ends
 
     async def second() -> int:
         await _run(saver, "b")
-        kept = len(saver._lane._idle)
-        await saver._lane.close()
+        kept = len(saver._lane.kept._idle)
+        await saver._lane.kept.close()
         return kept
 
     asyncio.run(first())
@@ -343,7 +343,7 @@ def test_a_forked_child_forgets_the_parents_checkouts(tmp_path: Path) -> None:
         await _run(saver, "a")
 
     asyncio.run(parent())
-    assert saver._lane is not None and saver._lane._idle  # kept when the loop ended
+    assert saver._lane is not None and saver._lane.kept._idle  # kept when the loop ended
     pid = os.fork()
     if pid == 0:  # the child
         code = 1
@@ -368,5 +368,40 @@ def test_a_forked_child_forgets_the_parents_checkouts(tmp_path: Path) -> None:
             pytest.fail("the child hung on the parent's connections")
         time.sleep(0.05)
     assert os.waitstatus_to_exitcode(status) == 0
-    asyncio.run(saver._lane.close())
+    asyncio.run(saver._lane.kept.close())
     asyncio.run(engine.dispose())
+
+
+@pytest.mark.parametrize("setting", ["checkout listener", "pre-ping"])
+async def test_a_pool_that_acts_at_every_checkout_gets_every_operation_back(
+        tmp_path: Path, setting: str) -> None:
+    """The application asked for something at every checkout (a listener, a ping):
+    no checkout is kept, so it happens for every operation of the saver too."""
+    engine = _engine(tmp_path / "app.db", pool_pre_ping=setting == "pre-ping")
+    seen: list[object] = []
+    if setting == "checkout listener":
+        sa.event.listen(engine.sync_engine, "checkout", lambda *a: seen.append(a))
+    saver = AsyncSQLAlchemySaver(engine)
+    await saver.asetup()
+    await _run(saver)
+    assert saver._lane is not None and saver._lane.kept._idle == []
+    assert engine.sync_engine.pool.checkedout() == 0
+    if setting == "checkout listener":
+        assert len(seen) >= 10  # every operation checked out on its own
+    await engine.dispose()
+
+
+async def test_a_kept_checkout_past_the_pools_recycle_age_goes_back(tmp_path: Path) -> None:
+    engine = _engine(tmp_path / "app.db", pool_recycle=0.3)
+    saver = AsyncSQLAlchemySaver(engine)
+    await saver.asetup()
+    await _run(saver)
+    assert saver._lane is not None
+    old = [c for c, _ in saver._lane.kept._idle]
+    assert old
+    await asyncio.sleep(0.5)  # within HOLD_IDLE, past pool_recycle
+    await saver.aget_tuple(CFG)
+    now = [c for c, _ in saver._lane.kept._idle]
+    assert now and not set(map(id, now)) & set(map(id, old))
+    await saver._lane.kept.close()
+    await engine.dispose()

@@ -32,7 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.util import greenlet_spawn
 
 from relaygraph.checkpointers import _schema as S
-from relaygraph.checkpointers._aiolite import AiosqliteLane, lend
+from relaygraph.checkpointers._aiokept import lend
+from relaygraph.checkpointers._aiolite import AiosqliteLane
 from relaygraph.checkpointers._base import (
     CONFLICT,
     After,
@@ -433,6 +434,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         elif held is not None and held.usable():
             result = await self._on_held(lambda c: _drive(c, op, afters, self._direct), held)
         elif self._switched is not None and self._reader is self._switched:
+            # a checkout per operation: the caller's pool keeps its own (its events run,
+            # and nothing is left checked out when the application disposes of it)
             assert self._direct is not None
             checkout = await AutocommitCheckout.open(self.engine, self._direct)
             try:

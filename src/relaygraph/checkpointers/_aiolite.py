@@ -23,14 +23,13 @@ way, statement by statement.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import threading
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
+from relaygraph.checkpointers._aiokept import KeptForLoop, lend
 from relaygraph.checkpointers._direct import DirectWriter, LiteConnection
 from relaygraph.checkpointers._protocol import After
 from relaygraph.checkpointers._sync import Escalate, _drive, _exec
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T")
-H = TypeVar("H")
 
 
 class _Checkout:
@@ -87,21 +85,8 @@ class AiosqliteLane:
         self.direct = DirectWriter(engine.dialect)
         # the saver's writers, on whichever connections' threads they run, one at a time
         self.write_lock = threading.Lock()
-        # Checkouts kept between operations: a checkout and return of the caller's pool
-        # cost ~0.26 ms (greenlet hops, and the rollback of its reset on return, one more
-        # trip to aiosqlite's thread). Two, for a put and a task's writes under way at
-        # once. Only the loop that took them uses them; they go back to the pool after
-        # HOLD_IDLE seconds without an operation.
-        self._idle: list[tuple[AsyncConnection, Any]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._last = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._closing: set[asyncio.Task[None]] = set()
-        self._pid = os.getpid()
-        self.keep = _keep(engine)
-        pool: Any = engine.sync_engine.pool
-        overflow = getattr(pool, "_max_overflow", -1)
-        self._capacity = pool.size() + overflow if self.keep and overflow >= 0 else None
+        # up to two checkouts kept between operations (see ``KeptForLoop``)
+        self.kept = _LaneCheckouts(engine)
 
     @staticmethod
     def suits(engine: AsyncEngine) -> bool:
@@ -136,7 +121,7 @@ class AiosqliteLane:
                 await aio._execute(self._finish, aio, ok, restore)
             return result
 
-        return await lend(self, work)
+        return await lend(self.kept, work)
 
     async def execute(self, msg: Any) -> Any:
         """One statement of a streaming read."""
@@ -147,7 +132,7 @@ class AiosqliteLane:
             done, value = await self._call(conn, checkout, aio, self._statement, msg)
             return value if done else await aexec(conn, msg, None)
 
-        return await lend(self, work)
+        return await lend(self.kept, work)
 
     @staticmethod
     def _parts(held: tuple[AsyncConnection, Any]) -> tuple[AsyncConnection, Any, _Checkout]:
@@ -164,83 +149,6 @@ class AiosqliteLane:
         finally:
             if checkout.invalidated is not None:
                 await conn.invalidate(checkout.invalidated)
-
-    # -- the kept checkout ----------------------------------------------------------------
-
-    async def acquire(self) -> tuple[AsyncConnection, Any]:
-        loop = self._owner()
-        while self._idle and self._loop is loop:
-            idle = self._idle.pop()
-            if idle[1]._pool is self.sync_engine.pool:
-                return idle
-            await self._give_back(*idle)  # from before the engine was disposed
-        conn = await self.engine.connect()
-        try:
-            return conn, await conn.get_raw_connection()
-        except BaseException:
-            await conn.close()
-            raise
-
-    async def release(self, held: tuple[AsyncConnection, Any], reusable: bool) -> None:
-        conn, fairy = held
-        loop = self._owner()
-        if (reusable and len(self._idle) < self.keep and not conn.invalidated
-                and not conn.in_transaction() and self._loop in (None, loop)
-                and self._spare()):
-            self._idle.append((conn, fairy))
-            self._loop, self._last = loop, loop.time()
-            if self._timer is None:
-                self._timer = loop.call_later(HOLD_IDLE, self._reap)
-            return
-        await conn.close()
-
-    def _owner(self) -> asyncio.AbstractEventLoop:
-        """The running loop, which takes the kept checkouts over when the loop that kept
-        them has ended (``asyncio.run`` once more: aiosqlite's thread serves any loop).
-        In a forked child the parent's are forgotten, unused: their threads are not in
-        this process."""
-        loop = asyncio.get_running_loop()
-        if self._pid != os.getpid():
-            self._idle, self._loop, self._timer, self._pid = [], None, None, os.getpid()
-        elif self._loop is not None and self._loop is not loop and self._loop.is_closed():
-            self._loop, self._timer = loop, None
-        return loop
-
-    def _spare(self) -> bool:
-        """Whether the pool has another connection to lend: none is kept while an
-        operation may be waiting for one (it gets the one given back)."""
-        pool: Any = self.sync_engine.pool
-        return self._capacity is None or pool.checkedout() < self._capacity
-
-    def _reap(self) -> None:
-        """Give the kept checkouts back once they sat HOLD_IDLE seconds unused."""
-        self._timer = None
-        loop = self._loop
-        if not self._idle or loop is None:
-            return
-        wait = self._last + HOLD_IDLE - loop.time()
-        if wait > 0:
-            self._timer = loop.call_later(wait, self._reap)
-            return
-        task = loop.create_task(self.close())
-        self._closing.add(task)  # (a task with no reference may be collected unfinished)
-        task.add_done_callback(self._closing.discard)
-
-    async def close(self) -> None:
-        """Give the kept checkouts back to the pool now (from their loop)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        idle, self._idle = self._idle, []
-        for held in idle:
-            await self._give_back(*held)
-
-    async def _give_back(self, conn: AsyncConnection, fairy: Any) -> None:
-        if fairy._pool is not self.sync_engine.pool:
-            # the application disposed of its engine meanwhile: the pool this came from
-            # is closed, so is the connection
-            await conn.invalidate()
-        await conn.close()
 
     # -- on aiosqlite's thread ------------------------------------------------------------
 
@@ -302,47 +210,27 @@ class AiosqliteLane:
         return True, result, None
 
 
-class Lender(Protocol[H]):
-    """Connections lent to one operation at a time (``AiosqliteLane``,
-    ``_aio.HeldConnections``)."""
+class _LaneCheckouts(KeptForLoop["tuple[AsyncConnection, Any]"]):
+    """The lane's checkouts: an ``AsyncConnection`` of the caller's engine and its pool
+    checkout (whose driver connection is the aiosqlite one)."""
 
-    async def acquire(self) -> H: ...
+    async def open(self) -> tuple[AsyncConnection, Any]:
+        conn = await self.engine.connect()
+        try:
+            return conn, await conn.get_raw_connection()
+        except BaseException:
+            await conn.close()
+            raise
 
-    async def release(self, held: H, reusable: bool) -> None: ...
+    def fairy(self, held: tuple[AsyncConnection, Any]) -> Any:
+        return held[1]
 
+    def fit(self, held: tuple[AsyncConnection, Any]) -> bool:
+        conn = held[0]
+        return not conn.invalidated and not conn.in_transaction()
 
-async def lend(pool: Lender[H], work: Callable[[H], Awaitable[T]]) -> T:
-    """``work`` on a connection of ``pool``, which gets it back reusable unless a
-    database error (or a cancellation) may have left it in another state; the operation's
-    own errors (a corrupt row, a refused id) leave it as it was."""
-    held = await pool.acquire()
-    reusable = False
-    try:
-        result = await work(held)
-        reusable = True
-        return result
-    except Exception as exc:
-        reusable = not isinstance(exc, sa.exc.DBAPIError)
-        raise
-    finally:
-        await pool.release(held, reusable)
-
-
-#: seconds the lane's checkouts stay out of the pool after its last operation
-HOLD_IDLE = 1.0
-
-
-def _keep(engine: AsyncEngine) -> int:
-    """How many checkouts the pool can spare between operations: two at most, and one
-    fewer than the pool holds (as ``_kept.KeptCheckouts``); none from a ``NullPool`` (the
-    application wants none kept) or a single shared connection."""
-    pool = engine.sync_engine.pool
-    size = getattr(pool, "size", None)
-    if not callable(size) or not hasattr(pool, "_max_overflow"):
-        return 0
-    overflow = pool._max_overflow  # -1: no limit
-    if overflow < 0:
-        return 2
-    return max(0, min(2, size() + overflow - 1))
-
-
+    async def give_back(self, held: tuple[AsyncConnection, Any], *,
+                        invalidate: bool = False) -> None:
+        if invalidate:
+            await held[0].invalidate()
+        await held[0].close()
