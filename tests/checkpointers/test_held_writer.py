@@ -31,6 +31,20 @@ def _run(saver, thread: str = "t", steps: int = 3) -> dict:
                     {"configurable": {"thread_id": thread}})
 
 
+def _count_checkouts(engine: sa.Engine) -> list[object]:
+    """The saver's checkouts of ``engine``'s pool, counted without a pool listener (with
+    one the saver keeps no connection: see the test below)."""
+    seen: list[object] = []
+    real = engine.raw_connection
+
+    def counted() -> Any:
+        seen.append(1)
+        return real()
+
+    engine.raw_connection = counted  # type: ignore[method-assign]
+    return seen
+
+
 @pytest.fixture
 def quick_idle(monkeypatch):
     monkeypatch.setattr(_sync, "HOLD_IDLE", 0.2)
@@ -202,8 +216,7 @@ def test_get_tuple_reads_on_the_kept_connection_unless_a_write_holds_it(
     out = _run(saver, "a")
     assert saver._writer is not None and saver._writer._conn is not None
     kept = saver._writer._conn
-    checkouts: list[object] = []
-    sa.event.listen(engine, "checkout", lambda *a: checkouts.append(a))
+    checkouts = _count_checkouts(engine)
     cfg = {"configurable": {"thread_id": "a"}}
     tup = saver.get_tuple(cfg)
     assert tup is not None and tup.checkpoint["channel_values"]["count"] == out["count"]
@@ -230,10 +243,29 @@ async def test_async_get_tuple_reads_on_the_workers_kept_connection(tmp_path: Pa
     async with _async_saver_after_a_run(tmp_path / "a.db") as (s, out):
         kept = s._worker.writer._conn
         assert kept is not None
-        checkouts: list[object] = []
-        sa.event.listen(s._worker.engine, "checkout", lambda *a: checkouts.append(a))
+        checkouts = _count_checkouts(s._worker.engine)
         tup = await s.aget_tuple({"configurable": {"thread_id": "w"}})
         assert tup is not None and tup.checkpoint["channel_values"]["count"] == out["count"]
         assert checkouts == [] and s._worker.writer._conn is kept
         assert [t async for t in s.alist({"configurable": {"thread_id": "w"}})]
         assert len(checkouts) >= 1  # list() reads on the pool
+
+
+@pytest.mark.parametrize("setting", ["checkout listener", "reset listener", "pre-ping"])
+def test_nothing_is_kept_from_a_pool_that_acts_at_every_checkout(tmp_path: Path,
+                                                                setting: str) -> None:
+    """The application asked for something at every checkout or return: the saver's
+    writes check out and return their connection each time, so it happens for them too."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}",
+                              pool_pre_ping=setting == "pre-ping")
+    seen: list[object] = []
+    if setting != "pre-ping":
+        sa.event.listen(engine, setting.split()[0], lambda *a: seen.append(a))
+    saver = SQLAlchemySaver(engine)
+    saver.setup()
+    _run(saver, "a")
+    assert saver._writer is not None and saver._writer._conn is None
+    assert engine.pool.checkedout() == 0
+    if setting != "pre-ping":
+        assert len(seen) >= 10
+    engine.dispose()

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import sqlalchemy as sa
 
+from relaygraph.checkpointers._urls import acts_per_checkout
+
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -142,8 +144,7 @@ class KeptForLoop(Generic[H]):
 
     def _spare(self) -> bool:
         pool: Any = self.sync_engine.pool
-        if pool._pre_ping or pool.dispatch.checkout or pool.dispatch.checkin or (
-                pool.dispatch.reset):
+        if acts_per_checkout(pool):
             return False
         return self._capacity is None or pool.checkedout() < self._capacity
 

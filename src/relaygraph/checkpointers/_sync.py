@@ -61,6 +61,7 @@ from relaygraph.checkpointers._retry import (
 from relaygraph.checkpointers._stop import note_failed_save, trouble_begins, trouble_ends
 from relaygraph.checkpointers._urls import (
     DEFAULT_MAX_CONNECTIONS,
+    acts_per_checkout,
     autocommit_kwargs,
     engine_kwargs,
     engine_views,
@@ -619,7 +620,8 @@ class HeldWriter:
     SQLite files) of two connections or more are kept: a ``NullPool`` means the
     application wants none kept, a single-connection pool (``:memory:``) is shared with
     the application, and a pool of one would leave none for the saver's reads and the
-    application's own work.
+    application's own work. None is kept from a pool with ``checkout``, ``checkin`` or
+    ``reset`` listeners or ``pool_pre_ping`` (see ``acts_per_checkout``).
     """
 
     __slots__ = ("_conn", "_lock", "_pid", "_engine", "_direct", "last", "__weakref__")
@@ -650,7 +652,7 @@ class HeldWriter:
 
     def keep(self, conn: LiteConnection) -> bool:
         """Keep ``conn`` for the next write (under the write lock), if it can be."""
-        if conn.has_connection():
+        if conn.has_connection() or acts_per_checkout(self._engine.pool):
             return False
         self._conn = conn
         self.last = time.monotonic()

@@ -226,3 +226,11 @@ def switch_to_wal(cur: Any) -> None:
                 if "locked" not in str(exc) or attempt >= WAL_SWITCH_TRIES:
                     raise
                 time.sleep(0.05)
+
+
+def acts_per_checkout(pool: Any) -> bool:
+    """Whether the application asked its pool to do something at every checkout or
+    return (``checkout``, ``checkin`` or ``reset`` listeners, ``pool_pre_ping``): a
+    connection the saver kept between its operations would skip it, so none is kept."""
+    d = pool.dispatch
+    return bool(getattr(pool, "_pre_ping", False) or d.checkout or d.checkin or d.reset)
