@@ -269,3 +269,28 @@ def test_nothing_is_kept_from_a_pool_that_acts_at_every_checkout(tmp_path: Path,
     if setting != "pre-ping":
         assert len(seen) >= 10
     engine.dispose()
+
+
+def test_a_listener_added_later_applies_from_the_next_connection(tmp_path: Path) -> None:
+    """Whether the pool acts at every checkout is asked when a connection is first kept:
+    a listener the application adds while the writer keeps one applies once that one
+    has gone back (after a pause in the writes)."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    saver = SQLAlchemySaver(engine)
+    saver.setup()
+    _run(saver, "a")
+    assert saver._writer is not None and saver._writer._conn is not None
+    seen: list[object] = []
+
+    def on_checkout(*a: Any) -> None:
+        seen.append(a)
+
+    sa.event.listen(engine, "checkout", on_checkout)
+    saver._writer.release()  # the pause
+    _run(saver, "b")
+    assert saver._writer._conn is None and len(seen) >= 5
+    sa.event.remove(engine, "checkout", on_checkout)
+    _run(saver, "c")
+    assert saver._writer._conn is not None
+    saver._writer.release()
+    engine.dispose()

@@ -621,10 +621,13 @@ class HeldWriter:
     application wants none kept, a single-connection pool (``:memory:``) is shared with
     the application, and a pool of one would leave none for the saver's reads and the
     application's own work. None is kept from a pool with ``checkout``, ``checkin`` or
-    ``reset`` listeners or ``pool_pre_ping`` (see ``acts_per_checkout``).
+    ``reset`` listeners or ``pool_pre_ping`` (see ``acts_per_checkout``), asked when a
+    connection is first kept: a listener added while the writer keeps one applies from
+    the next connection it takes (after a pause in the writes, or a failure).
     """
 
-    __slots__ = ("_conn", "_lock", "_pid", "_engine", "_direct", "last", "__weakref__")
+    __slots__ = ("_checked", "_conn", "_lock", "_pid", "_engine", "_direct", "last",
+                 "__weakref__")
 
     def __init__(self, engine: sa.Engine, direct: DirectWriter,
                  write_lock: threading.Lock) -> None:
@@ -633,6 +636,7 @@ class HeldWriter:
         self._lock = write_lock
         self._conn: LiteConnection | None = None
         self._pid = os.getpid()
+        self._checked: LiteConnection | None = None
         self.last = 0.0
 
     @staticmethod
@@ -652,15 +656,19 @@ class HeldWriter:
 
     def keep(self, conn: LiteConnection) -> bool:
         """Keep ``conn`` for the next write (under the write lock), if it can be."""
-        if conn.has_connection() or acts_per_checkout(self._engine.pool):
+        if conn.has_connection():
             return False
+        if conn is not self._checked:  # asked once per connection it keeps
+            if acts_per_checkout(self._engine.pool):
+                return False
+            self._checked = conn
         self._conn = conn
         self.last = time.monotonic()
         _reaper.watch(self)
         return True
 
     def drop(self) -> None:
-        self._conn = None
+        self._conn = self._checked = None
 
     def release(self, *, idle: float | None = None) -> None:
         """Give the kept connection back to the pool (after ``idle`` seconds without a
@@ -673,7 +681,7 @@ class HeldWriter:
             conn = self._conn
             if conn is None or (idle is not None and time.monotonic() - self.last < idle):
                 return
-            self._conn = None
+            self._conn = self._checked = None
             if self._pid == os.getpid():
                 conn.close()
         finally:
