@@ -5,9 +5,11 @@
 
 The workload of ``bench_checkpointers.py`` (bench/_workload.py) under ``ainvoke``:
 steps/s over many short threads (30 threads x 6 steps) and on one thread growing to 300
-steps, each saver from its ``from_conn_string`` on a fresh database. Medians over
-repeats, round-robin across the savers, each measurement after a full garbage
-collection (as in ``bench_checkpointers.py``).
+steps, each saver from its ``from_conn_string`` (relaygraph's also on an application's
+own ``create_async_engine(url)``: "relaygraph engine") on a fresh database. Medians over
+repeats, round-robin across the savers, each measurement after a 3-step warm-up thread
+(connections opened, statements compiled) and a full garbage collection (as in
+``bench_checkpointers.py``).
 """
 
 from __future__ import annotations
@@ -84,10 +86,18 @@ async def atimed(fn: Callable[[], Awaitable[Any]]) -> float:
     return time.perf_counter() - t
 
 
+async def warm_up(g: Any) -> None:
+    """One 3-step thread before timing: connections opened, statements compiled (as the
+    sync benchmark's matrix does), for every saver alike."""
+    await g.ainvoke({"messages": [HumanMessage("warm", id="warm")], "count": 0, "target": 3},
+                    {"configurable": {"thread_id": "warm-up"}})
+
+
 async def short_once(name: str, kind: str, tmp: Path) -> float:
     with fresh_db(kind, tmp) as db:
         async with make_saver(name, db) as saver:
             g = build().compile(checkpointer=saver)
+            await warm_up(g)
 
             async def short() -> None:
                 for i in range(SHORT_THREADS):
@@ -104,6 +114,7 @@ async def long_once(name: str, kind: str, tmp: Path) -> float:
     with fresh_db(kind, tmp) as db:
         async with make_saver(name, db) as saver:
             g = build().compile(checkpointer=saver)
+            await warm_up(g)
             cfg = {"configurable": {"thread_id": "long"}, "recursion_limit": 10_000}
 
             async def long() -> None:
