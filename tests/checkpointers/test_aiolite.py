@@ -277,6 +277,22 @@ def test_in_memory_databases_keep_the_aiosqlite_path() -> None:
     assert AsyncSQLAlchemySaver(create_async_engine("sqlite+aiosqlite://"))._lane is None
 
 
+async def test_a_pool_sharing_one_connection_keeps_the_aiosqlite_path(tmp_path: Path) -> None:
+    """A ``StaticPool`` lends its one connection to every checkout at once, so an
+    operation handed over to SQLAlchemy could have another's trip run inside its
+    transaction: such an engine goes statement by statement, under the saver's lock."""
+    engine = _engine(tmp_path / "app.db", poolclass=sa.pool.StaticPool)
+    saver = AsyncSQLAlchemySaver(engine)
+    assert saver._lane is None
+    await saver.asetup()
+    outs = await asyncio.gather(*(_run(saver, f"t{i}") for i in range(4)))
+    for i, out in enumerate(outs):
+        tup = await saver.aget_tuple({"configurable": {"thread_id": f"t{i}"}})
+        assert tup.checkpoint["channel_values"]["messages"] == out["messages"]
+    assert AsyncSQLAlchemySaver(_engine(tmp_path / "b.db", poolclass=sa.pool.NullPool))._lane
+    await engine.dispose()
+
+
 async def test_a_database_locked_by_another_writer_is_a_clear_error_that_loses_nothing(
         tmp_path: Path) -> None:
     """Another process's writer holds SQLite's write lock for longer than the caller's

@@ -94,6 +94,10 @@ class AiosqliteLane:
         if (d.name, d.driver) != ("sqlite", "aiosqlite") or not is_sqlite_file(
                 engine.sync_engine.url):
             return False
+        # each checkout its own connection: a pool that shares one (StaticPool) could
+        # run another operation's trip inside an operation handed over to SQLAlchemy
+        if not isinstance(engine.sync_engine.pool, sa.pool.QueuePool | sa.pool.NullPool):
+            return False
         import aiosqlite
 
         return (callable(getattr(aiosqlite.Connection, "_execute", None))
