@@ -311,10 +311,14 @@ async def test_a_database_locked_by_another_writer_is_a_clear_error_that_loses_n
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     checkpoint = {**tup.checkpoint, "id": "1f1f1f1f-0000-6000-8000-000000000001"}
+    assert saver._lane is not None
+    before = [fairy.driver_connection for _, fairy in saver._lane.kept._idle]
     try:
         with pytest.raises(DatabaseTimeoutError, match="lock"):
             await saver.aput(tup.config, checkpoint, tup.metadata, {})
-        assert saver._lane is not None and not saver._lane.write_lock.locked()
+        assert not saver._lane.write_lock.locked()
+        # the connection the put failed on was closed, not handed back as it was
+        assert any(c._connection is None for c in before)
     finally:
         other.execute("ROLLBACK")
         other.close()

@@ -51,7 +51,8 @@ class KeptForLoop(Generic[H]):
     - only in the state the pool would have handed them out in (see ``fit``), and no
       older than the pool's ``pool_recycle``.
     They go back to the pool after ``HOLD_IDLE`` seconds without an operation (a timer on
-    the loop that kept them), on ``close()``, and after any database error. Only the
+    the loop that kept them) and on ``close()``; one an operation failed on with a
+    database error, or was cancelled on, is closed instead. Only the
     loop that kept them uses them; a later loop takes them over once that one has ended
     (``asyncio.run`` once more), and a forked child forgets its parent's unused. After
     the application disposed of its engine, those of the old pool are closed.
@@ -116,6 +117,12 @@ class KeptForLoop(Generic[H]):
             self._loop, self._last = loop, loop.time()
             if self._timer is None:
                 self._timer = loop.call_later(HOLD_IDLE, self._reap)
+            return
+        if not reusable:
+            # a database error or a cancellation mid-operation (the trip may still be
+            # running, a transaction left open, the caller's level not put back): the
+            # connection is closed rather than handed to the application as it is
+            await self.give_back(held, invalidate=True)
             return
         await self._back(held)
 
