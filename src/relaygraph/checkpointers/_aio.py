@@ -133,6 +133,17 @@ class AutocommitCheckout:
                 raise direct._wrap("SET autocommit", exc, direct._broken(raw, exc)) from exc
         return cls(engine, fairy, was)
 
+    @classmethod
+    @asynccontextmanager
+    async def lent(cls, engine: AsyncEngine,
+                   direct: DirectWriter) -> AsyncIterator[AutocommitCheckout]:
+        """A checkout for one operation, handed back after it."""
+        checkout = await cls.open(engine, direct)
+        try:
+            yield checkout
+        finally:
+            await checkout.close()
+
     async def get_raw_connection(self) -> Any:
         return self.fairy
 
@@ -437,11 +448,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
             # a checkout per operation: the caller's pool keeps its own (its events run,
             # and nothing is left checked out when the application disposes of it)
             assert self._direct is not None
-            checkout = await AutocommitCheckout.open(self.engine, self._direct)
-            try:
+            async with AutocommitCheckout.lent(self.engine, self._direct) as checkout:
                 result = await _drive(checkout, op, afters, self._direct)  # type: ignore[arg-type]
-            finally:
-                await checkout.close()
         else:
             async with self._reader.connect() as conn:
                 result = await _drive(conn, op, afters, self._direct)
@@ -481,11 +489,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
             return await self._on_held(functools.partial(_exec, msg=msg, direct=self._direct))
         if self._switched is not None and self._reader is self._switched:
             assert self._direct is not None
-            checkout = await AutocommitCheckout.open(self.engine, self._direct)
-            try:
+            async with AutocommitCheckout.lent(self.engine, self._direct) as checkout:
                 return await _exec(checkout, msg, self._direct)  # type: ignore[arg-type]
-            finally:
-                await checkout.close()
         async with self._reader.connect() as conn:
             return await _exec(conn, msg, self._direct)
 

@@ -122,7 +122,7 @@ class AiosqliteLane:
             finally:
                 if conn.in_transaction():  # SQLAlchemy's bookkeeping of the same
                     await (conn.commit() if ok else conn.rollback())
-                await aio._execute(self._finish, aio, ok, restore)
+                await self._call(conn, checkout, aio, self._finish, ok, restore)
             return result
 
         return await lend(self.kept, work)
@@ -160,20 +160,17 @@ class AiosqliteLane:
         checkout.dbapi_connection = aio._conn
         return _TripConnection(self.sync_engine, self.direct, connection=checkout)  # type: ignore[arg-type]
 
-    def _finish(self, aio: Any, commit: bool, restore: str | None) -> None:
-        """After a hand-over: the transaction the trip began ended, the caller's
-        ``synchronous`` level put back."""
-        raw = aio._conn
+    def _finish(self, aio: Any, checkout: _Checkout, commit: bool,
+                restore: str | None) -> None:
+        """After a hand-over: the transaction the trip began committed (or rolled back)
+        and the caller's ``synchronous`` level put back, as ``LiteConnection`` does."""
+        conn = self._connection(aio, checkout)
+        conn.take_back(restore)
         try:
-            if raw.in_transaction:
-                if commit:
-                    raw.commit()
-                else:
-                    raw.rollback()
-            if restore:
-                raw.execute(f"PRAGMA synchronous={restore}").close()
-        except self.direct._error_base as exc:
-            raise self.direct._wrap("COMMIT" if commit else "ROLLBACK", exc, False) from exc
+            if commit:
+                conn.commit()
+        finally:
+            conn.close()  # rolls back what did not commit, restores the level
 
     def _statement(self, aio: Any, checkout: _Checkout, msg: Any) -> tuple[bool, Any]:
         conn = self._connection(aio, checkout)

@@ -409,6 +409,11 @@ class LiteConnection:
         restore, self._restore = self._restore, None
         return restore
 
+    def take_back(self, restore: str | None) -> None:
+        """The inverse of :meth:`handed_over`, on the connection that ends the
+        transaction: ``close`` restores ``restore``."""
+        self._restore = restore
+
     def has_connection(self) -> bool:
         """Whether a ``Connection`` was built over the checkout (see ``execute``)."""
         return self._full is not None
