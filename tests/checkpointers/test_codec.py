@@ -6,6 +6,7 @@ import zlib
 
 import ormsgpack
 import pytest
+import zstandard
 from langchain_core.messages import (
     AIMessage,
     ChatMessage,
@@ -25,7 +26,7 @@ from relaygraph.checkpointers import (
     default_serde,
 )
 from relaygraph.checkpointers._codec import _decompress, dump, load, pack, unpack
-from relaygraph.checkpointers._zdict import ZDICT_V1
+from relaygraph.checkpointers._zdict import ZDICT_V1, ZDICT_ZS_V1, ZDICT_ZS_V2
 
 MESSAGES = [
     HumanMessage("plain text", id="h1"),
@@ -120,7 +121,7 @@ def test_values_are_compressed_with_zstd_and_read_back() -> None:
     serde = default_serde()
     value = [HumanMessage("the same words again " * 40, id=str(i)) for i in range(5)]
     type_, blob = dump(serde, value, compress=True)
-    assert type_.endswith("|zs") and len(blob) < len(serde.dumps_typed(value)[1]) // 4
+    assert type_.endswith("|zf") and len(blob) < len(serde.dumps_typed(value)[1]) // 4
     assert load(serde, type_, blob) == value
     t, b = pack({"k": [0, "msgpack", b"x" * 500]}, compress=True)
     assert unpack(t, b, "frame", "th") == {"k": [0, "msgpack", b"x" * 500]}
@@ -128,7 +129,7 @@ def test_values_are_compressed_with_zstd_and_read_back() -> None:
     big = [HumanMessage(f"message {i} " + "lorem ipsum dolor " * 30, id=str(i))
            for i in range(60)]
     type_, blob = dump(serde, big, compress=True)
-    assert len(serde.dumps_typed(big)[1]) > 16_384 and type_.endswith("|zs")
+    assert len(serde.dumps_typed(big)[1]) > 16_384 and type_.endswith("|zf")
     assert load(serde, type_, blob) == big
     # small values are stored as they are
     assert dump(serde, "short", compress=True)[0] == "msgpack"
@@ -139,6 +140,42 @@ def test_rows_written_with_zlib_stay_readable() -> None:
     co = zlib.compressobj(6, zdict=ZDICT_V1)
     assert _decompress("rg1|zd", co.compress(raw) + co.flush()) == ("rg1", raw)
     assert _decompress("rg1|z", zlib.compress(raw)) == ("rg1", raw)
+
+
+def _fixed(dict_data: bytes, dict_type: int) -> zstandard.ZstdCompressor:
+    d = zstandard.ZstdCompressionDict(dict_data, dict_type=dict_type)
+    return zstandard.ZstdCompressor(dict_data=d, write_content_size=True, write_dict_id=False)
+
+
+def test_rows_written_with_the_raw_content_dictionary_stay_readable() -> None:
+    """``|zs`` rows (earlier versions): the same content without entropy tables."""
+    raw = ormsgpack.packb({"messages": ["the same words again " * 10]})
+    old = _fixed(ZDICT_ZS_V1, zstandard.DICT_TYPE_RAWCONTENT).compress(raw)
+    assert _decompress("rg1|zs", old) == ("rg1", raw)
+    # the two dictionaries are not interchangeable: each tag reads with its own
+    new = dump(default_serde(), ["the same words again " * 10], compress=True)
+    assert new[0] == "msgpack|zf"
+    with pytest.raises(zstandard.ZstdError):
+        _decompress("msgpack|zs", new[1])
+
+
+def test_the_fixed_dictionary_carries_entropy_tables_that_small_rows_use() -> None:
+    d = zstandard.ZstdCompressionDict(ZDICT_ZS_V2, dict_type=zstandard.DICT_TYPE_FULLDICT)
+    assert d.dict_id() != 0 and ZDICT_ZS_V2.endswith(ZDICT_ZS_V1)
+    assert ZDICT_ZS_V2[:4] == b"\x37\xa4\x30\xec"  # zstd's dictionary magic
+    # a step's rows: a few messages LangGraph serialized, none of them in the dictionary
+    serde = default_serde()
+    rows = [[
+        AIMessage(f"Reviewed case {i}: the invoice total of {i * 37} was charged twice; "
+                  f"refund issued to card ending {1000 + i}.", id=f"run-{i:04x}",
+                  tool_calls=[{"name": "refund", "args": {"case": i}, "id": f"call_{i}"}]),
+        ToolMessage(f"refund #{i} queued", tool_call_id=f"call_{i}", id=f"t{i}")]
+        for i in range(40)]
+    with_tables = sum(len(dump(serde, r, compress=True)[1]) for r in rows)
+    raw_content = _fixed(ZDICT_ZS_V1, zstandard.DICT_TYPE_RAWCONTENT)
+    without = sum(len(raw_content.compress(serde.dumps_typed(r)[1])) for r in rows)
+    # each row starts from the dictionary's tables instead of writing its own
+    assert with_tables < without * 0.95, (with_tables, without)
 
 
 def test_a_corrupt_compressed_frame_is_a_clear_error(tmp_path) -> None:

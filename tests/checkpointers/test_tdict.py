@@ -79,7 +79,7 @@ async def test_a_long_thread_compresses_with_its_own_dictionary(any_saver, backe
         for kind in ("checkpoints", "frames", "writes"):
             assert any(t.endswith(TAG) for t in types[kind]), (kind, types[kind])
         # the rows before the dictionary existed keep the fixed one
-        assert any(t.endswith("|zs") for t in types["checkpoints"])
+        assert any(t.endswith("|zf") for t in types["checkpoints"])
         assert await _ahist(g, cfg) == _hist(ref, cfg)
         fresh = chat_graph(40).compile(checkpointer=SQLAlchemySaver(engine))
         assert _hist(fresh, cfg) == _hist(ref, cfg)

@@ -41,7 +41,13 @@ from relaygraph.checkpointers._errors import CorruptCheckpointError
 from relaygraph.checkpointers._lru import Lru
 from relaygraph.checkpointers._refs import REFS, WriteCache
 from relaygraph.checkpointers._tdict import TAG, Pinned, Sampler, ThreadDict, frame_dict_id
-from relaygraph.checkpointers._zdict import LEVELS, SMALL_MAX, ZDICT_V1, ZDICT_ZS_V1
+from relaygraph.checkpointers._zdict import (
+    LEVELS,
+    SMALL_MAX,
+    ZDICT_V1,
+    ZDICT_ZS_V1,
+    ZDICT_ZS_V2,
+)
 
 FULL, DELTA, SEGMENT, EMPTY, SLICE = 0, 1, 2, 3, 4
 # 5 is ``_refs.REF`` (stored); a REF entry reads back as a delta of this kind, which a
@@ -49,7 +55,8 @@ FULL, DELTA, SEGMENT, EMPTY, SLICE = 0, 1, 2, 3, 4
 DELTA_OF_WRITES = 6
 _Z = "|z"  # zlib (read only: rows written by earlier versions)
 _ZD = "|zd"  # zlib with the preset dictionary ZDICT_V1 (read only, likewise)
-_ZS = "|zs"  # zstandard with ZDICT_ZS_V1 as a raw-content dictionary
+_ZS = "|zs"  # zstandard with ZDICT_ZS_V1 as a raw-content dictionary (read only, likewise)
+_ZF = "|zf"  # zstandard with ZDICT_ZS_V2, the same content with entropy tables
 FRAME = "rg1"
 FRAME_REFS = "rg1r"  # a frame part holding references to task writes (see ``_refs``)
 # Rows from 64 bytes are tried (and kept compressed when that saves an eighth): a step's
@@ -77,35 +84,40 @@ def _fits(raw: bytes, packed: bytes) -> bool:
         len(packed))
 
 
-def _zstd_dict(level: int) -> zstandard.ZstdCompressionDict:
-    d = zstandard.ZstdCompressionDict(ZDICT_ZS_V1, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-    d.precompute_compress(level=level)
+def _zstd_dict(level: int | None, data: bytes = ZDICT_ZS_V2) -> zstandard.ZstdCompressionDict:
+    d = zstandard.ZstdCompressionDict(data, dict_type=(
+        zstandard.DICT_TYPE_FULLDICT if data is ZDICT_ZS_V2 else zstandard.DICT_TYPE_RAWCONTENT))
+    if level is not None:
+        d.precompute_compress(level=level)
     return d
 
 
-_ZSTD_DICTS = (_zstd_dict(LEVELS[0]), _zstd_dict(LEVELS[1]))
+_ZSTD_DICTS = (_zstd_dict(LEVELS[0]), _zstd_dict(LEVELS[1]), _zstd_dict(None),
+               _zstd_dict(None, ZDICT_ZS_V1))
 # zstandard (de)compressors are not thread-safe, and making one costs far more than a
 # small row's compression (LangGraph runs puts on short-lived threads): a free list hands
 # each caller one at a time. list.pop/append are atomic, so no lock is needed.
-_FREE: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+_FREE: tuple[list[Any], ...] = ([], [], [], [])
+_DECOMPRESS = 2  # and 3: the dictionary of ``|zs`` rows
 
 
 def _make(which: int) -> Any:
-    if which == 2:
-        return zstandard.ZstdDecompressor(dict_data=_ZSTD_DICTS[0])
+    if which >= _DECOMPRESS:
+        return zstandard.ZstdDecompressor(dict_data=_ZSTD_DICTS[which])
     return zstandard.ZstdCompressor(dict_data=_ZSTD_DICTS[which], write_content_size=True,
                                     write_checksum=False, write_dict_id=False)
 
 
 def _zstd(which: int, fn: str, data: bytes) -> bytes:
-    """Run ``fn`` (compress/decompress) on a pooled (de)compressor: 0 fast, 1 strong, 2 de."""
+    """Run ``fn`` (compress/decompress) on a pooled (de)compressor: 0 fast, 1 strong, then
+    decompressors: 2 of ``|zf`` rows, 3 of ``|zs`` rows."""
     free = _FREE[which]
     try:
         z = free.pop()
     except IndexError:
         z = _make(which)
     try:
-        if which == 2:
+        if which >= _DECOMPRESS:
             return bounded_decompress(z, data)
         return getattr(z, fn)(data)  # type: ignore[no-any-return]
     finally:
@@ -174,14 +186,16 @@ def _compress(type_: str, data: bytes, compress: bool, z: Squeeze = None) -> tup
         if z is not None and not isinstance(z, ThreadDict):
             z.take(data, len(zs))
         if _fits(data, zs):
-            return type_ + _ZS, zs
+            return type_ + _ZF, zs
     return type_, data
 
 
 def _decompress(type_: str, data: bytes | None, dicts: Pinned | None = None,
                 thread_id: str = "") -> tuple[str, bytes]:
+    if type_.endswith(_ZF):
+        return type_[: -len(_ZF)], _zstd(2, "decompress", data or b"")
     if type_.endswith(_ZS):
-        return type_[: -len(_ZS)], _zstd(2, "decompress", data or b"")
+        return type_[: -len(_ZS)], _zstd(3, "decompress", data or b"")
     if type_.endswith(TAG):
         raw = data or b""
         dict_id = frame_dict_id(raw)

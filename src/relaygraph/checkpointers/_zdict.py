@@ -1,10 +1,12 @@
-"""A fixed preset dictionary for stored values (format tags ``|zs`` zstd, ``|zd`` zlib),
-and the zstd levels every row is compressed at.
+"""The fixed preset dictionaries for stored values (format tags ``|zf`` and ``|zs`` zstd,
+``|zd`` zlib), and the zstd levels every row is compressed at.
 
 The dictionary holds the msgpack framing LangGraph's serializer writes for LangChain messages and
 channel maps, so that small rows (one message, one step's writes) compress well. It is
 part of the storage format: never change these bytes; add a new tag instead.
 """
+
+import base64
 
 #: zstd levels, with the fixed dictionary and with a thread's alike: rows up to
 #: ``SMALL_MAX`` bytes (a step's rows) at the first, larger ones (segments, written every
@@ -88,3 +90,15 @@ _CHECKPOINT_FRAMING = (
 ZDICT_ZS_V1 = _CHECKPOINT_FRAMING + ZDICT_V1
 """The zstd dictionary (format tag ``|zs``): checkpoint framing, then ``ZDICT_V1``
 (zstd weighs the end of a raw dictionary most). Part of the storage format too."""
+
+_ENTROPY_V2 = base64.b64decode(
+    "N6Qw7L+IFSpIEKBDnA7DMKeCW+Jp+HcnE4fBgHmLBHQ1Erj2oVjAsGgnyUEkVXSV3XZa2fElqXbO"
+    "OfSPi5Nrhn5qIiK8OvsB1qDrE8aP9q0F0wEADBgXVYsy7QwAAARAwA0cIyozPxAJaaEwNAhhchwA"
+    "AAAAcBgAGAAMAKB2IAAAAADUiMoiAsLxAbJcJMeSGIVhKAYVlMwAAAAAAQAAAAQAAAAIAAAA"
+)
+
+ZDICT_ZS_V2 = _ENTROPY_V2 + ZDICT_ZS_V1
+"""The zstd dictionary rows are written with (format tag ``|zf``): ``ZDICT_ZS_V1``'s content
+behind zstd's dictionary header, whose literal and sequence tables a row starts from
+instead of building and storing its own (``bench/make_zdict.py`` says how they were made).
+Part of the storage format too."""
