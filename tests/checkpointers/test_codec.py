@@ -77,6 +77,20 @@ def test_fast_decoder_rebuilds_every_message_class_exactly() -> None:
                for x, y in zip(fast, again, strict=True))
 
 
+def test_messages_are_encoded_as_langgraph_encodes_them() -> None:
+    # the encoder writes LangChain's message classes itself: the very bytes LangGraph's
+    # serializer writes, nested values and subclasses (which take LangGraph's path) too
+    class Custom(AIMessage):
+        extra_field: str = "x"
+
+    reference = JsonPlusSerializer(pickle_fallback=False, allowed_msgpack_modules=None)
+    values = [MESSAGES, {"nested": [MESSAGES[0], {"deeper": MESSAGES[-1]}]},
+              Custom("sub", id="s1"), AIMessage("t", additional_kwargs={"when": (1, 2)})]
+    for value in values:
+        assert default_serde().dumps_typed(value) == reference.dumps_typed(value)
+    assert default_serde().loads_typed(default_serde().dumps_typed(MESSAGES)) == MESSAGES
+
+
 def _ext(module: str, name: str, kwargs: object) -> bytes:
     return ormsgpack.packb([ormsgpack.Ext(5, ormsgpack.packb([module, name, kwargs,
                                                               "model_validate_json"]))])

@@ -181,8 +181,25 @@ def _is_contract_class(cls: type) -> bool:
 _RAW = (bytes, bytearray)
 
 
+def _message_heads() -> dict[type, tuple[str, str]]:
+    """The message classes whose encoding ``_default`` writes itself: ``(module, name)``."""
+    return {cls: (cls.__module__, name) for name in _FAST_MESSAGES
+            if isinstance(cls := getattr(lc_messages, name), type)}
+
+
+_HEADS = _message_heads()
+_EXT = ormsgpack.Ext
+
+
 def _default(obj: Any) -> Any:
     cls = type(obj)
+    head = _HEADS.get(cls)
+    if head is not None:
+        # LangGraph's own encoding of a pydantic model (the same bytes), without asking
+        # its chain of checks which kind of object a LangChain message is
+        return _EXT(_EXT_PYDANTIC_V2, ormsgpack.packb(
+            (head[0], head[1], obj.model_dump(), "model_validate_json"),
+            default=_jsonplus._msgpack_default, option=_jsonplus._option))
     if _is_contract_class(cls):
         return ormsgpack.Ext(_EXT_PYDANTIC_V2, ormsgpack.packb(
             (cls.__module__, cls.__name__, obj.model_dump(), "model_validate_json",
