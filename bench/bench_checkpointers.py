@@ -7,6 +7,7 @@
     python bench/bench_checkpointers.py --startup  # import + setup() against the official savers
     python bench/bench_checkpointers.py --matrix --startup --quick   # smoke run
     python bench/bench_checkpointers.py --matrix --only sqlite --against ../base   # A/B
+    python bench/bench_checkpointers.py --matrix --cpus 0   # each process on one core
 
 (docs/performance.md explains --matrix and --startup and shows their results.)
 
@@ -313,6 +314,9 @@ def open_saver(saver: str, ctor: str, kind: str, db: dict[str, str]) -> Iterator
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """One saver in this (fresh) process: steps/s at each length, then the reads."""
+    if spec.get("cpus"):
+        # before any thread starts: LangGraph's executor threads inherit the mask
+        os.sched_setaffinity(0, spec["cpus"])
     kind, db = spec["kind"], spec["db"]
     out: dict[str, Any] = {"steps": {}}
     graph = build()
@@ -375,7 +379,7 @@ def _spread(xs: list[float]) -> str:
 
 def matrix(kinds: list[str], rounds: int, durabilities: tuple[str, ...],
            lengths: tuple[int, ...], budget: int, tmp: Path,
-           against: str | None = None) -> None:
+           against: str | None = None, cpus: list[int] | None = None) -> None:
     import random
 
     rng = random.Random(18)
@@ -395,13 +399,14 @@ def matrix(kinds: list[str], rounds: int, durabilities: tuple[str, ...],
                         spec = {"kind": "memory" if saver == "memory" else kind, "db": db,
                                 "saver": saver, "ctor": ctor, "durability": dur,
                                 "lengths": list(lengths), "budget": budget,
-                                "reads": dur == "async"}
+                                "reads": dur == "async", "cpus": cpus}
                         res = _in_fresh_process(
                             spec, timeout=900,
                             src=against if label.endswith(" (B)") else None)
                     runs.setdefault((kind, dur, label), []).append(res)
     print(f"\nsteps/s by thread length ({rounds} rounds in fresh processes, interleaved; "
-          "median, and ratios as the median of per-round ratios with their range)")
+          "median, and ratios as the median of per-round ratios with their range)"
+          + (f"; each process on CPU {','.join(map(str, cpus))} only" if cpus else ""))
     for kind in kinds:
         official = "SqliteSaver" if kind == "sqlite" else "PostgresSaver"
         for dur in durabilities:
@@ -500,6 +505,20 @@ def startup(kinds: list[str], rounds: int, tmp: Path) -> None:
         print(f"  {n:<16}{statistics.median(times[n]):.3f} s{extra}")
 
 
+def _cpus(ap: argparse.ArgumentParser, value: str | None) -> list[int] | None:
+    """``--cpus`` as CPU ids this machine lets the benchmark use."""
+    if not value:
+        return None
+    try:
+        cpus = sorted({int(c) for c in value.split(",") if c.strip()})
+    except ValueError:
+        ap.error(f"--cpus takes comma-separated CPU ids, got {value!r}")
+    usable = os.sched_getaffinity(0)
+    if not cpus or not set(cpus) <= usable:
+        ap.error(f"--cpus {value!r}: this process may use CPUs {sorted(usable)}")
+    return cpus
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one repeat instead of three")
@@ -518,6 +537,9 @@ def main() -> None:
     ap.add_argument("--against", metavar="CHECKOUT",
                     help="--matrix also runs relaygraph from this checkout's src/, labelled "
                          "(B), and reports this tree's steps/s against it (an A/B)")
+    ap.add_argument("--cpus", metavar="LIST",
+                    help="--matrix runs each saver's process on these CPUs only (comma-"
+                         "separated ids, e.g. 0), as a worker pinned to a core runs")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -550,7 +572,8 @@ def main() -> None:
                 ap.error(f"--durability takes {', '.join(DURABILITIES)}, got {sorted(bad)}")
             lengths = tuple(int(n) for n in args.lengths.split(","))
             matrix(mkinds, rounds, durs, lengths, BUDGET // 3 if args.quick else BUDGET, tmp,
-                   str(Path(args.against).resolve() / "src") if args.against else None)
+                   str(Path(args.against).resolve() / "src") if args.against else None,
+                   _cpus(ap, args.cpus))
         return
 
     plan: list[tuple[str, str, bool]] = [("InMemorySaver", "memory", False)]
