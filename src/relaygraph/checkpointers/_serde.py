@@ -181,30 +181,26 @@ def _is_contract_class(cls: type) -> bool:
 _RAW = (bytes, bytearray)
 
 
-def _message_heads() -> dict[type, tuple[str, str]]:
-    """The message classes whose encoding ``_default`` writes itself: ``(module, name)``."""
-    return {cls: (cls.__module__, name) for name in _FAST_MESSAGES
-            if isinstance(cls := getattr(lc_messages, name), type)}
+#: the message classes ``_default`` encodes itself (those ``_MESSAGES`` rebuilds directly)
+_MESSAGE_CLASSES = frozenset(getattr(lc_messages, name) for name in _FAST_MESSAGES)
 
 
-_HEADS = _message_heads()
-_EXT = ormsgpack.Ext
+def _model_ext(cls: type, fields: dict[str, Any], default: Callable[[Any], Any],
+               *extra: Any) -> ormsgpack.Ext:
+    """A pydantic model as LangGraph stores one (``extra``: elements after its four)."""
+    return ormsgpack.Ext(_EXT_PYDANTIC_V2, ormsgpack.packb(
+        (cls.__module__, cls.__name__, fields, "model_validate_json", *extra),
+        default=default, option=_jsonplus._option))
 
 
 def _default(obj: Any) -> Any:
     cls = type(obj)
-    head = _HEADS.get(cls)
-    if head is not None:
-        # LangGraph's own encoding of a pydantic model (the same bytes), without asking
-        # its chain of checks which kind of object a LangChain message is
-        return _EXT(_EXT_PYDANTIC_V2, ormsgpack.packb(
-            (head[0], head[1], obj.model_dump(), "model_validate_json"),
-            default=_jsonplus._msgpack_default, option=_jsonplus._option))
+    if cls in _MESSAGE_CLASSES:
+        # LangGraph's own encoding (the same bytes), without asking its chain of checks
+        # which kind of object a LangChain message is
+        return _model_ext(cls, obj.model_dump(), _jsonplus._msgpack_default)
     if _is_contract_class(cls):
-        return ormsgpack.Ext(_EXT_PYDANTIC_V2, ormsgpack.packb(
-            (cls.__module__, cls.__name__, obj.model_dump(), "model_validate_json",
-             {_VERSION_KEY: cls.__version__}),
-            default=_default, option=_jsonplus._option))
+        return _model_ext(cls, obj.model_dump(), _default, {_VERSION_KEY: cls.__version__})
     return _jsonplus._msgpack_default(obj)
 
 
