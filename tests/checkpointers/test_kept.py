@@ -9,12 +9,13 @@ import pytest
 import sqlalchemy as sa
 from langchain_core.messages import HumanMessage
 
-from relaygraph.checkpointers import SQLAlchemySaver
+from relaygraph.checkpointers import SQLAlchemySaver, _sync
 from relaygraph.checkpointers._direct import DirectWriter
-from relaygraph.checkpointers._kept import KeptCheckouts
+from relaygraph.checkpointers._kept import CallerCheckouts, KeptCheckouts
 
 from ._graphs import chat_graph
 from ._threads import at_once
+from .test_caller_kept import _until
 from .test_held import _kill_other_connections
 
 
@@ -187,13 +188,17 @@ def test_only_pools_without_overflow_of_two_or_more_on_psycopg(pg_backend) -> No
         engine.dispose()
 
 
-def test_a_callers_engine_is_not_kept(pg_backend) -> None:
+def test_a_callers_engine_is_kept_from_only_for_a_moment(pg_backend, monkeypatch) -> None:
+    monkeypatch.setattr(_sync, "HOLD_IDLE", 0.2)
     engine = sa.create_engine(pg_backend.url, pool_size=3, max_overflow=0)
     try:
         s = SQLAlchemySaver(engine)
         s.setup()
-        assert s._kept is None and s._kept_lane is None
+        # not the saver's own pools' rules (test_caller_kept.py has the caller's)
+        assert isinstance(s._kept, CallerCheckouts)
+        assert isinstance(s._kept_lane, CallerCheckouts)
         s.get_tuple({"configurable": {"thread_id": "x"}})
-        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        assert engine.pool.checkedout() <= 1  # type: ignore[attr-defined]
+        assert _until(lambda: engine.pool.checkedout() == 0)  # type: ignore[attr-defined]
     finally:
         engine.dispose()

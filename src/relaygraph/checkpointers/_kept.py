@@ -1,21 +1,37 @@
-"""Checkouts of a saver's own autocommitted PostgreSQL pool, kept between operations.
+"""Checkouts of PostgreSQL pools, kept between the saver's operations.
 
 A pool checkout and return cost SQLAlchemy's pool about a tenth of a put's CPU on
 PostgreSQL (its queue, its events, the connection's record and reset). ``from_conn_string``
 gives the saver pools of its own for its autocommitted work (reads and puts; task writes),
 which nothing else checks out, so a connection can stay out of its pool between two
-operations and skip both. See :class:`KeptCheckouts` for the rules that keep this safe.
+operations and skip both (:class:`KeptCheckouts`). From a caller's pool the saver keeps
+one connection for a moment at a time (:class:`CallerCheckouts`). Each class gives the
+rules that keep this safe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
-from typing import Any
+import weakref
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from relaygraph.checkpointers._direct import DirectWriter, LiteConnection
+from relaygraph.checkpointers._direct import AutocommitCheckout, DirectWriter, LiteConnection
+
+
+class Lender(Protocol):
+    """Lends the saver's operations a connection and takes it back (what
+    ``SQLAlchemySaver`` needs of :class:`KeptCheckouts` and :class:`CallerCheckouts`)."""
+
+    def acquire(self) -> LiteConnection: ...
+
+    def release(self, conn: Any) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class KeptCheckout(LiteConnection):
@@ -116,10 +132,149 @@ class KeptCheckouts:
                 conn.close()
 
 
-def _started(conn: KeptCheckout) -> float:
+def _started(conn: LiteConnection) -> float:
     rec: Any = conn.connection._connection_record  # type: ignore[attr-defined]
     return float(rec.starttime)
 
 
 _IDLE, _ACTIVE = 0, 1  # psycopg.pq.TransactionStatus (libpq's, as ints: no enum built)
 _OK = 0  # psycopg.pq.ConnStatus.OK
+
+
+class CallerCheckouts:
+    """Autocommitted checkouts of a caller's transactional psycopg pool, each kept for
+    a moment between the saver's operations.
+
+    On a caller's engine an operation otherwise checks a connection out, switches it to
+    autocommit, runs, switches it back and returns it (``AutocommitCheckout``): about a
+    tenth of a put's CPU. Here the connection an operation used stays out of the pool,
+    still in autocommit and outside any transaction, for the next operation of the same
+    kind, and goes back (autocommit off, as it was lent) after a moment without one
+    (``watch`` is given this, and calls :meth:`reap`), when the saver is collected,
+    when the engine is disposed (``engine.dispose()`` closes it: no server session of
+    the saver's outlives it, so a ``DROP DATABASE`` right after works), and at once after
+    any failure. At most one connection is kept, and only while the pool has one more to
+    lend without overflow; none from a pool whose application asked for something at
+    every checkout (``checkout``, ``checkin`` or ``reset`` listeners, ``pool_pre_ping``),
+    nor one past the pool's ``pool_recycle`` age. In a forked child the parent's
+    connection is forgotten, not used or closed.
+    """
+
+    __slots__ = ("_checked", "_conn", "_direct", "_engine", "_listening", "_lock", "_pid",
+                 "_pool", "_watch", "last", "__weakref__")
+
+    def __init__(self, engine: sa.Engine, direct: DirectWriter, watch: Any) -> None:
+        self._engine = engine
+        self._direct = direct
+        self._watch = watch
+        self._lock = threading.Lock()
+        self._conn: AutocommitCheckout | None = None
+        self._checked: Any = None  # the connection record asked about listeners last
+        self._pool: Any = engine.pool
+        self._pid = os.getpid()
+        self._listening: Any = None
+        self.last = 0.0
+
+    @staticmethod
+    def suits(engine: sa.Engine) -> bool:
+        """A ``QueuePool`` of two connections or more on psycopg."""
+        pool: Any = engine.pool
+        return (type(pool) is sa.pool.QueuePool and pool.size() >= 2
+                and engine.dialect.driver == "psycopg")
+
+    def acquire(self) -> AutocommitCheckout:
+        if self._pid != os.getpid():  # a forked child: the parent's connection is not ours
+            self._conn, self._pid = None, os.getpid()
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            recycle: float = self._pool._recycle
+            if recycle < 0 or time.time() - _started(conn) <= recycle:
+                return conn
+            conn.close()  # too old: the pool reconnects it on its next checkout
+        return AutocommitCheckout(self._engine, self._direct)
+
+    def release(self, conn: AutocommitCheckout) -> None:
+        """Keep ``conn`` for the next operation if it can be, else give it back."""
+        fairy: Any = conn.connection
+        raw: Any = fairy.dbapi_connection
+        pool: Any = self._engine.pool
+        if pool is not self._pool:  # disposed while it was out: its session ends now
+            self._pool = pool
+            _end_session(conn)
+            return
+        if (conn._full is None and fairy.is_valid and raw is not None
+                and raw.pgconn.status == _OK and raw.pgconn.transaction_status == _IDLE
+                and self._pid == os.getpid() and pool.checkedout() < pool.size()
+                and self._may_keep(fairy)):
+            with self._lock:
+                if self._conn is None:
+                    self._conn = conn
+                    self.last = time.monotonic()
+                    kept = True
+                else:
+                    kept = False
+            if kept:
+                self._listen()
+                self._watch(self)
+                return
+        conn.close()
+
+    def _may_keep(self, fairy: Any) -> bool:
+        record = fairy._connection_record
+        if record is not self._checked:  # asked once per connection it keeps
+            from relaygraph.checkpointers._urls import acts_per_checkout
+
+            if acts_per_checkout(self._pool):
+                return False
+            self._checked = record
+        return True
+
+    def _listen(self) -> None:
+        if self._listening is None:
+            ref = weakref.ref(self)
+
+            def disposed(_engine: Any) -> None:
+                this = ref()
+                if this is not None:
+                    this.close(disposed=True)
+
+            sa.event.listen(self._engine, "engine_disposed", disposed)
+            self._listening = disposed
+
+    def reap(self, idle: float) -> bool:
+        """Give the kept connection back after ``idle`` seconds without an operation;
+        whether one is still kept (for the watcher)."""
+        with self._lock:
+            conn = self._conn
+            if conn is not None and time.monotonic() - self.last >= idle:
+                self._conn = None
+            else:
+                return conn is not None
+        if self._pid == os.getpid():
+            conn.close()
+        return False
+
+    def close(self, disposed: bool = False) -> None:
+        """Give the kept connection back (its session ended when the engine was
+        ``disposed``) and stop listening to the engine."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            if disposed:
+                _end_session(conn)
+            else:
+                conn.close()
+        if not disposed and self._listening is not None:  # (disposed: the engine lives on)
+            listening, self._listening = self._listening, None
+            with contextlib.suppress(Exception):  # (an interpreter shutting down)
+                sa.event.remove(self._engine, "engine_disposed", listening)
+
+
+def _end_session(conn: AutocommitCheckout) -> None:
+    """Close ``conn``'s server session and give its record back (a disposed pool's
+    connections are closed, but not one that was checked out at the time)."""
+    fairy: Any = conn.connection
+    if fairy.dbapi_connection is not None:
+        fairy.invalidate()
+    conn.close()

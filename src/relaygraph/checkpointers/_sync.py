@@ -47,7 +47,7 @@ from relaygraph.checkpointers._direct import (
     supports,
 )
 from relaygraph.checkpointers._errors import DatabaseUnavailableError, SetupRequiredError
-from relaygraph.checkpointers._kept import KeptCheckouts
+from relaygraph.checkpointers._kept import CallerCheckouts, KeptCheckouts, Lender
 from relaygraph.checkpointers._protocol import answer, writes_of
 from relaygraph.checkpointers._retry import (
     DEFAULT_LOCK_TIMEOUT,
@@ -183,8 +183,16 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         self._writes_reader: sa.Engine | None = None
         # from_conn_string on PostgreSQL: idle checkouts of those two pools, kept between
         # operations (see ``KeptCheckouts``)
-        self._kept: KeptCheckouts | None = None
-        self._kept_lane: KeptCheckouts | None = None
+        self._kept: Lender | None = None
+        self._kept_lane: Lender | None = None
+        if self._switched is not None and CallerCheckouts.suits(engine):
+            # a caller's transactional psycopg pool: a connection at a time is kept for
+            # a moment between operations, for puts and reads and for task writes
+            assert self._direct is not None
+            self._kept = CallerCheckouts(engine, self._direct, _reaper.watch)
+            self._kept_lane = CallerCheckouts(engine, self._direct, _reaper.watch)
+            weakref.finalize(self, self._kept.close)
+            weakref.finalize(self, self._kept_lane.close)
         # SQLite runs its cached statements on the driver connection: the operations go
         # without SQLAlchemy's Connection and Transaction too (see ``LiteConnection``)
         self._lite = self._direct if engine.dialect.name == "sqlite" else None
@@ -257,6 +265,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
             if fast is not None:
                 saver._reader = fast
                 saver._writes_reader = lane
+                saver._kept = saver._kept_lane = None  # its own pools: kept as below
                 direct = saver._direct
                 if direct is not None and KeptCheckouts.suits(fast):
                     saver._kept = KeptCheckouts(fast, direct)
@@ -670,6 +679,12 @@ class HeldWriter:
     def drop(self) -> None:
         self._conn = self._checked = None
 
+    def reap(self, idle: float) -> bool:
+        """Give the connection back after ``idle`` seconds without a write; whether one
+        is still kept (for the watcher)."""
+        self.release(idle=idle)
+        return self._conn is not None
+
     def release(self, *, idle: float | None = None) -> None:
         """Give the kept connection back to the pool (after ``idle`` seconds without a
         write, if given); waits for a write in progress unless ``idle`` is given."""
@@ -689,15 +704,17 @@ class HeldWriter:
 
 
 class _Reaper:
-    """One daemon thread that gives idle writers' connections back to their pools."""
+    """One daemon thread that gives idle kept connections back to their pools: those of
+    SQLite writers (``HeldWriter``) and of callers' PostgreSQL pools
+    (``CallerCheckouts``). Each has ``reap(idle)``, which says whether it still keeps one."""
 
     def __init__(self) -> None:
-        self._writers: weakref.WeakSet[HeldWriter] = weakref.WeakSet()
+        self._writers: weakref.WeakSet[Any] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
 
-    def watch(self, writer: HeldWriter) -> None:
+    def watch(self, writer: Any) -> None:
         if writer in self._writers and self._pid == os.getpid():
             return
         with self._lock:
@@ -705,15 +722,14 @@ class _Reaper:
             if self._thread is None or self._pid != os.getpid():
                 self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="relaygraph-sqlite-writers")
+                                                name="relaygraph-kept-connections")
                 self._thread.start()
 
     def _run(self) -> None:
         while True:
             time.sleep(HOLD_IDLE / 2)
             for w in list(self._writers):
-                w.release(idle=HOLD_IDLE)
-                if w._conn is None:
+                if not w.reap(HOLD_IDLE):
                     self._writers.discard(w)
 
 
