@@ -127,7 +127,10 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         engine: a caller-owned SQLAlchemy ``Engine``; the saver never disposes it. On
             PostgreSQL and MySQL, an engine created with ``isolation_level="AUTOCOMMIT"``
             is fastest: reads and puts need no transaction, and any other engine has its
-            connections switched to autocommit and back on every checkout.
+            connections switched to autocommit and back on every checkout. From a
+            PostgreSQL pool of two or more the saver keeps such a connection out for a
+            moment between its operations (one second without one; see
+            ``_kept.CallerCheckouts``), and ends its session if the engine is disposed.
         serde: serializer; defaults to LangGraph's JsonPlusSerializer in strict msgpack
             mode (never pickle). Pass e.g. ``EncryptedSerializer.from_pycryptodome_aes()``
             for encryption at rest.
