@@ -134,6 +134,9 @@ def test_disposing_the_engine_ends_the_kept_sessions(pg_backend) -> None:
     saver.setup()
     _run(saver, "a")
     assert engine.pool.checkedout() >= 1  # type: ignore[attr-defined]
+    # the saver listens on the pool, not the engine: an engine listener would switch on
+    # SQLAlchemy's event dispatch for every statement the application runs
+    assert engine._has_events is False
     engine.dispose()
     # nothing of the saver's is left on the server: a DROP DATABASE would work now
     assert _sessions(pg_backend.url) == 0

@@ -150,14 +150,18 @@ class CallerCheckouts:
     tenth of a put's CPU. Here the connection an operation used stays out of the pool,
     still in autocommit and outside any transaction, for the next operation of the same
     kind, and goes back (autocommit off, as it was lent) after a moment without one
-    (``watch`` is given this, and calls :meth:`reap`), when the saver is collected,
-    when the engine is disposed (``engine.dispose()`` closes it: no server session of
-    the saver's outlives it, so a ``DROP DATABASE`` right after works), and at once after
-    any failure. At most one connection is kept, and only while the pool has one more to
-    lend without overflow; none from a pool whose application asked for something at
-    every checkout (``checkout``, ``checkin`` or ``reset`` listeners, ``pool_pre_ping``),
-    nor one past the pool's ``pool_recycle`` age. In a forked child the parent's
-    connection is forgotten, not used or closed.
+    (``watch`` is given this, and calls :meth:`reap`), when the saver is collected, at
+    once after any failure, and whenever the pool closes a connection: ``engine.dispose()``
+    closes what is in the pool, and the kept one, given back then, is closed with the
+    rest, so no server session of the saver's outlives the dispose (a ``DROP DATABASE``
+    right after works). The saver's one listener for this is on the pool's ``close``
+    event, which acts on nothing else; a listener on the engine would switch on
+    SQLAlchemy's event dispatch for every statement the application runs. At most one
+    connection is kept, and only while the pool has one more to lend without overflow;
+    none from a pool whose application asked for something at every checkout
+    (``checkout``, ``checkin`` or ``reset`` listeners, ``pool_pre_ping``), nor one past
+    the pool's ``pool_recycle`` age. In a forked child the parent's connection is
+    forgotten, not used or closed.
     """
 
     __slots__ = ("_checked", "_conn", "_direct", "_engine", "_listening", "_lock", "_pid",
@@ -189,9 +193,10 @@ class CallerCheckouts:
             conn, self._conn = self._conn, None
         if conn is not None:
             recycle: float = self._pool._recycle
-            if recycle < 0 or time.time() - _started(conn) <= recycle:
+            if self._engine.pool is self._pool and (
+                    recycle < 0 or time.time() - _started(conn) <= recycle):
                 return conn
-            conn.close()  # too old: the pool reconnects it on its next checkout
+            conn.close()  # too old, or of a disposed pool
         return AutocommitCheckout(self._engine, self._direct)
 
     def release(self, conn: AutocommitCheckout) -> None:
@@ -199,7 +204,7 @@ class CallerCheckouts:
         fairy: Any = conn.connection
         raw: Any = fairy.dbapi_connection
         pool: Any = self._engine.pool
-        if pool is not self._pool:  # disposed while it was out: its session ends now
+        if pool is not self._pool:  # the engine was disposed while this was out
             self._pool = pool
             _end_session(conn)
             return
@@ -208,14 +213,12 @@ class CallerCheckouts:
                 and self._pid == os.getpid() and pool.checkedout() < pool.size()
                 and self._may_keep(fairy)):
             with self._lock:
-                if self._conn is None:
+                kept = self._conn is None
+                if kept:
                     self._conn = conn
                     self.last = time.monotonic()
-                    kept = True
-                else:
-                    kept = False
             if kept:
-                self._listen()
+                self._listen(pool)
                 self._watch(self)
                 return
         conn.close()
@@ -230,45 +233,47 @@ class CallerCheckouts:
             self._checked = record
         return True
 
-    def _listen(self) -> None:
+    def _listen(self, pool: Any) -> None:
         if self._listening is None:
             ref = weakref.ref(self)
 
-            def disposed(_engine: Any) -> None:
+            def closed(_dbapi_connection: Any, _record: Any) -> None:
                 this = ref()
-                if this is not None:
-                    this.close(disposed=True)
+                if this is not None and this._conn is not None:
+                    this.close(listening=True)
 
-            sa.event.listen(self._engine, "engine_disposed", disposed)
-            self._listening = disposed
+            sa.event.listen(pool, "close", closed)
+            self._listening = closed
 
     def reap(self, idle: float) -> bool:
-        """Give the kept connection back after ``idle`` seconds without an operation;
-        whether one is still kept (for the watcher)."""
+        """Give the kept connection back after ``idle`` seconds without an operation,
+        or once its engine was disposed; whether one is still kept (for the watcher)."""
         with self._lock:
             conn = self._conn
-            if conn is not None and time.monotonic() - self.last >= idle:
-                self._conn = None
-            else:
-                return conn is not None
+            if conn is None:
+                return False
+            disposed = self._engine.pool is not self._pool
+            if not disposed and time.monotonic() - self.last < idle:
+                return True
+            self._conn = None
         if self._pid == os.getpid():
-            conn.close()
-        return False
-
-    def close(self, disposed: bool = False) -> None:
-        """Give the kept connection back (its session ended when the engine was
-        ``disposed``) and stop listening to the engine."""
-        with self._lock:
-            conn, self._conn = self._conn, None
-        if conn is not None and self._pid == os.getpid():
             if disposed:
                 _end_session(conn)
             else:
                 conn.close()
-        if not disposed and self._listening is not None:  # (disposed: the engine lives on)
-            listening, self._listening = self._listening, None
-            with contextlib.suppress(Exception):  # (an interpreter shutting down)
-                sa.event.remove(self._engine, "engine_disposed", listening)
+        return False
+
+    def close(self, listening: bool = False) -> None:
+        """Give the kept connection back, and stop listening to the pool unless
+        ``listening`` (the pool closing a connection, which may happen again)."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            conn.close()
+        if not listening and self._listening is not None:
+            closed, self._listening = self._listening, None
+            with contextlib.suppress(Exception):  # (a pool replaced since, or shutdown)
+                sa.event.remove(self._engine.pool, "close", closed)
 
 
 def _end_session(conn: AutocommitCheckout) -> None:
