@@ -10,34 +10,18 @@ when the application disposes of its engine.
 from __future__ import annotations
 
 import gc
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from langchain_core.messages import HumanMessage
 
 from relaygraph.checkpointers import SQLAlchemySaver, _sync
 from relaygraph.checkpointers._kept import CallerCheckouts
 
 from ._graphs import chat_graph
 from .test_held import _kill_other_connections
-
-
-def _run(saver: SQLAlchemySaver, thread: str = "t", steps: int = 3) -> dict:
-    g = chat_graph(steps).compile(checkpointer=saver)
-    return g.invoke({"messages": [HumanMessage("hi", id="h")], "count": 0},
-                    {"configurable": {"thread_id": thread}})
-
-
-def _until(cond: Any, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return bool(cond())
+from .test_held_writer import _count_checkouts, _run, _until
 
 
 def _sessions(url: str) -> int:
@@ -64,27 +48,13 @@ def engine(pg_backend) -> Iterator[sa.Engine]:
     e.dispose()
 
 
-def _checkouts(engine: sa.Engine) -> list[object]:
-    """The saver's checkouts of ``engine``'s pool, counted without a pool listener (with
-    one, the saver keeps nothing: see below)."""
-    seen: list[object] = []
-    real = engine.raw_connection
-
-    def counted() -> Any:
-        seen.append(1)
-        return real()
-
-    engine.raw_connection = counted  # type: ignore[method-assign]
-    return seen
-
-
 def test_operations_reuse_a_kept_connection_per_kind(engine) -> None:
     saver = SQLAlchemySaver(engine)
     saver.setup()
     assert isinstance(saver._kept, CallerCheckouts)
     assert isinstance(saver._kept_lane, CallerCheckouts)
     _run(saver, "warm")
-    seen = _checkouts(engine)
+    seen = _count_checkouts(engine)
     ops: list[int] = []
     real = saver._run_once
 

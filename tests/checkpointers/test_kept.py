@@ -15,8 +15,8 @@ from relaygraph.checkpointers._kept import CallerCheckouts, KeptCheckouts
 
 from ._graphs import chat_graph
 from ._threads import at_once
-from .test_caller_kept import _until
 from .test_held import _kill_other_connections
+from .test_held_writer import _until
 
 
 @pytest.fixture
