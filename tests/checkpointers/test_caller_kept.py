@@ -177,3 +177,27 @@ def test_from_a_url_the_savers_own_pools_are_kept_instead(pg_backend) -> None:
     with SQLAlchemySaver.from_conn_string(pg_backend.url) as saver:
         assert not isinstance(saver._kept, CallerCheckouts)
         assert not isinstance(saver._kept_lane, CallerCheckouts)
+
+
+def test_a_connection_kept_across_a_dispose_with_nothing_in_the_pool_is_closed(
+        pg_backend) -> None:
+    engine = sa.create_engine(pg_backend.url)
+    try:
+        saver = SQLAlchemySaver(engine)
+        saver.setup()
+        engine.dispose()  # setup's connections are closed: the pool holds none
+        cfg = {"configurable": {"thread_id": "t"}}
+        saver.get_tuple(cfg)  # one operation: its connection is kept, none is pooled
+        assert engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+        assert engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+        engine.dispose()  # nothing in the pool to close: no event reaches the saver
+        # the next operation finds the kept connection of the old pool: its session is
+        # ended, not handed back open to a pool nothing will close again
+        saver.get_tuple(cfg)
+        assert _sessions(pg_backend.url) == 1  # the new pool's, now kept
+        engine.dispose()
+        del saver
+        gc.collect()  # and so is the one kept when the saver goes
+        assert _sessions(pg_backend.url) == 0
+    finally:
+        engine.dispose()

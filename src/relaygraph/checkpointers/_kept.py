@@ -154,8 +154,10 @@ class CallerCheckouts:
     once after any failure, and whenever the pool closes a connection: ``engine.dispose()``
     closes what is in the pool, and the kept one, given back then, is closed with the
     rest, so no server session of the saver's outlives the dispose (a ``DROP DATABASE``
-    right after works). The saver's one listener for this is on the pool's ``close``
-    event, which acts on nothing else; a listener on the engine would switch on
+    right after works; a connection kept across a dispose that closed nothing, and so
+    sent no event, has its session ended when it is next looked at, by an operation, the
+    watcher or the saver's collection). The saver's one listener for this is on the
+    pool's ``close`` event, which acts on nothing else; a listener on the engine would switch on
     SQLAlchemy's event dispatch for every statement the application runs. At most one
     connection is kept, and only while the pool has one more to lend without overflow;
     none from a pool whose application asked for something at every checkout
@@ -196,7 +198,7 @@ class CallerCheckouts:
             if self._engine.pool is self._pool and (
                     recycle < 0 or time.time() - _started(conn) <= recycle):
                 return conn
-            conn.close()  # too old, or of a disposed pool
+            self._give_back(conn)  # too old, or of a disposed pool
         return AutocommitCheckout(self._engine, self._direct)
 
     def release(self, conn: AutocommitCheckout) -> None:
@@ -206,7 +208,7 @@ class CallerCheckouts:
         pool: Any = self._engine.pool
         if pool is not self._pool:  # the engine was disposed while this was out
             self._pool = pool
-            _end_session(conn)
+            self._give_back(conn)
             return
         if (conn._full is None and fairy.is_valid and raw is not None
                 and raw.pgconn.status == _OK and raw.pgconn.transaction_status == _IDLE
@@ -257,10 +259,7 @@ class CallerCheckouts:
                 return True
             self._conn = None
         if self._pid == os.getpid():
-            if disposed:
-                _end_session(conn)
-            else:
-                conn.close()
+            self._give_back(conn)
         return False
 
     def close(self, listening: bool = False) -> None:
@@ -269,17 +268,18 @@ class CallerCheckouts:
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is not None and self._pid == os.getpid():
-            conn.close()
+            self._give_back(conn)
         if not listening and self._listening is not None:
             closed, self._listening = self._listening, None
             with contextlib.suppress(Exception):  # (a pool replaced since, or shutdown)
                 sa.event.remove(self._engine.pool, "close", closed)
 
 
-def _end_session(conn: AutocommitCheckout) -> None:
-    """Close ``conn``'s server session and give its record back (a disposed pool's
-    connections are closed, but not one that was checked out at the time)."""
-    fairy: Any = conn.connection
-    if fairy.dbapi_connection is not None:
-        fairy.invalidate()
-    conn.close()
+    def _give_back(self, conn: AutocommitCheckout) -> None:
+        """Back to its pool; if that pool is no longer the engine's (disposed since),
+        its server session is ended first: a disposed pool closes what it holds when it
+        is disposed, not what comes back to it later."""
+        fairy: Any = conn.connection
+        if fairy._pool is not self._engine.pool and fairy.dbapi_connection is not None:
+            fairy.invalidate()
+        conn.close()
