@@ -157,8 +157,9 @@ class CallerCheckouts:
     right after works; a connection kept across a dispose that closed nothing, and so
     sent no event, has its session ended when it is next looked at, by an operation, the
     watcher or the saver's collection). The saver's one listener for this is on the
-    pool's ``close`` event, which acts on nothing else; a listener on the engine would switch on
-    SQLAlchemy's event dispatch for every statement the application runs. At most one
+    pool's ``close`` event, which acts on nothing else; a listener on the engine would
+    switch on SQLAlchemy's event dispatch for every statement the application runs. At
+    most one
     connection is kept, and only while the pool has one more to lend without overflow;
     none from a pool whose application asked for something at every checkout
     (``checkout``, ``checkin`` or ``reset`` listeners, ``pool_pre_ping``), nor one past
@@ -273,7 +274,6 @@ class CallerCheckouts:
             closed, self._listening = self._listening, None
             with contextlib.suppress(Exception):  # (a pool replaced since, or shutdown)
                 sa.event.remove(self._engine.pool, "close", closed)
-
 
     def _give_back(self, conn: AutocommitCheckout) -> None:
         """Back to its pool; if that pool is no longer the engine's (disposed since),
