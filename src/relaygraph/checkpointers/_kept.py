@@ -159,9 +159,8 @@ class CallerCheckouts:
     watcher or the saver's collection). The saver's one listener for this is on the
     pool's ``close`` event, which acts on nothing else; a listener on the engine would
     switch on SQLAlchemy's event dispatch for every statement the application runs. At
-    most one
-    connection is kept, and only while the pool has one more to lend without overflow;
-    none from a pool whose application asked for something at every checkout
+    most one connection is kept, and only while the pool has one more to lend without
+    overflow; none from a pool whose application asked for something at every checkout
     (``checkout``, ``checkin`` or ``reset`` listeners, ``pool_pre_ping``), nor one past
     the pool's ``pool_recycle`` age. In a forked child the parent's connection is
     forgotten, not used or closed.
