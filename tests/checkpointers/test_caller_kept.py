@@ -1,5 +1,5 @@
-"""Connections of a caller's PostgreSQL pool, kept for a moment between the sync saver's
-operations (``CallerCheckouts``).
+"""Connections of a caller's PostgreSQL pool (transactional or autocommitted), kept for a
+moment between the sync saver's operations (``CallerCheckouts``).
 
 Kept in autocommit and outside any transaction, at most one for puts and reads and one
 for task writes, only while the pool has more to lend, and given back as they were lent
@@ -48,7 +48,17 @@ def engine(pg_backend) -> Iterator[sa.Engine]:
     e.dispose()
 
 
-def test_operations_reuse_a_kept_connection_per_kind(engine) -> None:
+@pytest.fixture(params=["transactional", "autocommit"])
+def any_engine(request, pg_backend) -> Iterator[sa.Engine]:
+    """A caller's engine, transactional (the default) or autocommitted."""
+    kw = {"isolation_level": "AUTOCOMMIT"} if request.param == "autocommit" else {}
+    e = sa.create_engine(pg_backend.url, **kw)
+    yield e
+    e.dispose()
+
+
+def test_operations_reuse_a_kept_connection_per_kind(any_engine) -> None:
+    engine = any_engine
     saver = SQLAlchemySaver(engine)
     saver.setup()
     assert isinstance(saver._kept, CallerCheckouts)
@@ -81,6 +91,7 @@ def test_operations_reuse_a_kept_connection_per_kind(engine) -> None:
 
 
 def test_kept_connections_go_back_as_lent_after_a_pause(engine, quick_idle) -> None:
+    # (transactional: an autocommitted engine lends autocommitted connections anyway)
     saver = SQLAlchemySaver(engine)
     saver.setup()
     _run(saver, "a")

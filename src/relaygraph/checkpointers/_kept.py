@@ -142,25 +142,26 @@ _OK = 0  # psycopg.pq.ConnStatus.OK
 
 
 class CallerCheckouts:
-    """Autocommitted checkouts of a caller's transactional psycopg pool, each kept for
-    a moment between the saver's operations.
+    """Autocommitted checkouts of a caller's psycopg pool, each kept for a moment
+    between the saver's operations.
 
     On a caller's engine an operation otherwise checks a connection out, switches it to
-    autocommit, runs, switches it back and returns it (``AutocommitCheckout``): about a
-    tenth of a put's CPU. Here the connection an operation used stays out of the pool,
-    still in autocommit and outside any transaction, for the next operation of the same
-    kind, and goes back (autocommit off, as it was lent) after a moment without one
-    (``watch`` is given this, and calls :meth:`reap`), when the saver is collected, at
-    once after any failure, and whenever the pool closes a connection: ``engine.dispose()``
-    closes what is in the pool, and the kept one, given back then, is closed with the
-    rest, so no server session of the saver's outlives the dispose (a ``DROP DATABASE``
-    right after works; a connection kept across a dispose that closed nothing, and so
-    sent no event, has its session ended when it is next looked at, by an operation, the
-    watcher or the saver's collection). The saver's one listener for this is on the
-    pool's ``close`` event, which acts on nothing else; a listener on the engine would
-    switch on SQLAlchemy's event dispatch for every statement the application runs. At
-    most one connection is kept, and only while the pool has one more to lend without
-    overflow; none from a pool whose application asked for something at every checkout
+    autocommit (unless the engine's isolation level is ``AUTOCOMMIT``), runs, switches
+    it back and returns it (``AutocommitCheckout``): about a tenth of a put's CPU. Here
+    the connection an operation used stays out of the pool, still in autocommit and
+    outside any transaction, for the next operation of the same kind, and goes back
+    (autocommit off, as it was lent) after a moment without one (``watch`` is given
+    this, and calls :meth:`reap`), when the saver is collected, at once after any
+    failure, and whenever the pool closes a connection: ``engine.dispose()`` closes what
+    is in the pool, and the kept one, given back then, is closed with the rest, so no
+    server session of the saver's outlives the dispose (a ``DROP DATABASE`` right after
+    works; a connection kept across a dispose that closed nothing, and so sent no event,
+    has its session ended when it is next looked at, by an operation, the watcher or the
+    saver's collection). The saver's one listener for this is on the pool's ``close``
+    event, which acts on nothing else; a listener on the engine would switch on
+    SQLAlchemy's event dispatch for every statement the application runs. At most one
+    connection is kept, and only while the pool has one more to lend without overflow;
+    none from a pool whose application asked for something at every checkout
     (``checkout``, ``checkin`` or ``reset`` listeners, ``pool_pre_ping``), nor one past
     the pool's ``pool_recycle`` age. In a forked child the parent's connection is
     forgotten, not used or closed.

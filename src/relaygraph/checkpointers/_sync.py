@@ -124,13 +124,14 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
     """A LangGraph checkpointer on any SQLAlchemy database (sync API, async via threads).
 
     Args:
-        engine: a caller-owned SQLAlchemy ``Engine``; the saver never disposes it. On
-            PostgreSQL and MySQL, an engine created with ``isolation_level="AUTOCOMMIT"``
-            is fastest: reads and puts need no transaction, and any other engine has its
+        engine: a caller-owned SQLAlchemy ``Engine``; the saver never disposes it.
+            Reads and puts need no transaction: on MySQL an engine created with
+            ``isolation_level="AUTOCOMMIT"`` is fastest, as any other has its
             connections switched to autocommit and back on every checkout. From a
-            PostgreSQL pool of two or more the saver keeps such a connection out for a
-            moment between its operations (one second without one; see
-            ``_kept.CallerCheckouts``), and ends its session if the engine is disposed.
+            PostgreSQL pool of two or more the saver keeps a connection out for a moment
+            between its operations (autocommitted while it has it; back after one second
+            without one, see ``_kept.CallerCheckouts``), so there either kind of engine
+            is as fast; a kept session ends when the engine is disposed.
         serde: serializer; defaults to LangGraph's JsonPlusSerializer in strict msgpack
             mode (never pickle). Pass e.g. ``EncryptedSerializer.from_pycryptodome_aes()``
             for encryption at rest.
@@ -188,10 +189,11 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         # operations (see ``KeptCheckouts``)
         self._kept: Lender | None = None
         self._kept_lane: Lender | None = None
-        if self._switched is not None and CallerCheckouts.suits(engine):
-            # a caller's transactional psycopg pool: a connection at a time is kept for
-            # a moment between operations, for puts and reads and for task writes
-            assert self._direct is not None
+        if (self._direct is not None and self._direct.pipelined
+                and CallerCheckouts.suits(engine)):
+            # a caller's psycopg pool (transactional or autocommitted): a connection at a
+            # time is kept for a moment between operations, for puts and reads and for
+            # task writes
             self._kept = CallerCheckouts(engine, self._direct, _reaper.watch)
             self._kept_lane = CallerCheckouts(engine, self._direct, _reaper.watch)
             weakref.finalize(self, self._kept.close)
