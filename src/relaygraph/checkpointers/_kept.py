@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from relaygraph.checkpointers._direct import AutocommitCheckout, DirectWriter, LiteConnection
+from relaygraph.checkpointers._urls import acts_per_checkout
 
 
 class Lender(Protocol):
@@ -103,19 +104,16 @@ class KeptCheckouts:
                 conn = self._idle.pop()  # atomic: no lock
             except IndexError:
                 return KeptCheckout(self.engine, self.direct)
-            if self._recycle < 0 or time.time() - _started(conn) <= self._recycle:
+            if _young(conn, self._recycle):
                 return conn
             conn.close()  # too old: the pool reconnects it on its next checkout
 
     def release(self, conn: KeptCheckout) -> None:
         fairy: Any = conn.connection
-        raw: Any = fairy.dbapi_connection
         if self.engine.pool is not self._pool:  # disposed: what it lent is not kept
             self.close()
             self._pool = self.engine.pool
-        elif (conn._full is None and fairy.is_valid and raw is not None
-                and raw.pgconn.status == _OK and raw.pgconn.transaction_status == _IDLE
-                and len(self._idle) < self._keep and self._pid == os.getpid()
+        elif (_reusable(conn) and len(self._idle) < self._keep and self._pid == os.getpid()
                 and self.engine.pool.checkedout() < self._size):  # type: ignore[attr-defined]
             self._idle.append(conn)
             return
@@ -132,9 +130,19 @@ class KeptCheckouts:
                 conn.close()
 
 
-def _started(conn: LiteConnection) -> float:
+def _young(conn: LiteConnection, recycle: float) -> bool:
+    """``conn`` is within the pool's ``pool_recycle`` age (-1: no limit)."""
     rec: Any = conn.connection._connection_record  # type: ignore[attr-defined]
-    return float(rec.starttime)
+    return recycle < 0 or time.time() - float(rec.starttime) <= recycle
+
+
+def _reusable(conn: LiteConnection) -> bool:
+    """``conn`` can serve another operation as it is: valid, connected, idle (no
+    transaction), and no ``Connection`` built over it."""
+    fairy: Any = conn.connection
+    raw: Any = fairy.dbapi_connection
+    return (conn._full is None and fairy.is_valid and raw is not None
+            and raw.pgconn.status == _OK and raw.pgconn.transaction_status == _IDLE)
 
 
 _IDLE, _ACTIVE = 0, 1  # psycopg.pq.TransactionStatus (libpq's, as ints: no enum built)
@@ -195,26 +203,20 @@ class CallerCheckouts:
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is not None:
-            recycle: float = self._pool._recycle
-            if self._engine.pool is self._pool and (
-                    recycle < 0 or time.time() - _started(conn) <= recycle):
+            if self._engine.pool is self._pool and _young(conn, self._pool._recycle):
                 return conn
             self._give_back(conn)  # too old, or of a disposed pool
         return AutocommitCheckout(self._engine, self._direct)
 
     def release(self, conn: AutocommitCheckout) -> None:
         """Keep ``conn`` for the next operation if it can be, else give it back."""
-        fairy: Any = conn.connection
-        raw: Any = fairy.dbapi_connection
         pool: Any = self._engine.pool
         if pool is not self._pool:  # the engine was disposed while this was out
             self._pool = pool
             self._give_back(conn)
             return
-        if (conn._full is None and fairy.is_valid and raw is not None
-                and raw.pgconn.status == _OK and raw.pgconn.transaction_status == _IDLE
-                and self._pid == os.getpid() and pool.checkedout() < pool.size()
-                and self._may_keep(fairy)):
+        if (_reusable(conn) and self._pid == os.getpid() and pool.checkedout() < pool.size()
+                and self._may_keep(conn.connection)):
             with self._lock:
                 kept = self._conn is None
                 if kept:
@@ -229,8 +231,6 @@ class CallerCheckouts:
     def _may_keep(self, fairy: Any) -> bool:
         record = fairy._connection_record
         if record is not self._checked:  # asked once per connection it keeps
-            from relaygraph.checkpointers._urls import acts_per_checkout
-
             if acts_per_checkout(self._pool):
                 return False
             self._checked = record
