@@ -26,6 +26,7 @@ cost (docs/performance.md, "Two cores and one interpreter lock").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -40,6 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _workload import build  # noqa: E402
+from bench_checkpointers import _cpus, fresh_db, open_saver  # noqa: E402
 
 #: (label, kind, releases per call, microseconds per release)
 MODELS = (
@@ -50,7 +52,7 @@ MODELS = (
     ("model: +4 releases of 10 us", "model", 4, 10.0),
 )
 REAL = (("InMemorySaver", "memory", 0, 0.0), ("SqliteSaver", "official", 0, 0.0),
-        ("relaygraph url", "rg", 0, 0.0))
+        ("relaygraph url", "relaygraph", 0, 0.0))
 
 
 def _burn(us: float) -> None:
@@ -99,56 +101,42 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         os.sched_setaffinity(0, spec["cpus"])  # before LangGraph starts its threads
     from langchain_core.messages import HumanMessage
 
-    with tempfile.TemporaryDirectory() as tmp:
-        kind = spec["kind"]
-        if kind == "official":
-            from langgraph.checkpoint.sqlite import SqliteSaver
+    kind = spec["kind"]
+    with contextlib.ExitStack() as stack:
+        if kind == "model":
+            saver = _model(spec["put_us"], spec["writes_us"], spec["releases"],
+                           spec["hold_us"])
+        else:  # as bench_checkpointers.py opens them (and sets them up)
+            db = stack.enter_context(fresh_db("sqlite", Path(stack.enter_context(
+                tempfile.TemporaryDirectory()))))
+            saver = stack.enter_context(open_saver(kind, "url", "sqlite", db))
+        spent = [0.0]  # the saver's CPU inside the graph, on the threads it runs on
 
-            cm: Any = SqliteSaver.from_conn_string(f"{tmp}/official.db")
-        elif kind == "rg":
-            from relaygraph.checkpointers import SQLAlchemySaver
+        def timed(fn: Any) -> Any:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                t = time.thread_time()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    spent[0] += time.thread_time() - t
+            return call
 
-            cm = SQLAlchemySaver.from_conn_string(f"sqlite:///{tmp}/rg.db")
-        else:
-            from contextlib import nullcontext
+        saver.put, saver.put_writes = timed(saver.put), timed(saver.put_writes)
+        g = build().compile(checkpointer=saver)
+        steps = spec["steps"]
 
-            if kind == "memory":
-                from langgraph.checkpoint.memory import InMemorySaver
+        def thread(tid: str) -> None:
+            g.invoke({"messages": [HumanMessage(f"case {tid}", id=f"in-{tid}")],
+                      "count": 0, "target": steps},
+                     {"configurable": {"thread_id": tid},
+                      "recursion_limit": 4 * steps + 10}, durability="async")
 
-                cm = nullcontext(InMemorySaver())
-            else:
-                cm = nullcontext(_model(spec["put_us"], spec["writes_us"],
-                                        spec["releases"], spec["hold_us"]))
-        with cm as saver:
-            if hasattr(saver, "setup"):
-                saver.setup()
-            spent = [0.0]  # the saver's CPU inside the graph, on the threads it runs on
-
-            def timed(fn: Any) -> Any:
-                def call(*args: Any, **kwargs: Any) -> Any:
-                    t = time.thread_time()
-                    try:
-                        return fn(*args, **kwargs)
-                    finally:
-                        spent[0] += time.thread_time() - t
-                return call
-
-            saver.put, saver.put_writes = timed(saver.put), timed(saver.put_writes)
-            g = build().compile(checkpointer=saver)
-            steps = spec["steps"]
-
-            def thread(tid: str) -> None:
-                g.invoke({"messages": [HumanMessage(f"case {tid}", id=f"in-{tid}")],
-                          "count": 0, "target": steps},
-                         {"configurable": {"thread_id": tid},
-                          "recursion_limit": 4 * steps + 10}, durability="async")
-
-            thread("warm-up")
-            spent[0] = 0.0
-            r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-            for i in range(spec["threads"]):
-                thread(f"t{i}")
-            t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+        thread("warm-up")
+        spent[0] = 0.0
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        for i in range(spec["threads"]):
+            thread(f"t{i}")
+        t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     n = spec["threads"] * steps
     return {"steps_s": n / (t1 - t0), "vcsw": (r1.ru_nvcsw - r0.ru_nvcsw) / n,
             "cpu_ms": 1000 * (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) / n,
@@ -180,15 +168,7 @@ def main() -> None:
         return
     if a.steps < 1 or a.threads < 1 or a.rounds < 1:
         ap.error("--steps, --threads and --rounds take positive numbers")
-    cpus = None
-    if a.cpus:
-        try:
-            cpus = [int(c) for c in a.cpus.split(",") if c.strip()]
-        except ValueError:
-            ap.error(f"--cpus takes comma-separated CPU ids, got {a.cpus!r}")
-        bad = sorted(set(cpus) - os.sched_getaffinity(0))
-        if bad:
-            ap.error(f"--cpus: this process may not run on CPU {bad}")
+    cpus = _cpus(ap, a.cpus)
     configs = REAL + MODELS
     got: dict[str, list[dict[str, Any]]] = {c[0]: [] for c in configs}
     for r in range(a.rounds):
