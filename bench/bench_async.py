@@ -2,6 +2,7 @@
 
     python bench/bench_async.py            # SQLite, and PostgreSQL when reachable
     python bench/bench_async.py --quick    # one repeat
+    python bench/bench_async.py --instructions --only postgres   # callgrind, per step
 
 The workload of ``bench_checkpointers.py`` (bench/_workload.py) under ``ainvoke``:
 steps/s over many short threads (30 threads x 6 steps) and on one thread growing to 300
@@ -10,15 +11,24 @@ own ``create_async_engine(url)``: "relaygraph engine") on a fresh database. Medi
 repeats, round-robin across the savers, each measurement after a 3-step warm-up thread
 (connections opened, statements compiled) and a full garbage collection (as in
 ``bench_checkpointers.py``).
+
+``--instructions`` counts instead of timing: each saver's whole process (graph included)
+under valgrind's callgrind, running 40 short threads and 10, the difference divided by
+the 180 steps between them. Counts repeat from run to run where times on a shared machine
+do not; ``--against CHECKOUT`` adds relaygraph's savers from another checkout, labelled
+(B), for an A/B.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -128,21 +138,92 @@ async def long_once(name: str, kind: str, tmp: Path) -> float:
             return LONG / await atimed(long)
 
 
+async def threads_once(name: str, db: dict[str, str], threads: int) -> None:
+    """``threads`` short threads, the warm-up before them (``--instructions``' worker)."""
+    async with make_saver(name, db) as saver:
+        g = build().compile(checkpointer=saver)
+        await warm_up(g)
+        for i in range(threads):
+            await g.ainvoke({"messages": [HumanMessage(f"case {i}", id=f"in-{i}")],
+                             "count": 0, "target": SHORT_STEPS},
+                            {"configurable": {"thread_id": f"short-{i}"}})
+
+
+FEW, MANY = 10, 40  # short threads in --instructions' two processes
+
+
+def count_instructions(name: str, kind: str, tmp: Path, threads: int,
+                       src: str | None) -> int:
+    """Instructions of one whole process running ``threads`` short threads."""
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    if src:  # another checkout's relaygraph
+        env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    with fresh_db(kind, tmp) as db:
+        spec = json.dumps({"name": name.removesuffix(" (B)"), "db": db, "threads": threads})
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+             sys.executable, __file__, "--worker", spec],
+            capture_output=True, text=True, timeout=3600, check=False, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} on {kind} failed:\n{proc.stderr[-4000:]}")
+    (line,) = [ln for ln in proc.stderr.splitlines() if "Collected :" in ln]
+    return int(line.split(":")[-1])
+
+
+def instructions(plan: list[tuple[str, str]], tmp: Path, against: str | None) -> None:
+    if against is not None:
+        plan = plan + [(f"{n} (B)", k) for n, k in plan if n.startswith("relaygraph")]
+    src = str(Path(against) / "src") if against is not None else None
+    jobs = [(n, k, t) for n, k in plan for t in (MANY, FEW)]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # two processes at a time
+        counts = dict(zip(jobs, pool.map(
+            lambda j: count_instructions(j[0], j[1], tmp, j[2],
+                                         src if j[0].endswith(" (B)") else None), jobs),
+            strict=True))
+    steps = (MANY - FEW) * SHORT_STEPS
+    print(f"instructions per step (whole process under callgrind, {MANY} short threads "
+          f"against {FEW}, over the {steps} steps between them)")
+    per = {(n, k): (counts[(n, k, MANY)] - counts[(n, k, FEW)]) / steps for n, k in plan}
+    for (n, k), v in per.items():
+        extra = ""
+        if (f"{n} (B)", k) in per:
+            extra = f"   x{v / per[(f'{n} (B)', k)]:.3f} of (B)"
+        print(f"  {n:<22}{k:<10}{v / 1e6:8.3f} M{extra}")
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one repeat instead of five")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", help="comma-separated database kinds (sqlite, postgres)")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count instructions per step under valgrind's callgrind instead "
+                         "of timing (two processes at a time; minutes each)")
+    ap.add_argument("--against", metavar="CHECKOUT",
+                    help="with --instructions, also count relaygraph's savers from this "
+                         "checkout's src/, labelled (B)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        spec = json.loads(args.worker)
+        await threads_once(spec["name"], spec["db"], spec["threads"])
+        return
     repeats = 1 if args.quick else args.repeats
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "relaygraph-bench"
     tmp.mkdir(parents=True, exist_ok=True)
-    plan = [("relaygraph", "sqlite"), ("relaygraph engine", "sqlite"),
-            ("AsyncSqliteSaver", "sqlite")]
-    if _reachable(PG + "/postgres"):
+    kinds = set(args.only.split(",")) if args.only else {"sqlite", "postgres"}
+    plan: list[tuple[str, str]] = []
+    if "sqlite" in kinds:
+        plan += [("relaygraph", "sqlite"), ("relaygraph engine", "sqlite"),
+                 ("AsyncSqliteSaver", "sqlite")]
+    if "postgres" in kinds and _reachable(PG + "/postgres"):
         plan += [("relaygraph", "postgres"), ("relaygraph engine", "postgres"),
                  ("AsyncPostgresSaver", "postgres")]
-    else:
+    elif "postgres" in kinds:
         print("PostgreSQL not reachable at 127.0.0.1:5432: skipped")
+    if args.instructions:
+        instructions(plan, tmp, args.against)
+        return
     short: dict[tuple[str, str], list[float]] = {p: [] for p in plan}
     long: dict[tuple[str, str], list[float]] = {p: [] for p in plan}
     for rep in range(repeats):
@@ -163,7 +244,7 @@ async def main() -> None:
     for kind, official in (("sqlite", "AsyncSqliteSaver"), ("postgres", "AsyncPostgresSaver")):
         for label in ("relaygraph", "relaygraph engine"):
             ours, theirs = (label, kind), (official, kind)
-            if ours not in short:
+            if ours not in short or theirs not in short:
                 continue
             rs = statistics.median(a / b for a, b in zip(short[ours], short[theirs],
                                                          strict=True))

@@ -304,5 +304,9 @@ async def test_a_callers_async_postgres_connection_killed_under_the_saver_is_rep
     assert state.values["messages"][0].content == "hi"
     await graph.ainvoke({"messages": [HumanMessage("again", id="h2")]}, cfg)
     assert [m.content for m in (await graph.aget_state(cfg)).values["messages"]][-4] == "again"
-    assert engine.sync_engine.pool.checkedout() == 0
+    # what the saver keeps between operations (one, of a pool of two) is alive
+    assert saver._kept is not None
+    assert engine.sync_engine.pool.checkedout() == len(saver._kept._idle) <= 1
+    assert all(h.fairy.is_valid and h.fairy.driver_connection.pgconn.status == 0
+               for h in saver._kept._idle)
     await engine.dispose()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import functools
 import itertools
+import weakref
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -30,9 +32,10 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util.concurrency import await_only, in_greenlet
 
 from relaygraph.checkpointers import _schema as S
-from relaygraph.checkpointers._aiokept import lend
+from relaygraph.checkpointers._aiokept import KeptForLoop, lend
 from relaygraph.checkpointers._aiolite import AiosqliteLane
 from relaygraph.checkpointers._base import (
     CONFLICT,
@@ -59,6 +62,7 @@ from relaygraph.checkpointers._stop import note_failed_save, trouble_ends
 from relaygraph.checkpointers._sync import SqliteWorker, _first_retry, db_error
 from relaygraph.checkpointers._urls import (
     DEFAULT_MAX_CONNECTIONS,
+    acts_per_checkout,
     autocommit_kwargs,
     engine_kwargs,
     engine_views,
@@ -175,6 +179,124 @@ class AutocommitCheckout:
             await self._full.close()
         else:
             await greenlet_spawn(fairy.close)
+
+    def close_in_greenlet(self) -> None:
+        """:meth:`close` from inside SQLAlchemy's greenlet (a pool event): only for a
+        checkout over which no ``AsyncConnection`` was built. One of a pool the engine
+        no longer uses (disposed since) is closed: that pool closes nothing later."""
+        fairy = self.fairy
+        raw = fairy.driver_connection
+        if fairy._pool is not self.engine.sync_engine.pool and raw is not None:
+            fairy.invalidate()
+        elif not self._was and fairy.is_valid and raw is not None:
+            try:
+                await_only(raw.set_autocommit(False))
+            except Exception as exc:
+                fairy.invalidate(exc)
+        fairy.close()
+
+
+class CallerAutocommit(KeptForLoop[AutocommitCheckout]):
+    """Autocommitted checkouts of a caller's psycopg pool, kept between the saver's
+    operations (the async twin of ``_kept.CallerCheckouts``).
+
+    Without them every operation checks a connection out, switches psycopg's
+    ``autocommit`` on, runs, switches it off and gives it back (:class:`AutocommitCheckout`),
+    about a tenth of the process's instructions per step. Up to two (one fewer than the
+    pool's size) stay out of the pool between operations, in autocommit and outside any
+    transaction, under :class:`KeptForLoop`'s rules, and only while the pool has another
+    connection to lend without overflow. They go back as they were lent (autocommit off):
+    after ``HOLD_IDLE`` seconds without an operation, at once after a failure, when the
+    pool closes a connection (``engine.dispose()`` closes what is in the pool, and the
+    kept ones, given back then, are closed with the rest: no server session of the
+    saver's outlives the dispose), and when their event loop shuts down its async
+    generators (``asyncio.run`` and ``asyncio.Runner`` do before closing it). The one
+    listener this needs is on the pool's ``close`` event; a listener on the engine would
+    switch on SQLAlchemy's event dispatch for every statement the application runs.
+    """
+
+    UNTIL_LOOP_ENDS = True
+
+    def __init__(self, engine: AsyncEngine, direct: DirectWriter) -> None:
+        super().__init__(engine)
+        self.direct = direct
+        pool: Any = engine.sync_engine.pool
+        self.keep = max(0, min(2, pool.size() - 1))
+        self._listening: tuple[Any, Callable[..., None]] | None = None
+
+    @staticmethod
+    def suits(engine: AsyncEngine, direct: DirectWriter | None) -> bool:
+        """A ``QueuePool`` of two connections or more on psycopg."""
+        pool: Any = engine.sync_engine.pool
+        return (direct is not None and direct.pipelined
+                and isinstance(pool, sa.pool.QueuePool) and pool.size() >= 2
+                and engine.dialect.driver == "psycopg")
+
+    async def open(self) -> AutocommitCheckout:
+        return await AutocommitCheckout.open(self.engine, self.direct)
+
+    def fairy(self, held: AutocommitCheckout) -> Any:
+        return held.fairy
+
+    def fit(self, held: AutocommitCheckout) -> bool:
+        fairy = held.fairy
+        raw = fairy.driver_connection
+        return (held._full is None and fairy.is_valid and raw is not None
+                and raw.pgconn.status == _OK and raw.pgconn.transaction_status == _IDLE)
+
+    async def give_back(self, held: AutocommitCheckout, *, invalidate: bool = False) -> None:
+        if invalidate:
+            await held.invalidate()
+        await held.close()
+
+    def _spare(self) -> bool:
+        pool: Any = self.sync_engine.pool
+        return not acts_per_checkout(pool) and pool.checkedout() < pool.size()
+
+    async def kept(self, loop: asyncio.AbstractEventLoop) -> None:
+        await super().kept(loop)
+        pool: Any = self.sync_engine.pool
+        if self._listening is None or self._listening[0] is not pool:
+            ref = weakref.ref(self)
+
+            def closed(_dbapi_connection: Any, _record: Any) -> None:
+                this = ref()
+                if this is not None and this._idle:
+                    this._pool_closed()
+
+            sa.event.listen(pool, "close", closed)
+            if self._listening is not None:
+                _unlisten(*self._listening)
+            self._listening = (pool, closed)
+            weakref.finalize(self, _unlisten, pool, closed)
+
+    def _pool_closed(self) -> None:
+        """The pool closed a connection (``engine.dispose()`` closes them all): the kept
+        ones go back now, from the greenlet the pool runs in on their loop, and the
+        dispose closes them with the rest."""
+        if not in_greenlet():
+            return  # (the collector finalizing a connection) the timer or loop's end will
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if loop is not self._loop:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        idle, self._idle = self._idle, []
+        for held in idle:
+            held.close_in_greenlet()
+
+
+def _unlisten(pool: Any, fn: Callable[..., None]) -> None:
+    with contextlib.suppress(Exception):  # (a pool replaced since, or shutdown)
+        sa.event.remove(pool, "close", fn)
+
+
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
+_OK = 0  # psycopg.pq.ConnStatus.OK
 
 
 class HeldConnections:
@@ -310,6 +432,11 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         # a caller's aiosqlite engine on a file: an operation per trip to its connection's
         # thread (see ``AiosqliteLane``)
         self._lane = AiosqliteLane(engine) if AiosqliteLane.suits(engine) else None
+        # a caller's psycopg pool (transactional or autocommitted): a couple of its
+        # checkouts kept in autocommit between operations (see ``CallerAutocommit``)
+        self._kept: CallerAutocommit | None = None
+        if self._direct is not None and CallerAutocommit.suits(engine, self._direct):
+            self._kept = CallerAutocommit(engine, self._direct)
         # the autocommitted engine of from_conn_string: its connections stay checked out
         self._held: HeldConnections | None = None
         # and those of the pool task writes go through (see SQLAlchemySaver._writes_reader)
@@ -354,6 +481,7 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         try:
             saver = cls(engine, **kwargs)
             saver._timeouts = {"lock": lock_timeout, "statement": statement_timeout}
+            saver._kept = None  # its own pools are held instead (below)
             if fast is not None:
                 saver._reader = fast
                 saver._held = HeldConnections(fast)
@@ -444,6 +572,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                 result = await _drive(conn, op, afters, self._direct)
         elif held is not None and held.usable():
             result = await self._on_held(lambda c: _drive(c, op, afters, self._direct), held)
+        elif self._kept is not None:
+            result = await lend(self._kept, lambda c: _drive(c, op, afters, self._direct))  # type: ignore[arg-type]
         elif self._switched is not None and self._reader is self._switched:
             # a checkout per operation: the caller's pool keeps its own (its events run,
             # and nothing is left checked out when the application disposes of it)
@@ -487,6 +617,9 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
             return await self._lane.execute(msg)
         if self._held is not None and self._held.usable():
             return await self._on_held(functools.partial(_exec, msg=msg, direct=self._direct))
+        if self._kept is not None:
+            return await lend(self._kept, functools.partial(_exec, msg=msg,  # type: ignore[arg-type]
+                                                            direct=self._direct))
         if self._switched is not None and self._reader is self._switched:
             assert self._direct is not None
             async with AutocommitCheckout.lent(self.engine, self._direct) as checkout:

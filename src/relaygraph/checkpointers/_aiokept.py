@@ -3,16 +3,19 @@
 A checkout and return of SQLAlchemy's async pool cost greenlet hops, the pool's queue and
 the connection's reset on return: on aiosqlite ~0.26 ms (the reset is one more trip to
 the connection's thread), on psycopg about the saver's own CPU for a short operation.
-On a caller's aiosqlite engine the async saver therefore keeps a couple of the
-checkouts it takes for its next operations (``_aiolite.AiosqliteLane``), under the rules
-of :class:`KeptForLoop`.
+On a caller's engine the async saver therefore keeps a couple of the checkouts it takes
+for its next operations, under the rules of :class:`KeptForLoop`: on aiosqlite
+(``_aiolite.AiosqliteLane``) and on psycopg (``_aio.CallerAutocommit``).
 
-Not on a caller's PostgreSQL engine: a server session kept there outlives the
-application's ``engine.dispose()`` (which closes only the connections in the pool) until
-the saver's timer gives it back, so a ``DROP DATABASE`` right after fails, and one still
-kept when the event loop ends is left to the garbage collector, which SQLAlchemy reports
-as an error. A SQLite connection is a file handle and a thread, which aiosqlite's
-adapter ends cleanly when collected.
+A server session kept on a caller's PostgreSQL engine must not outlive what the
+application expects of its engine: ``engine.dispose()`` closes only the connections in
+the pool (a ``DROP DATABASE`` right after would fail), and one still kept when the event
+loop ends would be left to the garbage collector, which SQLAlchemy reports as an error.
+So there the kept checkouts also go back when the pool closes a connection (as the
+dispose does) and when the loop shuts down its async generators (``asyncio.run`` and
+``asyncio.Runner`` do, last thing before closing it). A SQLite connection is a file
+handle and a thread, which aiosqlite's adapter ends cleanly when collected, and may
+serve a later loop.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import sqlalchemy as sa
@@ -56,7 +59,14 @@ class KeptForLoop(Generic[H]):
     loop that kept them uses them; a later loop takes them over once that one has ended
     (``asyncio.run`` once more), and a forked child forgets its parent's unused. After
     the application disposed of its engine, those of the old pool are closed.
+
+    A kind whose connections must not outlive their loop sets ``UNTIL_LOOP_ENDS``: they
+    then also go back when the loop shuts down its async generators (a watcher is one),
+    and a later loop closes any a loop left without doing so instead of using them.
     """
+
+    #: give the kept checkouts back when their loop shuts down (see the class)
+    UNTIL_LOOP_ENDS = False
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -67,6 +77,9 @@ class KeptForLoop(Generic[H]):
         self._timer: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._pid = os.getpid()
+        # left by a loop that ended without shutting down its async generators
+        self._stale: list[H] = []
+        self._watcher: tuple[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] | None = None
         pool: Any = engine.sync_engine.pool
         size = getattr(pool, "size", None)
         overflow = getattr(pool, "_max_overflow", None)
@@ -101,6 +114,8 @@ class KeptForLoop(Generic[H]):
 
     async def acquire(self) -> H:
         loop = self._owner()
+        while self._stale:
+            await self.give_back(self._stale.pop(), invalidate=True)
         while self._idle and self._loop is loop:
             held = self._idle.pop()
             fairy = self.fairy(held)
@@ -117,6 +132,7 @@ class KeptForLoop(Generic[H]):
             self._loop, self._last = loop, loop.time()
             if self._timer is None:
                 self._timer = loop.call_later(HOLD_IDLE, self._reap)
+            await self.kept(loop)
             return
         if not reusable:
             # a database error or a cancellation mid-operation (the trip may still be
@@ -126,14 +142,33 @@ class KeptForLoop(Generic[H]):
             return
         await self._back(held)
 
+    async def kept(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Called when a checkout was kept on ``loop``."""
+        if self.UNTIL_LOOP_ENDS and (self._watcher is None or self._watcher[0] is not loop):
+            watcher = self._until_loop_ends()
+            await watcher.asend(None)  # started: the loop now knows of it
+            self._watcher = (loop, watcher)
+
+    async def _until_loop_ends(self) -> AsyncGenerator[None, None]:
+        """Suspended until its loop shuts down its async generators (``aclose()``)."""
+        try:
+            yield
+        finally:
+            await self.close()
+
     async def close(self) -> None:
         """Give the kept checkouts back to the pool now (from their loop)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        idle, self._idle = self._idle, []
-        for held in idle:
-            await self._back(held)
+        while self._idle:
+            held = self._idle.pop()
+            try:
+                await self._back(held)
+            except asyncio.CancelledError:
+                if self.fairy(held).dbapi_connection is not None:  # not back yet
+                    self._idle.append(held)  # still ours: the next close gives it back
+                raise
 
     async def _back(self, held: H) -> None:
         # after the application disposed of its engine, the pool this came from is
@@ -147,6 +182,9 @@ class KeptForLoop(Generic[H]):
             self._idle, self._loop, self._timer, self._pid = [], None, None, os.getpid()
         elif self._loop is not None and self._loop is not loop and self._loop.is_closed():
             self._loop, self._timer = loop, None
+            if self.UNTIL_LOOP_ENDS:  # not to be used by another loop: closed instead
+                self._stale.extend(self._idle)
+                self._idle = []
         return loop
 
     def _spare(self) -> bool:
