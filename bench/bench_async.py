@@ -13,8 +13,9 @@ repeats, round-robin across the savers, each measurement after a 3-step warm-up 
 ``bench_checkpointers.py``).
 
 ``--instructions`` counts instead of timing: each saver's whole process (graph included)
-under valgrind's callgrind, running 40 short threads and 10, the difference divided by
-the 180 steps between them. Counts repeat from run to run where times on a shared machine
+under valgrind's callgrind, running 40 short threads and 10 (the difference divided by the
+180 steps between them), and growing the long thread to 300 steps and to 100 (divided by
+200). Counts repeat from run to run where times on a shared machine
 do not; ``--against CHECKOUT`` adds relaygraph's savers from another checkout, labelled
 (B), for an A/B.
 """
@@ -138,8 +139,9 @@ async def long_once(name: str, kind: str, tmp: Path) -> float:
             return LONG / await atimed(long)
 
 
-async def threads_once(name: str, db: dict[str, str], threads: int) -> None:
-    """``threads`` short threads, the warm-up before them (``--instructions``' worker)."""
+async def counted_once(name: str, db: dict[str, str], threads: int, steps: int) -> None:
+    """``--instructions``' worker: the warm-up, then ``threads`` short threads or, with
+    ``steps``, one thread grown to ``steps`` steps as the long run grows it."""
     async with make_saver(name, db) as saver:
         g = build().compile(checkpointer=saver)
         await warm_up(g)
@@ -147,19 +149,29 @@ async def threads_once(name: str, db: dict[str, str], threads: int) -> None:
             await g.ainvoke({"messages": [HumanMessage(f"case {i}", id=f"in-{i}")],
                              "count": 0, "target": SHORT_STEPS},
                             {"configurable": {"thread_id": f"short-{i}"}})
+        cfg = {"configurable": {"thread_id": "long"}, "recursion_limit": 10_000}
+        for target in range(CHUNK, steps + 1, CHUNK):
+            inp: dict[str, Any] = {"target": target}
+            if target == CHUNK:
+                inp.update(messages=[HumanMessage("start", id="start")], count=0)
+            await g.ainvoke(inp, cfg)
 
 
-FEW, MANY = 10, 40  # short threads in --instructions' two processes
+# --instructions' processes: short threads, 40 against 10; the long thread, 300 steps
+# against 100
+FEW, MANY = 10, 40
+SHORTER, LONGER = 100, LONG
 
 
-def count_instructions(name: str, kind: str, tmp: Path, threads: int,
+def count_instructions(name: str, kind: str, tmp: Path, threads: int, steps: int,
                        src: str | None) -> int:
-    """Instructions of one whole process running ``threads`` short threads."""
+    """Instructions of one whole process (see ``counted_once``)."""
     env = dict(os.environ, PYTHONHASHSEED="0")
     if src:  # another checkout's relaygraph
         env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
     with fresh_db(kind, tmp) as db:
-        spec = json.dumps({"name": name.removesuffix(" (B)"), "db": db, "threads": threads})
+        spec = json.dumps({"name": name.removesuffix(" (B)"), "db": db, "threads": threads,
+                           "steps": steps})
         proc = subprocess.run(
             ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
              sys.executable, __file__, "--worker", spec],
@@ -174,21 +186,28 @@ def instructions(plan: list[tuple[str, str]], tmp: Path, against: str | None) ->
     if against is not None:
         plan = plan + [(f"{n} (B)", k) for n, k in plan if n.startswith("relaygraph")]
     src = str(Path(against) / "src") if against is not None else None
-    jobs = [(n, k, t) for n, k in plan for t in (MANY, FEW)]
+    works = [(MANY, 0), (FEW, 0), (0, LONGER), (0, SHORTER)]
+    jobs = [(n, k, t, st) for n, k in plan for t, st in works]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:  # two processes at a time
         counts = dict(zip(jobs, pool.map(
-            lambda j: count_instructions(j[0], j[1], tmp, j[2],
+            lambda j: count_instructions(j[0], j[1], tmp, j[2], j[3],
                                          src if j[0].endswith(" (B)") else None), jobs),
             strict=True))
-    steps = (MANY - FEW) * SHORT_STEPS
-    print(f"instructions per step (whole process under callgrind, {MANY} short threads "
-          f"against {FEW}, over the {steps} steps between them)")
-    per = {(n, k): (counts[(n, k, MANY)] - counts[(n, k, FEW)]) / steps for n, k in plan}
-    for (n, k), v in per.items():
+    short_steps = (MANY - FEW) * SHORT_STEPS
+    long_steps = LONGER - SHORTER
+    print(f"instructions per step (whole process under callgrind): short, {MANY} short "
+          f"threads against {FEW} over the {short_steps} steps between them; long, one "
+          f"thread of {LONGER} steps against {SHORTER}")
+    per = {(n, k): ((counts[(n, k, MANY, 0)] - counts[(n, k, FEW, 0)]) / short_steps,
+                    (counts[(n, k, 0, LONGER)] - counts[(n, k, 0, SHORTER)]) / long_steps)
+           for n, k in plan}
+    print(f"  {'saver':<24}{'db':<10}{'short':>10}{'long':>10}")
+    for (n, k), (sh, lo) in per.items():
         extra = ""
-        if (f"{n} (B)", k) in per:
-            extra = f"   x{v / per[(f'{n} (B)', k)]:.3f} of (B)"
-        print(f"  {n:<22}{k:<10}{v / 1e6:8.3f} M{extra}")
+        b = per.get((f"{n} (B)", k))
+        if b is not None:
+            extra = f"   x{sh / b[0]:.3f} / x{lo / b[1]:.3f} of (B)"
+        print(f"  {n:<24}{k:<10}{sh / 1e6:8.3f} M{lo / 1e6:8.3f} M{extra}")
 
 
 async def main() -> None:
@@ -206,7 +225,7 @@ async def main() -> None:
     args = ap.parse_args()
     if args.worker:
         spec = json.loads(args.worker)
-        await threads_once(spec["name"], spec["db"], spec["threads"])
+        await counted_once(spec["name"], spec["db"], spec["threads"], spec["steps"])
         return
     repeats = 1 if args.quick else args.repeats
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "relaygraph-bench"

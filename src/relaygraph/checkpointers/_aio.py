@@ -394,9 +394,12 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
     autocommitted connections checked out between operations (see
     :class:`HeldConnections`). An engine you pass in is used as it is (its events and
     pool settings apply): on an aiosqlite engine over a file an operation runs whole on
-    the aiosqlite thread of one of its connections (see ``_aiolite``), and on a
-    transactional psycopg engine it takes a bare checkout in psycopg's autocommit (see
-    :class:`AutocommitCheckout`).
+    the aiosqlite thread of one of its connections (see ``_aiolite``), and on a psycopg
+    engine it takes a bare checkout in psycopg's autocommit (see
+    :class:`AutocommitCheckout`) and keeps up to two of them between operations, given
+    back after a second without one, when the pool closes a connection (as
+    ``engine.dispose()`` does) and when the event loop ends (see
+    :class:`CallerAutocommit`).
 
     Example:
         >>> async with AsyncSQLAlchemySaver.from_conn_string("sqlite:///relaygraph.db") as s:
