@@ -178,22 +178,30 @@ class AutocommitCheckout:
         if self._full is not None:
             await self._full.close()
         else:
-            await greenlet_spawn(fairy.close)
+            await greenlet_spawn(self._checkin)
+
+    def _checkin(self) -> None:
+        """Back to the pool it came from; if the engine no longer uses that pool (it was
+        disposed, perhaps while this was on its way back), closed first: a disposed pool
+        closes what it holds when it is disposed, not what comes back to it later."""
+        fairy = self.fairy
+        if fairy._pool is not self.engine.sync_engine.pool and (
+                fairy.dbapi_connection is not None):
+            fairy.invalidate()
+        fairy.close()
 
     def close_in_greenlet(self) -> None:
         """:meth:`close` from inside SQLAlchemy's greenlet (a pool event): only for a
-        checkout over which no ``AsyncConnection`` was built. One of a pool the engine
-        no longer uses (disposed since) is closed: that pool closes nothing later."""
+        checkout over which no ``AsyncConnection`` was built."""
         fairy = self.fairy
         raw = fairy.driver_connection
-        if fairy._pool is not self.engine.sync_engine.pool and raw is not None:
-            fairy.invalidate()
-        elif not self._was and fairy.is_valid and raw is not None:
+        if (not self._was and fairy.is_valid and raw is not None
+                and fairy._pool is self.engine.sync_engine.pool):
             try:
                 await_only(raw.set_autocommit(False))
             except Exception as exc:
                 fairy.invalidate(exc)
-        fairy.close()
+        self._checkin()
 
 
 class CallerAutocommit(KeptForLoop[AutocommitCheckout]):
