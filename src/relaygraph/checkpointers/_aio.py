@@ -217,7 +217,9 @@ class CallerAutocommit(KeptForLoop[AutocommitCheckout]):
     after ``HOLD_IDLE`` seconds without an operation, at once after a failure, when the
     pool closes a connection (``engine.dispose()`` closes what is in the pool, and the
     kept ones, given back then, are closed with the rest: no server session of the
-    saver's outlives the dispose), and when their event loop shuts down its async
+    saver's outlives the dispose; a pool that held nothing else sends no event, and the
+    next operation, the timer or the loop's end closes them then, never handing one back
+    open to the disposed pool), and when their event loop shuts down its async
     generators (``asyncio.run`` and ``asyncio.Runner`` do before closing it). The one
     listener this needs is on the pool's ``close`` event; a listener on the engine would
     switch on SQLAlchemy's event dispatch for every statement the application runs.
