@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import functools
 import itertools
 import weakref
@@ -50,6 +49,12 @@ from relaygraph.checkpointers._base import (
 )
 from relaygraph.checkpointers._direct import DirectWriter, supports
 from relaygraph.checkpointers._errors import CheckpointerError
+from relaygraph.checkpointers._kept import (
+    close_if_orphaned,
+    listen_for_closes,
+    reusable_checkout,
+    stop_listening,
+)
 from relaygraph.checkpointers._protocol import answer, writes_of
 from relaygraph.checkpointers._retry import (
     DEFAULT_LOCK_TIMEOUT,
@@ -184,11 +189,8 @@ class AutocommitCheckout:
         """Back to the pool it came from; if the engine no longer uses that pool (it was
         disposed, perhaps while this was on its way back), closed first: a disposed pool
         closes what it holds when it is disposed, not what comes back to it later."""
-        fairy = self.fairy
-        if fairy._pool is not self.engine.sync_engine.pool and (
-                fairy.dbapi_connection is not None):
-            fairy.invalidate()
-        fairy.close()
+        close_if_orphaned(self.fairy, self.engine.sync_engine.pool)
+        self.fairy.close()
 
     def close_in_greenlet(self) -> None:
         """:meth:`close` from inside SQLAlchemy's greenlet (a pool event): only for a
@@ -249,10 +251,7 @@ class CallerAutocommit(KeptForLoop[AutocommitCheckout]):
         return held.fairy
 
     def fit(self, held: AutocommitCheckout) -> bool:
-        fairy = held.fairy
-        raw = fairy.driver_connection
-        return (held._full is None and fairy.is_valid and raw is not None
-                and raw.pgconn.status == _OK and raw.pgconn.transaction_status == _IDLE)
+        return reusable_checkout(held.fairy, held._full)
 
     async def give_back(self, held: AutocommitCheckout, *, invalidate: bool = False) -> None:
         if invalidate:
@@ -267,24 +266,17 @@ class CallerAutocommit(KeptForLoop[AutocommitCheckout]):
         await super().kept(loop)
         pool: Any = self.sync_engine.pool
         if self._listening is None or self._listening[0] is not pool:
-            ref = weakref.ref(self)
-
-            def closed(_dbapi_connection: Any, _record: Any) -> None:
-                this = ref()
-                if this is not None and this._idle:
-                    this._pool_closed()
-
-            sa.event.listen(pool, "close", closed)
+            closed = listen_for_closes(self, pool, CallerAutocommit._pool_closed)
             if self._listening is not None:
-                _unlisten(*self._listening)
+                stop_listening(*self._listening)
             self._listening = (pool, closed)
-            weakref.finalize(self, _unlisten, pool, closed)
+            weakref.finalize(self, stop_listening, pool, closed)
 
     def _pool_closed(self) -> None:
         """The pool closed a connection (``engine.dispose()`` closes them all): the kept
         ones go back now, from the greenlet the pool runs in on their loop, and the
         dispose closes them with the rest."""
-        if not in_greenlet():
+        if not self._idle or not in_greenlet():
             return  # (the collector finalizing a connection) the timer or loop's end will
         try:
             loop = asyncio.get_running_loop()
@@ -300,13 +292,6 @@ class CallerAutocommit(KeptForLoop[AutocommitCheckout]):
             held.close_in_greenlet()
 
 
-def _unlisten(pool: Any, fn: Callable[..., None]) -> None:
-    with contextlib.suppress(Exception):  # (a pool replaced since, or shutdown)
-        sa.event.remove(pool, "close", fn)
-
-
-_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
-_OK = 0  # psycopg.pq.ConnStatus.OK
 
 
 class HeldConnections:

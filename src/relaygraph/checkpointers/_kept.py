@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -137,12 +138,45 @@ def _young(conn: LiteConnection, recycle: float) -> bool:
 
 
 def _reusable(conn: LiteConnection) -> bool:
-    """``conn`` can serve another operation as it is: valid, connected, idle (no
-    transaction), and no ``Connection`` built over it."""
-    fairy: Any = conn.connection
-    raw: Any = fairy.dbapi_connection
-    return (conn._full is None and fairy.is_valid and raw is not None
+    """``conn`` can serve another operation as it is (see :func:`reusable_checkout`)."""
+    return reusable_checkout(conn.connection, conn._full)
+
+
+def reusable_checkout(fairy: Any, built: object | None) -> bool:
+    """A psycopg checkout (sync or async) can serve another operation as it is: valid,
+    connected, idle (no transaction), and nothing (``built``) made over it."""
+    raw: Any = fairy.driver_connection
+    return (built is None and fairy.is_valid and raw is not None
             and raw.pgconn.status == _OK and raw.pgconn.transaction_status == _IDLE)
+
+
+def close_if_orphaned(fairy: Any, pool: Any) -> None:
+    """Close ``fairy``'s connection if it belongs to a pool other than ``pool`` (the
+    engine's now: the other was disposed). A disposed pool closes what it holds when it
+    is disposed, not what comes back to it later."""
+    if fairy._pool is not pool and fairy.dbapi_connection is not None:
+        fairy.invalidate()
+
+
+def listen_for_closes(owner: Any, pool: Any, closed: Callable[[Any], None]) -> Any:
+    """Call ``closed(owner)`` whenever ``pool`` closes a connection while ``owner``
+    lives (held weakly); the listener, for :func:`stop_listening`. On the pool, not the
+    engine: an engine listener switches on SQLAlchemy's event dispatch for every
+    statement the application runs."""
+    ref = weakref.ref(owner)
+
+    def listener(_dbapi_connection: Any, _record: Any) -> None:
+        this = ref()
+        if this is not None:
+            closed(this)
+
+    sa.event.listen(pool, "close", listener)
+    return listener
+
+
+def stop_listening(pool: Any, listener: Any) -> None:
+    with contextlib.suppress(Exception):  # (a pool replaced since, or shutdown)
+        sa.event.remove(pool, "close", listener)
 
 
 _IDLE, _ACTIVE = 0, 1  # psycopg.pq.TransactionStatus (libpq's, as ints: no enum built)
@@ -238,15 +272,11 @@ class CallerCheckouts:
 
     def _listen(self, pool: Any) -> None:
         if self._listening is None:
-            ref = weakref.ref(self)
+            self._listening = listen_for_closes(self, pool, CallerCheckouts._pool_closed)
 
-            def closed(_dbapi_connection: Any, _record: Any) -> None:
-                this = ref()
-                if this is not None and this._conn is not None:
-                    this.close(listening=True)
-
-            sa.event.listen(pool, "close", closed)
-            self._listening = closed
+    def _pool_closed(self) -> None:
+        if self._conn is not None:
+            self.close(listening=True)
 
     def reap(self, idle: float) -> bool:
         """Give the kept connection back after ``idle`` seconds without an operation,
@@ -272,14 +302,11 @@ class CallerCheckouts:
             self._give_back(conn)
         if not listening and self._listening is not None:
             closed, self._listening = self._listening, None
-            with contextlib.suppress(Exception):  # (a pool replaced since, or shutdown)
-                sa.event.remove(self._engine.pool, "close", closed)
+            stop_listening(self._engine.pool, closed)
 
     def _give_back(self, conn: AutocommitCheckout) -> None:
         """Back to its pool; if that pool is no longer the engine's (disposed since),
         its server session is ended first: a disposed pool closes what it holds when it
         is disposed, not what comes back to it later."""
-        fairy: Any = conn.connection
-        if fairy._pool is not self._engine.pool and fairy.dbapi_connection is not None:
-            fairy.invalidate()
+        close_if_orphaned(conn.connection, self._engine.pool)
         conn.close()
