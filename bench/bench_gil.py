@@ -3,6 +3,7 @@
     python bench/bench_gil.py                  # 150 threads x 6 steps, 5 rounds
     python bench/bench_gil.py --steps 31 --threads 30 --rounds 3
     python bench/bench_gil.py --cpus 0         # every process on one core
+    python bench/bench_gil.py --only "SqliteSaver sync=NORMAL,relaygraph url"
 
 Under durability "async" LangGraph runs a saver's ``put`` and ``put_writes`` on its
 executor threads while the graph goes on. A call into C that lets go of the interpreter
