@@ -292,8 +292,6 @@ class CallerAutocommit(KeptForLoop[AutocommitCheckout]):
             held.close_in_greenlet()
 
 
-
-
 class HeldConnections:
     """The autocommitted connections of an engine the async saver owns, kept between
     operations.
