@@ -40,7 +40,10 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 ACME_KEY = "acme-key-0123456789"
 GLOBEX_KEY = "globex-key-0123456789"
-KEYS = {ACME_KEY: Principal("acme", "ana"), GLOBEX_KEY: Principal("globex", "gus")}
+INITECH_KEY = "initech-key-0123456789"
+KEYS = {ACME_KEY: Principal("acme", "ana"), GLOBEX_KEY: Principal("globex", "gus"),
+        INITECH_KEY: Principal("initech", "ian")}
+PHONE = {"width": 390, "height": 844}
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -132,7 +135,16 @@ def shots(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1360, "height": 900})
+    yield from _page(browser, {"width": 1360, "height": 900})
+
+
+@pytest.fixture
+def phone(browser: Any) -> Iterator[Any]:
+    yield from _page(browser, PHONE)
+
+
+def _page(browser: Any, viewport: dict[str, int]) -> Iterator[Any]:
+    context = browser.new_context(viewport=viewport)
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -152,6 +164,18 @@ def sign_in(page: Any, server: str, key: str) -> None:
     page.fill("#api_key", key)
     page.click("button[type=submit]")
     page.wait_for_url(f"{server}/inbox")
+
+
+def start_run(server: str, key: str, thread_id: str, messages: list[tuple[str, str]]) -> None:
+    """Run the refund graph on a new thread through the HTTP API, up to its review."""
+    import httpx
+
+    resp = httpx.post(f"{server}/threads/{thread_id}/runs/wait", headers={"x-api-key": key},
+                      json={"assistant_id": "refund", "if_not_exists": "create",
+                            "input": {"messages": [{"type": role, "content": text}
+                                                   for role, text in messages]}},
+                      timeout=60)
+    assert resp.status_code == 200, resp.text
 
 
 def test_review_a_refund_end_to_end(page: Any, server: str, shots: Path) -> None:
@@ -249,3 +273,17 @@ def test_another_tenant_sees_none_of_it(page: Any, server: str) -> None:
     resp = page.goto(f"{server}/inbox/reviews/refund-1043")
     assert resp is not None and resp.status == 404
     expect(page.locator("h1")).to_contain_text("Not found")
+
+
+def test_the_pages_fit_a_phone_screen(phone: Any, server: str) -> None:
+    """Nothing is wider than a 390 px screen: long ids and tables wrap or scroll inside."""
+    from relaygraph.graphs.examples._data import REFUND_TRANSCRIPT
+
+    long_id = "case-" + "7" * 100
+    start_run(server, INITECH_KEY, long_id, REFUND_TRANSCRIPT)
+    sign_in(phone, server, INITECH_KEY)
+    for path in (f"/inbox/reviews/{long_id}", "/inbox", f"/inbox/threads/{long_id}"):
+        phone.goto(server + path)
+        sync_api.expect(phone.locator("h1").first).to_be_visible()
+        wide = phone.evaluate("document.documentElement.scrollWidth")
+        assert wide <= PHONE["width"], f"{path} is {wide} px wide on a {PHONE['width']} px screen"
