@@ -282,7 +282,8 @@ def test_the_pages_fit_a_phone_screen(phone: Any, server: str) -> None:
     long_id = "case-" + "7" * 100
     start_run(server, INITECH_KEY, long_id, REFUND_TRANSCRIPT)
     sign_in(phone, server, INITECH_KEY)
-    for path in (f"/inbox/reviews/{long_id}", "/inbox", f"/inbox/threads/{long_id}"):
+    for path in (f"/inbox/reviews/{long_id}", "/inbox", f"/inbox/threads/{long_id}",
+                 "/inbox/threads"):
         phone.goto(server + path)
         sync_api.expect(phone.locator("h1").first).to_be_visible()
         wide = phone.evaluate("document.documentElement.scrollWidth")
