@@ -288,3 +288,20 @@ def test_the_pages_fit_a_phone_screen(phone: Any, server: str) -> None:
         sync_api.expect(phone.locator("h1").first).to_be_visible()
         wide = phone.evaluate("document.documentElement.scrollWidth")
         assert wide <= PHONE["width"], f"{path} is {wide} px wide on a {PHONE['width']} px screen"
+
+
+def test_pressing_approve_twice_sends_one_decision(page: Any, server: str) -> None:
+    """A second ``a`` before the page has left sends nothing: the reviewer sees their own
+    decision recorded, not a "moved on" page caused by their own second request."""
+    from relaygraph.graphs.examples._data import REFUND_TRANSCRIPT
+
+    start_run(server, INITECH_KEY, "twice-1", REFUND_TRANSCRIPT)
+    sign_in(page, server, INITECH_KEY)
+    page.goto(f"{server}/inbox/reviews/twice-1")
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    page.keyboard.press("a")
+    page.keyboard.press("a")
+    page.wait_for_url("**/inbox/threads/twice-1?decided=approve")
+    sync_api.expect(page.locator("#decided")).to_contain_text("recorded under ian")
+    assert len(posts) == 1, posts

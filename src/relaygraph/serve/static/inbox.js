@@ -133,7 +133,15 @@
       el.addEventListener("input", () => { showProblem(el, problem(el)); changedCount(); });
       el.addEventListener("change", () => { showProblem(el, problem(el)); changedCount(); });
     }
+    // one decision per page: a second click or key press before the page has left would
+    // reach the server after the first and come back as a "moved on" 409
+    let sent = false;
+    window.addEventListener("pageshow", () => {
+      sent = false;
+      form.querySelectorAll("button[type=submit]").forEach(b => { b.disabled = false; });
+    });
     form.addEventListener("submit", (ev) => {
+      if (sent) { ev.preventDefault(); return; }
       const action = ev.submitter ? ev.submitter.value : "approve";
       if (action === "reject") {
         const reason = document.getElementById("reason");
@@ -142,7 +150,9 @@
           ev.preventDefault();
           if (err) { err.textContent = "say why you reject it: the agent gets this as feedback"; err.hidden = false; }
           reason.focus();
+          return;
         }
+        sent = true;
         return;
       }
       let first = null;
@@ -157,7 +167,7 @@
         const f = inputs.find(el => !el.readOnly && !el.disabled);
         if (f) f.focus();
       }
-      // one decision per click: the server refuses a second one anyway (409)
+      sent = true;
       form.querySelectorAll("button[type=submit]").forEach(b => { setTimeout(() => { b.disabled = true; }, 0); });
     });
     changedCount();
