@@ -305,3 +305,23 @@ def test_pressing_approve_twice_sends_one_decision(page: Any, server: str) -> No
     page.wait_for_url("**/inbox/threads/twice-1?decided=approve")
     sync_api.expect(page.locator("#decided")).to_contain_text("recorded under ian")
     assert len(posts) == 1, posts
+
+
+def test_save_edits_without_changes_leaves_the_buttons_usable(page: Any, server: str) -> None:
+    """"Save edits" with nothing changed sends nothing and points at the first field; the
+    reviewer can still approve or reject afterwards."""
+    from relaygraph.graphs.examples._data import REFUND_TRANSCRIPT
+
+    start_run(server, INITECH_KEY, "noedit-1", REFUND_TRANSCRIPT)
+    sign_in(page, server, INITECH_KEY)
+    page.goto(f"{server}/inbox/reviews/noedit-1")
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    page.click("#btn-edit")
+    sync_api.expect(page.locator("#in-action")).to_be_focused()
+    page.evaluate("() => new Promise(r => setTimeout(r, 50))")  # the page's own timers run
+    for button in ("#btn-approve", "#btn-edit", "#btn-reject"):
+        sync_api.expect(page.locator(button)).to_be_enabled()
+    assert posts == []
+    page.click("#btn-approve")
+    page.wait_for_url("**/inbox/threads/noedit-1?decided=approve")

@@ -166,6 +166,7 @@
         ev.preventDefault();
         const f = inputs.find(el => !el.readOnly && !el.disabled);
         if (f) f.focus();
+        return;  // nothing was sent: the buttons stay usable
       }
       sent = true;
       form.querySelectorAll("button[type=submit]").forEach(b => { setTimeout(() => { b.disabled = true; }, 0); });
