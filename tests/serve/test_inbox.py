@@ -529,6 +529,27 @@ def test_the_server_checks_edits_against_the_contract_itself() -> None:
     assert (edits, errors) == ({"order_id": "A-7"}, {})  # 2.5 == 2.50: not an edit
 
 
+def test_a_whole_number_too_long_to_read_is_refused_not_a_server_error() -> None:
+    """Python will not parse more than 4300 digits: that is the reviewer's typo, a 422."""
+    import sys
+
+    from pydantic import BaseModel
+
+    from relaygraph.serve._inbox_forms import form_fields, parse_form
+
+    class Order(BaseModel):
+        quantity: int
+
+    current = {"quantity": 2}
+    fields = form_fields(Order, current)
+    limit = sys.get_int_max_str_digits()
+    edits, errors = parse_form(fields, {"f.quantity": "9" * (limit + 1)}, current, Order)
+    assert edits == {}
+    assert errors == {"quantity": f"enter a whole number of at most {limit} digits"}
+    edits, errors = parse_form(fields, {"f.quantity": "3"}, current, Order)
+    assert (edits, errors) == ({"quantity": 3}, {})
+
+
 def test_trust_page_shows_standing_and_resets_an_agent(client: TestClient) -> None:
     start(client, "acme", "t-1")
     start(client, "acme", "t-2")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -240,7 +241,11 @@ def _convert(f: FormField, raw: str) -> Any:
     if f.kind == "integer":
         if not _INTEGER.fullmatch(text):
             raise _Refused(f"enter a whole number, not {text[:40]!r}")
-        i = int(text)
+        try:
+            i = int(text)
+        except ValueError:  # more digits than Python converts from text
+            limit = sys.get_int_max_str_digits()
+            raise _Refused(f"enter a whole number of at most {limit} digits") from None
         _bounds(f, i)
         return i
     if f.kind == "number":
