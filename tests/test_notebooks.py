@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,9 @@ def test_notebook_runs(path: Path, tmp_path: Path) -> None:
     texts = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                     for o in c.get("outputs", []) if o.get("output_type") == "stream")
     assert "Traceback" not in texts
+    # printed for people: no float noise such as 4.0799999999999996e-05
+    noise = re.search(r"\d\.\d{12,}", texts)
+    assert noise is None, texts[max(0, noise.start() - 80):noise.end() + 20]
     assert list(tmp_path.iterdir()) == []  # nothing written next to the notebook
     rich = [o.get("data", {}) for c in nb.cells if c.cell_type == "code"
             for o in c.get("outputs", []) if o.get("output_type") in ("execute_result",
