@@ -442,12 +442,22 @@ def test_markup_from_agents_users_and_ids_is_escaped(client: TestClient) -> None
     "/inbox/reviews/bad%00id",          # NUL
     "/inbox/threads/bad%01id",          # control character
     "/inbox/reviews/t-1?interrupt=" + "i" * 300,
+    "/inbox/reviews/a%2Fb",             # a slash: no thread id has one
+    "/inbox/threads/a/b",
+    "/inbox/no-such-page",
 ])
 def test_bad_ids_are_4xx_pages(client: TestClient, path: str) -> None:
     sign_in(client)
     resp = client.get(path)
     assert 400 <= resp.status_code < 500, resp.text
     assert resp.headers["content-type"].startswith("text/html")
+    assert "Back to the inbox" in resp.text
+
+
+def test_the_inbox_with_a_trailing_slash_is_the_inbox(client: TestClient) -> None:
+    sign_in(client)
+    resp = client.get("/inbox/", follow_redirects=False)
+    assert resp.status_code in (303, 307) and resp.headers["location"].endswith("/inbox")
 
 
 def test_unknown_thread_and_bad_form_posts_are_4xx(client: TestClient) -> None:

@@ -615,4 +615,19 @@ async def trust_reset(request: Request) -> Response:
         {"reset": f"{standing.agent} · {standing.kind}"}), status_code=303)
 
 
+# --------------------------------------------------------------------------- anything else
+
+
+@router.get("/{rest:path}")
+async def not_found(rest: str, request: Request) -> Response:
+    """Any other address under the inbox (an id holding a slash, a mistyped link): a 404
+    page with the way back, not the API's JSON. Registered last, so it matches nothing else.
+    """
+    if not rest:
+        return RedirectResponse(_base(request), status_code=307)
+    return _error(request, 404, "Not found",
+                  f"There is no inbox page at {request.url.path[:200]!r}. Thread ids never "
+                  f"contain a slash.", read_session(request))
+
+
 __all__ = ["PREFIX", "router"]
