@@ -583,6 +583,9 @@ def test_trust_page_shows_standing_and_resets_an_agent(client: TestClient) -> No
     assert "resolver · refund is back under full review" in after
     assert "streak last broken by: reset to full review by ana" in after
     assert "3 more approvals in a row" in after  # 5/5 reaches 0.5; 3 in a row needed
+    # a link cannot put words of its own in the notice
+    forged = client.get("/inbox/trust", params={"reset": "Your account is locked: call"}).text
+    assert "reset-done" not in forged and "account is locked" not in forged
     assert client.post("/inbox/trust/reset", data={"csrf_token": csrf(page.text),
                                                    "target": "refund:nope"}
                        ).status_code == 404

@@ -586,10 +586,12 @@ async def trust(request: Request) -> Response:
     except _Page as stop:
         return stop.response
     rows = await atrust_rows(get_context(request).graphs)
+    # the notice after a reset names an agent of this page, never text from a crafted link
     reset = request.query_params.get("reset")
+    listed = {f"{r.standing.agent} · {r.standing.kind}" for r in rows}
     return _render(request, "trust.html", {
         "title": "Trust", "rows": rows,
-        "reset": f"{reset[:200]} is back under full review." if reset else None,
+        "reset": f"{reset} is back under full review." if reset in listed else None,
     }, session=session)
 
 
