@@ -281,6 +281,9 @@ def test_review_page_highlights_provenance_and_shows_the_verdicts(client: TestCl
     assert re.search(r'<select id="in-action" name="f.action" data-kind="enum"', page)
     assert 'data-kind="decimal"' in page
     assert 'value="249.99"' in page
+    # what each decision leads to, from the review node's routes
+    assert ("What the run does next: approve → <b>issue</b> · edit → <b>issue</b> · "
+            "reject → it ends</p>") in page
 
 
 def test_failed_handoff_marks_what_the_source_says(client: TestClient) -> None:

@@ -166,6 +166,8 @@ class ReviewView:
     """For a reconcile review: the conflicting fields, side by side."""
     agreed: list[tuple[str, str]] = field(default_factory=list)
     """For a reconcile review: ``(field, value)`` where every candidate agrees."""
+    next_nodes: dict[str, str] = field(default_factory=dict)
+    """Where the run goes after each action the reviewer may take, where the node says."""
 
     @property
     def reconcile(self) -> bool:
@@ -570,7 +572,16 @@ async def aload_review(graph: Any, graph_id: str, thread_id: str, internal_id: s
         contract=contract, value=shown_value, fields=fields, transcript=_transcript(
             passages, facts), transcript_label=label, facts=facts, handoff=handoff,
         guard=guard, standing=standing, policy=str(request.get("policy_reason") or ""),
-        candidates=heads, conflicts=conflicts, agreed=agreed)
+        candidates=heads, conflicts=conflicts, agreed=agreed,
+        next_nodes=_next_nodes(node))
+
+
+def _next_nodes(node: HumanReview | None) -> dict[str, str]:
+    """``{action: node}`` for the routes a review node names (its graph's edges decide the rest)."""
+    if node is None:
+        return {}
+    routes = {"approve": node.on_approve, "edit": node.on_edit, "reject": node.on_reject}
+    return {a: r for a, r in routes.items() if a in node.actions and r is not None}
 
 
 def _equal(a: str, b: str) -> bool:
