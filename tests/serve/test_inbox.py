@@ -6,6 +6,7 @@ import html
 import re
 from collections.abc import Iterator
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from relaygraph.graphs.examples.refund import build_refund_graph
 from relaygraph.nodes import AutonomyPolicy
 from relaygraph.serve import create_app
 from relaygraph.serve._auth import Principal
+from relaygraph.serve._inbox_review import moved_on
 from relaygraph.serve._inbox_session import COOKIE, InboxOptions
 from relaygraph.serve._index import ThreadIndex
 from relaygraph.serve._runner import refresh, thread_config
@@ -384,6 +386,30 @@ def test_a_stale_card_says_the_thread_moved_on(client: TestClient) -> None:
     assert resp.status_code == 409
     assert "moved on" in resp.text
     assert [r["reviewer"] for r in state(client, "acme", "t-1").values["reviews"]] == ["bob"]
+
+
+def test_a_link_to_another_review_of_a_waiting_thread_leads_to_the_one_waiting(
+        client: TestClient) -> None:
+    start(client, "acme", "t-1")
+    sign_in(client)
+    page = client.get("/inbox/reviews/t-1", params={"interrupt": "0" * 32})
+    assert page.status_code == 200
+    assert "This review has moved on" in page.text
+    assert '<a href="/inbox/reviews/t-1" id="waiting-now">' in page.text
+    assert 'id="decide"' in client.get("/inbox/reviews/t-1").text
+
+
+def test_a_thread_that_never_had_a_review_says_so() -> None:
+    finished = SimpleNamespace(values={"messages": []}, next=(), tasks=())
+    gone = moved_on("research", "r-1", finished)
+    assert gone.heading == "No review is waiting on this thread"
+    assert gone.message == "This thread has had no review; the run has finished."
+    assert not gone.waiting
+    decided = SimpleNamespace(values={"reviews": [{"decision": "approve", "reviewer": "ana",
+                                                   "at": "then"}]}, next=(), tasks=())
+    gone = moved_on("refund", "t-1", decided)
+    assert gone.heading == "This review has moved on"
+    assert gone.message.startswith("This review was already decided: approve by ana")
 
 
 def test_reject_with_a_reason_feeds_it_back(client: TestClient) -> None:

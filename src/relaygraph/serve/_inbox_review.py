@@ -182,6 +182,9 @@ class MovedOn:
     graph_id: str
     message: str
     status: str
+    heading: str = "This review has moved on"
+    waiting: bool = False
+    """Another review of the thread is waiting now (the page links to it)."""
 
 
 # --------------------------------------------------------------------------- the source
@@ -596,8 +599,9 @@ def moved_on(graph_id: str, thread_id: str, snapshot: Any) -> MovedOn:
     state = snapshot.values if isinstance(snapshot.values, Mapping) else {}
     reviews = [r for r in state.get("reviews") or [] if isinstance(r, Mapping)]
     last = reviews[-1] if reviews else None
+    waiting = bool(snapshot.next) and bool(pending_reviews(snapshot))
     if snapshot.next:
-        status = "waiting" if pending_reviews(snapshot) else "running"
+        status = "waiting" if waiting else "running"
         where = f"it is now at {', '.join(snapshot.next)}"
     else:
         status, where = "finished", "the run has finished"
@@ -605,6 +609,9 @@ def moved_on(graph_id: str, thread_id: str, snapshot: Any) -> MovedOn:
         who = last.get("reviewer") or "someone"
         message = (f"This review was already decided: {last.get('decision')} by {who} at "
                    f"{last.get('at')}. The thread moved on; {where}.")
+    elif last is None and not waiting:
+        return MovedOn(thread_id, graph_id, f"This thread has had no review; {where}.",
+                       status, heading="No review is waiting on this thread")
     else:
         message = f"This review is no longer waiting: the thread moved on; {where}."
-    return MovedOn(thread_id, graph_id, message, status)
+    return MovedOn(thread_id, graph_id, message, status, waiting=waiting)
