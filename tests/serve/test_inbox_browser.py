@@ -288,6 +288,11 @@ def test_the_pages_fit_a_phone_screen(phone: Any, server: str) -> None:
         sync_api.expect(phone.locator("h1").first).to_be_visible()
         wide = phone.evaluate("document.documentElement.scrollWidth")
         assert wide <= PHONE["width"], f"{path} is {wide} px wide on a {PHONE['width']} px screen"
+        # the top bar keeps the brand on one line and the pages side by side
+        brand = phone.locator(".brand").bounding_box()
+        pages = [phone.locator(".top nav a").nth(i).bounding_box() for i in range(3)]
+        assert brand["height"] < 30, brand
+        assert len({round(b["y"]) for b in pages}) == 1, pages
 
 
 def test_pressing_approve_twice_sends_one_decision(page: Any, server: str) -> None:
