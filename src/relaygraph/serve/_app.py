@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
 import logging
 import os
 import pkgutil
@@ -294,12 +295,27 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _clean_errors(errors: Any) -> Any:
-    # pydantic puts the offending input in each error; bytes that are not UTF-8 would make
-    # the error response itself fail to encode
+    # pydantic puts the offending input in each error; an input JSON cannot carry (bytes
+    # that are not UTF-8, a lone surrogate, 1e400 read as inf) would make the error response
+    # itself fail. LangServe raises its own errors as plain strings ("Invalid JSON body").
     out = []
     for err in errors:
+        if not isinstance(err, Mapping):
+            out.append({"msg": str(err)})
+            continue
         err = dict(err)
-        if isinstance(err.get("input"), bytes):
-            err["input"] = err["input"].decode("utf-8", "replace")
+        if "input" in err:
+            err["input"] = _printable_input(err["input"])
         out.append(err)
     return out
+
+
+def _printable_input(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False,
+                   default=str).encode("utf-8")
+    except (ValueError, TypeError):  # UnicodeEncodeError is a ValueError
+        return repr(value)[:200]
+    return value

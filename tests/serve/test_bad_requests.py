@@ -1,0 +1,66 @@
+"""Client mistakes against the app in process (SQLite): each is a 4xx with the reason.
+
+A 500 here is a server fault a client can trigger at will; it also drops the client's
+keep-alive connection. After every mistake the tenant's listings must still answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from relaygraph.graphs.examples.refund import refund_input
+from relaygraph.serve import Principal
+from relaygraph.serve._config import ServerConfig
+from relaygraph.serve._server import build_app
+
+KEY = "acme-key-0123456789abcdef"
+SPECS = ["refund=relaygraph.graphs.examples.refund:build_refund_graph",
+         "counter=_protocol_graphs:counter_graph"]
+JSON = {"content-type": "application/json"}
+
+
+def refund_json() -> dict[str, Any]:
+    return {"messages": [{"type": m.type, "content": m.content}
+                         for m in refund_input()["messages"]]}
+
+
+@pytest.fixture
+async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    config = ServerConfig(keys={KEY: Principal("acme", "ana")})
+    app = build_app(config, SPECS, database_url=f"sqlite:///{tmp_path / 'serve.db'}")
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=transport, base_url="http://relaygraph.test",
+            headers={"x-api-key": KEY}, timeout=60) as client:
+        yield client
+
+
+async def listings_answer(http: httpx.AsyncClient) -> bool:
+    for page in (http.get("/threads"), http.post("/threads/search", json={"limit": 100}),
+                 http.post("/threads/count", json={})):
+        r = await page
+        assert r.status_code == 200, r.text
+    return True
+
+
+@pytest.mark.parametrize("path", ["/graphs/counter/invoke", "/graphs/counter/batch",
+                                  "/graphs/counter/stream", "/graphs/counter/stream_events"])
+async def test_malformed_json_to_langserve_routes_is_422(http: httpx.AsyncClient,
+                                                          path: str) -> None:
+    r = await http.post(path, content=b'{"input": ', headers=JSON)
+    assert r.status_code == 422 and "Invalid JSON body" in r.text, r.text
+
+
+@pytest.mark.parametrize("body", [b'{"limit": 1e400}', b'{"offset": -1e400}',
+                                  b'{"metadata": {"a": 1}, "limit": NaN}'])
+async def test_validation_errors_on_non_finite_numbers_are_422(http: httpx.AsyncClient,
+                                                                body: bytes) -> None:
+    r = await http.post("/threads/search", content=body, headers=JSON)
+    assert r.status_code == 422 and "finite number" in r.text, r.text
+    r.json()  # the error response is JSON itself
+    assert await listings_answer(http)
