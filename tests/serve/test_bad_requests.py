@@ -64,3 +64,16 @@ async def test_validation_errors_on_non_finite_numbers_are_422(http: httpx.Async
     assert r.status_code == 422 and "finite number" in r.text, r.text
     r.json()  # the error response is JSON itself
     assert await listings_answer(http)
+
+
+async def test_offsets_past_what_sql_takes_are_422(http: httpx.AsyncClient) -> None:
+    huge = 2**64
+    r = await http.post("/threads/search", json={"offset": huge})
+    assert r.status_code == 422 and "offset" in r.text, r.text
+    assert (await http.post("/threads/search", json={"offset": 2**63 - 1})).json() == []
+    tid = (await http.post("/threads", json={})).json()["thread_id"]
+    r = await http.get(f"/threads/{tid}/runs", params={"offset": huge})
+    assert r.status_code == 422 and "offset" in r.text, r.text
+    r = await http.post("/assistants/search", json={"offset": huge})
+    assert r.status_code == 422 and "offset" in r.text, r.text
+    assert await listings_answer(http)

@@ -41,6 +41,10 @@ SDK_TO_RELAYGRAPH: dict[str, list[str]] = {
 }
 
 
+MAX_OFFSET = 2**63 - 1
+"""The largest page offset: SQL's OFFSET takes a signed 64-bit integer on every database."""
+
+
 def sdk_status(status: str) -> SdkThreadStatus:
     return _SDK_STATUS.get(status, "idle")
 
@@ -84,7 +88,7 @@ class ThreadSearch(_Body):
     ids: list[str] | None = None
     status: SdkThreadStatus | None = None
     limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
     sort_by: Literal["thread_id", "status", "created_at", "updated_at",
                      "state_updated_at"] | None = None
     sort_order: Literal["asc", "desc"] | None = None
@@ -170,7 +174,7 @@ class AssistantSearch(_Body):
     graph_id: str | None = None
     name: str | None = None
     limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
     sort_by: str | None = None
     sort_order: Literal["asc", "desc"] | None = None
     select: list[str] | None = None

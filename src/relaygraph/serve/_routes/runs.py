@@ -22,6 +22,7 @@ from fastapi.responses import StreamingResponse
 from relaygraph.serve._errors import BadRequest, ServerDraining, ThreadNotWaiting
 from relaygraph.serve._json import json_default, to_json
 from relaygraph.serve._protocol import (
+    MAX_OFFSET,
     Caller,
     CallerDep,
     RunBatchItem,
@@ -293,7 +294,7 @@ async def stream_run(thread_id: str, body: RunCreate, *, caller: CallerDep
 
 @router.get("/threads/{thread_id}/runs", response_model=list[RunOut])
 async def list_runs(thread_id: str, limit: int = Query(10, ge=1, le=1000),
-                    offset: int = Query(0, ge=0),
+                    offset: int = Query(0, ge=0, le=MAX_OFFSET),
                     status: Literal["pending", "running", "error", "success", "timeout",
                                     "interrupted"] | None = None,
                     *, caller: CallerDep) -> list[RunOut]:
