@@ -77,3 +77,49 @@ async def test_offsets_past_what_sql_takes_are_422(http: httpx.AsyncClient) -> N
     r = await http.post("/assistants/search", json={"offset": huge})
     assert r.status_code == 422 and "offset" in r.text, r.text
     assert await listings_answer(http)
+
+
+def surrogate(body: str) -> dict[str, Any]:
+    """A JSON body with a ``\\ud800`` escape (what ``json.dumps`` writes for a lone one)."""
+    return {"content": body.encode(), "headers": JSON}
+
+
+async def test_lone_surrogates_in_bodies_are_422_and_nothing_is_stored(
+        http: httpx.AsyncClient) -> None:
+    tid = (await http.post("/threads", json={})).json()["thread_id"]
+    cases = [
+        ("POST", "/threads", '{"metadata": {"note": "x\\ud800"}}', "metadata.note"),
+        ("POST", "/threads", '{"metadata": {"\\udfff": 1}}', "(the key)"),
+        ("PATCH", f"/threads/{tid}", '{"metadata": {"a": "\\ud800"}}', "metadata.a"),
+        ("POST", "/threads/search", '{"metadata": {"a": "\\ud800"}}', "metadata.a"),
+        ("POST", f"/threads/{tid}/runs/wait",
+         '{"assistant_id": "counter", "input": {"stop": 1}, "metadata": {"m": ["\\ud800"]}}',
+         "metadata.m[0]"),
+        ("POST", "/graphs/counter/invoke",
+         '{"input": {"stop": 1}, "config": {"configurable": {"thread_id": "ls"}, '
+         '"metadata": {"m": "\\ud800"}}}', "config.metadata.m"),
+    ]
+    for method, path, body, where in cases:
+        r = await http.request(method, path, **surrogate(body))
+        assert r.status_code == 422 and "lone surrogate" in r.text and where in r.text, \
+            (path, r.text)
+    assert await listings_answer(http)
+    assert [t["thread_id"] for t in (await http.post("/threads/search", json={})).json()] \
+        == [tid]
+    assert (await http.get(f"/threads/{tid}")).json()["metadata"] == {}
+    # a surrogate pair is fine
+    r = await http.post("/threads", **surrogate('{"metadata": {"emoji": "\\ud83d\\ude00"}}'))
+    assert r.status_code == 200 and r.json()["metadata"]["emoji"] == "\U0001F600"
+
+
+async def test_a_review_with_a_lone_surrogate_is_422_and_the_review_stays_open(
+        http: httpx.AsyncClient) -> None:
+    tid = (await http.post("/threads", json={})).json()["thread_id"]
+    r = await http.post(f"/threads/{tid}/runs/wait",
+                        json={"assistant_id": "refund", "input": refund_json()})
+    assert "__interrupt__" in r.json(), r.text
+    r = await http.post(f"/reviews/{tid}", **surrogate('{"action": "reject", '
+                                                        '"reason": "\\ud800"}'))
+    assert r.status_code == 422 and "reason" in r.text, r.text
+    assert (await http.get(f"/threads/{tid}")).json()["status"] == "interrupted"
+    assert await listings_answer(http)

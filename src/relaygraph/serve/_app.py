@@ -146,12 +146,14 @@ def create_app(
     _install_lifespan(app, ctx)
     _install_error_handlers(app)
 
-    from relaygraph.serve._limits import BodyLimitMiddleware
+    from fastapi import Depends
+
+    from relaygraph.serve._limits import BodyLimitMiddleware, valid_json_text
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
     for module in route_modules():
-        app.include_router(module.router)
+        app.include_router(module.router, dependencies=[Depends(valid_json_text)])
     _install_docs(app, title)
     if langserve_routes:
         from relaygraph.serve._langserve import add_langserve_routes

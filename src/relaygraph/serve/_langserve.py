@@ -36,6 +36,7 @@ from relaygraph.serve._errors import (
     busy_error,
 )
 from relaygraph.serve._json import json_default
+from relaygraph.serve._limits import valid_json_text
 from relaygraph.serve._reviews import is_review_request, review_command
 from relaygraph.serve._runner import hold_thread, tenant_of
 from relaygraph.serve._tenancy import internal_thread_id
@@ -239,7 +240,8 @@ def add_langserve_routes(app: FastAPI, ctx: Any) -> None:
                    config_keys=("configurable",),
                    disabled_endpoints=["config_hashes"], serializer=serializer,
                    per_req_config_modifier=_config_modifier(served),
-                   dependencies=[Depends(require_principal_or_session)])
+                   dependencies=[Depends(require_principal_or_session),
+                                 Depends(valid_json_text)])
 
 
 __all__ = ["ServedGraph", "add_langserve_routes", "as_command", "tenant_of"]

@@ -1,9 +1,15 @@
-"""Request limits: a body size cap (413) enforced before the body reaches a route."""
+"""Request limits: a body size cap (413) enforced before the body reaches a route, and
+JSON bodies whose text the server can store and send back (422)."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+from fastapi import Request
+
+from relaygraph.serve._errors import BadRequest
 
 Scope = dict[str, Any]
 
@@ -86,3 +92,47 @@ async def _reply(send: Any, status: int, message: str) -> None:
                             (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
+
+
+# JSON can spell a lone surrogate as an escape (\ud800); Python decodes it into a str that
+# no database, serializer or response can encode. Only bodies with such an escape (valid
+# pairs included) are parsed a second time to look.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """Where JSON data holds a lone surrogate (``"metadata.note"``), or None."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return where or "the body"
+        elif isinstance(item, dict):
+            for key, val in item.items():
+                name = str(key).encode("utf-8", "backslashreplace").decode("utf-8")
+                path = f"{where}.{name}" if where else name
+                stack.append((path + " (the key)", key))
+                stack.append((path, val))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
+    return None
+
+
+async def valid_json_text(request: Request) -> None:
+    """FastAPI dependency: a JSON body with a lone surrogate is 422, before it is stored."""
+    if "json" not in request.headers.get("content-type", ""):
+        return
+    body = await request.body()
+    if not _SURROGATE_ESCAPE.search(body):
+        return
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return  # the route reports the malformed body
+    where = lone_surrogate(data)
+    if where is not None:
+        raise BadRequest(f"the body holds a lone surrogate (a \\ud800-\\udfff escape without "
+                         f"its pair) at {where}: text must be valid Unicode")
