@@ -123,3 +123,23 @@ async def test_a_review_with_a_lone_surrogate_is_422_and_the_review_stays_open(
     assert r.status_code == 422 and "reason" in r.text, r.text
     assert (await http.get(f"/threads/{tid}")).json()["status"] == "interrupted"
     assert await listings_answer(http)
+
+
+async def paused_refund(http: httpx.AsyncClient) -> str:
+    tid = (await http.post("/threads", json={})).json()["thread_id"]
+    r = await http.post(f"/threads/{tid}/runs/wait",
+                        json={"assistant_id": "refund", "input": refund_json()})
+    assert "__interrupt__" in r.json(), r.text
+    return str(tid)
+
+
+@pytest.mark.parametrize("resume", ["approve", 5, [], True])
+async def test_a_review_resume_that_is_not_a_decision_is_422(http: httpx.AsyncClient,
+                                                             resume: Any) -> None:
+    tid = await paused_refund(http)
+    r = await http.post(f"/threads/{tid}/runs/wait",
+                        json={"assistant_id": "refund", "command": {"resume": resume}})
+    assert r.status_code == 422 and "not a review decision" in r.text, r.text
+    runs = (await http.get(f"/threads/{tid}/runs")).json()
+    assert [run["status"] for run in runs] == ["success"]  # the refused resume made no run
+    assert (await http.get(f"/threads/{tid}/state")).json()["next"] == ["review"]

@@ -82,9 +82,10 @@ async def _resume_value(caller: Caller, ref: ThreadRef, resume: Any) -> Any:
 def _review(caller: Caller, ref: ThreadRef, snap: Any, intr: Any, value: Any) -> Any:
     from relaygraph.serve._reviews import is_review_request, review_command
 
-    if not is_review_request(intr.value) or not isinstance(value, Mapping):
+    if not is_review_request(intr.value):
         return value
-    # InvalidReviewDecision (422): a malformed decision, bad edits, another reviewer's name
+    # InvalidReviewDecision (422): not a decision at all ("approve", 5), a malformed one,
+    # bad edits, another reviewer's name
     command = review_command(ref.graph, snap, {"configurable": {"thread_id": ref.external}},
                              value, caller.principal.reviewer, intr.id)
     return command.resume[intr.id]  # type: ignore[index]
