@@ -143,3 +143,22 @@ async def test_a_review_resume_that_is_not_a_decision_is_422(http: httpx.AsyncCl
     runs = (await http.get(f"/threads/{tid}/runs")).json()
     assert [run["status"] for run in runs] == ["success"]  # the refused resume made no run
     assert (await http.get(f"/threads/{tid}/state")).json()["next"] == ["review"]
+
+
+@pytest.mark.parametrize("command", [{}, {"resume": None}, {"goto": None, "update": None}])
+async def test_an_empty_command_is_422(http: httpx.AsyncClient, command: Any) -> None:
+    tid = await paused_refund(http)
+    r = await http.post(f"/threads/{tid}/runs/wait",
+                        json={"assistant_id": "refund", "command": command})
+    assert r.status_code == 422 and "command" in r.text, r.text
+    assert (await http.get(f"/threads/{tid}/state")).json()["next"] == ["review"]
+
+
+async def test_an_empty_command_to_langserve_is_422(http: httpx.AsyncClient) -> None:
+    """``RemoteRunnable`` sends a ``Command`` as its four fields."""
+    config = {"configurable": {"thread_id": "ls-empty"}}
+    r = await http.post("/graphs/counter/invoke", json={"input": {"stop": 1}, "config": config})
+    assert r.status_code == 200, r.text
+    empty = {"graph": None, "update": None, "resume": None, "goto": []}
+    r = await http.post("/graphs/counter/invoke", json={"input": empty, "config": config})
+    assert r.status_code == 422 and "command" in r.text.lower(), r.text

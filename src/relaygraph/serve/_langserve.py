@@ -53,6 +53,10 @@ def as_command(value: Any) -> Command | None:
         if value.get("graph") not in (None, Command.PARENT):
             raise BadRequest("Command.graph is not supported over HTTP")
         goto = value.get("goto")
+        if value.get("resume") is None and value.get("update") in (None, {}, []) \
+                and goto in (None, [], ""):
+            raise BadRequest("the Command needs a resume value, an update or a goto; got "
+                             "none (a null resume resumes nothing)")
         return Command(resume=value.get("resume"), update=value.get("update"),
                        goto=goto if goto not in (None, []) else ())
     return None

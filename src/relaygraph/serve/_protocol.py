@@ -126,6 +126,11 @@ class CommandBody(_Body):
     update: Any = None
     goto: Any = None
 
+    def is_empty(self) -> bool:
+        """Nothing to do: LangGraph fails such a command inside the run, not up front."""
+        return self.resume is None and self.update in (None, {}, []) and self.goto in (
+            None, [], "")
+
 
 class RunCreate(_Body):
     assistant_id: str = Field(min_length=1, max_length=64)

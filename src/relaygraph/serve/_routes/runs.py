@@ -55,6 +55,9 @@ def _check_input(body: RunCreate) -> None:
             raise BadRequest(f"input.messages: {exc}") from None
     if body.input is not None and body.command is not None:
         raise BadRequest("send either input or command, not both")
+    if body.command is not None and body.command.is_empty():
+        raise BadRequest("command needs a resume value, an update or a goto; got none "
+                         "(a null resume resumes nothing)")
     if body.webhook is not None:
         raise BadRequest("webhooks are not supported by this server; poll runs.get or "
                          "use runs.join")
