@@ -162,3 +162,32 @@ async def test_an_empty_command_to_langserve_is_422(http: httpx.AsyncClient) -> 
     empty = {"graph": None, "update": None, "resume": None, "goto": []}
     r = await http.post("/graphs/counter/invoke", json={"input": empty, "config": config})
     assert r.status_code == 422 and "command" in r.text.lower(), r.text
+
+
+async def test_an_unknown_checkpoint_id_is_404_and_the_thread_keeps_its_state(
+        http: httpx.AsyncClient) -> None:
+    tid = (await http.post("/threads", json={})).json()["thread_id"]
+    r = await http.post(f"/threads/{tid}/runs/wait",
+                        json={"assistant_id": "counter", "input": {"stop": 3}})
+    assert r.json()["n"] == 3, r.text
+    before = (await http.get(f"/threads/{tid}/state")).json()
+    attempts = [
+        http.post(f"/threads/{tid}/state", json={"values": {"n": 0}, "checkpoint_id": "nope"}),
+        http.post(f"/threads/{tid}/state",
+                  json={"values": {"n": 0}, "checkpoint": {"checkpoint_id": "nope"}}),
+        http.post(f"/threads/{tid}/runs/wait", json={"assistant_id": "counter",
+                                                     "input": {"stop": 0},
+                                                     "checkpoint_id": "nope"}),
+        http.post(f"/threads/{tid}/runs", json={"assistant_id": "counter", "input": {"stop": 0},
+                                                "checkpoint": {"checkpoint_id": "nope"}}),
+    ]
+    for attempt in attempts:
+        r = await attempt
+        assert r.status_code == 404 and "checkpoint 'nope' not found" in r.text, r.text
+    assert (await http.get(f"/threads/{tid}/state")).json() == before
+    assert len((await http.get(f"/threads/{tid}/runs")).json()) == 1
+    # a checkpoint the thread has still works
+    cid = before["parent_checkpoint"]["checkpoint_id"]
+    r = await http.post(f"/threads/{tid}/state", json={"values": {"n": 10}, "checkpoint_id": cid})
+    assert r.status_code == 200, r.text
+    assert (await http.get(f"/threads/{tid}/state")).json()["values"]["n"] == 10

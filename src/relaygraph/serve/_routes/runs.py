@@ -31,7 +31,12 @@ from relaygraph.serve._protocol import (
     RunOut,
     run_out,
 )
-from relaygraph.serve._routes.threads import ThreadRef, find_thread, require_thread
+from relaygraph.serve._routes.threads import (
+    ThreadRef,
+    find_thread,
+    require_checkpoint,
+    require_thread,
+)
 from relaygraph.serve._runs import RunHandle, RunManager, RunSpec, get_manager
 from relaygraph.serve._runstore import RunRecord
 
@@ -125,6 +130,8 @@ async def _prepare(caller: Caller, manager: RunManager, thread_id: str | None,
             command["resume"] = await _resume_value(caller, ref, command["resume"])
     checkpoint_id = body.checkpoint_id or (body.checkpoint.checkpoint_id
                                            if body.checkpoint else None)
+    await require_checkpoint(caller, ref, checkpoint_id,
+                             body.checkpoint.checkpoint_ns if body.checkpoint else "")
     spec = RunSpec(
         graph_id=body.assistant_id, input=body.input, command=command, config=body.config,
         context=body.context, metadata=dict(body.metadata or {}), stream_mode=body.modes(),

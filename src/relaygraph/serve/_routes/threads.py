@@ -294,6 +294,19 @@ async def prune_threads(body: ThreadPrune, *, caller: CallerDep) -> dict[str, in
 # ----------------------------------------------------------------------- protocol: state
 
 
+async def require_checkpoint(caller: Caller, ref: ThreadRef, checkpoint_id: str | None,
+                             checkpoint_ns: str = "") -> None:
+    """404 for a checkpoint the thread does not have.
+
+    LangGraph reads an unknown checkpoint id as an empty state: an update or a run from it
+    would start the thread over instead of failing.
+    """
+    if checkpoint_id and await caller.ctx.checkpointer.aget_tuple(
+            ref.config(checkpoint_id, checkpoint_ns)) is None:
+        raise HTTPException(404, f"checkpoint {checkpoint_id!r} not found on thread "
+                                 f"{ref.external!r}")
+
+
 async def _state(caller: Caller, thread_id: str, checkpoint_id: str | None,
                  checkpoint_ns: str, subgraphs: bool) -> ThreadStateOut:
     manager = await get_manager(caller.ctx)
@@ -303,9 +316,7 @@ async def _state(caller: Caller, thread_id: str, checkpoint_id: str | None,
 
         return ThreadStateOut(values={}, next=[], checkpoint=CheckpointOut(thread_id=thread_id))
     config = ref.config(checkpoint_id, checkpoint_ns)
-    if checkpoint_id and await caller.ctx.checkpointer.aget_tuple(config) is None:
-        raise HTTPException(404, f"checkpoint {checkpoint_id!r} not found on thread "
-                                 f"{thread_id!r}")
+    await require_checkpoint(caller, ref, checkpoint_id, checkpoint_ns)
     snap = await ref.graph.aget_state(config, subgraphs=subgraphs)
     return state_out(snap, ref.internal, ref.external)
 
@@ -343,6 +354,7 @@ async def update_state(thread_id: str, body: StateUpdate, *, caller: CallerDep
     graph = _require_graph(ref)
     cid = body.checkpoint_id or (body.checkpoint.checkpoint_id if body.checkpoint else None)
     ns = body.checkpoint.checkpoint_ns if body.checkpoint else ""
+    await require_checkpoint(caller, ref, cid, ns)
     leases = caller.ctx.leases
     lease = await leases.aacquire(ref.internal, holder=f"update-{uuid.uuid4()}", wait=0.0)
     try:
