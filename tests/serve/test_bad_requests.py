@@ -191,3 +191,37 @@ async def test_an_unknown_checkpoint_id_is_404_and_the_thread_keeps_its_state(
     r = await http.post(f"/threads/{tid}/state", json={"values": {"n": 10}, "checkpoint_id": cid})
     assert r.status_code == 200, r.text
     assert (await http.get(f"/threads/{tid}/state")).json()["values"]["n"] == 10
+
+
+async def test_streamed_configs_name_the_clients_thread_id(http: httpx.AsyncClient) -> None:
+    """``checkpoints``, ``debug`` and ``events`` carry run configs: a client reuses them
+    (time travel), so they must hold its own thread id, not the tenant-namespaced one."""
+    tid = (await http.post("/threads", json={})).json()["thread_id"]
+    r = await http.post(f"/threads/{tid}/runs/stream", json={
+        "assistant_id": "counter", "input": {"stop": 1},
+        "stream_mode": ["checkpoints", "debug", "events"]})
+    assert r.status_code == 200 and "event: checkpoints" in r.text and "event: debug" in r.text
+    assert f'"thread_id":"{tid}"' in r.text.replace(" ", "")
+    assert "acme/" not in r.text
+
+
+async def test_run_errors_name_the_clients_thread_id(tmp_path: Path) -> None:
+    from relaygraph.serve import ServerSettings
+
+    config = ServerConfig(keys={KEY: Principal("acme", "ana")},
+                          settings=ServerSettings(enqueue_wait=0.2))
+    app = build_app(config, SPECS, database_url=f"sqlite:///{tmp_path / 'serve.db'}")
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://relaygraph.test",
+            headers={"x-api-key": KEY}, timeout=60) as http:
+        tid = (await http.post("/threads", json={})).json()["thread_id"]
+        long = (await http.post(f"/threads/{tid}/runs", json={
+            "assistant_id": "counter", "input": {"stop": 10**6},
+            "config": {"recursion_limit": 10**7}})).json()
+        r = await http.post(f"/threads/{tid}/runs/wait", json={
+            "assistant_id": "counter", "input": {"stop": 0}, "multitask_strategy": "enqueue"})
+        error = r.json()["__error__"]
+        assert tid in error["message"] and "acme/" not in error["message"], error
+        queued = (await http.get(f"/threads/{tid}/runs")).json()[0]
+        assert queued["status"] == "error" and "acme/" not in queued["error"], queued
+        await http.post(f"/threads/{tid}/runs/{long['run_id']}/cancel", params={"wait": True})

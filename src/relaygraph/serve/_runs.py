@@ -44,6 +44,8 @@ _GRAPH_MODE: dict[str, str | None] = {
 }
 # "events" is LangChain's event stream (astream_events v2); "tools" and "lifecycle" are
 # accepted and send nothing
+# modes whose chunks carry run configs (with the stored thread id)
+_CONFIG_MODES = frozenset({"debug", "checkpoints", "tasks"})
 
 _KEEP_FINISHED = 256  # finished runs whose events this process keeps for join_stream
 _KEEP_EVENTS = 2000  # events a run keeps for clients that follow it late
@@ -102,6 +104,25 @@ class RunHandle:
     error: BaseException | None = None
     stop_reason: str | None = None
     control: Any = None  # LangGraph's RunControl while the run holds the thread
+
+    @property
+    def external(self) -> str:
+        """The client's thread id (the stored one without its tenant)."""
+        return self.record.thread_id.split("/", 1)[-1]
+
+    def message(self, exc: BaseException) -> str:
+        """An error's message naming the thread by the client's id."""
+        return str(exc).replace(self.record.thread_id, self.external)
+
+    def client_ids(self, data: Any) -> Any:
+        """JSON data with the stored thread id replaced by the client's (run configs)."""
+        if isinstance(data, str):
+            return self.external if data == self.record.thread_id else data
+        if isinstance(data, dict):
+            return {k: self.client_ids(v) for k, v in data.items()}
+        if isinstance(data, list):
+            return [self.client_ids(v) for v in data]
+        return data
 
     def publish(self, event: str, data: Any) -> None:
         self.events.append((event, data))
@@ -216,7 +237,7 @@ class RunManager:
                 h.admitted.set_exception(exc)  # start() answers 409
             h.error = exc
             status = "error"
-            h.publish("error", {"error": "ThreadBusy", "message": str(exc)})
+            h.publish("error", {"error": "ThreadBusy", "message": h.message(exc)})
         except asyncio.CancelledError:
             status = "interrupted"
             h.stop_reason = h.stop_reason or "cancelled"
@@ -224,11 +245,11 @@ class RunManager:
             log.info("run %s failed: %s: %s", rec.run_id, type(exc).__name__, exc)
             h.error = exc
             status = "error"
-            h.publish("error", {"error": type(exc).__name__, "message": str(exc)})
+            h.publish("error", {"error": type(exc).__name__, "message": h.message(exc)})
         h.status = status
         if not h.admitted.done():
             h.admitted.set_result(None)
-        error = str(h.error) if h.error else None
+        error = h.message(h.error) if h.error else None
         if status in ("timeout", "interrupted") and h.stop_reason:
             error = f"the run stopped at a step boundary ({h.stop_reason}); the thread keeps " \
                     f"its last checkpoint"
@@ -301,7 +322,7 @@ class RunManager:
                 if isinstance(chunk, tuple) and len(chunk) == 3:
                     self._emit(h, *chunk)
                 continue
-            h.publish("events", _event_json(event))
+            h.publish("events", h.client_ids(_event_json(event)))
 
     async def rollback(self, thread_id: str, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints these runs wrote on the thread, and the runs."""
@@ -352,7 +373,8 @@ class RunManager:
             h.publish(name + suffix, data)
             return
         if mode in requested:
-            h.publish(mode + suffix, to_json(chunk))
+            data = to_json(chunk)
+            h.publish(mode + suffix, h.client_ids(data) if mode in _CONFIG_MODES else data)
 
     # -- following and cancelling
 

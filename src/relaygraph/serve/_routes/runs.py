@@ -160,7 +160,8 @@ async def _output(caller: Caller, manager: RunManager, ref: ThreadRef, run_id: s
         local = manager.handles.get(run_id)
         err = local.error if local is not None else None
         return {"__error__": {"error": type(err).__name__ if err else rec.status,
-                              "message": str(err) if err else (rec.error or rec.status)}}
+                              "message": local.message(err) if local is not None and err
+                              else (rec.error or rec.status)}}
     if ref.graph is None:
         return {}
     snap = await ref.graph.aget_state(ref.config())
