@@ -225,3 +225,12 @@ async def test_run_errors_name_the_clients_thread_id(tmp_path: Path) -> None:
         queued = (await http.get(f"/threads/{tid}/runs")).json()[0]
         assert queued["status"] == "error" and "acme/" not in queued["error"], queued
         await http.post(f"/threads/{tid}/runs/{long['run_id']}/cancel", params={"wait": True})
+
+
+@pytest.mark.parametrize("limit", [0, -1, "ten", 2.5, True])
+async def test_a_bad_recursion_limit_is_422(http: httpx.AsyncClient, limit: Any) -> None:
+    tid = (await http.post("/threads", json={})).json()["thread_id"]
+    r = await http.post(f"/threads/{tid}/runs/wait", json={
+        "assistant_id": "counter", "input": {"stop": 1}, "config": {"recursion_limit": limit}})
+    assert r.status_code == 422 and "recursion_limit" in r.text, r.text
+    assert (await http.get(f"/threads/{tid}/runs")).json() == []

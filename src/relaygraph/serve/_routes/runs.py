@@ -60,6 +60,10 @@ def _check_input(body: RunCreate) -> None:
             raise BadRequest(f"input.messages: {exc}") from None
     if body.input is not None and body.command is not None:
         raise BadRequest("send either input or command, not both")
+    limit = (body.config or {}).get("recursion_limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit < 1):
+        raise BadRequest(f"config.recursion_limit must be an integer >= 1, got {limit!r}")
     if body.command is not None and body.command.is_empty():
         raise BadRequest("command needs a resume value, an update or a goto; got none "
                          "(a null resume resumes nothing)")
