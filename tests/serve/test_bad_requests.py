@@ -234,3 +234,14 @@ async def test_a_bad_recursion_limit_is_422(http: httpx.AsyncClient, limit: Any)
         "assistant_id": "counter", "input": {"stop": 1}, "config": {"recursion_limit": limit}})
     assert r.status_code == 422 and "recursion_limit" in r.text, r.text
     assert (await http.get(f"/threads/{tid}/runs")).json() == []
+
+
+@pytest.mark.parametrize("config", [{"configurable": "y"}, {"metadata": ["x"]},
+                                    {"configurable": [["a", 1]]}])
+async def test_a_run_config_whose_parts_are_not_objects_is_422(http: httpx.AsyncClient,
+                                                               config: Any) -> None:
+    tid = (await http.post("/threads", json={})).json()["thread_id"]
+    r = await http.post(f"/threads/{tid}/runs/wait", json={
+        "assistant_id": "counter", "input": {"stop": 1}, "config": config})
+    assert r.status_code == 422 and "config." in r.text, r.text
+    assert (await http.get(f"/threads/{tid}/runs")).json() == []

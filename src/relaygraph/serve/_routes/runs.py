@@ -60,6 +60,10 @@ def _check_input(body: RunCreate) -> None:
             raise BadRequest(f"input.messages: {exc}") from None
     if body.input is not None and body.command is not None:
         raise BadRequest("send either input or command, not both")
+    for part in ("configurable", "metadata"):
+        value = (body.config or {}).get(part)
+        if value is not None and not isinstance(value, dict):
+            raise BadRequest(f"config.{part} must be an object, got {type(value).__name__}")
     limit = (body.config or {}).get("recursion_limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                               or limit < 1):
