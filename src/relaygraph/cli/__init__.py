@@ -25,6 +25,7 @@ Exit status: 0 ok, 1 failed (one line on stderr), 2 usage error.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -66,6 +67,15 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _import_from_cwd() -> None:
+    # The installed ``relaygraph`` script starts with its own bin directory on sys.path,
+    # not the current one: put the current directory first, as ``python -m`` and uvicorn
+    # do, so that ``--graph support=myapp.graphs:builder`` finds the user's package.
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status.
 
@@ -76,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) and usage errors (2)
         return int(exc.code or 0)
+    _import_from_cwd()
     console = make_console()
     from relaygraph.checkpointers import SchemaVersionError, SetupRequiredError
 
