@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -272,3 +273,40 @@ def test_a_thread_held_by_a_live_lease_is_running_and_left_alone(db: str, capsys
         finally:
             store.release(lease)
     assert _statuses(capsys, db) == {"busy": "waiting"}
+
+
+def _printed_command(text: str, prefix: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith(prefix))
+    argv = shlex.split(line.removeprefix(prefix))
+    assert argv[0] == "relaygraph"
+    return argv[1:]
+
+
+def test_the_commands_the_cli_prints_carry_the_graph_they_need(db: str, capsys: Any) -> None:
+    _run(db, "waits")
+    _run(db, "stopped", interrupt_after=["draft"])
+    assert main(["reviews", "--db", db, "--graph", SPEC]) == 0
+    hint = _printed_command(capsys.readouterr().out, "decide with: ")
+    assert hint[hint.index("--graph") + 1] == SPEC
+    assert main(["timeline", "waits", "--db", db, "--graph", SPEC]) == 0
+    assert main(_printed_command(capsys.readouterr().out, "decide with: ")) == 0
+    assert "status: finished, approved" in capsys.readouterr().out
+    assert main(["timeline", "stopped", "--db", db, "--graph", SPEC]) == 0
+    assert main(_printed_command(capsys.readouterr().out, "continue with: ")) == 0
+    assert "status: waiting on review at review (reply)" in capsys.readouterr().out
+    assert main(["timeline", "nosuch", "--db", db, "--graph", SPEC]) == 1
+    err = capsys.readouterr().err
+    assert main(shlex.split(err.partition("list threads with: relaygraph ")[2])) == 0
+
+
+def test_a_database_without_tables_named_by_a_config_file_says_how_to_create_them(
+        tmp_path: Path, capsys: Any) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    config = tmp_path / "relaygraph.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{empty}"\n[auth]\nanonymous = true\n')
+    assert main(["threads", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has no relaygraph tables" in err
+    assert main(shlex.split(err.partition("create them with: relaygraph ")[2])) == 0
+    assert main(["threads", "--config", str(config)]) == 0

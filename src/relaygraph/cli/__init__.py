@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -60,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _db_of(args: argparse.Namespace) -> str:
     return str(getattr(args, "db", None) or "the database")
+
+
+def _db_options(args: argparse.Namespace) -> str:
+    """The options that name the database, for the commands the errors suggest."""
+    if getattr(args, "db", None):
+        return shlex.join(["--db", args.db])
+    if getattr(args, "config", None):
+        return shlex.join(["--config", args.config])
+    return "--db URL"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -99,13 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return fail(_one_line(exc), 2)
     except SchemaVersionError as exc:
-        hint = (f"upgrade them with: relaygraph db upgrade --db {_db_of(args)}"
+        hint = (f"upgrade them with: relaygraph db upgrade {_db_options(args)}"
                 if exc.found < exc.needed else "upgrade relaygraph")
         return fail(f"{_db_of(args)} holds relaygraph tables of schema version {exc.found}, "
                     f"this relaygraph uses {exc.needed}; {hint}")
     except SetupRequiredError:
         return fail(f"{_db_of(args)} has no relaygraph tables; create them with: "
-                    f"relaygraph db upgrade --db {_db_of(args)}")
+                    f"relaygraph db upgrade {_db_options(args)}")
     except (RelaygraphError, sa.exc.SQLAlchemyError) as exc:
         return fail(_one_line(exc))
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -136,6 +137,8 @@ class Workspace:
     objects: dict[str, Any]
     from_examples: bool
     compiled: dict[str, Any] = field(default_factory=dict)
+    options: str = ""
+    """``--config``, ``--db`` and ``--graph`` as given, for the commands the CLI prints."""
 
     def compile(self, saver: Any) -> dict[str, Any]:
         """Every graph compiled on ``saver``, by graph id."""
@@ -158,7 +161,7 @@ class Workspace:
             gid = thread_graph_id(saver, thread_id)
         except KeyError:
             raise CLIError(f"thread {thread_id!r} not found in {self.db}; list threads with: "
-                           f"relaygraph threads --db {self.db}") from None
+                           f"relaygraph threads {self.options}") from None
         if gid is None:
             if len(graphs) == 1:
                 return next(iter(graphs.items()))
@@ -209,7 +212,12 @@ def workspace(args: argparse.Namespace, *, need_db: bool = True) -> Workspace:
         from relaygraph.graphs.examples import EXAMPLES
 
         objects = {name: ex.build for name, ex in EXAMPLES.items()}
-    return Workspace(db=db or "", objects=objects, from_examples=from_examples)
+    options = (["--config", args.config] if getattr(args, "config", None) else []) + (
+        ["--db", args.db] if args.db else [])
+    for spec in specs:
+        options += ["--graph", spec]
+    return Workspace(db=db or "", objects=objects, from_examples=from_examples,
+                     options=shlex.join(options))
 
 
 # ----------------------------------------------------------------------------- output

@@ -94,7 +94,7 @@ def cmd_reviews(args: argparse.Namespace, console: Console) -> int:
                   ", ".join(it["actions"] or []))
     console.print(t)
     console.print("decide with: relaygraph review THREAD approve|edit field=value|reject "
-                  f"--db {ws.db}")
+                  f"{ws.options}")
     return 0
 
 
@@ -170,5 +170,5 @@ def cmd_review(args: argparse.Namespace, console: Console) -> int:
     from relaygraph.cli._threads import render_status
 
     console.print(f"{args.action} recorded for thread {args.thread}; the run continued")
-    render_status(console, report, args.thread, ws.db, values)
+    render_status(console, report, args.thread, ws.options, values)
     return 0 if report.status != "failed" else 1

@@ -94,7 +94,7 @@ def cmd_resume(args: argparse.Namespace, console: Console) -> int:
         if before.status == "waiting" and not args.approve:
             raise CLIError(f"thread {args.thread!r} is waiting for a review, not stopped; "
                            f"decide it with: relaygraph review {args.thread} approve "
-                           f"--db {ws.db} (or resume --approve)")
+                           f"{ws.options} (or resume --approve)")
         store = LeaseStore.from_saver(saver)
         store.setup()
         run = leased(graph, store)
@@ -123,7 +123,7 @@ def cmd_resume(args: argparse.Namespace, console: Console) -> int:
                       + (f" before {', '.join(before.next)}" if before.next else "")
                       + "; resumed from its last checkpoint"
                       + (f", {len(decisions)} review(s) approved" if decisions else ""))
-        render_status(console, after, args.thread, ws.db, values)
+        render_status(console, after, args.thread, ws.options, values)
     return 1 if after.status == "failed" else 0
 
 
@@ -302,7 +302,7 @@ def _summary(console: Console, graph: Any, thread_id: str, db: str, saver: Any) 
     console.print("\n[bold]steps[/bold] (rebuilt from the checkpoints in the database)")
     console.print(tl)
     report = status_of(graph, thread_id, Leases(saver))
-    render_status(console, report, thread_id, db, tl.values)
+    render_status(console, report, thread_id, shlex.join(["--db", db]), tl.values)
     result = (tl.values or {}).get("resolution")
     if result is not None and report.status == "finished":
         data = result.model_dump(mode="json") if hasattr(result, "model_dump") else result

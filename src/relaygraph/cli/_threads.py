@@ -118,7 +118,7 @@ def cmd_timeline(args: argparse.Namespace, console: Console) -> int:
     console.print(f"thread [bold]{args.thread}[/bold] · graph [bold]{gid}[/bold] "
                   "(rebuilt from the checkpoints in the database)")
     console.print(tl)
-    render_status(console, report, args.thread, ws.db, tl.values)
+    render_status(console, report, args.thread, ws.options, tl.values)
     result = (tl.values or {}).get("resolution")
     if result is not None and report.status == "finished":
         data = result.model_dump(mode="json") if hasattr(result, "model_dump") else result
@@ -126,19 +126,22 @@ def cmd_timeline(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def render_status(console: Console, report: Any, thread_id: str, db: str,
+def render_status(console: Console, report: Any, thread_id: str, options: str,
                   values: Any = None) -> None:
-    """One line: the status, and what to do about it."""
+    """One line: the status, and what to do about it.
+
+    ``options`` are the ``--db``/``--config``/``--graph`` options the printed commands need.
+    """
     s = report.status
     if s == "waiting":
         console.print(f"[yellow]status: waiting on {waiting_label(report.waiting_on)}[/yellow]"
-                      f"\ndecide with: relaygraph review {thread_id} approve --db {db}")
+                      f"\ndecide with: relaygraph review {thread_id} approve {options}")
     elif s == "interrupted":
         console.print(f"[magenta]status: interrupted before {', '.join(report.next)}[/magenta]"
-                      f"\ncontinue with: relaygraph resume {thread_id} --db {db}")
+                      f"\ncontinue with: relaygraph resume {thread_id} {options}")
     elif s == "failed":
         console.print(f"[red]status: failed: {report.error}[/red]"
-                      f"\nretry with: relaygraph resume {thread_id} --db {db}")
+                      f"\nretry with: relaygraph resume {thread_id} {options}")
     elif s == "running":
         console.print("[cyan]status: running (a live lease holds the thread)[/cyan]")
     else:
