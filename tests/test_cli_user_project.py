@@ -48,3 +48,16 @@ def test_graph_modules_are_imported_from_the_current_directory(project: Path) ->
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(done.stdout)
     assert (row["thread_id"], row["graph_id"], row["status"]) == ("t-42", "support", "waiting")
+
+
+@pytest.mark.parametrize("argv", [["threads"], ["timeline", "t-42"], ["costs"]])
+def test_reading_a_thread_of_a_graph_that_is_not_loaded_says_to_pass_it(
+        project: Path, argv: list[str]) -> None:
+    done = _cli(project, *argv, "--db", "sqlite:///app.db")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1, done.stderr  # one line, no log record before it
+    assert "thread 't-42' holds a myapp.graphs.Reply" in done.stderr
+    assert "pass its graph with --graph NAME=module:attr" in done.stderr
+    done = _cli(project, "contracts", "check", "--db", "sqlite:///app.db")
+    assert done.returncode == 1 and done.stderr == ""
+    assert "t-42: fails: holds a myapp.graphs.Reply" in done.stdout

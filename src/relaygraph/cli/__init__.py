@@ -25,16 +25,18 @@ Exit status: 0 ok, 1 failed (one line on stderr), 2 usage error.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 
 from relaygraph._errors import RelaygraphError
 from relaygraph.cli import _contracts, _costs, _db, _reviews, _runs, _serve, _threads
-from relaygraph.cli._common import CLIError, UsageError, make_console
+from relaygraph.cli._common import CLIError, UsageError, graph_not_loaded, make_console
 
 __all__ = ["CLIError", "UsageError", "build_parser", "main"]
 
@@ -86,6 +88,19 @@ def _import_from_cwd() -> None:
         sys.path.insert(0, cwd)
 
 
+@contextmanager
+def _quiet_serde_log() -> Iterator[None]:
+    # LangGraph logs a warning for a class it may not load, and relaygraph's saver then
+    # raises its own error about it: the error alone is the one line the CLI prints
+    log = logging.getLogger("langgraph.checkpoint.serde.jsonplus")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status.
 
@@ -98,14 +113,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     _import_from_cwd()
     console = make_console()
-    from relaygraph.checkpointers import SchemaVersionError, SetupRequiredError
+    from relaygraph.checkpointers import (
+        CorruptCheckpointError,
+        SchemaVersionError,
+        SetupRequiredError,
+    )
 
     def fail(message: str, status: int = 1) -> int:
         print(f"relaygraph: error: {message}", file=sys.stderr)
         return status
 
     try:
-        return int(args.func(args, console))
+        with _quiet_serde_log():
+            return int(args.func(args, console))
     except UsageError as exc:
         return fail(_one_line(exc), 2)
     except SchemaVersionError as exc:
@@ -116,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SetupRequiredError:
         return fail(f"{_db_of(args)} has no relaygraph tables; create them with: "
                     f"relaygraph db upgrade {_db_options(args)}")
+    except CorruptCheckpointError as exc:
+        reason = graph_not_loaded(exc)
+        return fail(f"thread {exc.thread_id!r} {reason}" if reason else _one_line(exc))
     except (RelaygraphError, sa.exc.SQLAlchemyError) as exc:
         return fail(_one_line(exc))
     except KeyboardInterrupt:

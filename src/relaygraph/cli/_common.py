@@ -126,6 +126,25 @@ def open_saver(url: str, *, setup: bool) -> Iterator[Any]:
         yield saver
 
 
+def graph_not_loaded(exc: BaseException) -> str | None:
+    """What to do about a checkpoint holding a class no loaded graph declares, or None.
+
+    The saver refuses such a value (`BlockedTypeError`, reported as a
+    `CorruptCheckpointError`); on the command line the fix is to load the thread's graph.
+    """
+    from relaygraph.checkpointers import BlockedTypeError, CorruptCheckpointError
+
+    if not isinstance(exc, CorruptCheckpointError):
+        return None
+    cause = exc.__cause__
+    while cause is not None and not isinstance(cause, BlockedTypeError):
+        cause = cause.__cause__
+    if cause is None or cause.method is not None:
+        return None
+    return (f"holds a {cause.module}.{cause.name}, a class of a graph that is not loaded; "
+            "pass its graph with --graph NAME=module:attr (or --config FILE)")
+
+
 # ----------------------------------------------------------------------------- graphs
 
 

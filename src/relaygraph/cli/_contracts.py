@@ -7,7 +7,14 @@ from typing import Any
 
 from rich.console import Console
 
-from relaygraph.cli._common import check_database, common_options, open_saver, print_json, workspace
+from relaygraph.cli._common import (
+    check_database,
+    common_options,
+    graph_not_loaded,
+    open_saver,
+    print_json,
+    workspace,
+)
 
 
 def register(sub: Any) -> None:
@@ -41,7 +48,8 @@ def check_threads(saver: Any) -> list[dict[str, Any]]:
         try:
             saver.get_tuple(thread_config(tid))
         except CorruptCheckpointError as exc:
-            rows.append({"thread_id": tid, "ok": False, "error": str(exc)})
+            rows.append({"thread_id": tid, "ok": False,
+                         "error": graph_not_loaded(exc) or str(exc)})
         else:
             rows.append({"thread_id": tid, "ok": True, "error": None})
     return rows
