@@ -72,6 +72,16 @@ def test_demo_interactive_reject(tmp_path: Path, capsys, monkeypatch) -> None:
     assert "reject" in out
 
 
+def test_demo_interactive_with_the_input_ended_leaves_the_review_open(
+        tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("edit\n"))  # Ctrl-D at the edits prompt
+    assert main(["demo", "--db", _db(tmp_path), "--interactive", "--thread", "t1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the input ended before a review decision" in err
+    assert f"relaygraph review t1 approve --db {_db(tmp_path)}" in err
+    assert main(["review", "t1", "approve", "--db", _db(tmp_path)]) == 0
+
+
 def test_demo_pause_then_resume_in_a_new_process_state(tmp_path: Path, capsys) -> None:
     db = _db(tmp_path)
     assert main(["demo", "--db", db, "--thread", "t-pause", "--pause"]) == 0

@@ -194,7 +194,15 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
             review_no += 1
             request = snap.interrupts[0].value
             node = request.get("node", "review") if isinstance(request, dict) else "review"
-            decision = _decide(console, request, fresh, config, interactive=args.interactive)
+            try:
+                decision = _decide(console, request, fresh, config,
+                                   interactive=args.interactive)
+            except EOFError:  # Ctrl-D, or a script's input ran out: nothing was decided
+                console.print()
+                raise CLIError(
+                    f"the input ended before a review decision; the run waits at {node}: "
+                    f"decide it with: relaygraph review {thread_id} approve "
+                    f"{shlex.join(['--db', url])}") from None
             console.print(f"\n[bold]{2 + review_no}. review[/bold] at {node}: "
                           f"{decision['action']} by {decision.get('reviewer') or 'reviewer'}; "
                           "the run continues from the checkpoint")
