@@ -310,3 +310,19 @@ def test_a_database_without_tables_named_by_a_config_file_says_how_to_create_the
     assert err.count("\n") == 1 and "has no relaygraph tables" in err
     assert main(shlex.split(err.partition("create them with: relaygraph ")[2])) == 0
     assert main(["threads", "--config", str(config)]) == 0
+
+
+MALFORMED_SPECS = ["support=cli_support_graph", "=cli_support_graph:builder", "support=:builder",
+                   "support=cli_support_graph:", "bad name=cli_support_graph:x"]
+
+
+@pytest.mark.parametrize(("command", "spec"), [
+    *[(command, spec) for command in ("threads", "costs", "serve") for spec in MALFORMED_SPECS],
+    ("threads", "support"), ("serve", "support"),  # costs --graph NAME filters by graph id
+])
+def test_a_malformed_graph_spec_is_a_usage_error(db: str, capsys: Any, command: str,
+                                                 spec: str) -> None:
+    assert main([command, "--db", db, "--graph", spec]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # serve says nothing about serving
+    assert captured.err.count("\n") == 1 and repr(spec) in captured.err

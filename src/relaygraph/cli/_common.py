@@ -195,6 +195,27 @@ class Workspace:
         return gid, graphs[gid]
 
 
+def check_graph_spec(spec: str) -> str:
+    """A ``NAME=module:attr`` graph spec, checked for its shape before anything is imported.
+
+    Raises:
+        UsageError: a part is missing or the name is not a valid graph name.
+    """
+    from relaygraph._errors import ConfigurationError
+    from relaygraph.serve._loader import check_graph_name
+
+    name, _, target = spec.partition("=")
+    module, colon, attr = target.partition(":")
+    if not (colon and module.strip() and attr.strip()):
+        raise UsageError("--graph takes NAME=module:attr (e.g. "
+                         f"refund=myapp.graphs:refund), got {spec!r}")
+    try:
+        check_graph_name(name.strip())
+    except ConfigurationError as exc:
+        raise UsageError(f"graph {spec!r}: {exc}") from None
+    return spec
+
+
 def workspace(args: argparse.Namespace, *, need_db: bool = True) -> Workspace:
     """Resolve ``--db``, ``--config`` and ``--graph`` into a `Workspace`.
 
@@ -221,10 +242,7 @@ def workspace(args: argparse.Namespace, *, need_db: bool = True) -> Workspace:
         for name, target in config.graphs.items():
             objects[name] = load_graph_spec(f"{name}={target}")[1]
     for spec in specs:
-        if "=" not in spec:
-            raise UsageError(f"--graph takes NAME=module:attr (e.g. "
-                             f"refund=myapp.graphs:refund), got {spec!r}")
-        name, obj = load_graph_spec(spec)
+        name, obj = load_graph_spec(check_graph_spec(spec))
         objects[name] = obj
     from_examples = not objects
     if from_examples:

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from relaygraph.cli._common import CLIError, UsageError
+from relaygraph.cli._common import CLIError, UsageError, check_graph_spec
 
 
 def register(sub: Any) -> None:
@@ -27,8 +27,7 @@ def register(sub: Any) -> None:
 def cmd_serve(args: argparse.Namespace, console: Console) -> int:
     specs = list(args.specs) + list(args.graph_specs)
     for spec in specs:
-        if "=" not in spec:
-            raise UsageError(f"graphs are NAME=module:attr, got {spec!r}")
+        check_graph_spec(spec)
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if not 0 < args.port < 65536:
