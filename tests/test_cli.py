@@ -66,10 +66,14 @@ def test_demo_rejects_a_confidence_outside_0_1(capsys) -> None:
 
 def test_demo_interactive_reject(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("reject\nwrong customer\n"))
-    assert main(["demo", "--db", _db(tmp_path), "--interactive"]) == 0
+    assert main(["demo", "--db", _db(tmp_path), "--interactive", "--thread", "t1"]) == 0
     out = capsys.readouterr().out
     assert "status: finished, rejected" in out
     assert "reject" in out
+    assert "result:" not in out  # the rejected proposal is not shown as the run's result
+    assert main(["timeline", "t1", "--db", _db(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "status: finished, rejected" in out and "result:" not in out
 
 
 def test_demo_interactive_with_the_input_ended_leaves_the_review_open(

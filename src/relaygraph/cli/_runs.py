@@ -302,7 +302,7 @@ def _ask_decision(console: Console, request: Any) -> dict[str, Any]:
 
 
 def _summary(console: Console, graph: Any, thread_id: str, db: str, saver: Any) -> None:
-    from relaygraph.cli._threads import render_status
+    from relaygraph.cli._threads import render_result, render_status
     from relaygraph.observe import timeline
     from relaygraph.serve._threads import thread_config
 
@@ -311,7 +311,4 @@ def _summary(console: Console, graph: Any, thread_id: str, db: str, saver: Any) 
     console.print(tl)
     report = status_of(graph, thread_id, Leases(saver))
     render_status(console, report, thread_id, shlex.join(["--db", db]), tl.values)
-    result = (tl.values or {}).get("resolution")
-    if result is not None and report.status == "finished":
-        data = result.model_dump(mode="json") if hasattr(result, "model_dump") else result
-        console.print(f"result: {data}")
+    render_result(console, report, tl.values)

@@ -119,11 +119,22 @@ def cmd_timeline(args: argparse.Namespace, console: Console) -> int:
                   "(rebuilt from the checkpoints in the database)")
     console.print(tl)
     render_status(console, report, args.thread, ws.options, tl.values)
-    result = (tl.values or {}).get("resolution")
-    if result is not None and report.status == "finished":
-        data = result.model_dump(mode="json") if hasattr(result, "model_dump") else result
-        console.print(f"result: {data}")
+    render_result(console, report, tl.values)
     return 0
+
+
+def _last_decision(values: Any) -> str | None:
+    reviews = (values or {}).get("reviews") or [] if isinstance(values, dict) else []
+    return str(reviews[-1].get("decision")) if reviews else None
+
+
+def render_result(console: Console, report: Any, values: Any) -> None:
+    """The run's ``resolution``, once it finished without being rejected."""
+    result = (values or {}).get("resolution") if isinstance(values, dict) else None
+    if result is None or report.status != "finished" or _last_decision(values) == "reject":
+        return  # a rejected proposal is not the result
+    data = result.model_dump(mode="json") if hasattr(result, "model_dump") else result
+    console.print(f"result: {data}")
 
 
 def render_status(console: Console, report: Any, thread_id: str, options: str,
@@ -145,8 +156,7 @@ def render_status(console: Console, report: Any, thread_id: str, options: str,
     elif s == "running":
         console.print("[cyan]status: running (a live lease holds the thread)[/cyan]")
     else:
-        reviews = (values or {}).get("reviews") or [] if isinstance(values, dict) else []
-        last = reviews[-1].get("decision") if reviews else None
+        last = _last_decision(values)
         outcome = {"approve": "approved", "edit": "approved with edits",
                    "reject": "rejected", "skipped": "approved by policy"}.get(str(last), "")
         console.print(f"[green]status: finished{', ' + outcome if outcome else ''}[/green]")
