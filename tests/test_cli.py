@@ -76,6 +76,15 @@ def test_demo_interactive_reject(tmp_path: Path, capsys, monkeypatch) -> None:
     assert "status: finished, rejected" in out and "result:" not in out
 
 
+def test_demo_interactive_edits_that_are_not_json_are_asked_again(
+        tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO('edit\namount=200\n{"amount": "200.00"}\n\n'))
+    assert main(["demo", "--db", _db(tmp_path), "--interactive"]) == 0
+    out = capsys.readouterr().out
+    assert "not a JSON object: 'amount=200'" in out and "_unparsed" not in out
+    assert "status: finished, approved with edits" in out and "'amount': '200.00'" in out
+
+
 def test_demo_interactive_with_the_input_ended_leaves_the_review_open(
         tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("edit\n"))  # Ctrl-D at the edits prompt

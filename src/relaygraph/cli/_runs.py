@@ -286,12 +286,16 @@ def _ask_decision(console: Console, request: Any) -> dict[str, Any]:
     actions = list(request.get("actions") or ["approve", "edit", "reject"])
     action = Prompt.ask("decision", choices=actions, default=actions[0], console=console)
     decision: dict[str, Any] = {"action": action, "reviewer": "cli"}
-    if action == "edit":
+    while action == "edit" and "edits" not in decision:
         raw = Prompt.ask('edits as JSON, e.g. {"amount": "200.00"}', console=console)
         try:
-            decision["edits"] = json.loads(raw)
+            edits = json.loads(raw)
         except ValueError:
-            decision["edits"] = {"_unparsed": raw}
+            edits = None
+        if isinstance(edits, dict):
+            decision["edits"] = edits
+        else:
+            console.print(f"[red]not a JSON object:[/red] {short(raw, 40)!r}")
     if action == "reject":
         decision["reason"] = Prompt.ask("reason", console=console)
     else:
