@@ -28,6 +28,13 @@ def test_parser_has_every_command() -> None:
     assert parser.parse_args(["demo"]).db == "sqlite:///relaygraph-demo.db"
 
 
+def test_version(capsys) -> None:
+    from relaygraph import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"relaygraph {__version__}\n"
+
+
 def test_demo_runs_to_review_resumes_and_summarises(tmp_path: Path, capsys) -> None:
     assert main(["demo", "--db", _db(tmp_path), "--thread", "t-demo"]) == 0
     out = capsys.readouterr().out

@@ -34,6 +34,7 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 
+from relaygraph import __version__
 from relaygraph._errors import RelaygraphError
 from relaygraph.cli import _contracts, _costs, _db, _reviews, _runs, _serve, _threads
 from relaygraph.cli._common import CLIError, UsageError, graph_not_loaded, make_console
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="relaygraph",
         description="Multi-agent LangGraph workflows that hold up in production.")
+    parser.add_argument("--version", action="version", version=f"relaygraph {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
     for module in (_threads, _reviews, _runs, _costs, _db, _serve, _contracts):
