@@ -5,6 +5,7 @@ project's classes yet."""
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -61,3 +62,34 @@ def test_reading_a_thread_of_a_graph_that_is_not_loaded_says_to_pass_it(
     done = _cli(project, "contracts", "check", "--db", "sqlite:///app.db")
     assert done.returncode == 1 and done.stderr == ""
     assert "t-42: fails: holds a myapp.graphs.Reply" in done.stdout
+
+
+def _readme_commands() -> list[list[str]]:
+    """The commands of the README's 'The command line, on your graphs' block."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("**The command line, on your graphs.**")[1].split("```bash\n")[1]
+    commands = []
+    for line in block.split("```")[0].splitlines():
+        argv = shlex.split(line, comments=True)
+        if not argv or argv[1] == "demo":
+            continue
+        if argv[1] == "resume":  # t-42 is decided by the line before: resume a stopped one
+            argv[2] = "t-43"
+        if argv[1] == "db" and "|" in argv[2]:
+            commands += [[*argv[:2], sub, *argv[3:]] for sub in argv[2].split("|")]
+        else:
+            commands.append(argv)
+    return commands
+
+
+def test_the_readme_commands_work_on_a_users_graph(project: Path, tmp_path: Path) -> None:
+    project = Path(shutil.copytree(project, tmp_path / "project"))
+    stop = MAKE_THREADS.replace("t-42", "t-43").replace(
+        "config)", "config, interrupt_after=['draft'])")
+    subprocess.run([sys.executable, "-c", stop], cwd=project, check=True, timeout=120)
+    commands = _readme_commands()
+    assert [c[1] for c in commands] == ["threads", "timeline", "reviews", "review", "resume",
+                                        "costs", "db", "db", "db"]
+    for argv in commands:
+        done = _cli(project, *argv[1:])
+        assert (done.returncode, done.stderr) == (0, ""), argv
