@@ -227,6 +227,10 @@ def test_costs_per_run_agent_and_model(db: str, capsys: Any) -> None:
     (["resume", "ghost", "--db", "{db}"], 1, "thread 'ghost' not found"),
     (["db", "prune", "--thread", "ghost", "--db", "{db}"], 2, "no such thread(s): ghost"),
     (["db"], 2, "the following arguments are required"),
+    (["threads", "--db", "{db}", "--limt", "3"], 2,
+     "unrecognized arguments: --limt 3 (see: relaygraph threads --help)"),
+    (["db", "stats", "--db", "{db}", "--graph", "s=m:g"], 2,
+     "unrecognized arguments: --graph s=m:g (see: relaygraph db stats --help)"),
 ])
 def test_bad_input_is_one_line_on_stderr(db: str, capsys: Any, argv: list[str], status: int,
                                          message: str) -> None:

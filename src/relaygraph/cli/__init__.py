@@ -31,6 +31,7 @@ import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -50,6 +51,17 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+class _SubParser(_Parser):
+    """A command's parser: an option it does not know is its own error, so that the
+    message points at the command's ``--help``, not at ``relaygraph --help``."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``relaygraph`` command."""
     parser = _Parser(
@@ -57,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Multi-agent LangGraph workflows that hold up in production.")
     parser.add_argument("--version", action="version", version=f"relaygraph {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                parser_class=_Parser)
+                                parser_class=_SubParser)
     for module in (_threads, _reviews, _runs, _costs, _db, _serve, _contracts):
         module.register(sub)
     return parser
