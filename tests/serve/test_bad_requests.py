@@ -245,3 +245,22 @@ async def test_a_run_config_whose_parts_are_not_objects_is_422(http: httpx.Async
         "assistant_id": "counter", "input": {"stop": 1}, "config": config})
     assert r.status_code == 422 and "config." in r.text, r.text
     assert (await http.get(f"/threads/{tid}/runs")).json() == []
+
+
+@pytest.mark.parametrize("part", ["interrupt_before", "interrupt_after"])
+async def test_an_interrupt_at_a_node_the_graph_lacks_is_422(http: httpx.AsyncClient,
+                                                             part: str) -> None:
+    tid = (await http.post("/threads", json={})).json()["thread_id"]
+    r = await http.post(f"/threads/{tid}/runs/wait", json={
+        "assistant_id": "counter", "input": {"stop": 1}, part: ["tikc"]})
+    assert r.status_code == 422, r.text
+    assert f"{part}: graph 'counter' has no node 'tikc'; its nodes are 'tick'" in r.text
+    assert (await http.get(f"/threads/{tid}/runs")).json() == []
+    # the node's own name and '*' are taken
+    for names in (["tick"], "*"):
+        other = (await http.post("/threads", json={})).json()["thread_id"]
+        r = await http.post(f"/threads/{other}/runs/wait", json={
+            "assistant_id": "counter", "input": {"stop": 1}, part: names})
+        assert r.status_code == 200, r.text
+        if part == "interrupt_before":
+            assert (await http.get(f"/threads/{other}/state")).json()["next"] == ["tick"]

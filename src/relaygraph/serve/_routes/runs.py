@@ -107,12 +107,27 @@ def _review(caller: Caller, ref: ThreadRef, snap: Any, intr: Any, value: Any) ->
     return command.resume[intr.id]  # type: ignore[index]
 
 
+def _check_interrupt_nodes(body: RunCreate, graph: Any) -> None:
+    """422 for a node name the graph does not have: LangGraph would ignore it silently."""
+    nodes = getattr(graph, "nodes", None)
+    if not isinstance(nodes, Mapping):
+        return
+    for part in ("interrupt_before", "interrupt_after"):
+        names = getattr(body, part)
+        unknown = [n for n in names if n not in nodes] if isinstance(names, list) else []
+        if unknown:
+            known = ", ".join(repr(n) for n in nodes if not n.startswith("__"))
+            raise BadRequest(f"{part}: graph {body.assistant_id!r} has no node {unknown[0]!r}; "
+                             f"its nodes are {known} (or '*' for all)")
+
+
 async def _prepare(caller: Caller, manager: RunManager, thread_id: str | None,
                    body: RunCreate) -> tuple[ThreadRef, RunSpec]:
     if caller.ctx.draining:
         raise ServerDraining("the server is shutting down and takes no new runs")
     graph = caller.graph(body.assistant_id)
     _check_input(body)
+    _check_interrupt_nodes(body, graph)
     stateless = thread_id is None
     external = thread_id if thread_id is not None else f"{_STATELESS_PREFIX}{uuid.uuid4()}"
     ref = await find_thread(caller, external, manager)
