@@ -107,6 +107,11 @@ async def test_search_includes_threads_only_the_listing_index_knows(store: RunSt
     assert await store.asearch_threads("acme", count=True) == 2
     (served,) = await store.asearch_threads("acme", ids=["acme/served"])
     assert served.metadata == {} and served.graph_id == "refund"
+    # by the SDK's status: "idle" (finished) before "interrupted" (waiting), and back
+    await store.aput_thread("acme/b", "acme", "refund", {})
+    await index.aput("acme/b", "acme", "refund", "failed", {})
+    assert await ids(sort_by="status", order="asc") == ["acme/b", "acme/a", "acme/served"]
+    assert await ids(sort_by="status") == ["acme/served", "acme/a", "acme/b"]
 
 
 async def test_in_memory_index_and_runs_take_turns_on_their_one_connection() -> None:

@@ -280,14 +280,18 @@ class RunStore:
         metadata filter, threads only the listing index knows (run through LangServe or
         decided in the inbox) are included too, with empty metadata. ``statuses`` filters
         on the index's status column (``relaygraph_serve_threads``), which every run
-        updates. ``sort_by`` is ``updated_at`` (default), ``created_at`` or ``thread_id``.
-        With ``count=True`` returns the number of matches.
+        updates. ``sort_by`` is ``updated_at`` (default, also for ``state_updated_at``),
+        ``created_at``, ``thread_id`` or ``status`` (the SDK's: ``busy``, ``error``,
+        ``idle``, ``interrupted``, alphabetically). With ``count=True`` returns the number
+        of matches.
         """
         from relaygraph.serve._index import threads_table
 
         t, kv, ix = thread_meta_table, thread_meta_kv_table, threads_table
+        status = sa.select(ix.c.status).where(ix.c.thread_id == t.c.thread_id)
         q = sa.select(t.c.thread_id, t.c.tenant, t.c.graph_id, t.c.metadata, t.c.created_at,
-                      t.c.updated_at).where(t.c.tenant == tenant)
+                      t.c.updated_at, status.scalar_subquery().label("status")
+                      ).where(t.c.tenant == tenant)
         for key, value in (meta or {}).items():
             q = q.where(sa.exists().where(kv.c.thread_id == t.c.thread_id, kv.c.key == key,
                                           kv.c.value_hash == value_hash(value)))
@@ -300,7 +304,7 @@ class RunStore:
         if not meta:
             q2 = sa.select(ix.c.thread_id, ix.c.tenant, ix.c.graph_id,
                            sa.literal("{}", LargeText).label("metadata"), ix.c.created_at,
-                           ix.c.updated_at).where(
+                           ix.c.updated_at, ix.c.status).where(
                 ix.c.tenant == tenant,
                 ~sa.exists().where(t.c.thread_id == ix.c.thread_id))
             if ids is not None:
@@ -312,13 +316,22 @@ class RunStore:
         if count:
             cq = sa.select(sa.func.count()).select_from(rows)
             return await self._tx(lambda c: int(c.execute(cq).scalar_one()))
-        column = {"created_at": rows.c.created_at, "thread_id": rows.c.thread_id}.get(
-            sort_by or "", rows.c.updated_at)
+        column = {"created_at": rows.c.created_at, "thread_id": rows.c.thread_id,
+                  "status": _sdk_status_order(rows.c.status)}.get(sort_by or "",
+                                                                  rows.c.updated_at)
         by = [column, rows.c.thread_id] if column is not rows.c.thread_id else [column]
         page = (sa.select(rows)
                 .order_by(*(c.desc() if order == "desc" else c.asc() for c in by))
                 .limit(limit).offset(offset))
         return [_meta(r) for r in await self._tx(lambda c: list(c.execute(page)))]
+
+
+def _sdk_status_order(status: Any) -> Any:
+    """The SDK's thread status of the index's (``SDK_TO_RELAYGRAPH``), as a sort key."""
+    from relaygraph.serve._protocol import SDK_TO_RELAYGRAPH
+
+    return sa.case(*((status.in_(ours), sdk) for sdk, ours in SDK_TO_RELAYGRAPH.items()),
+                   else_="idle")
 
 
 class _Obj:
