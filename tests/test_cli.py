@@ -214,8 +214,9 @@ def test_serve_hands_graphs_config_and_database_to_the_server(tmp_path: Path, mo
                                                               capsys) -> None:
     seen: dict = {}
 
-    def fake_run(specs, config_path, **kw) -> None:
+    def fake_run(specs, config_path, *, announce, **kw) -> None:
         seen.update(specs=specs, config=config_path, **kw)
+        announce()  # once the graphs and keys are checked
 
     monkeypatch.setattr("relaygraph.serve._server.run_server", fake_run)
     assert main(["serve", "mine=pkg.mod:graph", "--graph", "other=pkg.mod:other",
@@ -227,6 +228,15 @@ def test_serve_hands_graphs_config_and_database_to_the_server(tmp_path: Path, mo
     assert main(["serve", "not-a-spec"]) == 2
     assert main(["serve", "--workers", "0"]) == 2
     assert "--workers must be >= 1" in capsys.readouterr().err
+
+
+def test_serve_without_api_keys_fails_before_it_says_it_serves(monkeypatch, capsys) -> None:
+    monkeypatch.delenv("RELAYGRAPH_API_KEYS", raising=False)
+    monkeypatch.delenv("RELAYGRAPH_ALLOW_ANONYMOUS", raising=False)
+    assert main(["serve", "--port", "8124"]) == 1
+    out = capsys.readouterr()
+    assert "serving on" not in out.out
+    assert out.err.startswith("relaygraph: error: ") and "RELAYGRAPH_API_KEYS" in out.err
 
 
 def test_demo_pause_resume_and_threads_on_every_database(backend, capsys) -> None:

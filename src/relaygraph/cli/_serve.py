@@ -41,7 +41,7 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
     except ImportError as exc:
         raise CLIError(f"serving needs the 'serve' extra ({exc.name} is missing); install it "
                        "with: pip install 'relaygraph[serve]'") from None
-    console.print(f"serving on http://{args.host}:{args.port}  (review inbox: /inbox)")
     run_server(specs, args.config, host=args.host, port=args.port, workers=args.workers,
-               database_url=args.db)
+               database_url=args.db, announce=lambda: console.print(
+                   f"serving on http://{args.host}:{args.port}  (review inbox: /inbox)"))
     return 0

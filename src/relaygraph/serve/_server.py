@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from relaygraph._errors import ConfigurationError
@@ -106,7 +106,7 @@ def app_factory() -> Any:
 
 def run_server(specs: Sequence[str] = (), config_path: str | None = None, host: str = "127.0.0.1",
                port: int = 8000, workers: int = 1, *, database_url: str | None = None,
-               log_level: str = "info") -> None:
+               log_level: str = "info", announce: Callable[[], None] | None = None) -> None:
     """Serve graphs with uvicorn; ``workers > 1`` starts that many processes.
 
     Args:
@@ -115,6 +115,8 @@ def run_server(specs: Sequence[str] = (), config_path: str | None = None, host: 
         host, port: where to listen.
         workers: worker processes (each opens its own connection pool on the database).
         database_url: overrides the config's database URL.
+        announce: called once the graphs, config and keys are checked, just before the
+            server starts listening (the CLI prints where it serves).
 
     Raises:
         ConfigurationError: a bad spec, config or missing keys, before anything listens.
@@ -125,6 +127,8 @@ def run_server(specs: Sequence[str] = (), config_path: str | None = None, host: 
         raise ConfigurationError(f"workers must be >= 1, got {workers}")
     config = load_config(config_path)
     build_app(config, specs, database_url=database_url)  # fail here, not in every worker
+    if announce is not None:
+        announce()
     os.environ[SPECS_ENV] = json.dumps(list(specs))
     if config_path:
         os.environ[CONFIG_ENV] = str(config_path)
