@@ -276,6 +276,7 @@ def test_review_page_highlights_provenance_and_shows_the_verdicts(client: TestCl
     # the guard, the handoff's repairs, the policy's standing
     assert 'id="guard-score">0.92<' in page
     assert "Repairs tried: 1" in page
+    assert "compressed by the function <code>scripted_compressor › compress</code>" in page
     assert "<b>0</b> of 0 reviews" in page
     # 3 in a row are required, but the lower bound of 3/3 is 0.44 < 0.5; 4/4 reaches 0.51
     assert "<b>4</b> more approvals in a row before sampling starts" in page
