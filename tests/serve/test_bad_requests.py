@@ -6,6 +6,7 @@ keep-alive connection. After every mistake the tenant's listings must still answ
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -264,3 +265,25 @@ async def test_an_interrupt_at_a_node_the_graph_lacks_is_422(http: httpx.AsyncCl
         assert r.status_code == 200, r.text
         if part == "interrupt_before":
             assert (await http.get(f"/threads/{other}/state")).json()["next"] == ["tick"]
+
+
+async def test_a_scheduled_run_answers_at_once_as_pending(http: httpx.AsyncClient) -> None:
+    tid = (await http.post("/threads", json={})).json()["thread_id"]
+    started = time.monotonic()
+    run = (await http.post(f"/threads/{tid}/runs", json={
+        "assistant_id": "counter", "input": {"stop": 1}, "after_seconds": 30})).json()
+    assert time.monotonic() - started < 10
+    assert run["status"] == "pending", run
+    # the thread has a run waiting: another scheduled 'reject' run is refused at once
+    r = await http.post(f"/threads/{tid}/runs", json={
+        "assistant_id": "counter", "input": {"stop": 1}, "after_seconds": 30})
+    assert r.status_code == 409, r.text
+    assert f"thread '{tid}' has a pending run ({run['run_id']})" in r.text
+    await http.post(f"/threads/{tid}/runs/{run['run_id']}/cancel", params={"wait": True})
+    # one that is due soon runs once its delay is over
+    soon = (await http.post(f"/threads/{tid}/runs", json={
+        "assistant_id": "counter", "input": {"stop": 1}, "after_seconds": 0.2})).json()
+    assert soon["status"] == "pending"
+    await http.get(f"/threads/{tid}/runs/{soon['run_id']}/join")
+    done = (await http.get(f"/threads/{tid}/runs/{soon['run_id']}")).json()
+    assert done["status"] == "success", done

@@ -61,7 +61,8 @@ def status_for(exc: BaseException) -> int | None:
 
     table: list[tuple[tuple[type[BaseException], ...], int]] = [
         ((NotFound,), 404),
-        ((ThreadNotWaiting, NotWaitingForReview, ThreadWaiting, WrongGraph), 409),
+        ((ThreadNotWaiting, NotWaitingForReview, ThreadWaiting, WrongGraph,
+          ThreadHasRuns), 409),
         ((ThreadBusy,), 409),
         ((ServerDraining,), 503),
         ((InvalidThreadId, InvalidReviewDecision, BadRequest, InvalidKeyError,
@@ -97,6 +98,16 @@ class ThreadWaiting(RelaygraphError):
 
 class WrongGraph(RelaygraphError):
     """The thread belongs to another served graph (409)."""
+
+
+class ThreadHasRuns(RelaygraphError):
+    """A run scheduled with ``reject`` on a thread that has a pending or running run (409)."""
+
+    def __init__(self, thread_id: str, run_id: str, status: str) -> None:
+        super().__init__(f"thread {thread_id!r} has a {status} run ({run_id}); a run "
+                         f"scheduled with multitask_strategy 'reject' needs a thread with "
+                         f"none: wait for it, or schedule with 'enqueue'")
+        self.thread_id = thread_id
 
 
 class RunStopped(RelaygraphError):

@@ -181,8 +181,13 @@ class RunManager:
         """Record a run and start executing it.
 
         ``reject`` runs are admitted before this returns: a busy thread raises the busy
-        error (409) and leaves no run behind.
+        error (409) and leaves no run behind. A run scheduled with ``after_seconds``
+        returns at once, ``pending``: the thread must have no run now, and if one holds it
+        when the delay is over, the scheduled run ends ``error`` (busy).
         """
+        scheduled = spec.multitask_strategy == "reject" and bool(spec.after_seconds)
+        if scheduled:
+            await self._refuse_if_busy(thread_id)
         run_id = run_id or str(uuid.uuid4())
         record = await self.store.acreate_run(
             run_id=run_id, thread_id=thread_id, tenant=tenant, assistant_id=spec.graph_id,
@@ -192,7 +197,7 @@ class RunManager:
         handle.task = asyncio.create_task(self._execute(handle), name=f"run {run_id}")
         self.ctx.active_runs.add(handle.task)
         handle.task.add_done_callback(self.ctx.active_runs.discard)
-        if spec.multitask_strategy == "reject":
+        if spec.multitask_strategy == "reject" and not scheduled:
             try:
                 await asyncio.shield(handle.admitted)
             except _busy_types():
@@ -200,6 +205,17 @@ class RunManager:
                 self.handles.pop(run_id, None)
                 raise
         return handle
+
+    async def _refuse_if_busy(self, thread_id: str) -> None:
+        """409 when a run holds the thread or waits for it."""
+        from relaygraph.serve._errors import ThreadHasRuns, busy_error
+
+        lease = await self.ctx.leases.acurrent(thread_id)
+        if lease is not None:
+            raise busy_error(thread_id, lease.holder, lease.expires_at)
+        active = await self.store.aactive_runs(thread_id)
+        if active:
+            raise ThreadHasRuns(thread_id, active[0].run_id, active[0].status)
 
     async def _execute(self, h: RunHandle) -> None:
         from langgraph.errors import GraphDrained
