@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import types
 from collections.abc import Awaitable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.constants import END, START
@@ -24,14 +23,9 @@ from langgraph.types import Command
 
 from relaygraph._clock import Clock
 from relaygraph._errors import ConfigurationError
+from relaygraph._graph import declare_destinations, missing_channels
 
 T = TypeVar("T")
-
-# LangGraph passes every node a reader of the graph's channels under this configurable key
-# (langgraph._internal._constants.CONFIG_KEY_READ); reading a key with no channel raises
-# KeyError, which is how a guard learns at run time that its writes would be dropped.
-_CONFIG_KEY_READ = "__pregel_read"
-
 
 def check_route(param: str, value: Any, *, allow_end: bool = True) -> str:
     """Validate one route parameter (a node name or ``END``)."""
@@ -100,15 +94,7 @@ class GuardNode(Runnable[Any, Command]):
         return tuple(dict.fromkeys(self._routes().values()))
 
     def _declare_destinations(self) -> None:
-        dests = self.destinations
-
-        def __call__(self: GuardNode, state: Any, config: RunnableConfig | None = None) -> Any:
-            return self.invoke(state, config)
-
-        __call__.__annotations__ = {"return": Command[Literal[dests]]}  # type: ignore[valid-type]
-        # An instance attribute shadows the class's __call__ for getattr(), which is where
-        # StateGraph.add_node looks for the return annotation.
-        self.__call__ = types.MethodType(__call__, self)  # type: ignore[method-assign]
+        declare_destinations(self, self.destinations)
 
     def __call__(self, state: Any, config: RunnableConfig | None = None) -> Command:
         """Run the guard synchronously (``self.invoke``)."""
@@ -224,25 +210,6 @@ def _guard_specs(items: Iterable[tuple[str, Any]]) -> Iterable[tuple[str, GuardN
         runnable = getattr(spec, "runnable", spec)
         if isinstance(runnable, GuardNode):
             yield node, runnable
-
-
-def missing_channels(config: RunnableConfig | None, keys: Iterable[str]) -> list[str]:
-    """The ``keys`` that the running graph has no state channel for.
-
-    Empty outside a graph run (a guard invoked directly has nothing to compare with).
-    """
-    read = ((config or {}).get("configurable") or {}).get(_CONFIG_KEY_READ)
-    if not callable(read):
-        return []
-    missing = []
-    for key in keys:
-        try:
-            read(key, False)
-        except KeyError:
-            missing.append(key)
-        except Exception:  # noqa: BLE001 - an unexpected reader: do not block the run
-            continue
-    return missing
 
 
 def state_get(state: Any, key: str, default: Any = None) -> Any:

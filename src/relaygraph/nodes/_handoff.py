@@ -23,12 +23,13 @@ from langchain_core.messages import (
     SystemMessage,
     convert_to_messages,
 )
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langgraph.types import Command
 from pydantic import BaseModel, ValidationError
 
 from relaygraph._clock import Clock, iso, system_clock
 from relaygraph._errors import ConfigurationError, RelaygraphError
+from relaygraph._graph import declare_destinations
 from relaygraph.nodes._binding import check_bindings
 from relaygraph.nodes._brief import brief_message, render_brief
 from relaygraph.nodes._contract import Contract, _field_verbatim
@@ -372,6 +373,13 @@ class HandoffNode(RunnableLambda):
                 f"(source_messages, contract_type, feedback); got {type(compressor).__name__}"
             )
         super().__init__(self._run, afunc=self._arun, name=self.node_name)
+        #: the nodes this handoff can route to; ``StateGraph.add_node`` reads them, so
+        #: ``compile()`` rejects a route that names no node
+        self.destinations = declare_destinations(self, (on_success, on_failure))
+
+    def __call__(self, state: Any, config: RunnableConfig | None = None) -> Any:
+        """Run the handoff synchronously (``self.invoke``)."""
+        return self.invoke(state, config)
 
     # ------------------------------------------------------------------ source
 
