@@ -1,18 +1,22 @@
-"""Handoff, review and reconcile nodes in a hand-built StateGraph declare their routes.
+"""Handoff, review and reconcile nodes in a hand-built StateGraph: routes and state keys.
 
 Their ``on_*`` routes are ``Command(goto=…)`` targets that LangGraph cannot see unless the
 node declares them: a misspelt route must fail at ``compile()``, not end the run silently,
-and ``get_graph()`` must draw the routes.
+and ``get_graph()`` must draw the routes. A state without the keys a handoff writes
+would drop its contract silently: the handoff refuses to run instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 import pytest
 from langchain_core.messages import HumanMessage
 from langgraph.graph import END, START, MessagesState, StateGraph
 
+from relaygraph import ConfigurationError
+from relaygraph.graphs import RelayState
 from relaygraph.nodes import Contract, HandoffState, HumanReview, Verbatim, handoff, reconcile
 
 
@@ -78,3 +82,54 @@ def test_destinations_are_exposed():
     assert made["review"].destinations == ("done", END)
     assert made["merge"].destinations == ("done", "review")
     assert handoff(Case, source="messages", target="case", compressor=compress).destinations == ()
+
+
+class NoCase(MessagesState, HandoffState, total=False):
+    pass
+
+
+class NoRecords(MessagesState, total=False):
+    case: Case | None
+
+
+@pytest.mark.parametrize("schema, kwargs, missing, fix", [
+    (NoCase, {}, "'case'", "`case: Case | None`"),
+    (NoRecords, {}, "'handoffs'", "HandoffState"),
+    (NoRecords, {"archive": None}, "'handoffs'", "HandoffState"),
+    (State, {"brief_to": "brief"}, "'brief'", "add 'brief' to the state schema"),
+])
+@pytest.mark.parametrize("run", ["invoke", "ainvoke"])
+def test_a_state_without_the_handoff_keys_is_refused(schema, kwargs, missing, fix, run):
+    b = StateGraph(schema)
+    b.add_node("to_case", handoff(Case, source="messages", target="case",
+                                  compressor=compress, **kwargs))
+    b.add_edge(START, "to_case")
+    b.add_edge("to_case", END)
+    graph = b.compile()
+    state = {"messages": [HumanMessage("refund order A-1")]}
+    with pytest.raises(ConfigurationError, match=missing) as info:
+        if run == "invoke":
+            graph.invoke(state)
+        else:
+            asyncio.run(graph.ainvoke(state))
+    assert fix in str(info.value)
+
+
+class RelayOnly(MessagesState, RelayState, total=False):
+    case: Case | None
+
+
+def test_the_archive_key_is_needed_only_when_archiving_in_state():
+    def build(**kwargs: Any) -> Any:
+        b = StateGraph(RelayOnly)
+        b.add_node("to_case", handoff(Case, source="messages", target="case",
+                                      compressor=compress, **kwargs))
+        b.add_edge(START, "to_case")
+        b.add_edge("to_case", END)
+        return b.compile()
+
+    state = {"messages": [HumanMessage("refund order A-1")]}
+    with pytest.raises(ConfigurationError, match="'handoff_sources'"):
+        build().invoke(state)
+    out = build(archive=None).invoke(state)
+    assert out["case"] == Case(order_id="A-1") and out["handoffs"][-1]["failure"] is None

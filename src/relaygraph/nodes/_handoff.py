@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from relaygraph._clock import Clock, iso, system_clock
 from relaygraph._errors import ConfigurationError, RelaygraphError
-from relaygraph._graph import declare_destinations
+from relaygraph._graph import declare_destinations, missing_channels
 from relaygraph.nodes._binding import check_bindings
 from relaygraph.nodes._brief import brief_message, render_brief
 from relaygraph.nodes._contract import Contract, _field_verbatim
@@ -693,7 +693,30 @@ class HandoffNode(RunnableLambda):
         cur["output_tokens"] += tout
         cur["cost"] += self.pricing.cost(model, tin, tout)
 
-    def _run(self, state: Any) -> Any:
+    def _check_channels(self, config: RunnableConfig | None) -> None:
+        # A graph whose state lacks the target (or the record keys) silently drops what
+        # the handoff writes: the next agent finds no contract and nothing says why.
+        keys = [self.target, "handoffs"]
+        if self.archive == "state":
+            keys.append(SOURCES_KEY)
+        if self.brief_to is not None:
+            keys.append(self.brief_to)
+        missing = missing_channels(config, keys)
+        if not missing:
+            return
+        key = missing[0]
+        if key in (self.target, self.brief_to):
+            fix = (f"add {key!r} to the state schema"
+                   + (f" (e.g. `{key}: {self.contract.__name__} | None`)"
+                      if key == self.target else ""))
+        else:
+            fix = "add relaygraph.nodes.HandoffState to the state schema's bases"
+        raise ConfigurationError(
+            f"handoff {self.node_name}: the graph's state has no {key!r} channel, so what "
+            f"the handoff writes there would be dropped; {fix}")
+
+    def _run(self, state: Any, config: RunnableConfig | None = None) -> Any:
+        self._check_channels(config)
         loop = self._attempts(state)
         try:
             src, feedback = next(loop)
@@ -706,7 +729,8 @@ class HandoffNode(RunnableLambda):
         except StopIteration as stop:
             return stop.value
 
-    async def _arun(self, state: Any) -> Any:
+    async def _arun(self, state: Any, config: RunnableConfig | None = None) -> Any:
+        self._check_channels(config)
         loop = self._attempts(state)
         try:
             src, feedback = next(loop)
@@ -769,7 +793,9 @@ def handoff(
             on_success="resolver", on_failure="review"))
 
     The state needs the keys ``target``, ``handoffs`` and ``handoff_sources`` (mix
-    :class:`HandoffState` into it).
+    :class:`HandoffState` into it; ``handoff_sources`` only with ``archive="state"``), and
+    ``brief_to`` when given. In a graph whose state lacks one, the node raises
+    ``ConfigurationError`` instead of letting LangGraph drop what it writes.
 
     Args:
         contract: The :class:`Contract` subclass to fill.
