@@ -310,11 +310,26 @@ class HandoffNode(RunnableLambda):
                 raise ConfigurationError(f"{label} must be a node name or None, got {route!r}")
         if isinstance(max_repairs, bool) or not isinstance(max_repairs, int) or max_repairs < 0:
             raise ConfigurationError(f"max_repairs must be an int >= 0, got {max_repairs!r}")
-        if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
+        if timeout is not None and (isinstance(timeout, bool)
+                                    or not isinstance(timeout, int | float) or not timeout > 0):
             raise ConfigurationError(f"timeout must be a positive number of seconds or None, "
                                      f"got {timeout!r}")
-        if max_source_tokens is not None and max_source_tokens < 1:
-            raise ConfigurationError(f"max_source_tokens must be >= 1, got {max_source_tokens}")
+        if max_source_tokens is not None and (
+                isinstance(max_source_tokens, bool) or not isinstance(max_source_tokens, int)
+                or max_source_tokens < 1):
+            raise ConfigurationError(
+                f"max_source_tokens must be an integer >= 1 or None, got {max_source_tokens!r}")
+        if brief_to is not None and (not isinstance(brief_to, str) or not brief_to):
+            raise ConfigurationError(
+                f"brief_to must be a messages state key or None, got {brief_to!r}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigurationError(f"name must be a non-empty string or None, got {name!r}")
+        if tokenizer is not None and not all(
+                callable(getattr(tokenizer, m, None)) for m in ("count", "count_many")):
+            raise ConfigurationError(
+                f"tokenizer must be a relaygraph.nodes.TokenCounter, got {tokenizer!r:.60}")
+        if not callable(clock):
+            raise ConfigurationError(f"clock must be a callable returning seconds, got {clock!r}")
         if archive is not None and archive != "state" and not isinstance(archive, SourceStore):
             raise ConfigurationError(
                 f"archive must be 'state', a SourceStore (put/get) or None, got {archive!r}"
