@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, StateGraph
 
+from relaygraph import ConfigurationError
 from relaygraph.checkpointers import SQLAlchemySaver
 from relaygraph.graphs import RelayState
 from relaygraph.nodes import track_agent
@@ -82,6 +84,12 @@ def test_cost_report_per_graph_and_model_with_filters(tmp_path: Path) -> None:
     assert "cost per run" in html and "projection for 10 runs a day" in html
     with pytest.raises(ValueError, match="per_day must be >= 0"):
         everything.project(-1)
+
+
+@pytest.mark.parametrize("checkpointer", [InMemorySaver(), None, "sqlite:///x.db"])
+def test_cost_report_names_the_saver_it_needs(checkpointer: Any) -> None:
+    with pytest.raises(ConfigurationError, match="relaygraph SQLAlchemySaver"):
+        cost_report(checkpointer)
 
 
 def test_draw_graph_draws_every_node_offline() -> None:

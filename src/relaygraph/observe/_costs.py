@@ -20,6 +20,8 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from relaygraph._errors import ConfigurationError
+
 GRAPH_ID_KEY = "graph_id"
 
 
@@ -242,9 +244,19 @@ def cost_report(checkpointer: Any, *, graph: str | Iterable[str] | None = None,
 
     Returns:
         A `CostReport`; it prints as tables in a terminal (``rich``) and a notebook.
+
+    Raises:
+        ConfigurationError: ``checkpointer`` cannot list its threads (it is not a
+            relaygraph saver).
     """
     from datetime import UTC
 
+    if not callable(getattr(checkpointer, "list_threads", None)):
+        raise ConfigurationError(
+            f"cost_report reads the threads of a relaygraph SQLAlchemySaver, got "
+            f"{type(checkpointer).__name__}; pass the saver the graph was compiled with "
+            "(relaygraph.checkpointers.SQLAlchemySaver), not the graph or another "
+            "checkpointer")
     graphs_wanted = None if graph is None else (
         {graph} if isinstance(graph, str) else set(graph))
     if since is not None and since.tzinfo is None:
