@@ -173,6 +173,8 @@ def test_same_name_same_store_is_one_breaker(clock):
         ({"half_open_probes": 0}, "half_open_probes must be an integer >= 1, got 0"),
         ({"store": object()}, "store must implement BreakerStore"),
         ({"listeners": [1]}, "listeners must be callables"),
+        ({"listeners": None}, "listeners must be a list of callables"),
+        ({"listeners": print}, "pass one listener as [listener]"),
     ],
 )
 def test_bad_configuration(clock, kw, message):

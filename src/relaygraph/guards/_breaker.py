@@ -143,6 +143,10 @@ class CircuitBreaker:
             )
         if not callable(clock):
             raise ConfigurationError(f"clock must be a callable returning seconds, got {clock!r}")
+        if isinstance(listeners, str) or not isinstance(listeners, Sequence):
+            raise ConfigurationError(
+                f"listeners must be a list of callables, got {listeners!r:.60}; "
+                "pass one listener as [listener]")
         for fn in listeners:
             if not callable(fn):
                 raise ConfigurationError(f"listeners must be callables, got {fn!r}")
