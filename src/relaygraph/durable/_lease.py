@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from relaygraph._errors import ConfigurationError
-from relaygraph._sql import acreate_tables, create_tables, upsert
+from relaygraph._sql import MAX_KEY_CHARS, acreate_tables, create_tables, upsert
 from relaygraph.checkpointers._urls import engine_views
 from relaygraph.durable._errors import LeaseLostError, ThreadBusyError
 from relaygraph.durable._tables import leases_table
@@ -220,6 +220,12 @@ def _cancel(conn: sa.Connection, thread_id: str, now: float) -> bool:
 def _check_thread(thread_id: Any) -> str:
     if not isinstance(thread_id, str) or not thread_id:
         raise ConfigurationError(f"thread_id must be a non-empty string, got {thread_id!r}")
+    if len(thread_id) > MAX_KEY_CHARS:
+        # MySQL/MariaDB outside strict mode would store it cut short: two threads whose
+        # ids share their first 255 characters would then share one lease
+        raise ConfigurationError(
+            f"thread_id is {len(thread_id)} characters long; the limit is {MAX_KEY_CHARS}, "
+            "as for the checkpointers. Use a shorter id (for example a hash of this one)")
     return thread_id
 
 
