@@ -154,6 +154,23 @@ def test_thread_ids_longer_than_the_column_are_refused(store) -> None:
     assert store.acquire("y" * 255).token == 1
 
 
+async def test_a_store_used_before_setup_says_so(engine, backend) -> None:
+    store = LeaseStore(engine, ttl=10)
+    for call in (lambda: store.try_acquire("t"), lambda: store.current("t"),
+                 lambda: store.request_cancel("t")):
+        with pytest.raises(ConfigurationError, match=r"relaygraph_leases .*store\.setup\(\)"):
+            call()
+    aengine = create_async_engine(backend.async_url)
+    try:
+        astore = LeaseStore(aengine, ttl=10)
+        with pytest.raises(ConfigurationError, match=r"store\.setup\(\)"):
+            await astore.atry_acquire("t")
+        with pytest.raises(ConfigurationError, match=r"store\.setup\(\)"):
+            await astore.acurrent("t")
+    finally:
+        await aengine.dispose()
+
+
 def test_thread_ids_are_exact(store) -> None:
     """MySQL/MariaDB compare strings case- and trailing-space-insensitively by default:
     leases on "T" and "t " are not the lease on "t"."""

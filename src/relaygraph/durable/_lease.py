@@ -41,6 +41,7 @@ from relaygraph._errors import ConfigurationError
 from relaygraph._sql import MAX_KEY_CHARS, acreate_tables, create_tables, upsert
 from relaygraph.checkpointers._urls import engine_views
 from relaygraph.durable._errors import LeaseLostError, ThreadBusyError
+from relaygraph.durable._ledger import missing_table
 from relaygraph.durable._tables import leases_table
 
 __all__ = ["Lease", "LeaseStore", "default_holder"]
@@ -229,6 +230,16 @@ def _check_thread(thread_id: Any) -> str:
     return thread_id
 
 
+def _setup_hint(exc: sa.exc.DBAPIError, engine: sa.Engine | AsyncEngine) -> Exception:
+    """``exc``, or a clear error when it says the lease table does not exist yet."""
+    if missing_table(exc):
+        return ConfigurationError(
+            "the lease table relaygraph_leases does not exist in "
+            f"{engine.url.render_as_string(hide_password=True)}; run store.setup() (or "
+            "await store.asetup()) once")
+    return exc
+
+
 def _backoff(attempt: int, cap: float) -> float:
     # jittered exponential backoff: waiters that collided do not retry in step
     return min(cap, 0.01 * (2 ** min(attempt, 8))) * random.uniform(0.5, 1.0)
@@ -300,9 +311,18 @@ class LeaseStore:
                     return fn(conn, *args)
             except sa.exc.DBAPIError as exc:
                 if not self._d.retryable(exc) or attempt == _DEADLOCK_RETRIES - 1:
-                    raise
+                    raise _setup_hint(exc, self.engine) from exc
                 time.sleep(_backoff(attempt, 0.05))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _auto(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            with self._autocommit.connect() as conn:
+                out = fn(conn, *args)
+                conn.commit()
+                return out
+        except sa.exc.DBAPIError as exc:
+            raise _setup_hint(exc, self.engine) from exc
 
     def setup(self) -> None:
         """Create the lease table if absent (idempotent, safe across processes)."""
@@ -352,15 +372,12 @@ class LeaseStore:
     def release(self, lease: Lease) -> None:
         """Give the lease up; a no-op when it was taken over already."""
         self._sync("release")
-        with self._autocommit.connect() as conn:
-            _release(conn, lease)
-            conn.commit()
+        self._auto(_release, lease)
 
     def current(self, thread_id: str) -> Lease | None:
         """The thread's live lease, or ``None``."""
         self._sync("current")
-        with self._autocommit.connect() as conn:
-            return _current(conn, _check_thread(thread_id), self.clock())
+        return self._auto(_current, _check_thread(thread_id), self.clock())
 
     def request_cancel(self, thread_id: str) -> bool:
         """Ask the thread's holder to stop at its next step boundary.
@@ -370,9 +387,7 @@ class LeaseStore:
         to cancel.
         """
         self._sync("request_cancel")
-        with self._autocommit.connect() as conn:
-            found = _cancel(conn, _check_thread(thread_id), self.clock())
-            conn.commit()
+        found = self._auto(_cancel, _check_thread(thread_id), self.clock())
         self._notify(thread_id)
         return found
 
@@ -386,15 +401,18 @@ class LeaseStore:
                     return await conn.run_sync(fn, *args)  # type: ignore[no-any-return]
             except sa.exc.DBAPIError as exc:
                 if not self._d.retryable(exc) or attempt == _DEADLOCK_RETRIES - 1:
-                    raise
+                    raise _setup_hint(exc, self.engine) from exc
                 await asyncio.sleep(_backoff(attempt, 0.05))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _aauto(self, fn: Callable[..., T], *args: Any) -> T:
-        async with self._autocommit.connect() as conn:
-            out = await conn.run_sync(fn, *args)
-            await conn.commit()
-            return out  # type: ignore[no-any-return]
+        try:
+            async with self._autocommit.connect() as conn:
+                out = await conn.run_sync(fn, *args)
+                await conn.commit()
+                return out  # type: ignore[no-any-return]
+        except sa.exc.DBAPIError as exc:
+            raise _setup_hint(exc, self.engine) from exc
 
     async def asetup(self) -> None:
         """Async twin of :meth:`setup`."""
