@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from conftest import require_backend
 from relaygraph._errors import ConfigurationError, MissingDependencyError
 from relaygraph.checkpointers import (
+    AsyncSQLAlchemySaver,
     CorruptCheckpointError,
     DatabaseUnavailableError,
     InvalidFilterError,
@@ -65,6 +66,17 @@ def test_missing_driver_names_the_extra(monkeypatch, url, extra) -> None:
 def test_uninstalled_alternative_driver_names_the_extra() -> None:
     with pytest.raises(MissingDependencyError, match=r"relaygraph\[postgres\]"):
         resolve_url("postgresql+asyncpg://u@127.0.0.1/db", async_=True)
+
+
+async def test_a_url_naming_the_other_kind_of_driver_opens_the_same_database(backend) -> None:
+    # "sqlite+aiosqlite://" for the sync saver failed with SQLAlchemy's MissingGreenlet,
+    # "mysql+pymysql://" for the async one with "requires an async driver"
+    with SQLAlchemySaver.from_conn_string(backend.async_url) as saver:
+        saver.setup()
+        _put(saver, "t")
+    async with AsyncSQLAlchemySaver.from_conn_string(backend.url) as asaver:
+        got = await asaver.aget_tuple({"configurable": {"thread_id": "t"}})
+    assert got is not None
 
 
 @pytest.mark.parametrize("url", [

@@ -37,10 +37,17 @@ _DRIVER_PACKAGES = {
     "mysqldb": ("MySQLdb", "mysql"),
 }
 _SCHEME_ALIASES = {"postgres": "postgresql", "pg": "postgresql"}
+# drivers that work only under asyncio, and only without it (psycopg works both ways)
+_ASYNC_ONLY = {"aiosqlite", "asyncpg", "psycopg_async", "aiomysql", "asyncmy"}
+_SYNC_ONLY = {"pysqlite", "psycopg2", "pymysql", "mysqldb"}
 
 
 def resolve_url(url: str | URL, *, async_: bool) -> URL:
-    """Normalise ``url``: pick relaygraph's default driver and check it is installed."""
+    """Normalise ``url``: pick relaygraph's default driver and check it is installed.
+
+    A driver of the wrong kind (a sync one for ``async_``, an async one otherwise) is
+    replaced by the default driver of the same database.
+    """
     try:
         u = make_url(url) if isinstance(url, str) else url
     except sa.exc.ArgumentError as exc:
@@ -57,8 +64,10 @@ def resolve_url(url: str | URL, *, async_: bool) -> URL:
     driver = u.get_driver_name() if "+" in u.drivername else None
     if driver is None or driver == u.get_backend_name():
         driver = _DEFAULT_DRIVERS[backend][1 if async_ else 0]
-    if backend == "sqlite" and async_ and driver == "pysqlite":
-        driver = "aiosqlite"
+    if driver in (_SYNC_ONLY if async_ else _ASYNC_ONLY):
+        # a URL written for the other saver ("mysql+pymysql://" for the async one, say):
+        # the same database through relaygraph's driver of the kind this one runs on
+        driver = _DEFAULT_DRIVERS[backend][1 if async_ else 0]
     pkg = _DRIVER_PACKAGES.get(driver)
     if pkg is None:
         raise ConfigurationError(
