@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from conftest import require_backend
 from relaygraph._errors import ConfigurationError, MissingDependencyError
@@ -113,6 +114,9 @@ def test_using_the_saver_before_setup_says_so(tmp_path) -> None:
 def test_engine_type_mistakes_are_explained() -> None:
     with pytest.raises(TypeError, match="from_conn_string"):
         SQLAlchemySaver("sqlite:///x.db")  # type: ignore[arg-type]
+    aengine = create_async_engine("sqlite+aiosqlite://")
+    with pytest.raises(TypeError, match=r"AsyncSQLAlchemySaver\(engine\)"):
+        SQLAlchemySaver(aengine)  # type: ignore[arg-type]
 
 
 # -- hostile identifiers and metadata ------------------------------------------------------

@@ -164,6 +164,9 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         if isinstance(engine, str):
             raise TypeError("SQLAlchemySaver takes an Engine; for a URL use "
                             "SQLAlchemySaver.from_conn_string(url)")
+        if hasattr(engine, "sync_engine"):  # an AsyncEngine: it failed later, obscurely
+            raise TypeError("SQLAlchemySaver takes a sync Engine, got AsyncEngine; use "
+                            "AsyncSQLAlchemySaver(engine) for an AsyncEngine")
         super().__init__(serde=serde, segment_every=segment_every, compress=compress,
                          cache_size=cache_size, thread_dictionaries=thread_dictionaries,
                          retry=retry)
