@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import time
 from pathlib import Path
 
@@ -103,6 +104,22 @@ def test_refused_login_is_a_clear_error(kind, url) -> None:
     with pytest.raises(DatabaseUnavailableError, match="no_such"):
         with SQLAlchemySaver.from_conn_string(url) as saver:
             saver.setup()
+
+
+async def test_a_sqlite_file_in_a_missing_folder_is_explained_by_setup(tmp_path) -> None:
+    # setup() raised SQLAlchemy's bare OperationalError "unable to open database file"
+    folder = tmp_path / "no" / "such"
+    url = f"sqlite:///{folder / 'x.db'}"
+    said = rf"unable to open.*its folder {re.escape(str(folder))} does not exist: create it"
+    with SQLAlchemySaver.from_conn_string(url) as saver:
+        with pytest.raises(DatabaseUnavailableError, match=said):
+            saver.setup()
+        with pytest.raises(DatabaseUnavailableError, match=said):
+            saver.get_tuple({"configurable": {"thread_id": "t"}})
+    async with AsyncSQLAlchemySaver.from_conn_string(url) as asaver:
+        with pytest.raises(DatabaseUnavailableError, match=said):
+            await asaver.asetup()
+    assert not (tmp_path / "no").exists()
 
 
 def test_using_the_saver_before_setup_says_so(tmp_path) -> None:

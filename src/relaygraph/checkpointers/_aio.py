@@ -629,9 +629,12 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         On a SQLite file this also puts the database in WAL journal mode (stored in the
         file, as ``AsyncSqliteSaver.setup()`` does), on a caller's engine too.
         """
+        async def wal() -> None:
+            async with self.engine.connect() as conn:
+                await conn.run_sync(lambda c: persist_wal(c.connection.dbapi_connection))
+
         if is_sqlite_file(self.engine.sync_engine.url):
-            async with self.engine.connect() as wal:
-                await wal.run_sync(lambda c: persist_wal(c.connection.dbapi_connection))
+            await self._retrying(wal)  # its errors explained as the operations' are
 
         async def migrate() -> None:
             async with self._tx.begin() as conn:

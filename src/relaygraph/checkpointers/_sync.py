@@ -69,6 +69,7 @@ from relaygraph.checkpointers._urls import (
     persist_wal,
     pool_sizes,
     resolve_url,
+    sqlite_missing_folder,
     sqlite_pragmas,
     sqlite_read_only,
 )
@@ -104,7 +105,11 @@ def translate_db_error(exc: sa.exc.DBAPIError, url: Any,
     unavailable = isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
     if unavailable or exc.connection_invalidated:
         safe = url.render_as_string(hide_password=True)
-        return DatabaseUnavailableError(f"cannot use the database at {safe}: {text.strip()}")
+        folder = sqlite_missing_folder(url) if "unable to open" in text else None
+        hint = (f"; its folder {folder} does not exist: create it first (SQLite creates "
+                "the file, not its folders), or fix the path" if folder else "")
+        return DatabaseUnavailableError(
+            f"cannot use the database at {safe}: {text.strip()}{hint}")
     return exc
 
 
@@ -424,9 +429,12 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         On a SQLite file this also puts the database in WAL journal mode (stored in the
         file, as ``SqliteSaver.setup()`` does), on a caller's engine too.
         """
+        def wal() -> None:
+            with self.engine.connect() as conn:
+                persist_wal(conn.connection.dbapi_connection)
+
         if is_sqlite_file(self.engine.url):
-            with self.engine.connect() as wal:
-                persist_wal(wal.connection.dbapi_connection)
+            self._retrying(wal)  # its errors explained as the operations' are
 
         def migrate() -> None:
             with self._tx.begin() as conn:

@@ -169,6 +169,16 @@ def is_sqlite_file(u: URL) -> bool:
                 or mode == "memory")
 
 
+def sqlite_missing_folder(u: URL) -> str | None:
+    """The folder of ``u``'s SQLite file when that folder does not exist (sqlite3 then
+    says only "unable to open database file"), else None."""
+    db = u.database or ""
+    if not is_sqlite_file(u) or db.startswith("file:"):
+        return None
+    folder = os.path.dirname(os.path.abspath(db))
+    return None if os.path.isdir(folder) else folder
+
+
 def sqlite_read_only(u: URL) -> URL:
     """``u``, or, for a SQLite file this process cannot write, ``u`` opened read-only.
 
