@@ -18,6 +18,7 @@ from conftest import require_backend
 from relaygraph._errors import ConfigurationError, MissingDependencyError
 from relaygraph.checkpointers import (
     AsyncSQLAlchemySaver,
+    CheckpointerError,
     CorruptCheckpointError,
     DatabaseUnavailableError,
     InvalidFilterError,
@@ -120,6 +121,25 @@ async def test_a_sqlite_file_in_a_missing_folder_is_explained_by_setup(tmp_path)
         with pytest.raises(DatabaseUnavailableError, match=said):
             await asaver.asetup()
     assert not (tmp_path / "no").exists()
+
+
+async def test_a_saver_used_after_its_block_ended_says_so(backend) -> None:
+    # it went on working on the disposed engines, opening connections nobody closed
+    cfg = {"configurable": {"thread_id": "t"}}
+    said = r"closed when its from_conn_string\(\) block ended"
+    with SQLAlchemySaver.from_conn_string(backend.url) as saver:
+        saver.setup()
+        _put(saver, "t")
+    for call in (lambda: saver.get_tuple(cfg), lambda: _put(saver, "t"),
+                 lambda: list(saver.list(cfg)), saver.setup):
+        with pytest.raises(CheckpointerError, match=said):
+            call()
+    async with AsyncSQLAlchemySaver.from_conn_string(backend.async_url) as asaver:
+        assert await asaver.aget_tuple(cfg) is not None
+    with pytest.raises(CheckpointerError, match=said):
+        await asaver.aget_tuple(cfg)
+    with pytest.raises(CheckpointerError, match=said):
+        await asaver.asetup()
 
 
 def test_using_the_saver_before_setup_says_so(tmp_path) -> None:

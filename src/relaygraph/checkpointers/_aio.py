@@ -488,6 +488,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
                 saver._lane = None
             yield saver
         finally:
+            if saver is not None:
+                saver._close()
             for held in (saver._held, saver._writes_held) if saver is not None else ():
                 if held is not None:
                     await held.close()
@@ -544,6 +546,7 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         raise AssertionError("unreachable")
 
     async def _run_checked(self, make: Callable[[], Op]) -> None:
+        self._check_open()
         version = await self._retrying(lambda: self._run_once(make(), write=False))
         self._check_schema(version)
 
@@ -629,6 +632,8 @@ class AsyncSQLAlchemySaver(BaseSQLAlchemySaver):
         On a SQLite file this also puts the database in WAL journal mode (stored in the
         file, as ``AsyncSqliteSaver.setup()`` does), on a caller's engine too.
         """
+        self._check_open()
+
         async def wal() -> None:
             async with self.engine.connect() as conn:
                 await conn.run_sync(lambda c: persist_wal(c.connection.dbapi_connection))

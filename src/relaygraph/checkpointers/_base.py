@@ -59,7 +59,11 @@ from relaygraph.checkpointers._codec import (
     unpack,
 )
 from relaygraph.checkpointers._corrupt import load_metadata, reading
-from relaygraph.checkpointers._errors import CorruptCheckpointError, SchemaVersionError
+from relaygraph.checkpointers._errors import (
+    CheckpointerError,
+    CorruptCheckpointError,
+    SchemaVersionError,
+)
 from relaygraph.checkpointers._fence import FENCE_KEY, WriteFence
 from relaygraph.checkpointers._ids import check_filter, check_key
 from relaygraph.checkpointers._protocol import (
@@ -272,6 +276,21 @@ class BaseSQLAlchemySaver(BaseCheckpointSaver[str]):
 
     #: set once the tables were found at the schema version this code reads and writes
     _schema_ok = False
+    #: set when the ``from_conn_string`` block that created the saver ended (its engines
+    #: are disposed; a disposed engine would quietly open new connections nobody closes)
+    _closed = False
+
+    def _close(self) -> None:
+        self._closed = True
+        self._schema_ok = False  # the next operation goes by ``_check_open``
+
+    def _check_open(self) -> None:
+        if self._closed:
+            name = type(self).__name__
+            raise CheckpointerError(
+                f"this {name} was closed when its from_conn_string() block ended; use it "
+                f"(compile and run the graph) inside the block, or create it with "
+                f"{name}(engine) on an engine you keep and dispose of yourself")
 
     def _op_schema_version(self) -> Op:
         m = S.migrations_table

@@ -286,6 +286,8 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
                     saver._kept_lane = KeptCheckouts(lane, direct)
             yield saver
         finally:
+            if saver is not None:
+                saver._close()
             if saver is not None and saver._writer is not None:
                 saver._writer.release()
             for kept in (saver._kept, saver._kept_lane) if saver is not None else ():
@@ -343,6 +345,7 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         raise AssertionError("unreachable")
 
     def _run_checked(self, make: Callable[[], Op]) -> None:
+        self._check_open()
         version = self._retrying(lambda: self._run_once(make(), write=False))
         self._check_schema(version)
 
@@ -429,6 +432,8 @@ class SQLAlchemySaver(BaseSQLAlchemySaver):
         On a SQLite file this also puts the database in WAL journal mode (stored in the
         file, as ``SqliteSaver.setup()`` does), on a caller's engine too.
         """
+        self._check_open()
+
         def wal() -> None:
             with self.engine.connect() as conn:
                 persist_wal(conn.connection.dbapi_connection)
