@@ -460,3 +460,14 @@ def _awaiting(puts: APutsDone, k: int, ran: list[str]):
         return {"log": [f"n{k}"]}
 
     return RunnableLambda(run)
+
+
+def test_a_value_that_cannot_be_serialized_names_that_fix_not_the_database() -> None:
+    # the message said "resume it once the database is back", which could not help
+    from relaygraph.checkpointers import CheckpointSaveError
+
+    refused = CheckpointSaveError("t", TypeError("Type is not msgpack serializable: Foo"))
+    assert "database is back" not in str(refused)
+    assert "cannot be serialized: make the nodes return values" in str(refused)
+    down = CheckpointSaveError("t", DatabaseUnavailableError("cannot use the database"))
+    assert "once the database is back" in str(down)

@@ -38,16 +38,23 @@ class CheckpointSaveError(CheckpointerError):
     """A checkpoint of this run could not be saved, so the run stopped at the next step
     boundary instead of going on with state that is not stored.
 
-    The cause (``__cause__``) is the saver's error, e.g. ``DatabaseUnavailableError``.
-    Resume the thread with ``graph.invoke(None, config)`` once the database is back: it
-    continues from the last checkpoint that was saved.
+    The cause (``__cause__``) is the saver's error, e.g. ``DatabaseUnavailableError``,
+    or the serializer's ``TypeError`` for a value of the state it cannot store. Resume
+    the thread with ``graph.invoke(None, config)`` once the database is back (or the
+    node returns values that can be stored): it continues from the last checkpoint that
+    was saved.
     """
 
     def __init__(self, thread_id: str, cause: BaseException) -> None:
+        if isinstance(cause, TypeError):  # not the database: resuming as is fails again
+            fix = ("A value in the state cannot be serialized: make the nodes return "
+                   "values that can be stored (plain data, LangChain messages, pydantic "
+                   "models, dataclasses), then resume it with graph.invoke(None, config)")
+        else:
+            fix = "Resume it with graph.invoke(None, config) once the database is back"
         super().__init__(
             f"a checkpoint of thread {thread_id!r} could not be saved ({cause}); the run "
-            f"stopped at the next step boundary rather than run on unsaved state. Resume "
-            f"it with graph.invoke(None, config) once the database is back")
+            f"stopped at the next step boundary rather than run on unsaved state. {fix}")
         self.thread_id = thread_id
 
 
