@@ -107,6 +107,22 @@ def test_refused_login_is_a_clear_error(kind, url) -> None:
             saver.setup()
 
 
+@pytest.mark.parametrize("url", [
+    "postgresql://no_such_role_rg@127.0.0.1:5432/test",
+    "postgresql://postgres@127.0.0.1:5432/no_such_db_rg",
+])
+def test_a_refused_login_is_not_retried(url) -> None:
+    # psycopg words it "connection failed: ...", as it does a refused connection, and the
+    # saver retried it for its whole window (10 s) before giving the same answer
+    require_backend("postgres")
+    start = time.monotonic()
+    with pytest.raises(DatabaseUnavailableError, match="no_such") as err:
+        with SQLAlchemySaver.from_conn_string(url) as saver:
+            saver.setup()
+    assert "tried" not in str(err.value)
+    assert time.monotonic() - start < 5
+
+
 async def test_a_sqlite_file_in_a_missing_folder_is_explained_by_setup(tmp_path) -> None:
     # setup() raised SQLAlchemy's bare OperationalError "unable to open database file"
     folder = tmp_path / "no" / "such"

@@ -103,6 +103,11 @@ def test_which_errors_are_retried() -> None:
     assert not is_transient(sa.exc.OperationalError("x", {}, Exception(
         "canceling statement due to lock timeout")))
     assert not is_transient(sa.exc.IntegrityError("x", {}, Exception("duplicate key")))
+    for refusal in ('database "nope" does not exist', 'role "nope" does not exist',
+                    'password authentication failed for user "nope"'):
+        assert not is_transient(sa.exc.OperationalError("x", {}, Exception(
+            'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+            f"FATAL:  {refusal}")))
 
 
 # -- retries through a saver ----------------------------------------------------------

@@ -101,6 +101,11 @@ _TRANSIENT = re.compile(
     r"|can't connect to (mysql|mariadb)? ?server|connection was killed"
     r"|deadlock detected|deadlock found|could not serialize access",
     re.IGNORECASE)
+# A server that answered and refused the login: the same answer comes every time (its
+# message starts like a refused connection's on psycopg: "connection failed: ...").
+_REFUSED = re.compile(
+    r"(database|role) \"[^\"]*\" does not exist|password authentication failed"
+    r"|no pg_hba\.conf entry|access denied for user|unknown database", re.IGNORECASE)
 _LOCK = re.compile(r"lock timeout|lock wait timeout|lock_timeout|database is locked",
                    re.IGNORECASE)
 _STATEMENT = re.compile(r"statement timeout|max_statement_time|max_execution_time"
@@ -118,7 +123,8 @@ def is_transient(exc: sa.exc.DBAPIError) -> bool:
         return True
     if timeout_kind(exc) is not None:
         return False
-    return bool(_TRANSIENT.search(_text(exc).split("\n", 1)[0]))
+    first = _text(exc).split("\n", 1)[0]
+    return bool(_TRANSIENT.search(first)) and not _REFUSED.search(first)
 
 
 def timeout_kind(exc: sa.exc.DBAPIError) -> str | None:
