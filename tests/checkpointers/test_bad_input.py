@@ -158,6 +158,25 @@ async def test_a_saver_used_after_its_block_ended_says_so(backend) -> None:
         await asaver.asetup()
 
 
+def test_a_string_where_a_list_of_ids_goes_is_refused(backend) -> None:
+    # prune("case-42") pruned the threads "c", "a", "s", "e", "-", "4" and "2"
+    engine = sa.create_engine(backend.url)
+    try:
+        saver = SQLAlchemySaver(engine)
+        saver.setup()
+        for tid in ("a", "b"):
+            _put(saver, tid)
+            _put(saver, tid)
+        with pytest.raises(InvalidKeyError, match=r"list of ids.*prune\(\['ab'\]\)"):
+            saver.prune("ab", strategy="delete")
+        with pytest.raises(InvalidKeyError, match=r"delete_for_runs\(\['ab'\]\)"):
+            saver.delete_for_runs("ab")
+        for tid in ("a", "b"):
+            assert len(list(saver.list({"configurable": {"thread_id": tid}}))) == 2
+    finally:
+        engine.dispose()
+
+
 def test_using_the_saver_before_setup_says_so(tmp_path) -> None:
     with SQLAlchemySaver.from_conn_string(f"sqlite:///{tmp_path / 'x.db'}") as saver:
         with pytest.raises(SetupRequiredError, match=r"setup\(\)"):

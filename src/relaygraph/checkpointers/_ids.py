@@ -39,6 +39,16 @@ def check_key(value: Any, what: str, limit: int = MAX_KEY_CHARS) -> str:
     return s
 
 
+def check_keys(values: Any, what: str, call: str) -> list[str]:
+    """``check_key`` for each of a sequence of ids; a bare string is refused, not taken
+    as the sequence of its characters (``prune("case-42")`` pruned threads "c", "a", ...)."""
+    if isinstance(values, str | bytes | bytearray):
+        raise InvalidKeyError(
+            f"{what}s must be a list of ids, got the string {values[:40]!r}; "
+            f"call {call}([{values[:40]!r}])")
+    return [check_key(v, what) for v in values]
+
+
 def check_filter(filter: dict[str, Any] | None) -> dict[str, Any]:
     """Validate ``list(filter=…)``: keys must be plain identifiers."""
     if not filter:

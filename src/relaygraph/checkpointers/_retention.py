@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from relaygraph.checkpointers import _schema as S
 from relaygraph.checkpointers._codec import DELTA, DELTA_OF_WRITES, FRAME_REFS, Key3, pack, unpack
 from relaygraph.checkpointers._corrupt import load_metadata
-from relaygraph.checkpointers._ids import check_key
+from relaygraph.checkpointers._ids import check_key, check_keys
 from relaygraph.checkpointers._protocol import After, Op, _batches, _group_keys
 from relaygraph.checkpointers._refs import REFS, ref_checkpoint
 from relaygraph.checkpointers._tdict import TAG, frame_dict_id, parse_dict_version
@@ -32,7 +32,7 @@ def delete_thread(saver: BaseSQLAlchemySaver, thread_id: str) -> Op:
 
 
 def delete_for_runs(saver: BaseSQLAlchemySaver, run_ids: Sequence[str]) -> Op:
-    runs = [check_key(r, "run_id") for r in run_ids]
+    runs = check_keys(run_ids, "run_id", "delete_for_runs")
     if not runs:
         return None
     c = S.checkpoints
@@ -159,7 +159,7 @@ def prune(saver: BaseSQLAlchemySaver, thread_ids: Sequence[str], strategy: str,
         raise ValueError(f"strategy must be 'keep_latest' or 'delete', got {strategy!r}")
     if keep_last < 1:
         raise ValueError(f"keep_last must be >= 1, got {keep_last}")
-    tids = [check_key(t, "thread_id") for t in thread_ids]
+    tids = check_keys(thread_ids, "thread_id", "prune")
     if strategy == "delete":
         for tid in tids:
             yield from delete_thread(saver, tid)
