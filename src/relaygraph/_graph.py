@@ -22,14 +22,27 @@ from langgraph.types import Command
 _CONFIG_KEY_READ = "__pregel_read"
 
 
+class RoutingNode:
+    """Mixin for a Runnable node that routes with ``Command(goto=…)``.
+
+    ``StateGraph.add_node`` reads a node's return annotation from its class's ``__call__``;
+    this one runs the node (``self.invoke``), and `declare_destinations` gives each
+    instance the annotation naming its routes.
+    """
+
+    def __call__(self, state: Any, config: RunnableConfig | None = None) -> Any:
+        """Run the node synchronously (``self.invoke``)."""
+        return self.invoke(state, config)  # type: ignore[attr-defined]
+
+
 def declare_destinations(node: Any, destinations: Iterable[str | None]) -> tuple[str, ...]:
     """Annotate ``node`` so that ``StateGraph.add_node`` records where it routes.
 
     Gives the instance a ``__call__`` whose return annotation is
     ``Command[Literal[<destinations>]]``, which ``add_node`` reads exactly as it does for a
     plain function node. The node's class must define ``__call__`` too (``add_node`` reads
-    the signature from the class). Routes that are None are left out; with none left the
-    node is not annotated and the graph's edges decide.
+    the signature from the class): mix in `RoutingNode`. Routes that are None are left
+    out; with none left the node is not annotated and the graph's edges decide.
 
     Returns:
         The destinations, without duplicates, in order.

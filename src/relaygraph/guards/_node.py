@@ -23,7 +23,7 @@ from langgraph.types import Command
 
 from relaygraph._clock import Clock
 from relaygraph._errors import ConfigurationError
-from relaygraph._graph import declare_destinations, missing_channels
+from relaygraph._graph import RoutingNode, declare_destinations, missing_channels
 
 T = TypeVar("T")
 
@@ -69,7 +69,7 @@ async def resolve_async(value: T | Awaitable[T]) -> T:
     return value
 
 
-class GuardNode(Runnable[Any, Command]):
+class GuardNode(RoutingNode, Runnable[Any, Command]):
     """Base class of relaygraph's guard nodes. Subclasses implement `_run` and `_arun`."""
 
     #: label used in ``guard_log`` when neither ``name`` nor the graph node name is known
@@ -95,10 +95,6 @@ class GuardNode(Runnable[Any, Command]):
 
     def _declare_destinations(self) -> None:
         declare_destinations(self, self.destinations)
-
-    def __call__(self, state: Any, config: RunnableConfig | None = None) -> Command:
-        """Run the guard synchronously (``self.invoke``)."""
-        return self.invoke(state, config)
 
     def validate(self, builder: Any, node: str | None = None) -> None:
         """Check this guard against a ``StateGraph`` builder before it is compiled.

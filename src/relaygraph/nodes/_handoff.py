@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from relaygraph._clock import Clock, iso, system_clock
 from relaygraph._errors import ConfigurationError, RelaygraphError
-from relaygraph._graph import declare_destinations, missing_channels
+from relaygraph._graph import RoutingNode, declare_destinations, missing_channels
 from relaygraph.nodes._binding import check_bindings
 from relaygraph.nodes._brief import brief_message, render_brief
 from relaygraph.nodes._contract import Contract, _field_verbatim
@@ -263,7 +263,7 @@ def _run_in_thread(fn: Callable[[], Any], timeout: float | None) -> Any:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-class HandoffNode(RunnableLambda):
+class HandoffNode(RoutingNode, RunnableLambda):
     """The graph node built by :func:`handoff` (a runnable with sync and async paths).
 
     Call it on a state dict, or add it to a ``StateGraph``. ``invoke`` runs the
@@ -391,10 +391,6 @@ class HandoffNode(RunnableLambda):
         #: the nodes this handoff can route to; ``StateGraph.add_node`` reads them, so
         #: ``compile()`` rejects a route that names no node
         self.destinations = declare_destinations(self, (on_success, on_failure))
-
-    def __call__(self, state: Any, config: RunnableConfig | None = None) -> Any:
-        """Run the handoff synchronously (``self.invoke``)."""
-        return self.invoke(state, config)
 
     # ------------------------------------------------------------------ source
 

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ValidationError
 
 from relaygraph._clock import Clock, now_iso, system_clock
 from relaygraph._errors import ConfigurationError, RelaygraphError
-from relaygraph._graph import declare_destinations
+from relaygraph._graph import RoutingNode, declare_destinations
 from relaygraph.nodes._contract import Contract
 from relaygraph.nodes._review import (
     EditDecision,
@@ -134,7 +134,7 @@ class _Pending:
     request: dict[str, Any]
 
 
-class ReconcileNode(Runnable[Any, Command]):
+class ReconcileNode(RoutingNode, Runnable[Any, Command]):
     """The node ``reconcile()`` returns; see :func:`reconcile`."""
 
     def __init__(self, contract: type[Contract], *, source: str, target: str,
@@ -179,10 +179,6 @@ class ReconcileNode(Runnable[Any, Command]):
         #: the nodes this node can route to; ``StateGraph.add_node`` reads them, so
         #: ``compile()`` rejects a route that names no node
         self.destinations = declare_destinations(self, (on_success, on_conflict))
-
-    def __call__(self, state: Any, config: RunnableConfig | None = None) -> Command:
-        """Run the reconciliation synchronously (``self.invoke``)."""
-        return self.invoke(state, config)
 
     def __repr__(self) -> str:
         return (f"ReconcileNode({self.contract.__name__}, source={self.source!r}, "

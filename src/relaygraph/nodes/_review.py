@@ -30,7 +30,7 @@ from pydantic import (
 
 from relaygraph._clock import Clock, now_iso, system_clock
 from relaygraph._errors import ConfigurationError, RelaygraphError
-from relaygraph._graph import declare_destinations
+from relaygraph._graph import RoutingNode, declare_destinations
 from relaygraph.nodes._autonomy import AutonomyPolicy, PolicyDecision
 from relaygraph.observe._langsmith import annotate_run
 from relaygraph.state import ReviewRecord
@@ -253,7 +253,7 @@ def _state_dict(state: Any) -> Mapping[str, Any]:
     return vars(state)
 
 
-class HumanReview(Runnable[Any, Command]):
+class HumanReview(RoutingNode, Runnable[Any, Command]):
     """A node that asks a human to approve, edit or reject one output.
 
     Args:
@@ -322,10 +322,6 @@ class HumanReview(Runnable[Any, Command]):
         #: the nodes this review can route to; ``StateGraph.add_node`` reads them, so
         #: ``compile()`` rejects a route that names no node
         self.destinations = declare_destinations(self, (on_approve, on_reject, self.on_edit))
-
-    def __call__(self, state: Any, config: RunnableConfig | None = None) -> Command:
-        """Run the review step synchronously (``self.invoke``)."""
-        return self.invoke(state, config)
 
     def __repr__(self) -> str:
         return (f"HumanReview({self.subject!r}, on_approve={self.on_approve!r}, "
