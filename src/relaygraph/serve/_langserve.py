@@ -37,6 +37,7 @@ from relaygraph.serve._errors import (
 )
 from relaygraph.serve._json import json_default
 from relaygraph.serve._limits import valid_json_text
+from relaygraph.serve._protocol import check_command
 from relaygraph.serve._reviews import is_review_request, review_command
 from relaygraph.serve._runner import hold_thread, tenant_of
 from relaygraph.serve._tenancy import internal_thread_id
@@ -53,10 +54,7 @@ def as_command(value: Any) -> Command | None:
         if value.get("graph") not in (None, Command.PARENT):
             raise BadRequest("Command.graph is not supported over HTTP")
         goto = value.get("goto")
-        if value.get("resume") is None and value.get("update") in (None, {}, []) \
-                and goto in (None, [], ""):
-            raise BadRequest("the Command needs a resume value, an update or a goto; got "
-                             "none (a null resume resumes nothing)")
+        check_command(value.get("resume"), value.get("update"), goto, "the Command")
         return Command(resume=value.get("resume"), update=value.get("update"),
                        goto=goto if goto not in (None, []) else ())
     return None

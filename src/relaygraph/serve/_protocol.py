@@ -126,10 +126,18 @@ class CommandBody(_Body):
     update: Any = None
     goto: Any = None
 
-    def is_empty(self) -> bool:
-        """Nothing to do: LangGraph fails such a command inside the run, not up front."""
-        return self.resume is None and self.update in (None, {}, []) and self.goto in (
-            None, [], "")
+    def check(self) -> None:
+        check_command(self.resume, self.update, self.goto, "command")
+
+
+def check_command(resume: Any, update: Any, goto: Any, what: str) -> None:
+    """BadRequest (422) for a command with nothing to do: LangGraph would fail it inside
+    the run, not up front (the protocol's runs and LangServe's inputs alike)."""
+    from relaygraph.serve._errors import BadRequest
+
+    if resume is None and update in (None, {}, []) and goto in (None, [], ""):
+        raise BadRequest(f"{what} needs a resume value, an update or a goto; got none "
+                         "(a null resume resumes nothing)")
 
 
 class RunCreate(_Body):

@@ -68,9 +68,8 @@ def _check_input(body: RunCreate) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                               or limit < 1):
         raise BadRequest(f"config.recursion_limit must be an integer >= 1, got {limit!r}")
-    if body.command is not None and body.command.is_empty():
-        raise BadRequest("command needs a resume value, an update or a goto; got none "
-                         "(a null resume resumes nothing)")
+    if body.command is not None:
+        body.command.check()
     if body.webhook is not None:
         raise BadRequest("webhooks are not supported by this server; poll runs.get or "
                          "use runs.join")
